@@ -1,0 +1,30 @@
+# Every target creates .venv on first use, so `make test` and `make demo` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test bench demo lint clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Stamp files keep re-runs fast: reinstall only when the packaging metadata changes.
+$(VENV)/.dev-installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.dev-installed
+	$(PY) -m benchmarks
+
+demo: $(VENV)/.dev-installed
+	$(PY) examples/quickstart.py
+
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info
