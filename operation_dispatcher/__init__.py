@@ -1,0 +1,79 @@
+"""operation-dispatcher: queue, dispatch and supervise the operations of one physical resource.
+
+Synchronous and thread-based, for controllers without asyncio. The public names are re-exported
+here; the HTTP and MCP layers live in subpackages and are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import (
+    DependencyCycle,
+    DependencyError,
+    DispatcherError,
+    DuplicateOperation,
+    InvalidTransition,
+    OperationNotCurrent,
+    OperationNotFound,
+    RequestClosed,
+    ResourceMismatch,
+    ThreadDidNotStop,
+    UnknownRequest,
+    ValidationError,
+)
+from .lifecycle import OperationLifecycle, allowed_triggers, mermaid_diagram
+from .models import (
+    ChangeRecord,
+    DependencyType,
+    DispatchEvent,
+    EventType,
+    ExecutionOutcome,
+    ExecutionState,
+    History,
+    Operation,
+    OperationDependency,
+    OperationDispatcherState,
+    TerminationReason,
+    TimeWindow,
+)
+from .queue import DEFAULT_SORT_RULES, DispatchQueue, SortDirection, SortField, SortRule
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "ChangeRecord",
+    "DEFAULT_SORT_RULES",
+    "DependencyCycle",
+    "DependencyError",
+    "DependencyType",
+    "DispatchEvent",
+    "DispatchQueue",
+    "DispatcherError",
+    "DuplicateOperation",
+    "EventType",
+    "ExecutionOutcome",
+    "ExecutionState",
+    "History",
+    "InvalidTransition",
+    "Operation",
+    "OperationDependency",
+    "OperationDispatcherState",
+    "OperationLifecycle",
+    "OperationNotCurrent",
+    "OperationNotFound",
+    "RequestClosed",
+    "ResourceMismatch",
+    "SortDirection",
+    "SortField",
+    "SortRule",
+    "TerminationReason",
+    "ThreadDidNotStop",
+    "TimeWindow",
+    "UnknownRequest",
+    "ValidationError",
+    "allowed_triggers",
+    "mermaid_diagram",
+]

@@ -1,0 +1,616 @@
+"""The data the dispatcher works on: operations, events, history, and their JSON form.
+
+Plain slotted dataclasses (no pydantic, so the core imports in a few milliseconds and an
+operation costs a few hundred bytes). Every constructor validates and coerces its fields, so an
+``Operation`` that exists is a valid one; a bad value raises :class:`ValidationError` naming the
+field and the reason. Datetimes are always UTC (a naive datetime is taken to be UTC already),
+ids are UUIDs, and ``to_dict()`` / ``from_dict()`` round-trip through JSON with ISO 8601 ``Z``
+timestamps, the wire form of the asyncio original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Self, TypeVar
+from uuid import UUID, uuid4
+
+from .errors import ValidationError
+
+# --------------------------------------------------------------------------------------- enums
+
+
+class ExecutionState(StrEnum):
+    """Where an operation is in its lifecycle. Failed and cancelled operations are COMPLETED."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+
+
+class ExecutionOutcome(StrEnum):
+    """How a COMPLETED operation ended; NONE while it has not."""
+
+    NONE = "NONE"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+
+
+class TerminationReason(StrEnum):
+    """Why an operation failed or was cancelled (the order is the original's, plus INTERRUPTED)."""
+
+    NONE = "NONE"
+    USER_REQUEST = "USER_REQUEST"
+    TIMEOUT = "TIMEOUT"
+    DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    EXTERNAL_ERROR = "EXTERNAL_ERROR"
+    INTERRUPTED = "INTERRUPTED"
+
+
+class DependencyType(StrEnum):
+    """FINISH_TO_START waits for the provider's success, START_TO_START for its start."""
+
+    FINISH_TO_START = "FINISH_TO_START"
+    START_TO_START = "START_TO_START"
+
+
+class EventType(StrEnum):
+    """Every event the dispatcher emits; the values are the original's wire strings."""
+
+    OPERATION_DISPATCHER_STARTED = "operation_dispatcher_started"
+    OPERATION_DISPATCHER_STOPPED = "operation_dispatcher_stopped"
+    OPERATION_DISPATCHER_PAUSED = "operation_dispatcher_paused"
+    OPERATION_DISPATCHER_RESUMED = "operation_dispatcher_resumed"
+    OPERATION_START_REQUESTED = "operation_start_requested"
+    OPERATION_START_DENIED = "operation_start_denied"
+    OPERATION_CANCEL_REQUESTED = "operation_cancel_requested"
+    OPERATION_CANCEL_DENIED = "operation_cancel_denied"
+    OPERATION_PAUSE_REQUESTED = "operation_pause_requested"
+    OPERATION_PAUSE_DENIED = "operation_pause_denied"
+    OPERATION_RESUME_REQUESTED = "operation_resume_requested"
+    OPERATION_RESUME_DENIED = "operation_resume_denied"
+    OPERATION_ADDED = "operation_added"
+    OPERATION_UPDATED = "operation_updated"
+    OPERATION_STARTED = "operation_started"
+    OPERATION_COMPLETED = "operation_completed"
+    OPERATION_FAILED = "operation_failed"
+    OPERATION_PAUSED = "operation_paused"
+    OPERATION_RESUMED = "operation_resumed"
+    OPERATION_CANCELLED = "operation_cancelled"
+
+    @property
+    def is_request(self) -> bool:
+        """True for the *_REQUESTED handshake events (recorded, but not notified)."""
+        return self.value.endswith("_requested")
+
+    @property
+    def is_dispatcher_event(self) -> bool:
+        """True for the dispatcher's own lifecycle events (no operation id)."""
+        return self.value.startswith("operation_dispatcher_")
+
+
+FINISHED_EVENT_TYPES = frozenset(
+    {EventType.OPERATION_COMPLETED, EventType.OPERATION_FAILED, EventType.OPERATION_CANCELLED}
+)
+
+# ------------------------------------------------------------------------- coercion helpers
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def to_utc(value: Any, field_name: str) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive means UTC, ISO 8601 text is parsed."""
+    if isinstance(value, datetime):
+        if value.tzinfo is UTC:
+            return value
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValidationError(
+                field_name, f"must be an ISO 8601 datetime, got {value!r}"
+            ) from None
+        return to_utc(parsed, field_name)
+    raise ValidationError(field_name, f"must be a datetime, got {type(value).__name__}")
+
+
+def _opt_utc(value: Any, field_name: str) -> datetime | None:
+    return None if value is None else to_utc(value, field_name)
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC with a trailing ``Z``, the wire form of every timestamp."""
+    text = to_utc(value, "datetime").isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def to_uuid(value: Any, field_name: str) -> UUID:
+    """Return ``value`` as a UUID; text in any form ``uuid.UUID`` accepts is parsed."""
+    if type(value) is UUID:
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValidationError(field_name, f"must be a UUID, got {value!r}") from None
+    if isinstance(value, UUID):
+        return value
+    raise ValidationError(field_name, f"must be a UUID, got {type(value).__name__}")
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _to_enum(value: Any, enum_cls: type[E], field_name: str) -> E:
+    if type(value) is enum_cls:
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in enum_cls)
+        raise ValidationError(field_name, f"must be one of {valid}; got {value!r}") from None
+
+
+def _check_int(value: Any, field_name: str) -> int:
+    if type(value) is not int:
+        raise ValidationError(field_name, f"must be an integer, got {type(value).__name__}")
+    return value
+
+
+def _check_positive_number(value: Any, field_name: str) -> float | int | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise ValidationError(field_name, f"must be a number, got {type(value).__name__}")
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValidationError(field_name, "must be > 0")
+    return value
+
+
+def _check_dict(value: Any, field_name: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ValidationError(field_name, f"must be an object (dict), got {type(value).__name__}")
+    return value
+
+
+def _check_opt_str(value: Any, field_name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(field_name, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def to_json_value(value: Any) -> Any:
+    """Turn a model, enum, UUID, datetime or a container of them into plain JSON values."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, _Model):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_value(v) for v in value]
+    return str(value)
+
+
+def copy_json(value: Any) -> Any:
+    """Copy dicts and lists all the way down; scalars (and anything else) are shared.
+
+    Used for snapshots: a caller who changes the payload of an operation it got back must not
+    change the one inside the dispatcher. It is far cheaper than ``copy.deepcopy``.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_json(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_json(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------ base model
+
+
+class _Model:
+    """Shared JSON plumbing of every model: ``to_dict`` and a strict ``from_dict``."""
+
+    __slots__ = ()
+    _field_names_cache: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        names = cls.__dict__.get("_field_names_cache")
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            cls._field_names_cache = names  # type: ignore[attr-defined]
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dict of plain JSON values (UUIDs and enums as strings, ISO 8601 ``Z`` times)."""
+        return {name: to_json_value(getattr(self, name)) for name in self._names()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        """Build from a JSON dict; unknown, missing or mistyped fields raise ValidationError."""
+        label = cls.__name__
+        if not isinstance(data, dict):
+            raise ValidationError(label, f"must be an object, got {type(data).__name__}")
+        names = cls._names()
+        unknown = sorted(k for k in data if k not in names)
+        if unknown:
+            raise ValidationError(
+                str(unknown[0]), f"is not a field of {label} (fields: {', '.join(names)})"
+            )
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name not in data
+        )
+        if missing:
+            raise ValidationError(missing[0], f"is required in {label}")
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class OperationDependency(_Model):
+    """Makes the owning operation wait for another one (the provider)."""
+
+    depends_on_operation_id: UUID
+    dependency_type: DependencyType
+    id: UUID = field(default_factory=uuid4)
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        setter = object.__setattr__
+        setter(self, "id", to_uuid(self.id, "dependencies.id"))
+        setter(
+            self,
+            "depends_on_operation_id",
+            to_uuid(self.depends_on_operation_id, "dependencies.depends_on_operation_id"),
+        )
+        setter(
+            self,
+            "dependency_type",
+            _to_enum(self.dependency_type, DependencyType, "dependencies.dependency_type"),
+        )
+        setter(self, "created_at", to_utc(self.created_at, "dependencies.created_at"))
+
+
+def _to_dependency(value: Any) -> OperationDependency:
+    if isinstance(value, OperationDependency):
+        return value
+    if isinstance(value, dict):
+        return OperationDependency.from_dict(value)
+    raise ValidationError(
+        "dependencies", f"items must be dependency objects, got {type(value).__name__}"
+    )
+
+
+@dataclass(slots=True, kw_only=True, eq=True)
+class Operation(_Model):
+    """One piece of work for the resource: what to do (payload), when, and how it went.
+
+    Only ``resource_id`` is required. ``planned_duration`` and ``timeout_seconds`` are in
+    seconds. ``release_conditions`` maps signal names to the values they must have (and be
+    fresh) before the operation may start.
+
+    >>> op = Operation(resource_id="robot-1", payload={"task": "pickup"}, priority=10)
+    """
+
+    id: UUID = field(default_factory=uuid4)
+    job_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    resource_id: str
+    priority: int = 0
+    release_date: datetime | None = None
+    planned_duration: float | None = None
+    due_date: datetime | None = None
+    dependencies: list[OperationDependency] = field(default_factory=list)
+    state: ExecutionState = ExecutionState.QUEUED
+    outcome: ExecutionOutcome = ExecutionOutcome.NONE
+    termination_reason: TerminationReason = TerminationReason.NONE
+    retry_count: int = 0
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    release_conditions: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        self.id = to_uuid(self.id, "id")
+        self.job_id = _check_opt_str(self.job_id, "job_id")
+        self.payload = _check_dict(self.payload, "payload")
+        if not isinstance(self.resource_id, str) or not self.resource_id:
+            raise ValidationError("resource_id", "must be a non-empty string")
+        self.priority = _check_int(self.priority, "priority")
+        self.release_date = _opt_utc(self.release_date, "release_date")
+        self.planned_duration = _check_positive_number(self.planned_duration, "planned_duration")
+        self.due_date = _opt_utc(self.due_date, "due_date")
+        deps = self.dependencies
+        if type(deps) is not list:
+            if not isinstance(deps, list | tuple):
+                raise ValidationError(
+                    "dependencies", f"must be a list, got {type(deps).__name__}"
+                )
+            deps = list(deps)
+        if deps:
+            deps = [_to_dependency(d) for d in deps]
+            for dep in deps:
+                if dep.depends_on_operation_id == self.id:
+                    raise ValidationError(
+                        "dependencies", f"operation {self.id} cannot depend on itself"
+                    )
+        self.dependencies = deps
+        self.state = _to_enum(self.state, ExecutionState, "state")
+        self.outcome = _to_enum(self.outcome, ExecutionOutcome, "outcome")
+        self.termination_reason = _to_enum(
+            self.termination_reason, TerminationReason, "termination_reason"
+        )
+        self.retry_count = _check_int(self.retry_count, "retry_count")
+        if self.retry_count < 0:
+            raise ValidationError("retry_count", "must be >= 0")
+        self.start_time = _opt_utc(self.start_time, "start_time")
+        self.finish_time = _opt_utc(self.finish_time, "finish_time")
+        self.created_at = to_utc(self.created_at, "created_at")
+        conditions = _check_dict(self.release_conditions, "release_conditions")
+        for name in conditions:
+            if not isinstance(name, str) or not name:
+                raise ValidationError("release_conditions", "keys must be non-empty signal names")
+        self.release_conditions = conditions
+        self.timeout_seconds = _check_positive_number(self.timeout_seconds, "timeout_seconds")
+        # cross-field rules
+        if (
+            self.release_date is not None
+            and self.due_date is not None
+            and self.due_date <= self.release_date
+        ):
+            raise ValidationError("due_date", "must be after release_date")
+        if (
+            self.start_time is not None
+            and self.finish_time is not None
+            and self.finish_time < self.start_time
+        ):
+            raise ValidationError("finish_time", "must be after start_time")
+        if self.state in (ExecutionState.RUNNING, ExecutionState.PAUSED) and self.start_time is None:
+            raise ValidationError("start_time", f"is required while the operation is {self.state}")
+
+    def copy(self) -> Operation:
+        """An independent snapshot: changing it (payload included) changes nothing here."""
+        clone = object.__new__(Operation)
+        for name in _OPERATION_SLOTS:
+            object.__setattr__(clone, name, getattr(self, name))
+        clone.payload = copy_json(self.payload)
+        clone.dependencies = list(self.dependencies)
+        clone.release_conditions = copy_json(self.release_conditions)
+        return clone
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the operation is COMPLETED (succeeded, failed or cancelled)."""
+        return self.state is ExecutionState.COMPLETED
+
+
+_OPERATION_SLOTS = tuple(f.name for f in dataclasses.fields(Operation))
+
+#: Fields a caller may change with ``update_operation`` (the state machine owns the rest).
+UPDATABLE_FIELDS = frozenset(
+    {
+        "payload",
+        "priority",
+        "release_date",
+        "planned_duration",
+        "due_date",
+        "dependencies",
+        "release_conditions",
+        "timeout_seconds",
+    }
+)
+#: Fields that only lifecycle transitions may change; updating them is refused with a reason.
+LIFECYCLE_FIELDS = frozenset(
+    {"state", "outcome", "termination_reason", "start_time", "finish_time", "retry_count"}
+)
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class ChangeRecord(_Model):
+    """One field of an operation that an event changed, with its value before and after."""
+
+    field: str
+    old_value: Any = None
+    new_value: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.field, str) or not self.field:
+            raise ValidationError("field", "must be a non-empty field name")
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class DispatchEvent(_Model):
+    """Something that happened to the dispatcher or to one of its operations."""
+
+    resource_id: str
+    event_type: EventType
+    id: UUID = field(default_factory=uuid4)
+    operation_id: UUID | None = None
+    changes: list[ChangeRecord] = field(default_factory=list)
+    meta_data: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        setter = object.__setattr__
+        if not isinstance(self.resource_id, str) or not self.resource_id:
+            raise ValidationError("resource_id", "must be a non-empty string")
+        setter(self, "event_type", _to_enum(self.event_type, EventType, "event_type"))
+        setter(self, "id", to_uuid(self.id, "id"))
+        if self.operation_id is not None:
+            setter(self, "operation_id", to_uuid(self.operation_id, "operation_id"))
+        changes = self.changes
+        if not isinstance(changes, list | tuple):
+            raise ValidationError("changes", f"must be a list, got {type(changes).__name__}")
+        if changes and not all(type(c) is ChangeRecord for c in changes):
+            changes = [c if isinstance(c, ChangeRecord) else ChangeRecord.from_dict(c)
+                       for c in changes]
+        setter(self, "changes", list(changes) if type(changes) is not list else changes)
+        setter(self, "meta_data", _check_dict(self.meta_data, "meta_data"))
+        setter(self, "created_at", to_utc(self.created_at, "created_at"))
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class TimeWindow(_Model):
+    """An optional [start, end] range of time; either end may be open (None)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", _opt_utc(self.start, "start"))
+        object.__setattr__(self, "end", _opt_utc(self.end, "end"))
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValidationError("end", "must be after start")
+
+    def contains(self, moment: datetime) -> bool:
+        """True if ``moment`` lies inside the window (both bounds inclusive)."""
+        return (self.start is None or moment >= self.start) and (
+            self.end is None or moment <= self.end
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class History(_Model):
+    """The events of a time window and, when resolved, the operations they refer to."""
+
+    resource_id: str
+    window: TimeWindow = field(default_factory=TimeWindow)
+    events: list[DispatchEvent] = field(default_factory=list)
+    operations: list[Operation] | None = None
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resource_id, str) or not self.resource_id:
+            raise ValidationError("resource_id", "must be a non-empty string")
+        if isinstance(self.window, dict):
+            self.window = TimeWindow.from_dict(self.window)
+        elif not isinstance(self.window, TimeWindow):
+            raise ValidationError("window", "must be a TimeWindow")
+        if not isinstance(self.events, list):
+            raise ValidationError("events", "must be a list")
+        self.events = [e if isinstance(e, DispatchEvent) else DispatchEvent.from_dict(e)
+                       for e in self.events]
+        self.created_at = to_utc(self.created_at, "created_at")
+        if self.operations is None:
+            return
+        if not isinstance(self.operations, list):
+            raise ValidationError("operations", "must be a list or null")
+        self.operations = [o if isinstance(o, Operation) else Operation.from_dict(o)
+                           for o in self.operations]
+        referenced = self.get_operation_ids()
+        seen: set[UUID] = set()
+        for op in self.operations:
+            if op.id in seen:
+                raise ValidationError("operations", f"lists operation {op.id} twice")
+            seen.add(op.id)
+            if op.id not in referenced:
+                raise ValidationError(
+                    "operations", f"operation with id {op.id} is not referenced by any event"
+                )
+
+    def get_start(self) -> datetime | None:
+        """The window's start, else the earliest event's time."""
+        if self.window.start is not None:
+            return self.window.start
+        return min((e.created_at for e in self.events), default=None)
+
+    def get_end(self) -> datetime | None:
+        """The window's end, else the latest event's time."""
+        if self.window.end is not None:
+            return self.window.end
+        return max((e.created_at for e in self.events), default=None)
+
+    def get_duration_seconds(self) -> float | None:
+        """Length of the history in seconds, or None when it has no start or end."""
+        start, end = self.get_start(), self.get_end()
+        if start is None or end is None:
+            return None
+        return (end - start).total_seconds()
+
+    def get_operation_ids(self) -> set[UUID]:
+        """Ids of every operation the events refer to."""
+        return {e.operation_id for e in self.events if e.operation_id is not None}
+
+    def get_completed_operations(self) -> list[UUID]:
+        """Ids of the finished operations (each once), from the operations or the events."""
+        if self.operations is not None:
+            return [op.id for op in self.operations if op.state is ExecutionState.COMPLETED]
+        seen: dict[UUID, None] = {}
+        for event in self.events:
+            if event.event_type in FINISHED_EVENT_TYPES and event.operation_id is not None:
+                seen.setdefault(event.operation_id)
+        return list(seen)
+
+
+@dataclass(slots=True, kw_only=True)
+class OperationDispatcherState(_Model):
+    """A snapshot of the dispatcher as a whole, as ``get_state()`` and ``GET /dispatcher`` see it."""
+
+    resource_id: str
+    is_running: bool = False
+    is_paused: bool = False
+    queue_size: int = 0
+    current_operation: Operation | None = None
+    running_since: datetime | None = None
+    uptime_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.current_operation, dict):
+            self.current_operation = Operation.from_dict(self.current_operation)
+        self.running_since = _opt_utc(self.running_since, "running_since")
+        for name in ("is_running", "is_paused"):
+            if type(getattr(self, name)) is not bool:
+                raise ValidationError(name, "must be a boolean")
+        self.queue_size = _check_int(self.queue_size, "queue_size")
+
+
+__all__ = [
+    "ChangeRecord",
+    "DependencyType",
+    "DispatchEvent",
+    "EventType",
+    "ExecutionOutcome",
+    "ExecutionState",
+    "History",
+    "LIFECYCLE_FIELDS",
+    "Operation",
+    "OperationDependency",
+    "OperationDispatcherState",
+    "TerminationReason",
+    "TimeWindow",
+    "UPDATABLE_FIELDS",
+    "copy_json",
+    "format_datetime",
+    "to_json_value",
+    "to_utc",
+    "to_uuid",
+    "utcnow",
+]
