@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from .approvals import PENDING, PendingRequest, RequestDecision, RequestKind
+from .dispatcher import OperationDispatcher
 from .errors import (
     DependencyCycle,
     DependencyError,
@@ -16,6 +18,7 @@ from .errors import (
     InvalidTransition,
     OperationNotCurrent,
     OperationNotFound,
+    OperationNotUpdatable,
     RequestClosed,
     ResourceMismatch,
     ThreadDidNotStop,
@@ -37,13 +40,26 @@ from .models import (
     TerminationReason,
     TimeWindow,
 )
+from .history import HistoryAnalyzer
 from .queue import DEFAULT_SORT_RULES, DispatchQueue, SortDirection, SortField, SortRule
+from .signals import Signal, SignalBoard
+from .simulation import SimulatedOperationRunner
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "PENDING",
+    "HistoryAnalyzer",
+    "OperationDispatcher",
+    "OperationNotUpdatable",
+    "PendingRequest",
+    "RequestDecision",
+    "RequestKind",
+    "Signal",
+    "SignalBoard",
+    "SimulatedOperationRunner",
     "ChangeRecord",
     "DEFAULT_SORT_RULES",
     "DependencyCycle",

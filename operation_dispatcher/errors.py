@@ -100,6 +100,14 @@ class OperationNotCurrent(DispatcherError, RuntimeError):
         super().__init__(message)
 
 
+class OperationNotUpdatable(DispatcherError, RuntimeError):
+    """The operation is running or finished, so its fields may not be changed now."""
+
+    def __init__(self, operation_id: Any, message: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(message)
+
+
 class UnknownRequest(DispatcherError, LookupError):
     """No pending approval request has this id."""
 
@@ -137,6 +145,7 @@ __all__ = [
     "InvalidTransition",
     "OperationNotCurrent",
     "OperationNotFound",
+    "OperationNotUpdatable",
     "RequestClosed",
     "ResourceMismatch",
     "ThreadDidNotStop",

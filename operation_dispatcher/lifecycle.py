@@ -24,6 +24,7 @@ from .models import (
     ExecutionState,
     Operation,
     TerminationReason,
+    to_utc,
     utcnow,
 )
 
@@ -159,7 +160,7 @@ class OperationLifecycle:
         before = tuple(getattr(operation, name) for name in _TRACKED)
         binding = self._acquire()
         binding.operation = operation
-        binding.now = now or utcnow()
+        binding.now = utcnow() if now is None else to_utc(now, "now")
         binding.reason = termination_reason
         binding.state = operation.state.value
         try:

@@ -583,13 +583,27 @@ class OperationDispatcherState(_Model):
     uptime_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.resource_id, str) or not self.resource_id:
+            raise ValidationError("resource_id", "must be a non-empty string")
         if isinstance(self.current_operation, dict):
             self.current_operation = Operation.from_dict(self.current_operation)
+        elif self.current_operation is not None and not isinstance(
+            self.current_operation, Operation
+        ):
+            raise ValidationError(
+                "current_operation",
+                f"must be an Operation or null, got {type(self.current_operation).__name__}",
+            )
         self.running_since = _opt_utc(self.running_since, "running_since")
         for name in ("is_running", "is_paused"):
             if type(getattr(self, name)) is not bool:
                 raise ValidationError(name, "must be a boolean")
         self.queue_size = _check_int(self.queue_size, "queue_size")
+        if self.queue_size < 0:
+            raise ValidationError("queue_size", "must be >= 0")
+        uptime = self.uptime_seconds
+        if uptime is not None and (type(uptime) not in (int, float) or not uptime >= 0):
+            raise ValidationError("uptime_seconds", "must be a number >= 0 or null")
 
 
 __all__ = [

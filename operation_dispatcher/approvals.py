@@ -1,0 +1,358 @@
+"""The approval handshake: asking business logic before an operation starts, pauses, resumes or
+is cancelled, and waiting for the answer on the dispatcher's condition variable.
+
+The request callback gets a ``*_REQUESTED`` DispatchEvent and answers with ``True``/``False``, a
+:class:`RequestDecision`, a dict ``{"accepted", "reasoning", "data"}``, an object with an
+``accepted`` (or ``is_allowed``) attribute, or :data:`PENDING` to answer later through
+``decide(request_id, ...)`` from any thread. Anything else denies, as in the original: ``None``
+and ``1`` and ``"yes"`` all deny. No answer by the deadline denies with reasoning ``timeout``.
+
+:class:`ApprovalDesk` holds the open requests; it never calls out and it uses the dispatcher's
+own lock, so a decision arriving from an HTTP thread wakes exactly the thread that waits for it.
+:class:`RetryPolicy` counts denials per (request kind, operation) and times the cooldowns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from .errors import RequestClosed, UnknownRequest
+from .models import DispatchEvent, EventType, Operation, format_datetime
+
+
+class _Pending:
+    """The type of :data:`PENDING`; there is exactly one."""
+
+    _instance: _Pending | None = None
+
+    def __new__(cls) -> _Pending:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Return this from the request callback to answer later with ``dispatcher.decide(...)``.
+PENDING = _Pending()
+
+
+class RequestKind(StrEnum):
+    """The four things the dispatcher asks permission for."""
+
+    START = "start"
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+    @property
+    def requested_event(self) -> EventType:
+        return _REQUESTED[self]
+
+    @property
+    def denied_event(self) -> EventType:
+        return _DENIED[self]
+
+
+_REQUESTED = {
+    RequestKind.START: EventType.OPERATION_START_REQUESTED,
+    RequestKind.CANCEL: EventType.OPERATION_CANCEL_REQUESTED,
+    RequestKind.PAUSE: EventType.OPERATION_PAUSE_REQUESTED,
+    RequestKind.RESUME: EventType.OPERATION_RESUME_REQUESTED,
+}
+_DENIED = {
+    RequestKind.START: EventType.OPERATION_START_DENIED,
+    RequestKind.CANCEL: EventType.OPERATION_CANCEL_DENIED,
+    RequestKind.PAUSE: EventType.OPERATION_PAUSE_DENIED,
+    RequestKind.RESUME: EventType.OPERATION_RESUME_DENIED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDecision:
+    """An answer to a request: accepted or not, why, and any data to keep with it."""
+
+    accepted: bool
+    reasoning: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "reasoning": self.reasoning, "data": dict(self.data)}
+
+
+def _decision_data(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    return {"value": value}
+
+
+def normalize_decision(result: Any) -> RequestDecision | _Pending:
+    """Turn whatever a request callback returned into a decision (the original's rules).
+
+    Exactly ``True`` accepts and exactly ``False`` denies; a dict or object is read through its
+    ``accepted``/``reasoning``/``data`` (or ``is_allowed``/``reason``/``metadata``) entries;
+    anything else, ``None`` included, denies with reasoning ``invalid_callback_result``.
+    """
+    if result is PENDING:
+        return PENDING
+    if result is True:
+        return RequestDecision(True)
+    if result is False:
+        return RequestDecision(False)
+    if isinstance(result, RequestDecision):
+        return result
+    if isinstance(result, dict):
+        reasoning = result.get("reasoning")
+        return RequestDecision(
+            bool(result.get("accepted", False)),
+            None if reasoning is None else str(reasoning),
+            _decision_data(result.get("data")),
+        )
+    if hasattr(result, "accepted"):
+        reasoning = getattr(result, "reasoning", None)
+        return RequestDecision(
+            bool(result.accepted),
+            None if reasoning is None else str(reasoning),
+            _decision_data(getattr(result, "data", None)),
+        )
+    if hasattr(result, "is_allowed"):
+        reasoning = getattr(result, "reason", None)
+        return RequestDecision(
+            bool(result.is_allowed),
+            None if reasoning is None else str(reasoning),
+            _decision_data(getattr(result, "metadata", None)),
+        )
+    return RequestDecision(
+        False, "invalid_callback_result", {"result_type": type(result).__name__}
+    )
+
+
+class RequestStatus(StrEnum):
+    """Where an approval request stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+@dataclass(slots=True, eq=False)
+class ApprovalRequest:
+    """One open question to the business logic, and its answer once there is one."""
+
+    kind: RequestKind
+    event: DispatchEvent  # the *_REQUESTED event the callback receives; its id is the request id
+    operation: Operation  # snapshot at request time: the approval is void if it changes
+    deadline: float  # time.monotonic()
+    deadline_at: datetime
+    timeout: float
+    status: RequestStatus = RequestStatus.PENDING
+    decision: RequestDecision | None = None
+    #: who the request waits for: the callback while it runs, decide() once it said PENDING
+    waiting_for: str = "request callback"
+
+    @property
+    def request_id(self) -> UUID:
+        return self.event.id
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status is RequestStatus.PENDING
+
+    def snapshot(self) -> PendingRequest:
+        return PendingRequest(
+            request_id=self.request_id,
+            event_type=self.event.event_type,
+            operation_id=self.operation.id,
+            created_at=self.event.created_at,
+            deadline=self.deadline_at,
+            waiting_for=self.waiting_for,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """What ``pending_requests()`` returns for one open request (answer it with ``decide``)."""
+
+    request_id: UUID
+    event_type: EventType
+    operation_id: UUID
+    created_at: datetime
+    deadline: datetime
+    waiting_for: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /requests``."""
+        return {
+            "request_id": str(self.request_id),
+            "event_type": self.event_type.value,
+            "operation_id": str(self.operation_id),
+            "created_at": format_datetime(self.created_at),
+            "deadline": format_datetime(self.deadline),
+            "waiting_for": self.waiting_for,
+        }
+
+
+class ApprovalDesk:
+    """The open approval requests, guarded by the dispatcher's condition variable.
+
+    Every method expects to be called with ``condition`` held, except :meth:`decide`, which takes
+    it (it is the entry point for other threads).
+    """
+
+    def __init__(self, condition: threading.Condition) -> None:
+        self._cond = condition
+        self._open: dict[UUID, ApprovalRequest] = {}
+
+    def open(
+        self, kind: RequestKind, event: DispatchEvent, operation: Operation, timeout: float
+    ) -> ApprovalRequest:
+        """Register a new request that expires ``timeout`` seconds from now."""
+        request = ApprovalRequest(
+            kind=kind,
+            event=event,
+            operation=operation,
+            deadline=time.monotonic() + timeout,
+            deadline_at=event.created_at + timedelta(seconds=timeout),
+            timeout=timeout,
+        )
+        self._open[request.request_id] = request
+        return request
+
+    def resolve(self, request: ApprovalRequest, decision: RequestDecision) -> bool:
+        """Record the answer if the request is still pending; wakes every waiter."""
+        if not request.is_pending:
+            return False
+        request.decision = decision
+        request.status = RequestStatus.APPROVED if decision.accepted else RequestStatus.DENIED
+        self._cond.notify_all()
+        return True
+
+    def expire(self, request: ApprovalRequest) -> bool:
+        """Deny a request whose deadline passed, saying what did not answer."""
+        if not request.is_pending:
+            return False
+        what = f"{request.waiting_for} gave no answer within {request.timeout:g} s"
+        request.decision = RequestDecision(False, "timeout", {"error": what})
+        request.status = RequestStatus.EXPIRED
+        self._cond.notify_all()
+        return True
+
+    def close(self, request: ApprovalRequest) -> None:
+        """Forget a request whose answer has been acted on."""
+        self._open.pop(request.request_id, None)
+
+    def decide(
+        self,
+        request_id: UUID | str,
+        accepted: bool,
+        reasoning: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> ApprovalRequest:
+        """Answer a pending request from any thread; raises if unknown or no longer pending."""
+        key = request_id if isinstance(request_id, UUID) else _parse_request_id(request_id)
+        with self._cond:
+            request = self._open.get(key)
+            if request is None:
+                raise UnknownRequest(request_id)
+            if not request.is_pending:
+                raise RequestClosed(request_id, request.status.value)
+            self.resolve(
+                request,
+                RequestDecision(bool(accepted), reasoning, _decision_data(data)),
+            )
+            return request
+
+    def get(self, request_id: UUID) -> ApprovalRequest | None:
+        return self._open.get(request_id)
+
+    def pending(self) -> list[PendingRequest]:
+        """Snapshots of the requests still waiting for an answer, oldest first."""
+        return [r.snapshot() for r in self._open.values() if r.is_pending]
+
+    def wait(self, request: ApprovalRequest) -> None:
+        """Block (releasing the lock) until ``request`` is answered or its deadline passes."""
+        while request.is_pending:
+            remaining = request.deadline - time.monotonic()
+            if remaining <= 0:
+                self.expire(request)
+                return
+            self._cond.wait(remaining)
+
+
+def _parse_request_id(value: str) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise UnknownRequest(value) from None
+
+
+class RetryPolicy:
+    """Denial counts and cooldowns per (request kind, operation), as in the original.
+
+    Not thread-safe on its own: the dispatcher calls it with its lock held.
+    """
+
+    def __init__(self, max_retries: int, cooldown_seconds: float) -> None:
+        self.max_retries = max_retries
+        self.cooldown_seconds = cooldown_seconds
+        self._denials: dict[tuple[RequestKind, UUID], tuple[int, float]] = {}
+
+    def cooldown_remaining(self, kind: RequestKind, operation_id: UUID) -> float:
+        """Seconds until this pair may be asked again (0 when it may be asked now)."""
+        entry = self._denials.get((kind, operation_id))
+        if entry is None:
+            return 0.0
+        return max(0.0, entry[1] - time.monotonic())
+
+    def count(self, kind: RequestKind, operation_id: UUID) -> int:
+        entry = self._denials.get((kind, operation_id))
+        return 0 if entry is None else entry[0]
+
+    def record_denial(self, kind: RequestKind, operation_id: UUID) -> int:
+        """Count a denial and start its cooldown; returns the new count."""
+        count = self.count(kind, operation_id) + 1
+        self._denials[(kind, operation_id)] = (count, time.monotonic() + self.cooldown_seconds)
+        return count
+
+    def exhausted(self, count: int) -> bool:
+        return count >= self.max_retries
+
+    def clear(self, kind: RequestKind, operation_id: UUID) -> None:
+        self._denials.pop((kind, operation_id), None)
+
+    def clear_operation(self, operation_id: UUID) -> None:
+        """Forget every pair of a finished operation, so the table cannot grow without bound."""
+        for kind in RequestKind:
+            self._denials.pop((kind, operation_id), None)
+
+    def clear_all(self) -> None:
+        self._denials.clear()
+
+    def __len__(self) -> int:
+        return len(self._denials)
+
+
+__all__ = [
+    "PENDING",
+    "PendingRequest",
+    "ApprovalDesk",
+    "ApprovalRequest",
+    "RequestDecision",
+    "RequestKind",
+    "RequestStatus",
+    "RetryPolicy",
+    "normalize_decision",
+]

@@ -1,0 +1,261 @@
+"""Bounded in-memory history: the recent events, per-operation lookups, and KPIs over them.
+
+The original kept the last 1000 events in a list and scanned it for every per-operation lookup,
+while its archive of finished operations grew forever. Here both are bounded: :class:`EventLog`
+keeps the last ``retention`` events with an index by operation (O(1) to append, O(k) to list an
+operation's k events), and evicting an event also drops it from the index, so memory stays flat
+however long the dispatcher runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from .models import (
+    DispatchEvent,
+    EventType,
+    ExecutionOutcome,
+    ExecutionState,
+    History,
+    Operation,
+    TimeWindow,
+    to_utc,
+)
+
+
+class EventLog:
+    """The most recent ``retention`` events, in emission order, indexed by operation id."""
+
+    def __init__(self, retention: int | None = 10_000) -> None:
+        if retention is not None and retention < 1:
+            raise ValueError("retention must be >= 1 or None")
+        self._retention = retention
+        self._events: deque[DispatchEvent] = deque()
+        self._by_operation: dict[UUID, deque[DispatchEvent]] = {}
+
+    @property
+    def retention(self) -> int | None:
+        return self._retention
+
+    def append(self, event: DispatchEvent) -> None:
+        self._events.append(event)
+        if event.operation_id is not None:
+            per_op = self._by_operation.get(event.operation_id)
+            if per_op is None:
+                per_op = self._by_operation[event.operation_id] = deque()
+            per_op.append(event)
+        if self._retention is not None and len(self._events) > self._retention:
+            old = self._events.popleft()
+            if old.operation_id is not None:
+                per_op = self._by_operation[old.operation_id]
+                per_op.popleft()  # the evicted event is that operation's oldest one
+                if not per_op:
+                    del self._by_operation[old.operation_id]
+
+    def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
+        """The retained events of one operation, oldest first."""
+        return list(self._by_operation.get(operation_id, ()))
+
+    def select(
+        self,
+        from_time: datetime | None = None,
+        to_time: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[DispatchEvent]:
+        """Events with from_time <= created_at <= to_time, the most recent ``limit`` of them."""
+        if limit is not None and limit <= 0:
+            return []
+        window = TimeWindow(start=from_time, end=to_time)
+        if window.start is None and window.end is None:
+            events: Iterable[DispatchEvent] = self._events
+        else:
+            events = [e for e in self._events if window.contains(e.created_at)]
+        selected = list(events)
+        return selected if limit is None else selected[-limit:]
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._events))
+
+
+def build_history(
+    resource_id: str,
+    events: list[DispatchEvent],
+    from_time: datetime | None,
+    to_time: datetime | None,
+    resolve: Callable[[UUID], Operation | None] | None,
+) -> History:
+    """A History of ``events``; with ``resolve``, the operations they name (unknown ones skipped)."""
+    operations: list[Operation] | None = None
+    if resolve is not None:
+        operations = []
+        seen: set[UUID] = set()
+        for event in events:
+            op_id = event.operation_id
+            if op_id is None or op_id in seen:
+                continue
+            seen.add(op_id)
+            op = resolve(op_id)
+            if op is not None:
+                operations.append(op)
+    return History(
+        resource_id=resource_id,
+        window=TimeWindow(
+            start=None if from_time is None else to_utc(from_time, "from_time"),
+            end=None if to_time is None else to_utc(to_time, "to_time"),
+        ),
+        events=events,
+        operations=operations,
+    )
+
+
+Interval = tuple[datetime, datetime]
+
+
+def _intervals(
+    events: list[DispatchEvent],
+    opening: EventType,
+    closing: EventType,
+    start: datetime,
+    end: datetime,
+) -> list[Interval] | None:
+    """Intervals between opening and closing events, clipped to [start, end].
+
+    A closing event before any opening one means the interval was open since ``start``; an
+    interval still open at the end runs to ``end``. None when there are no such events at all.
+    """
+    marks = sorted(
+        (e for e in events if e.event_type in (opening, closing)), key=lambda e: e.created_at
+    )
+    if not marks:
+        return None
+    result: list[Interval] = []
+    opened: datetime | None = start if marks[0].event_type is closing else None
+    for event in marks:
+        if event.event_type is opening:
+            if opened is None:
+                opened = event.created_at
+        elif opened is not None:
+            result.append((opened, event.created_at))
+            opened = None
+    if opened is not None:
+        result.append((opened, end))
+    clipped = [(max(a, start), min(b, end)) for a, b in result]
+    return [(a, b) for a, b in clipped if b > a]
+
+
+def _seconds(intervals: Iterable[Interval]) -> float:
+    return sum((b - a).total_seconds() for a, b in intervals)
+
+
+def _overlap(left: list[Interval], right: list[Interval]) -> list[Interval]:
+    out = []
+    for a1, b1 in left:
+        for a2, b2 in right:
+            a, b = max(a1, a2), min(b1, b2)
+            if b > a:
+                out.append((a, b))
+    return out
+
+
+class HistoryAnalyzer:
+    """Key figures of a History: how long the dispatcher was up, and how long it really ran.
+
+    ``get_report()`` returns the original's four keys. Unlike the original it does not crash
+    without STARTED/STOPPED events (the figures are None), reports runtime == uptime when the
+    dispatcher was never paused, and counts paused time only while the dispatcher was up.
+    """
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def _bounds(self) -> tuple[datetime, datetime] | None:
+        start, end = self.history.get_start(), self.history.get_end()
+        if start is None or end is None:
+            return None
+        return start, end
+
+    def uptime_intervals(self) -> list[Interval] | None:
+        bounds = self._bounds()
+        if bounds is None:
+            return None
+        return _intervals(
+            self.history.events,
+            EventType.OPERATION_DISPATCHER_STARTED,
+            EventType.OPERATION_DISPATCHER_STOPPED,
+            *bounds,
+        )
+
+    def dispatcher_uptime_seconds(self) -> float | None:
+        intervals = self.uptime_intervals()
+        return None if intervals is None else _seconds(intervals)
+
+    def dispatcher_paused_seconds(self) -> float | None:
+        """Paused time while the dispatcher was up (0 when it was never paused)."""
+        uptime = self.uptime_intervals()
+        bounds = self._bounds()
+        if uptime is None or bounds is None:
+            return None
+        paused = _intervals(
+            self.history.events,
+            EventType.OPERATION_DISPATCHER_PAUSED,
+            EventType.OPERATION_DISPATCHER_RESUMED,
+            *bounds,
+        )
+        return 0.0 if paused is None else _seconds(_overlap(paused, uptime))
+
+    def dispatcher_runtime_seconds(self) -> float | None:
+        uptime = self.dispatcher_uptime_seconds()
+        paused = self.dispatcher_paused_seconds()
+        if uptime is None or paused is None:
+            return None
+        return uptime - paused
+
+    def _percentage(self, seconds: float | None) -> float | None:
+        duration = self.history.get_duration_seconds()
+        if seconds is None or not duration:
+            return None
+        return seconds / duration * 100.0
+
+    def operation_count(self) -> int:
+        """Distinct operations the events refer to."""
+        return len(self.history.get_operation_ids())
+
+    def completed_operation_count(self) -> int:
+        """Finished operations (succeeded, failed or cancelled)."""
+        return len(self.history.get_completed_operations())
+
+    def successful_operation_count(self) -> int:
+        """Operations that completed with outcome SUCCESS."""
+        if self.history.operations is not None:
+            return sum(
+                1
+                for op in self.history.operations
+                if op.state is ExecutionState.COMPLETED and op.outcome is ExecutionOutcome.SUCCESS
+            )
+        return len(
+            {
+                e.operation_id
+                for e in self.history.events
+                if e.event_type is EventType.OPERATION_COMPLETED and e.operation_id is not None
+            }
+        )
+
+    def get_report(self) -> dict[str, float | None]:
+        uptime = self.dispatcher_uptime_seconds()
+        runtime = self.dispatcher_runtime_seconds()
+        return {
+            "dispatcher_uptime_seconds": uptime,
+            "dispatcher_uptime_percentage": self._percentage(uptime),
+            "dispatcher_runtime_seconds": runtime,
+            "dispatcher_runtime_percentage": self._percentage(runtime),
+        }
+
+
+__all__ = ["EventLog", "HistoryAnalyzer", "build_history"]

@@ -1,0 +1,154 @@
+"""SignalBoard: named live values (a PLC bit, a door switch, a mode) that release operations.
+
+Each signal keeps the time it was last confirmed and an optional maximum age. A signal older than
+its maximum age is *stale*, and a stale signal never satisfies a release condition: a PLC that
+stopped answering must not leave ``plc.ready`` true forever. A signal never written is unmet.
+
+Writers (bridges, the HTTP API, user code) call :meth:`SignalBoard.set`; listeners (the
+dispatcher) are told of every change of value or freshness, after the board's lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import ValidationError
+from .models import format_datetime, utcnow
+
+logger = logging.getLogger(__name__)
+
+SignalListener = Callable[["Signal"], None]
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality for signal values, except that a bool never equals a number (True != 1)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One named value and when it was last confirmed."""
+
+    name: str
+    value: Any
+    updated_at: datetime
+    max_age_seconds: float | None
+    confirmed_at: float  # time.monotonic() of the last set(); staleness is judged on it
+
+    def age_seconds(self, now: float | None = None) -> float:
+        """Seconds since the value was last confirmed."""
+        return (time.monotonic() if now is None else now) - self.confirmed_at
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """True once the signal is older than its max age (never, without a max age)."""
+        return self.max_age_seconds is not None and self.age_seconds(now) > self.max_age_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /signals``."""
+        return {
+            "name": self.name,
+            "value": self.value,
+            "updated_at": format_datetime(self.updated_at),
+            "max_age_seconds": self.max_age_seconds,
+            "stale": self.is_stale(),
+        }
+
+
+class SignalBoard:
+    """Named live values with timestamps and staleness, safe to use from any thread.
+
+    >>> board = SignalBoard()
+    >>> board.set("plc.ready", True, max_age_seconds=2.0)
+    >>> board.holds("plc.ready", True)
+    True
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._signals: dict[str, Signal] = {}
+        self._listeners: list[SignalListener] = []
+
+    def set(self, name: str, value: Any, max_age_seconds: float | None = None) -> Signal:
+        """Write (or re-confirm) a signal; listeners hear of it if its value or freshness changed."""
+        if not isinstance(name, str) or not name:
+            raise ValidationError("name", "must be a non-empty signal name")
+        if max_age_seconds is not None:
+            if type(max_age_seconds) not in (int, float) or not max_age_seconds > 0:
+                raise ValidationError("max_age_seconds", "must be a number > 0 or None")
+        now = time.monotonic()
+        signal = Signal(name, value, utcnow(), max_age_seconds, now)
+        with self._lock:
+            old = self._signals.get(name)
+            self._signals[name] = signal
+            listeners = list(self._listeners)
+        changed = (
+            old is None
+            or not same_value(old.value, value)
+            or old.is_stale(now)
+            or old.max_age_seconds != max_age_seconds
+        )
+        if changed:
+            for listener in listeners:  # outside the lock: a listener may read the board
+                try:
+                    listener(signal)
+                except Exception:
+                    logger.exception("signal listener %r failed for %s", listener, name)
+        return signal
+
+    def get(self, name: str) -> Signal | None:
+        """The signal called ``name``, or None if it was never written."""
+        with self._lock:
+            return self._signals.get(name)
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """The signal's value, or ``default`` if it was never written."""
+        signal = self.get(name)
+        return default if signal is None else signal.value
+
+    def holds(self, name: str, required: Any) -> bool:
+        """True if the signal exists, is fresh and equals ``required`` (``True`` is not ``1``)."""
+        signal = self.get(name)
+        return (
+            signal is not None
+            and not signal.is_stale()
+            and same_value(signal.value, required)
+        )
+
+    def delete(self, name: str) -> bool:
+        """Forget a signal (it becomes unmet); True if it existed."""
+        with self._lock:
+            return self._signals.pop(name, None) is not None
+
+    def snapshot(self) -> list[Signal]:
+        """Every signal, sorted by name."""
+        with self._lock:
+            return sorted(self._signals.values(), key=lambda s: s.name)
+
+    def subscribe(self, listener: SignalListener) -> Callable[[], None]:
+        """Call ``listener(signal)`` on every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._signals
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._signals)
+
+
+__all__ = ["Signal", "SignalBoard"]
