@@ -25,6 +25,7 @@ from .errors import (
     UnknownRequest,
     ValidationError,
 )
+from .history import HistoryAnalyzer
 from .lifecycle import OperationLifecycle, allowed_triggers, mermaid_diagram
 from .models import (
     ChangeRecord,
@@ -40,7 +41,6 @@ from .models import (
     TerminationReason,
     TimeWindow,
 )
-from .history import HistoryAnalyzer
 from .queue import DEFAULT_SORT_RULES, DispatchQueue, SortDirection, SortField, SortRule
 from .signals import Signal, SignalBoard
 from .simulation import SimulatedOperationRunner

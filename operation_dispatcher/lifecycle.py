@@ -15,6 +15,7 @@ termination_reason are not states; the trigger that completes an operation sets 
 from __future__ import annotations
 
 from datetime import datetime
+
 from transitions import Machine, MachineError
 
 from .errors import InvalidTransition

@@ -374,15 +374,21 @@ class DispatchQueue:
 
     def rekey(self, operation_id: UUID) -> None:
         """Re-place a queued operation after a change to a field the sort rules use."""
+        # The new entry keeps the old sequence number, so an operation keeps its insertion
+        # place among equal keys (a re-key is not a re-insertion).
         entry = self._ready.get(operation_id)
         if entry is not None:
-            self._push(entry[-1])  # the old entry is now dead and dropped lazily
+            op = entry[-1]
+            fresh = (*self._key(op), entry[-2], op)
+            heapq.heappush(self._heap, fresh)  # the old entry is now dead and dropped lazily
+            self._ready[operation_id] = fresh
             self._maybe_compact()
             return
         parked = self._parked.get(operation_id)
         if parked is not None:
-            op = parked[0][-1]
-            self._parked[operation_id] = ((*self._key(op), next(self._seq), op), parked[1])
+            entry, blockers = parked
+            op = entry[-1]
+            self._parked[operation_id] = ((*self._key(op), entry[-2], op), blockers)
 
     def resort(self) -> None:
         """Re-key every queued operation (after changing fields behind the queue's back)."""
@@ -394,7 +400,7 @@ class DispatchQueue:
     # ---------------------------------------------------------------------------- parking
     def park(self, operation_id: UUID, blockers: Iterable[str]) -> None:
         """Take a queued operation off the heap until every one of ``blockers`` is unparked."""
-        names = frozenset(blockers)
+        names = frozenset((blockers,) if isinstance(blockers, str) else blockers)
         if not names:
             raise ValueError("park needs at least one blocker")
         entry = self._ready.pop(operation_id, None)

@@ -1,0 +1,48 @@
+"""Quickstart: queue an operation, approve its start, report its completion.
+
+The asyncio original's README quickstart, made synchronous: no event loop, just a dispatcher
+thread started by the ``with`` block.
+
+    python examples/quickstart.py
+"""
+
+from __future__ import annotations
+
+import threading
+
+from operation_dispatcher import DispatchEvent, EventType, Operation, OperationDispatcher
+
+started = threading.Event()
+
+
+def on_request(event: DispatchEvent) -> bool:
+    """Business logic: may this operation start (pause, resume, be cancelled)?"""
+    # Only an exact True approves; False, None or anything else denies.
+    return event.event_type is EventType.OPERATION_START_REQUESTED
+
+
+def on_notification(event: DispatchEvent) -> None:
+    """Observe lifecycle events (runs on the dispatcher's event thread, in order)."""
+    print(f"{event.event_type.value:32} {event.operation_id or ''}")
+    if event.event_type is EventType.OPERATION_STARTED:
+        started.set()
+
+
+def main() -> None:
+    with OperationDispatcher(
+        resource_id="robot-1",
+        on_request_callback=on_request,
+        on_notification_callback=on_notification,
+    ) as dispatcher:
+        operation = dispatcher.add_operation(
+            Operation(payload={"task": "pickup"}, resource_id="robot-1", priority=10)
+        )
+        if not started.wait(timeout=5):
+            raise SystemExit("the operation did not start")
+        # The dispatcher never executes work itself: the machine (here: us) reports the end.
+        done = dispatcher.complete_operation(operation.id)
+        print(f"finished: {done.state} / {done.outcome}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The core imports quickly and with nothing but ``transitions`` installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import operation_dispatcher
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp")
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PIP_CACHE_DIR"] = str(tmp_path / "pip-cache")  # nothing written outside tmp_path
+    return env
+
+
+def run_python(python: Path | str, code: str, tmp_path: Path) -> str:
+    result = subprocess.run(
+        [str(python), "-c", code],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_import_pulls_in_no_optional_dependency(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "import operation_dispatcher\n"
+        f"optional = {OPTIONAL!r}\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in optional)\n"
+        "print(json.dumps({'loaded': loaded, 'file': operation_dispatcher.__file__}))\n"
+    )
+    report = json.loads(run_python(sys.executable, code, tmp_path))
+    assert report["loaded"] == []
+    assert Path(report["file"]).resolve().is_relative_to(REPO_ROOT)
+
+
+def test_public_names_resolve() -> None:
+    assert operation_dispatcher.__version__ == "0.1.0"
+    assert len(set(operation_dispatcher.__all__)) == len(operation_dispatcher.__all__)
+    for name in operation_dispatcher.__all__:
+        assert getattr(operation_dispatcher, name) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from operation_dispatcher import *", namespace)
+    assert set(operation_dispatcher.__all__) <= set(namespace)
+
+
+def test_imports_in_a_fresh_venv_with_only_transitions(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)],
+        check=True, capture_output=True, env=clean_env(tmp_path), timeout=120,
+    )
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", "transitions"],
+        capture_output=True, text=True, env=clean_env(tmp_path), cwd=tmp_path, timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+
+    code = (
+        "import importlib.util, json, sys\n"
+        "import operation_dispatcher as od\n"
+        "op = od.Operation(resource_id='r', priority=2)\n"
+        "q = od.DispatchQueue('r', [op])\n"
+        "pulled = q.next()\n"
+        "od.OperationLifecycle().fire(pulled, 'start')\n"
+        "print(json.dumps({\n"
+        "    'file': od.__file__,\n"
+        "    'prefix': sys.prefix,\n"
+        "    'state': pulled.state.value,\n"
+        f"    'missing': [m for m in {OPTIONAL!r} if importlib.util.find_spec(m) is None],\n"
+        "    'transitions': importlib.util.find_spec('transitions').origin,\n"
+        "}))\n"
+    )
+    report = json.loads(run_python(python, code, tmp_path))
+    assert Path(report["file"]).resolve().is_relative_to(REPO_ROOT)
+    assert Path(report["prefix"]).resolve() == venv.resolve()
+    assert Path(report["transitions"]).resolve().is_relative_to(venv.resolve())
+    assert report["missing"] == list(OPTIONAL)  # the venv really holds none of them
+    assert report["state"] == "RUNNING"
