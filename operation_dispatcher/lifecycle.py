@@ -15,8 +15,9 @@ termination_reason are not states; the trigger that completes an operation sets 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from transitions import Machine, MachineError
+from transitions import EventData, Machine, MachineError
 
 from .errors import InvalidTransition
 from .models import (
@@ -25,6 +26,7 @@ from .models import (
     ExecutionState,
     Operation,
     TerminationReason,
+    change_record,
     to_utc,
     utcnow,
 )
@@ -55,48 +57,48 @@ _TRACKED = ("state", "outcome", "termination_reason", "start_time", "finish_time
 class _Binding:
     """A transitions model standing in for one Operation during one trigger."""
 
+    __slots__ = ("state", "operation", "now", "reason", "__dict__")
+
     def __init__(self) -> None:
         self.state: str = QUEUED.value
         self.operation: Operation | None = None
         self.now: datetime | None = None
         self.reason: TerminationReason | None = None
 
-    # Callbacks named in the machine's transitions; they run inside ``trigger`` and only touch
-    # the bound operation, so they never block and never call out.
-    def _on_start(self) -> None:
-        op = self.operation
-        assert op is not None
-        if op.start_time is None:
-            op.start_time = self.now
 
-    def _on_complete(self) -> None:
-        self._finish(ExecutionOutcome.SUCCESS, TerminationReason.NONE)
+# Callbacks of the machine's transitions (send_event=True: each gets the EventData, whose model is
+# the binding). They only touch the bound operation: they never block and never call out.
+def _sync_state(event: EventData) -> None:
+    binding = event.model
+    binding.operation.state = ExecutionState(binding.state)
 
-    def _on_fail(self) -> None:
-        self._finish(ExecutionOutcome.FAILURE, self.reason or TerminationReason.INTERNAL_ERROR)
 
-    def _on_cancel(self) -> None:
-        self._finish(ExecutionOutcome.CANCELLED, self.reason or TerminationReason.INTERNAL_ERROR)
+def _on_start(event: EventData) -> None:
+    binding = event.model
+    if binding.operation.start_time is None:
+        binding.operation.start_time = binding.now
 
-    def _finish(self, outcome: ExecutionOutcome, reason: TerminationReason) -> None:
-        op = self.operation
-        assert op is not None
+
+def _finisher(outcome: ExecutionOutcome, default_reason: TerminationReason | None) -> Any:
+    def finish(event: EventData) -> None:
+        binding = event.model
+        op = binding.operation
         op.outcome = outcome
-        op.termination_reason = reason
-        op.finish_time = self.now
+        op.termination_reason = (
+            TerminationReason.NONE if default_reason is None else binding.reason or default_reason
+        )
+        op.finish_time = binding.now
         if op.start_time is not None and op.finish_time < op.start_time:
             op.finish_time = op.start_time
 
-    def _sync_state(self) -> None:
-        assert self.operation is not None
-        self.operation.state = ExecutionState(self.state)
+    return finish
 
 
 _AFTER = {
-    "start": "_on_start",
-    "complete": "_on_complete",
-    "fail": "_on_fail",
-    "cancel": "_on_cancel",
+    "start": _on_start,
+    "complete": _finisher(ExecutionOutcome.SUCCESS, None),
+    "fail": _finisher(ExecutionOutcome.FAILURE, TerminationReason.INTERNAL_ERROR),
+    "cancel": _finisher(ExecutionOutcome.CANCELLED, TerminationReason.INTERNAL_ERROR),
 }
 
 
@@ -117,14 +119,18 @@ class OperationLifecycle:
                     "trigger": trigger,
                     "source": [s.value for s in sources],
                     "dest": dest.value,
-                    "after": ["_sync_state", *([_AFTER[trigger]] if trigger in _AFTER else [])],
+                    "after": [_sync_state, *([_AFTER[trigger]] if trigger in _AFTER else [])],
                 }
                 for trigger, (sources, dest) in TRANSITIONS.items()
             ],
             initial=QUEUED.value,
             auto_transitions=False,
             ignore_invalid_triggers=False,
+            send_event=True,
         )
+        # The machine's Event objects, called directly: the same processing as the model's
+        # trigger method, without the extra partial() hop.
+        self._events = {trigger: self._machine.events[trigger] for trigger in TRANSITIONS}
         self._free: list[_Binding] = []
 
     def _acquire(self) -> _Binding:
@@ -153,29 +159,41 @@ class OperationLifecycle:
         Raises :class:`InvalidTransition` (a ValueError) naming the operation, its state and the
         trigger when the state does not allow it; the operation is then left untouched.
         """
-        if trigger not in TRANSITIONS:
+        event = self._events.get(trigger)
+        if event is None:
             raise InvalidTransition(operation.id, operation.state, trigger)
-        sources, _ = TRANSITIONS[trigger]
-        if operation.state not in sources:
-            raise InvalidTransition(operation.id, operation.state, trigger, sources)
-        before = tuple(getattr(operation, name) for name in _TRACKED)
+        before = (
+            operation.state,
+            operation.outcome,
+            operation.termination_reason,
+            operation.start_time,
+            operation.finish_time,
+        )
         binding = self._acquire()
         binding.operation = operation
         binding.now = utcnow() if now is None else to_utc(now, "now")
         binding.reason = termination_reason
         binding.state = operation.state.value
         try:
-            getattr(binding, trigger)()
-        except MachineError as exc:  # the pre-check above makes this unreachable in practice
-            raise InvalidTransition(operation.id, operation.state, trigger, sources) from exc
+            event.trigger(binding)
+        except MachineError:
+            sources, _ = TRANSITIONS[trigger]
+            raise InvalidTransition(operation.id, operation.state, trigger, sources) from None
         finally:
             binding.operation = None
             binding.now = None
             self._free.append(binding)
+        after = (
+            operation.state,
+            operation.outcome,
+            operation.termination_reason,
+            operation.start_time,
+            operation.finish_time,
+        )
         return [
-            ChangeRecord(field=name, old_value=old, new_value=getattr(operation, name))
-            for name, old in zip(_TRACKED, before, strict=True)
-            if getattr(operation, name) != old
+            change_record(name, old, new)
+            for name, old, new in zip(_TRACKED, before, after, strict=True)
+            if old != new
         ]
 
 

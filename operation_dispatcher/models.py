@@ -11,11 +11,13 @@ timestamps, the wire form of the asyncio original.
 from __future__ import annotations
 
 import dataclasses
+import os
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Self, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from .errors import ValidationError
 
@@ -104,6 +106,24 @@ FINISHED_EVENT_TYPES = frozenset(
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+_id_random = random.Random(random.SystemRandom().getrandbits(64))  # seeded from the OS
+os.register_at_fork(  # a forked child must not repeat its parent's ids
+    after_in_child=lambda: _id_random.seed(random.SystemRandom().getrandbits(64))
+)
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
+
+
+def new_id() -> UUID:
+    """A random (version 4) UUID.
+
+    Drawn from a private ``random.Random`` seeded from the OS, rather than ``uuid4()``'s
+    ``os.urandom`` system call per id: ids are not secrets, and the dispatcher makes several per
+    operation. A forked child re-seeds, so processes do not repeat each other's ids.
+    """
+    return UUID(int=(_id_random.getrandbits(128) & _VERSION_MASK) | _VERSION_4)
 
 
 def to_utc(value: Any, field_name: str) -> datetime:
@@ -279,7 +299,7 @@ class OperationDependency(_Model):
 
     depends_on_operation_id: UUID
     dependency_type: DependencyType
-    id: UUID = field(default_factory=uuid4)
+    id: UUID = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
@@ -319,7 +339,7 @@ class Operation(_Model):
     >>> op = Operation(resource_id="robot-1", payload={"task": "pickup"}, priority=10)
     """
 
-    id: UUID = field(default_factory=uuid4)
+    id: UUID = field(default_factory=new_id)
     job_id: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     resource_id: str
@@ -446,13 +466,22 @@ class ChangeRecord(_Model):
             raise ValidationError("field", "must be a non-empty field name")
 
 
+def change_record(field_name: str, old_value: Any, new_value: Any) -> ChangeRecord:
+    """A ChangeRecord built without re-validation, for the dispatcher's own hot paths."""
+    record = object.__new__(ChangeRecord)
+    object.__setattr__(record, "field", field_name)
+    object.__setattr__(record, "old_value", old_value)
+    object.__setattr__(record, "new_value", new_value)
+    return record
+
+
 @dataclass(slots=True, kw_only=True, frozen=True)
 class DispatchEvent(_Model):
     """Something that happened to the dispatcher or to one of its operations."""
 
     resource_id: str
     event_type: EventType
-    id: UUID = field(default_factory=uuid4)
+    id: UUID = field(default_factory=new_id)
     operation_id: UUID | None = None
     changes: list[ChangeRecord] = field(default_factory=list)
     meta_data: dict[str, Any] = field(default_factory=dict)
@@ -475,6 +504,29 @@ class DispatchEvent(_Model):
         setter(self, "changes", list(changes) if type(changes) is not list else changes)
         setter(self, "meta_data", _check_dict(self.meta_data, "meta_data"))
         setter(self, "created_at", to_utc(self.created_at, "created_at"))
+
+    @classmethod
+    def trusted(
+        cls,
+        resource_id: str,
+        event_type: EventType,
+        operation_id: UUID | None,
+        changes: list[ChangeRecord],
+        meta_data: dict[str, Any],
+        id: UUID | None = None,
+        created_at: datetime | None = None,
+    ) -> DispatchEvent:
+        """An event from values the dispatcher built itself: no re-validation (hot path)."""
+        event = object.__new__(cls)
+        setter = object.__setattr__
+        setter(event, "resource_id", resource_id)
+        setter(event, "event_type", event_type)
+        setter(event, "id", new_id() if id is None else id)
+        setter(event, "operation_id", operation_id)
+        setter(event, "changes", changes)
+        setter(event, "meta_data", meta_data)
+        setter(event, "created_at", utcnow() if created_at is None else created_at)
+        return event
 
 
 @dataclass(slots=True, kw_only=True, frozen=True)
