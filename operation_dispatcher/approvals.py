@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -205,6 +206,10 @@ class PendingRequest:
         }
 
 
+#: How many closed requests decide() can still recognise as closed.
+_CLOSED_REMEMBERED = 1024
+
+
 class ApprovalDesk:
     """The open approval requests, guarded by the dispatcher's condition variable.
 
@@ -215,6 +220,9 @@ class ApprovalDesk:
     def __init__(self, condition: threading.Condition) -> None:
         self._cond = condition
         self._open: dict[UUID, ApprovalRequest] = {}
+        # The final status of recently closed requests, so a late decide() says "closed"
+        # rather than "not found"; bounded so memory stays flat.
+        self._closed: OrderedDict[UUID, str] = OrderedDict()
 
     def open(
         self, kind: RequestKind, event: DispatchEvent, operation: Operation, timeout: float
@@ -252,7 +260,10 @@ class ApprovalDesk:
 
     def close(self, request: ApprovalRequest) -> None:
         """Forget a request whose answer has been acted on."""
-        self._open.pop(request.request_id, None)
+        if self._open.pop(request.request_id, None) is not None:
+            self._closed[request.request_id] = request.status.value
+            if len(self._closed) > _CLOSED_REMEMBERED:
+                self._closed.popitem(last=False)
 
     def decide(
         self,
@@ -266,6 +277,9 @@ class ApprovalDesk:
         with self._cond:
             request = self._open.get(key)
             if request is None:
+                status = self._closed.get(key)
+                if status is not None:
+                    raise RequestClosed(request_id, status)
                 raise UnknownRequest(request_id)
             if not request.is_pending:
                 raise RequestClosed(request_id, request.status.value)

@@ -503,6 +503,11 @@ class OperationDispatcher:
             and not self._stop_requested
         ):
             self._try_start()
+            request = self._start_request
+            if request is not None and not request.is_pending:
+                # Answered at once (no request callback): act on it now, since its notify came
+                # before this thread waits and would otherwise be lost.
+                self._conclude_start(request)
         return self._deadlines.seconds_until_next()
 
     def _on_deadline(self, kind: str, key: Any) -> None:
@@ -523,9 +528,13 @@ class OperationDispatcher:
                 )
 
     def _try_start(self) -> None:
-        """Ask to start the best operation that can start now (the head, in strict mode)."""
+        """Ask to start the best operation that can start now (the head, in strict mode).
+
+        In strict mode only operations waiting for a provider are parked (the original ordered
+        dependents after their providers); nothing else is, so the ready head is the head.
+        """
         while True:
-            op = self._queue.peek() if self._strict else self._queue.peek_ready()
+            op = self._queue.peek_ready()
             if op is None:
                 return
             blockers, failed_provider = self._blockers(op)
@@ -536,7 +545,7 @@ class OperationDispatcher:
                 self._request_start(op)
                 return
             self._schedule_unpark(op, blockers)
-            if self._strict:
+            if self._strict and not all(b.startswith("dependency:") for b in blockers):
                 return  # the original's strict head order: wait for the head
             self._queue.park(op.id, blockers)
 
@@ -806,22 +815,26 @@ class OperationDispatcher:
         event_type: EventType,
         reason: TerminationReason | None,
         meta_data: dict[str, Any] | None,
+        cascade: bool = True,
     ) -> None:
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
         self._queue.remove(op.id)
         self._queue.archive(op)
         self._deadlines.discard("unpark", op.id)
         self._emit(event_type, op, changes, meta_data)
-        self._after_finish(op)
+        self._after_finish(op, cascade)
 
-    def _after_finish(self, op: Operation) -> None:
-        """Forget the finished operation's retry state; release or fail its dependents."""
+    def _after_finish(self, op: Operation, cascade: bool = True) -> None:
+        """Forget the finished operation's retry state; release or fail its dependents.
+
+        ``cascade=False``: the caller (the worklist of :meth:`_fail_dependents_of`) fails them.
+        """
         self._retry.clear_operation(op.id)
         self._unindex_dependencies(op)
         if op.outcome is ExecutionOutcome.SUCCESS:
             self._dependents.pop(op.id, None)
             self._queue.unpark(f"dependency:{op.id}")
-        else:
+        elif cascade:
             self._fail_dependents_of(op.id)
 
     def _fail_dependents_of(self, provider_id: UUID, only: set[UUID] | None = None) -> None:
@@ -847,7 +860,9 @@ class OperationDispatcher:
                 self._finish_queued(
                     dependent, "fail", EventType.OPERATION_FAILED,
                     TerminationReason.DEPENDENCY_FAILED, {"dependency": str(failed)},
+                    cascade=False,
                 )
+                work.append(dependent_id)  # its own dependents fail next, on this worklist
             self._dependents.pop(failed, None)
 
     # ================================================================== updates

@@ -135,6 +135,8 @@ class EventBus:
             self._cond.notify_all()
         if thread is None:
             return True
+        if thread is threading.current_thread():
+            return True  # stopped from a subscriber: the thread ends once the handler returns
         thread.join(timeout)
         return not thread.is_alive()
 

@@ -93,8 +93,8 @@ class SimulatedOperationRunner:
             self._stopping = True
             self._cond.notify_all()
             thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)  # (from on_complete, the thread ends once it returns)
         self._thread = None
 
     def __enter__(self) -> SimulatedOperationRunner:

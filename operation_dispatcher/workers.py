@@ -35,6 +35,8 @@ class CallbackRunner:
         self._waiting = 0  # workers blocked in get(), i.e. free to take a job
         self._queued = 0  # jobs put but not yet taken
         self._numbers = itertools.count(1)
+        self._busy: set[threading.Thread] = set()  # workers inside a callback right now
+        self._retired: set[threading.Thread] = set()  # abandoned by stop(): end after the job
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on a worker; never blocks the caller."""
@@ -61,10 +63,18 @@ class CallbackRunner:
             if job is _STOP:
                 return
             fn, args = job
+            me = threading.current_thread()
+            with self._lock:
+                self._busy.add(me)
             try:
                 fn(*args)
             except Exception:  # the jobs handle their own errors; this is a last guard
                 self._log.exception("callback job %r failed", fn)
+            with self._lock:
+                self._busy.discard(me)
+                if me in self._retired:  # stop() gave up on this worker: end it now
+                    self._retired.discard(me)
+                    return
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -81,21 +91,29 @@ class CallbackRunner:
                 self._queued += 1
                 self._jobs.put(_STOP)
         deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.current_thread()  # stop() called from a request callback: retire it
         for thread in threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive()]
+            if thread is not me:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive() and t is not me]
         for name in stuck:
             self._log.warning("request callback on thread %s never returned; abandoned", name)
         with self._lock:
-            # Drop leftover stop markers meant for the stuck threads, so a later submit does not
-            # stop a fresh worker; the stuck ones stay daemon threads and die with the process.
+            # Drop the stop markers meant for the stuck threads, so a later submit does not
+            # stop a fresh worker; a stuck thread is retired instead, and ends as soon as its
+            # callback returns (until then it is a daemon thread and dies with the process).
+            retire = [t for t in threads if t in self._busy]
+            self._retired.update(retire)
+            to_drop = len(retire)
             leftovers = []
             while True:
                 try:
                     item = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if item is not _STOP:
+                if item is _STOP and to_drop > 0:
+                    to_drop -= 1
+                else:
                     leftovers.append(item)
                 self._queued -= 1
             for item in leftovers:

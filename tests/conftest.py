@@ -1,0 +1,135 @@
+"""Shared fixtures: a thread-leak guard, a dispatcher factory and an event recorder.
+
+Tests synchronise on events and conditions, never on sleeps: :class:`EventRecorder` collects
+every event a dispatcher emits (``*_REQUESTED`` ones included) and ``wait_for`` blocks on a
+condition variable until the events a test expects have arrived.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher
+
+RESOURCE = "robot-1"
+THREAD_GRACE_SECONDS = 2.0
+
+EventMatch = EventType | Callable[[DispatchEvent], bool]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail the test if a thread it started is still alive ~2 s after it ended."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_SECONDS
+    leaked = []
+    for thread in threading.enumerate():
+        if thread in before or thread is threading.current_thread():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread.name)
+    if leaked:
+        pytest.fail(f"threads still alive after the test: {sorted(leaked)}", pytrace=False)
+
+
+class EventRecorder:
+    """Records every event of a dispatcher (requests included), in delivery order."""
+
+    def __init__(self, dispatcher: OperationDispatcher) -> None:
+        self._cond = threading.Condition()
+        self._events: list[DispatchEvent] = []
+        self.threads: list[str] = []
+        self.unsubscribe = dispatcher.subscribe(self._on_event, include_requests=True)
+
+    def _on_event(self, event: DispatchEvent) -> None:
+        with self._cond:
+            self._events.append(event)
+            self.threads.append(threading.current_thread().name)
+            self._cond.notify_all()
+
+    @property
+    def events(self) -> list[DispatchEvent]:
+        with self._cond:
+            return list(self._events)
+
+    def types(self, operation_id: Any = None) -> list[EventType]:
+        """Event types in order, optionally only those of one operation."""
+        return [
+            e.event_type
+            for e in self.events
+            if operation_id is None or e.operation_id == operation_id
+        ]
+
+    @staticmethod
+    def _matcher(match: EventMatch, operation_id: Any) -> Callable[[DispatchEvent], bool]:
+        if isinstance(match, EventType):
+            def by_type(event: DispatchEvent) -> bool:
+                return event.event_type is match and (
+                    operation_id is None or event.operation_id == operation_id
+                )
+            return by_type
+        return match
+
+    def matching(self, match: EventMatch, operation_id: Any = None) -> list[DispatchEvent]:
+        test = self._matcher(match, operation_id)
+        return [e for e in self.events if test(e)]
+
+    def wait_for(
+        self,
+        match: EventMatch,
+        count: int = 1,
+        timeout: float = 5.0,
+        operation_id: Any = None,
+    ) -> list[DispatchEvent]:
+        """Block until ``count`` events match (an EventType or a predicate); return them all."""
+        test = self._matcher(match, operation_id)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [e for e in self._events if test(e)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [e.event_type.value for e in self._events]
+                    raise AssertionError(
+                        f"timed out after {timeout} s waiting for {count} x {match!r}; "
+                        f"got {len(found)}; events so far: {seen}"
+                    )
+                self._cond.wait(remaining)
+
+
+@pytest.fixture
+def make_dispatcher() -> Iterator[Callable[..., OperationDispatcher]]:
+    """Build ``OperationDispatcher("robot-1", **kwargs)``; every one is stopped at teardown."""
+    made: list[OperationDispatcher] = []
+
+    def factory(**kwargs: Any) -> OperationDispatcher:
+        dispatcher = OperationDispatcher(RESOURCE, **kwargs)
+        made.append(dispatcher)
+        return dispatcher
+
+    yield factory
+    for dispatcher in reversed(made):
+        dispatcher.stop(timeout=5.0)
+
+
+@pytest.fixture
+def make_recorder() -> Callable[[OperationDispatcher], EventRecorder]:
+    """``make_recorder(dispatcher)`` -> an :class:`EventRecorder` subscribed to it."""
+    return EventRecorder
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """An Event set at teardown: callbacks that must hang "forever" wait on it."""
+    event = threading.Event()
+    yield event
+    event.set()

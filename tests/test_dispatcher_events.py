@@ -1,0 +1,208 @@
+"""Event delivery: order, the event thread, failing subscribers, re-entrancy, subscribe/drain."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from conftest import EventRecorder
+
+from operation_dispatcher import EventType, ExecutionOutcome, Operation, TerminationReason
+
+R = "robot-1"
+
+
+def op(**kwargs: Any) -> Operation:
+    return Operation(resource_id=R, **kwargs)
+
+
+class Notifications:
+    """A notification callback that records events and the thread each arrived on."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.events: list[Any] = []
+        self.threads: list[str] = []
+
+    def __call__(self, event) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.threads.append(threading.current_thread().name)
+            self.cond.notify_all()
+
+    def wait_for(self, event_type: EventType, count: int = 1, timeout: float = 5.0) -> None:
+        with self.cond:
+            ok = self.cond.wait_for(
+                lambda: sum(e.event_type is event_type for e in self.events) >= count, timeout
+            )
+            assert ok, [e.event_type.value for e in self.events]
+
+
+def test_notifications_arrive_in_emission_order_on_the_event_thread(make_dispatcher) -> None:
+    notes = Notifications()
+    d = make_dispatcher(on_notification_callback=notes)
+    d.start()
+    ops = [d.add_operation(op(priority=-i)) for i in range(5)]
+    for item in ops:
+        notes.wait_for(EventType.OPERATION_STARTED, count=ops.index(item) + 1)
+        d.complete_operation(item.id)
+    d.stop()
+    assert set(notes.threads) == {f"operation-dispatcher-events[{R}]"}
+    history = [e for e in d.get_history().events if not e.event_type.is_request]
+    assert [e.id for e in notes.events] == [e.id for e in history]
+    # the same event objects as in history
+    assert all(a is b for a, b in zip(notes.events, history, strict=True))
+    started = [e.operation_id for e in notes.events if e.event_type is EventType.OPERATION_STARTED]
+    assert started == [o.id for o in ops]
+    assert notes.events[0].event_type is EventType.OPERATION_DISPATCHER_STARTED
+    assert notes.events[-1].event_type is EventType.OPERATION_DISPATCHER_STOPPED
+
+
+def test_dispatcher_events_carry_the_resource_and_no_operation(make_dispatcher) -> None:
+    d = make_dispatcher()
+    rec = EventRecorder(d)
+    d.start()
+    d.pause_dispatcher_runtime()
+    d.resume_dispatcher_runtime()
+    d.stop()
+    events = [e for e in rec.events if e.event_type.is_dispatcher_event]
+    assert [e.event_type for e in events] == [
+        EventType.OPERATION_DISPATCHER_STARTED,
+        EventType.OPERATION_DISPATCHER_PAUSED,
+        EventType.OPERATION_DISPATCHER_RESUMED,
+        EventType.OPERATION_DISPATCHER_STOPPED,
+    ]
+    for event in events:
+        assert event.resource_id == R
+        assert event.operation_id is None
+        assert event.changes == [] and event.meta_data == {}
+
+
+def test_a_failing_notification_callback_is_logged_and_kept(make_dispatcher, caplog) -> None:
+    seen = []
+
+    def flaky(event) -> None:
+        seen.append(event.event_type)
+        if event.event_type is EventType.OPERATION_ADDED:
+            raise RuntimeError("observer broke")
+
+    d = make_dispatcher(on_notification_callback=flaky)
+    rec = EventRecorder(d)
+    with caplog.at_level(logging.ERROR):
+        d.start()
+        added = d.add_operation(op())
+        rec.wait_for(EventType.OPERATION_STARTED, operation_id=added.id)
+        d.complete_operation(added.id)
+        assert d.drain_events(5)
+    assert EventType.OPERATION_STARTED in seen
+    assert EventType.OPERATION_COMPLETED in seen
+    failures = [r for r in caplog.records if "operation_added" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].levelno == logging.ERROR
+    assert str(failures[0].exc_info[1]) == "observer broke"
+
+
+def test_notification_callback_may_complete_the_operation(make_dispatcher) -> None:
+    holder: dict[str, Any] = {}
+    done = threading.Event()
+
+    def finish_on_start(event) -> None:
+        d = holder["d"]
+        if event.event_type is EventType.OPERATION_STARTED:
+            d.complete_operation(event.operation_id)
+        elif event.event_type is EventType.OPERATION_COMPLETED and not d.get_schedule():
+            done.set()
+
+    d = make_dispatcher(on_notification_callback=finish_on_start)
+    holder["d"] = d
+    d.start()
+    ops = d.add_operations([op() for _ in range(3)])
+    assert done.wait(5)
+    for item in ops:
+        assert d.get_operation(item.id).outcome is ExecutionOutcome.SUCCESS
+
+
+def test_subscribe_and_unsubscribe(make_dispatcher) -> None:
+    d = make_dispatcher()
+    plain: list[Any] = []
+    unsubscribe = d.subscribe(plain.append)
+    rec = EventRecorder(d)
+    d.start()
+    first = d.add_operation(op())
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=first.id)
+    assert d.drain_events(5)
+    assert [e.event_type for e in plain] == [
+        EventType.OPERATION_DISPATCHER_STARTED,
+        EventType.OPERATION_ADDED,
+        EventType.OPERATION_STARTED,
+    ]  # no *_REQUESTED without include_requests
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    d.complete_operation(first.id)
+    rec.wait_for(EventType.OPERATION_COMPLETED, operation_id=first.id)
+    assert d.drain_events(5)
+    assert len(plain) == 3
+    assert EventType.OPERATION_START_REQUESTED in rec.types()
+
+
+def test_drain_events_waits_for_slow_subscribers(make_dispatcher) -> None:
+    d = make_dispatcher()
+    release = threading.Event()
+    delivered: list[Any] = []
+
+    def slow(event) -> None:
+        release.wait(5)
+        delivered.append(event)
+
+    d.subscribe(slow)
+    d.add_operation(op())
+    assert d.drain_events(timeout=0.05) is False  # the subscriber is still busy
+    release.set()
+    assert d.drain_events(timeout=5) is True
+    assert [e.event_type for e in delivered] == [EventType.OPERATION_ADDED]
+
+
+def test_slow_subscriber_does_not_stall_dispatching(make_dispatcher, gate) -> None:
+    """With the event thread stuck in a subscriber, operations still start and time out.
+
+    Progress is observed through the request callback, which runs on its own workers: the
+    second operation is asked for only after the first one started and timed out.
+    """
+    asked = Notifications()
+    d = make_dispatcher(on_request_callback=lambda e: asked(e) or True)
+    d.subscribe(lambda event: gate.wait())
+    d.start()
+    first = d.add_operation(op(priority=9, timeout_seconds=0.05))
+    second = d.add_operation(op())
+    asked.wait_for(EventType.OPERATION_START_REQUESTED, count=2)
+    assert [e.operation_id for e in asked.events] == [first.id, second.id]
+    stored = d.get_operation(first.id)
+    assert stored.termination_reason is TerminationReason.TIMEOUT
+    assert stored.start_time is not None
+    gate.set()
+
+
+def test_list_events_per_operation(make_dispatcher) -> None:
+    d = make_dispatcher()
+    rec = EventRecorder(d)
+    d.start()
+    a = d.add_operation(op(priority=1))
+    b = d.add_operation(op())
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=a.id)
+    d.update_operation(b.id, {"payload": {"x": 1}})
+    d.complete_operation(a.id)
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=b.id)
+    assert [e.event_type for e in d.list_events(a.id)] == [
+        EventType.OPERATION_ADDED,
+        EventType.OPERATION_START_REQUESTED,
+        EventType.OPERATION_STARTED,
+        EventType.OPERATION_COMPLETED,
+    ]
+    assert [e.event_type for e in d.list_events(str(b.id))] == [
+        EventType.OPERATION_ADDED,
+        EventType.OPERATION_UPDATED,
+        EventType.OPERATION_START_REQUESTED,
+        EventType.OPERATION_STARTED,
+    ]
+    assert d.list_events(op().id) == []
