@@ -155,7 +155,7 @@ class ApprovalRequest:
 
     kind: RequestKind
     event: DispatchEvent  # the *_REQUESTED event the callback receives; its id is the request id
-    operation: Operation  # snapshot at request time: the approval is void if it changes
+    operation: Operation  # the dispatcher's own object (never handed out)
     deadline: float  # time.monotonic()
     deadline_at: datetime
     timeout: float
@@ -163,6 +163,8 @@ class ApprovalRequest:
     decision: RequestDecision | None = None
     #: who the request waits for: the callback while it runs, decide() once it said PENDING
     waiting_for: str = "request callback"
+    #: set when the operation is updated while the request is open: the approval is then void
+    changed: bool = False
 
     @property
     def request_id(self) -> UUID:

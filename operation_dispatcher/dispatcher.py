@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -175,7 +176,8 @@ class OperationDispatcher:
 
         # One lock owns everything below; the condition is how every thread waits on it.
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # wakes the dispatcher thread
+        self._answered = threading.Condition(self._lock)  # wakes threads awaiting a decision
         self._queue = DispatchQueue(
             resource_id, sort_rules=dispatch_queue_sort_rules, history_limit=operation_retention
         )
@@ -185,7 +187,7 @@ class OperationDispatcher:
         if on_notification_callback is not None:
             self._bus.subscribe(on_notification_callback)
         self._callbacks = CallbackRunner(f"operation-dispatcher-requests[{resource_id}]", self._log)
-        self._desk = ApprovalDesk(self._cond)
+        self._desk = ApprovalDesk(self._answered)
         self._retry = RetryPolicy(start_request_max_retries, start_request_retry_cooldown_seconds)
         self._deadlines = Deadlines()
         self._dependents: dict[UUID, set[UUID]] = {}
@@ -196,9 +198,10 @@ class OperationDispatcher:
         self._stop_requested = False
         self._running_since: datetime | None = None
         self._running_since_mono = 0.0
+        self._loop_wakes_at = 0.0  # when the sleeping dispatcher thread wakes by itself
         self._thread: threading.Thread | None = None
         self._signals = signals if signals is not None else SignalBoard()
-        self._signals.subscribe(self._on_signal)
+        self._subscribe_to_signals()
 
     # ================================================================== properties
     @property
@@ -256,12 +259,12 @@ class OperationDispatcher:
         changes: Iterable[ChangeRecord] = (),
         meta_data: dict[str, Any] | None = None,
     ) -> DispatchEvent:
-        event = DispatchEvent(
-            resource_id=operation.resource_id if operation is not None else self._resource_id,
-            event_type=event_type,
-            operation_id=None if operation is None else operation.id,
-            changes=list(changes),
-            meta_data=dict(meta_data) if meta_data else {},
+        event = DispatchEvent.trusted(
+            operation.resource_id if operation is not None else self._resource_id,
+            event_type,
+            None if operation is None else operation.id,
+            list(changes),
+            dict(meta_data) if meta_data else {},
         )
         self._record(event)
         return event
@@ -276,7 +279,21 @@ class OperationDispatcher:
                 level, "%s %s %s", self._resource_id, event.event_type.value,
                 event.operation_id or "",
             )
-        self._cond.notify_all()
+
+    def _advance(self) -> None:
+        """Run a dispatch step in the calling thread, right after it changed something.
+
+        Lock held. Whoever completes, adds, decides or flips a signal also does the dispatching
+        that follows from it (asking for the next start, starting an approved operation); that
+        saves a hand-off to the dispatcher thread per operation. The dispatcher thread itself is
+        woken only when a deadline now falls before the moment it would wake by itself.
+        """
+        if not self._loop_active or self._stop_requested:
+            return
+        self._step_locked()
+        wait = self._deadlines.seconds_until_next()
+        if wait is not None and time.monotonic() + wait < self._loop_wakes_at:
+            self._cond.notify()
 
     # ================================================================== adding
     def add_operation(
@@ -308,6 +325,7 @@ class OperationDispatcher:
             for op in stored:
                 self._index_dependencies(op)
                 self._emit(EventType.OPERATION_ADDED, op, meta_data=meta_data)
+            self._advance()
             return [op.copy() for op in stored]
 
     def _prepare_new(self, operation: Operation, apply_default: bool) -> Operation:
@@ -558,13 +576,10 @@ class OperationDispatcher:
     def _open_request(
         self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
     ) -> ApprovalRequest:
-        event = DispatchEvent(
-            resource_id=op.resource_id,
-            event_type=kind.requested_event,
-            operation_id=op.id,
-            meta_data=dict(meta_data) if meta_data else {},
+        event = DispatchEvent.trusted(
+            op.resource_id, kind.requested_event, op.id, [], dict(meta_data) if meta_data else {}
         )
-        request = self._desk.open(kind, event, op.copy(), self._request_timeout)
+        request = self._desk.open(kind, event, op, self._request_timeout)
         if self._on_request is None:
             self._desk.resolve(request, RequestDecision(True))
         else:
@@ -583,7 +598,7 @@ class OperationDispatcher:
             )
         else:
             decision = normalize_decision(result)
-        with self._cond:
+        with self._lock:
             if decision is PENDING:
                 request.waiting_for = "decide()"
                 return
@@ -592,6 +607,8 @@ class OperationDispatcher:
                     "late answer to %s for operation %s ignored (request already %s)",
                     request.kind.value, request.operation.id, request.status.value,
                 )
+            elif request is self._start_request:
+                self._advance()  # act on the answer here: no hand-off to the dispatcher thread
 
     def _record_request(self, request: ApprovalRequest, void_reason: str | None = None) -> None:
         """Put the *_REQUESTED event in the history, with its decision, under the id the
@@ -601,11 +618,18 @@ class OperationDispatcher:
         meta["request_decision"] = decision.to_dict()
         if void_reason is not None:
             meta["void_reason"] = void_reason
-        self._record(dataclasses.replace(request.event, meta_data=meta))
+        event = request.event
+        self._record(
+            DispatchEvent.trusted(
+                event.resource_id, event.event_type, event.operation_id, [], meta,
+                id=event.id, created_at=event.created_at,
+            )
+        )
 
     def _conclude_start(self, request: ApprovalRequest) -> None:
         self._start_request = None
         self._desk.close(request)
+        self._deadlines.discard("request", request)
         decision = request.decision
         assert decision is not None
         op = self._queue.get(request.operation.id)
@@ -617,7 +641,7 @@ class OperationDispatcher:
         void = None
         if op is None or not self._queue.is_queued(op.id):
             void = "operation is no longer queued"
-        elif op != request.operation:
+        elif request.changed:
             void = "operation changed while the request was open"
         elif self._paused:
             void = "dispatcher was paused while the request was open"
@@ -634,22 +658,25 @@ class OperationDispatcher:
         changes = self._lifecycle.fire(op, "start")
         self._emit(EventType.OPERATION_STARTED, op, changes)
         self._last_started = op
-        if op.timeout_seconds is not None:
-            self._deadlines.push(time.monotonic() + op.timeout_seconds, "timeout", op.id)
+        self._schedule_timeout(op)
         self._queue.unpark(f"dependency:{op.id}")  # START_TO_START dependents may go now
+
+    def _schedule_timeout(self, op: Operation) -> None:
+        """Wake at start_time + timeout_seconds to fail the operation if it still runs."""
+        self._deadlines.discard("timeout", op.id)
+        if op.timeout_seconds is None or op.start_time is None:
+            return
+        left = op.timeout_seconds - (utcnow() - op.start_time).total_seconds()
+        self._deadlines.push(time.monotonic() + max(left, 0.0), "timeout", op.id)
 
     def _deny(self, request: ApprovalRequest, op: Operation | None) -> None:
         """Count a denial, emit *_DENIED, cool down, and pause after too many."""
         decision = request.decision
         assert decision is not None
         kind = request.kind
-        subject = op if op is not None else request.operation
-        tracked = op is not None and not op.is_finished  # no retry state for finished ones
-        count = (
-            self._retry.record_denial(kind, subject.id)
-            if tracked
-            else self._retry.count(kind, subject.id) + 1
-        )
+        if op is None or op.is_finished:
+            return  # it finished while the request was open: nothing left to deny or retry
+        count = self._retry.record_denial(kind, op.id)
         meta: dict[str, Any] = {
             "retry_count": count,
             "max_retries": self._retry.max_retries,
@@ -661,8 +688,8 @@ class OperationDispatcher:
             meta["decision_data"] = dict(decision.data)
         if request.event.meta_data:
             meta["request_meta_data"] = dict(request.event.meta_data)
-        self._emit(kind.denied_event, subject, meta_data=meta)
-        if tracked and self._retry.exhausted(count):
+        self._emit(kind.denied_event, op, meta_data=meta)
+        if self._retry.exhausted(count):
             self._set_paused(True)
 
     # ================================================================== handshakes in callers
@@ -713,6 +740,7 @@ class OperationDispatcher:
                 self._finish_current(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
             else:
                 self._finish_queued(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
+            self._advance()
             return op.copy()
 
     def pause_operation(
@@ -769,6 +797,7 @@ class OperationDispatcher:
         with self._lock:
             op = self._current(key)
             self._finish_current(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
+            self._advance()
             return op.copy()
 
     def fail_operation(
@@ -783,6 +812,7 @@ class OperationDispatcher:
         with self._lock:
             op = self._current(key)
             self._finish_current(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
+            self._advance()
             return op.copy()
 
     def _current(self, operation_id: UUID) -> Operation:
@@ -921,7 +951,13 @@ class OperationDispatcher:
                     self._queue.rekey(op.id)
                 if _RELEASE_FIELDS.intersection(changed):
                     self._queue.unpark_operation(op.id)  # re-checked on the next pass
+            elif "timeout_seconds" in changed and op.start_time is not None:
+                self._schedule_timeout(op)
+            request = self._start_request
+            if request is not None and request.operation is op:
+                request.changed = True  # what was approved is not what would start
             self._emit(EventType.OPERATION_UPDATED, op, records, meta_data)
+            self._advance()
             return op.copy()
 
     # ================================================================== approvals from outside
@@ -937,13 +973,32 @@ class OperationDispatcher:
         Raises UnknownRequest for an unknown id and RequestClosed when it was already answered or
         timed out.
         """
-        self._desk.decide(request_id, accepted, reasoning, data)
+        with self._lock:
+            request = self._desk.decide(request_id, accepted, reasoning, data)
+            if request is self._start_request:
+                self._advance()
 
     # ================================================================== signals
+    def _subscribe_to_signals(self) -> None:
+        # A weak reference: a board shared by several dispatchers must not keep a forgotten
+        # dispatcher alive, and drops its listener once the dispatcher is gone.
+        handler = weakref.WeakMethod(self._on_signal)
+        unsubscribe: Callable[[], None] | None = None
+
+        def listener(signal: Signal) -> None:
+            method = handler()
+            if method is None:
+                if unsubscribe is not None:
+                    unsubscribe()
+                return
+            method(signal)
+
+        unsubscribe = self._signals.subscribe(listener)
+
     def _on_signal(self, signal: Signal) -> None:
-        with self._cond:
+        with self._lock:
             self._queue.unpark(f"release_condition:{signal.name}")
-            self._cond.notify_all()
+            self._advance()
 
     # ================================================================== dispatcher runtime
     def pause_dispatcher_runtime(self) -> bool:
@@ -956,7 +1011,9 @@ class OperationDispatcher:
         with self._lock:
             self._retry.clear_all()
             self._queue.unpark("cooldown")
-            return self._set_paused(False)
+            changed = self._set_paused(False)
+            self._advance()
+            return changed
 
     def _set_paused(self, paused: bool) -> bool:
         if self._paused == paused:
@@ -1013,13 +1070,18 @@ class OperationDispatcher:
                         timeout = 1.0
                     if self._stop_requested:
                         break
+                    self._loop_wakes_at = (
+                        float("inf") if timeout is None else time.monotonic() + timeout
+                    )
                     self._cond.wait(timeout)
+                    self._loop_wakes_at = 0.0
         finally:
             with self._cond:
                 self._stop_requested = False
                 self._loop_active = False
                 self._running_since = None
                 self._emit(EventType.OPERATION_DISPATCHER_STOPPED)
+                self._cond.notify_all()  # stop() may be waiting for this loop to end
 
     def start(self) -> None:
         """Run the loop on a named background thread; returns once the loop is running."""
@@ -1027,12 +1089,22 @@ class OperationDispatcher:
             if self._loop_active or (self._thread is not None and self._thread.is_alive()):
                 raise RuntimeError("operation dispatcher is already running")
             ready = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run, args=(ready,),
+
+            def run_then_signal() -> None:
+                try:
+                    self._run(ready)
+                finally:
+                    ready.set()  # also when _run refused to start: start() must not hang
+
+            thread = threading.Thread(
+                target=run_then_signal,
                 name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
             )
-            self._thread.start()
+            self._thread = thread
+            thread.start()
         ready.wait()
+        if not thread.is_alive() and not self._loop_active:
+            raise RuntimeError("operation dispatcher is already running")
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""

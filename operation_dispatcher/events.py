@@ -56,6 +56,7 @@ class EventBus:
         self._cond = threading.Condition(threading.Lock())
         self._pending: deque[DispatchEvent] = deque()
         self._subscribers: tuple[_Subscription, ...] = ()
+        self._wants_requests = False
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._published = 0
@@ -68,15 +69,19 @@ class EventBus:
         sub = _Subscription(handler, include_requests)
         with self._cond:
             self._subscribers = (*self._subscribers, sub)
+            self._wants_requests = any(s.include_requests for s in self._subscribers)
 
         def unsubscribe() -> None:
             with self._cond:
                 self._subscribers = tuple(s for s in self._subscribers if s is not sub)
+                self._wants_requests = any(s.include_requests for s in self._subscribers)
 
         return unsubscribe
 
     def publish(self, event: DispatchEvent) -> None:
         """Queue ``event`` for delivery; starts the delivery thread on first use."""
+        if event.event_type.is_request and not self._wants_requests:
+            return  # nobody listens for *_REQUESTED events: do not wake the thread for them
         with self._cond:
             self._pending.append(event)
             self._published += 1
