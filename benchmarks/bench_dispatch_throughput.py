@@ -7,9 +7,12 @@ events on: a subscriber hands every OPERATION_STARTED to a separate completer th
 OPERATION_COMPLETED), the median over RUNS runs.
 
 Baseline, alternated with ours in the same run: a bare stdlib worker thread over a heapq guarded by
-one ``threading.Condition``. It pops the best item, asks approval by calling a function, hands the
-item to a completer thread and waits on the Condition until the completer reports it done; the
-main thread adds the N items one by one (heappush + notify) exactly as ours does.
+one ``threading.Condition`` doing the same handshake. It pops the best item, hands the approval
+question to an approver thread and waits on the Condition for the answer (the dispatcher runs
+request callbacks off its own thread, so a hung callback cannot stall it), hands the item to a
+completer thread and waits until the completer reports it done; the main thread adds the N items
+one by one (heappush + notify) exactly as ours does. A second baseline that calls approve() on the
+worker itself (one hand-off fewer) is reported beside it, with its ratio.
 
 Target (design.md section 11): >= 40 % of the baseline's ops/s.
 """
@@ -96,13 +99,19 @@ def run_dispatcher(count: int, callback: bool = True) -> dict[str, float]:
     return {"ops_s": count / elapsed, "seconds": elapsed, "add_seconds": adds_done - first_add}
 
 
-def run_baseline(count: int) -> float:
-    """ops/s of the stdlib heapq + Condition worker with a cross-thread completion per item."""
+def run_baseline(count: int, approver_thread: bool = False) -> float:
+    """ops/s of the stdlib heapq + Condition worker with a cross-thread completion per item.
+
+    ``approver_thread=True``: the same handshake as the dispatcher's -- the approval function
+    runs on a separate approver thread (the dispatcher must never run user callbacks on its own
+    thread), and the worker waits on the Condition for the answer.
+    """
     cond = threading.Condition()
     heap: list[tuple[int, int, dict[str, Any]]] = []
     seq = itertools.count()
     handed: list[Any] = []  # the item the completer must finish (at most one)
-    state = {"done": None, "stop": False}
+    asked: list[Any] = []  # the item the approver must decide on (at most one)
+    state: dict[str, Any] = {"done": None, "stop": False, "answer": None}
     all_done = threading.Event()
     finish = {"t": 0.0}
 
@@ -116,7 +125,15 @@ def run_baseline(count: int) -> float:
                 while not heap:
                     cond.wait()
                 _, _, item = heapq.heappop(heap)
-                if not approve(item):
+                if approver_thread:
+                    asked.append(item)
+                    cond.notify_all()
+                    while state["answer"] is None:
+                        cond.wait()
+                    accepted, state["answer"] = state["answer"], None
+                else:
+                    accepted = approve(item)
+                if not accepted:
                     continue
                 handed.append(item)
                 cond.notify_all()
@@ -136,11 +153,24 @@ def run_baseline(count: int) -> float:
                 state["done"] = handed.pop()
                 cond.notify_all()
 
+    def approver() -> None:
+        with cond:
+            while True:
+                while not asked and not state["stop"]:
+                    cond.wait()
+                if state["stop"]:
+                    return
+                item = asked.pop()
+                state["answer"] = approve(item)
+                cond.notify_all()
+
     items = [{"task": "pick", "n": i} for i in range(count)]
     threads = [
         threading.Thread(target=worker, name="baseline-worker", daemon=True),
         threading.Thread(target=completer, name="baseline-completer", daemon=True),
     ]
+    if approver_thread:
+        threads.append(threading.Thread(target=approver, name="baseline-approver", daemon=True))
     for thread in threads:
         thread.start()
     start = time.perf_counter()
@@ -161,15 +191,19 @@ def run_baseline(count: int) -> float:
 def main() -> None:
     run_dispatcher(500)  # warm-up: first-use imports, lazily built state
     run_baseline(500)
+    run_baseline(500, approver_thread=True)
     ours: list[dict[str, float]] = []
     base: list[float] = []
+    inline: list[float] = []
     bare: list[float] = []
     for _ in range(RUNS):  # alternate, so drift hits both alike
         ours.append(run_dispatcher(N))
-        base.append(run_baseline(N))
+        base.append(run_baseline(N, approver_thread=True))
+        inline.append(run_baseline(N))
         bare.append(run_dispatcher(N, callback=False)["ops_s"])
     ops_s = statistics.median(r["ops_s"] for r in ours)
     base_ops_s = statistics.median(base)
+    inline_ops_s = statistics.median(inline)
     emit(
         "dispatch.end_to_end",
         ops_s,
@@ -181,12 +215,16 @@ def main() -> None:
         runs=RUNS,
         runs_ops_s=[round(r["ops_s"]) for r in ours],
         baseline_runs_ops_s=[round(b) for b in base],
+        inline_approval_baseline_ops_s=round(inline_ops_s),
+        ratio_to_inline_approval_baseline=round(ops_s / inline_ops_s, 3),
         no_callback_ops_s=statistics.median(bare),
         add_us_per_op=statistics.median(r["add_seconds"] for r in ours) / N * 1e6,
         desc="start(); request callback approves; completer thread completes each STARTED; "
         "events on; first add -> last OPERATION_COMPLETED delivered",
-        baseline_desc="heapq + one Condition: worker pops, calls approve(), hands to a completer "
-        "thread, waits for its completion",
+        baseline_desc="heapq + one Condition: worker pops, asks an approver thread (the same "
+        "handshake: approval off the worker's thread) and waits for the answer, hands to a "
+        "completer thread, waits for its completion; the inline_approval baseline calls "
+        "approve() on the worker itself",
     )
 
 

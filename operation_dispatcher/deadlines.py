@@ -60,10 +60,16 @@ class Deadlines:
 
     def seconds_until_next(self, now: float | None = None) -> float | None:
         """Seconds until the nearest deadline (0 if one is due), None if there is none."""
-        if not self._heap:
+        heap = self._heap
+        while heap:  # drop superseded or discarded entries, so they cause no wake-up
+            when, _, kind, key = heap[0]
+            if self._earliest.get((kind, key if isinstance(key, Hashable) else id(key))) == when:
+                break
+            heapq.heappop(heap)
+        if not heap:
             return None
         now = time.monotonic() if now is None else now
-        return max(0.0, self._heap[0][0] - now)
+        return max(0.0, heap[0][0] - now)
 
     def __len__(self) -> int:
         return len(self._heap)
