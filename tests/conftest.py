@@ -7,17 +7,27 @@ condition variable until the events a test expects have arrived.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import configuration as hypothesis_configuration
 
 from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher
 
 RESOURCE = "robot-1"
 THREAD_GRACE_SECONDS = 2.0
+
+# Hypothesis keeps an example database and caches under ./.hypothesis by default; tests must not
+# write outside a temporary folder, so point it at one that is removed when the run ends.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="operation-dispatcher-hypothesis-")
+hypothesis_configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
 
 EventMatch = EventType | Callable[[DispatchEvent], bool]
 
