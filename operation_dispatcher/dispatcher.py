@@ -1,13 +1,12 @@
-"""OperationDispatcher: the dispatcher thread and the public API for one resource.
+"""OperationDispatcher: the public API for one resource, and its dispatcher thread.
 
-Threading model (design.md section 2): one ``RLock`` with one ``Condition`` owns every piece of
-state (queue, current operation, open requests, retry state, deadlines). Every public method takes
-it; reads return snapshots. The dispatcher thread sleeps on the condition until something that can
-change its decision happens (an add, a completion, a decision, a signal change, a stop) or the
-nearest deadline passes. User code is never called with the lock held: request callbacks run on
-:class:`~operation_dispatcher.workers.CallbackRunner` threads, notifications on the
-:class:`~operation_dispatcher.events.EventBus` thread, the history callback in the caller's thread
-after the lock is released.
+Every public method takes the one dispatcher lock (owned by :class:`~.engine.DispatchCore`, where
+the decisions live) and returns snapshots. A method that changes something also runs the dispatch
+step that follows from it, in the caller's thread; the dispatcher thread (``run()`` or ``start()``)
+sleeps on a condition variable until the nearest deadline (release date, cooldown end, request
+timeout, operation timeout) or a stop. User code is never called with the lock held: request
+callbacks run on worker threads, notifications on the event thread, the history callback in the
+caller's thread after the lock is released.
 """
 
 from __future__ import annotations
@@ -16,70 +15,49 @@ import dataclasses
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from .approvals import (
-    PENDING,
-    ApprovalDesk,
-    ApprovalRequest,
     PendingRequest,
-    RequestDecision,
     RequestKind,
-    RetryPolicy,
-    normalize_decision,
 )
-from .deadlines import Deadlines
+from .engine import DispatchCore, HistoryCallback, RequestCallback
 from .errors import (
     InvalidTransition,
-    OperationNotCurrent,
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
     ThreadDidNotStop,
     ValidationError,
 )
-from .events import EventBus, EventHandler, call_maybe_async
-from .history import EventLog, build_history
-from .lifecycle import OperationLifecycle
+from .events import EventHandler
+from .history import build_history
 from .models import (
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
     ChangeRecord,
-    DependencyType,
     DispatchEvent,
     EventType,
-    ExecutionOutcome,
     ExecutionState,
     History,
     Operation,
-    OperationDependency,
     OperationDispatcherState,
     TerminationReason,
     to_utc,
     to_uuid,
     utcnow,
 )
-from .queue import DispatchQueue, SortRule
-from .signals import Signal, SignalBoard
-from .workers import CallbackRunner
-
-RequestCallback = Callable[[DispatchEvent], Any]
-HistoryCallback = Callable[..., History | None]
+from .queue import SortRule
+from .signals import SignalBoard
 
 _SORT_FIELDS = frozenset({"priority", "release_date", "created_at"})
 _RELEASE_FIELDS = frozenset({"release_date", "release_conditions", "dependencies"})
-_LOUD_EVENTS = {
-    EventType.OPERATION_DISPATCHER_PAUSED: logging.WARNING,
-    EventType.OPERATION_DISPATCHER_STOPPED: logging.WARNING,
-    EventType.OPERATION_DISPATCHER_RESUMED: logging.INFO,
-}
 
 
-class OperationDispatcher:
+class OperationDispatcher(DispatchCore):
     """Queues, dispatches and supervises the operations of one resource.
 
     The dispatcher asks ``on_request_callback`` before it starts, pauses, resumes or cancels an
@@ -164,44 +142,25 @@ class OperationDispatcher:
         if unsupported:
             raise ValidationError("updatable_fields", f"contains unsupported fields: {unsupported}")
 
-        self._resource_id = resource_id
-        self._log = logger or logging.getLogger(__name__)
-        self._on_request = on_request_callback
-        self._on_history = on_history_callback
-        self._poll_interval_seconds = poll_interval_seconds
-        self._request_timeout = float(request_event_timeout_seconds)
-        self._default_planned_duration = default_planned_duration
-        self._updatable = fields
-        self._strict = strict_order
-
-        # One lock owns everything below; the condition is how every thread waits on it.
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)  # wakes the dispatcher thread
-        self._answered = threading.Condition(self._lock)  # wakes threads awaiting a decision
-        self._queue = DispatchQueue(
-            resource_id, sort_rules=dispatch_queue_sort_rules, history_limit=operation_retention
+        super().__init__(
+            resource_id,
+            on_request_callback=on_request_callback,
+            on_notification_callback=on_notification_callback,
+            on_history_callback=on_history_callback,
+            start_paused=start_paused,
+            max_retries=start_request_max_retries,
+            retry_cooldown_seconds=start_request_retry_cooldown_seconds,
+            request_timeout_seconds=request_event_timeout_seconds,
+            default_planned_duration=default_planned_duration,
+            updatable_fields=fields,
+            sort_rules=dispatch_queue_sort_rules,
+            logger=logger,
+            signals=signals,
+            strict_order=strict_order,
+            event_retention=event_retention,
+            operation_retention=operation_retention,
         )
-        self._lifecycle = OperationLifecycle()
-        self._events = EventLog(event_retention)
-        self._bus = EventBus(f"operation-dispatcher-events[{resource_id}]", self._log)
-        if on_notification_callback is not None:
-            self._bus.subscribe(on_notification_callback)
-        self._callbacks = CallbackRunner(f"operation-dispatcher-requests[{resource_id}]", self._log)
-        self._desk = ApprovalDesk(self._answered)
-        self._retry = RetryPolicy(start_request_max_retries, start_request_retry_cooldown_seconds)
-        self._deadlines = Deadlines()
-        self._dependents: dict[UUID, set[UUID]] = {}
-        self._start_request: ApprovalRequest | None = None
-        self._last_started: Operation | None = None
-        self._paused = bool(start_paused)
-        self._loop_active = False
-        self._stop_requested = False
-        self._running_since: datetime | None = None
-        self._running_since_mono = 0.0
-        self._loop_wakes_at = 0.0  # when the sleeping dispatcher thread wakes by itself
-        self._thread: threading.Thread | None = None
-        self._signals = signals if signals is not None else SignalBoard()
-        self._subscribe_to_signals()
+        self._poll_interval_seconds = poll_interval_seconds
 
     # ================================================================== properties
     @property
@@ -252,49 +211,6 @@ class OperationDispatcher:
         """Wait until every event emitted so far has reached the subscribers."""
         return self._bus.drain(timeout)
 
-    def _emit(
-        self,
-        event_type: EventType,
-        operation: Operation | None = None,
-        changes: Iterable[ChangeRecord] = (),
-        meta_data: dict[str, Any] | None = None,
-    ) -> DispatchEvent:
-        event = DispatchEvent.trusted(
-            operation.resource_id if operation is not None else self._resource_id,
-            event_type,
-            None if operation is None else operation.id,
-            list(changes),
-            dict(meta_data) if meta_data else {},
-        )
-        self._record(event)
-        return event
-
-    def _record(self, event: DispatchEvent) -> None:
-        # Called with the lock held: this is what puts events in one total order.
-        self._events.append(event)
-        self._bus.publish(event)
-        level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
-        if self._log.isEnabledFor(level):
-            self._log.log(
-                level, "%s %s %s", self._resource_id, event.event_type.value,
-                event.operation_id or "",
-            )
-
-    def _advance(self) -> None:
-        """Run a dispatch step in the calling thread, right after it changed something.
-
-        Lock held. Whoever completes, adds, decides or flips a signal also does the dispatching
-        that follows from it (asking for the next start, starting an approved operation); that
-        saves a hand-off to the dispatcher thread per operation. The dispatcher thread itself is
-        woken only when a deadline now falls before the moment it would wake by itself.
-        """
-        if not self._loop_active or self._stop_requested:
-            return
-        self._step_locked()
-        wait = self._deadlines.seconds_until_next()
-        if wait is not None and time.monotonic() + wait < self._loop_wakes_at:
-            self._cond.notify()
-
     # ================================================================== adding
     def add_operation(
         self,
@@ -341,18 +257,6 @@ class OperationDispatcher:
         if apply_default and op.planned_duration is None and self._default_planned_duration:
             op.planned_duration = self._default_planned_duration
         return op
-
-    def _index_dependencies(self, op: Operation) -> None:
-        for dep in op.dependencies:
-            self._dependents.setdefault(dep.depends_on_operation_id, set()).add(op.id)
-
-    def _unindex_dependencies(self, op: Operation) -> None:
-        for dep in op.dependencies:
-            ids = self._dependents.get(dep.depends_on_operation_id)
-            if ids is not None:
-                ids.discard(op.id)
-                if not ids:
-                    del self._dependents[dep.depends_on_operation_id]
 
     # ================================================================== reads
     def get_operation(self, operation_id: UUID | str) -> Operation | None:
@@ -427,10 +331,6 @@ class OperationDispatcher:
                 )
         return history
 
-    def _snapshot(self, operation_id: UUID) -> Operation | None:
-        op = self._queue.get(operation_id)
-        return None if op is None else op.copy()
-
     def explain(self, operation_id: UUID | str) -> dict[str, Any]:
         """Why an operation is not running: ``{"operation_id", "state", "blocked_by": [...]}``.
 
@@ -460,258 +360,7 @@ class OperationDispatcher:
                     blocked.append("dispatcher_not_running")
             return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
 
-    # ================================================================== eligibility
-    def _blockers(self, op: Operation) -> tuple[list[str], UUID | None]:
-        """What keeps a queued operation from starting now, and a provider that failed it."""
-        blockers: list[str] = []
-        if op.release_date is not None and op.release_date > utcnow():
-            blockers.append("release_date")
-        for name, required in op.release_conditions.items():
-            if not self._signals.holds(name, required):
-                blockers.append(f"release_condition:{name}")
-        for dep in op.dependencies:
-            status = self._dependency_status(dep)
-            if status == "failed":
-                return blockers, dep.depends_on_operation_id
-            if status == "wait":
-                blockers.append(f"dependency:{dep.depends_on_operation_id}")
-        if self._retry.cooldown_remaining(RequestKind.START, op.id) > 0:
-            blockers.append("cooldown")
-        return blockers, None
-
-    def _dependency_status(self, dep: OperationDependency) -> str:
-        provider = self._queue.get(dep.depends_on_operation_id)
-        if provider is None:
-            # Gone from memory: it finished long ago. Had it failed, its dependents would have
-            # been failed right then (see _after_finish), so the dependency is met.
-            return "ok"
-        if dep.dependency_type is DependencyType.START_TO_START:
-            if provider.start_time is not None:
-                return "ok"
-            return "failed" if provider.state is ExecutionState.COMPLETED else "wait"
-        if provider.state is ExecutionState.COMPLETED:
-            return "ok" if provider.outcome is ExecutionOutcome.SUCCESS else "failed"
-        return "wait"
-
-    def _schedule_unpark(self, op: Operation, blockers: list[str]) -> None:
-        """Ask to be woken when a time-based blocker of ``op`` runs out."""
-        now = time.monotonic()
-        if "release_date" in blockers and op.release_date is not None:
-            delay = (op.release_date - utcnow()).total_seconds()
-            self._deadlines.push(now + max(delay, 0.0), "unpark", op.id)
-        if "cooldown" in blockers:
-            delay = self._retry.cooldown_remaining(RequestKind.START, op.id)
-            self._deadlines.push(now + delay, "unpark", op.id)
-
-    # ================================================================== the loop
-    def _step_locked(self) -> float | None:
-        """One pass of the dispatcher: act on what is due, start what can start.
-
-        Returns how long the loop may sleep (None: until woken). Lock held.
-        """
-        for kind, key in self._deadlines.pop_due():
-            self._on_deadline(kind, key)
-        request = self._start_request
-        if request is not None and not request.is_pending:
-            self._conclude_start(request)
-        if (
-            not self._paused
-            and self._start_request is None
-            and self._queue.pulled_operation is None
-            and not self._stop_requested
-        ):
-            self._try_start()
-            request = self._start_request
-            if request is not None and not request.is_pending:
-                # Answered at once (no request callback): act on it now, since its notify came
-                # before this thread waits and would otherwise be lost.
-                self._conclude_start(request)
-        return self._deadlines.seconds_until_next()
-
-    def _on_deadline(self, kind: str, key: Any) -> None:
-        if kind == "unpark":
-            self._queue.unpark_operation(key)
-        elif kind == "request":
-            if self._desk.expire(key):
-                self._log.warning(
-                    "%s request for operation %s: %s",
-                    key.kind.value, key.operation.id, key.decision.data["error"],
-                )
-        elif kind == "timeout":
-            op = self._queue.pulled_operation
-            if op is not None and op.id == key and op.timeout_seconds is not None:
-                self._finish_current(
-                    op, "fail", EventType.OPERATION_FAILED, TerminationReason.TIMEOUT,
-                    {"timeout_seconds": op.timeout_seconds},
-                )
-
-    def _try_start(self) -> None:
-        """Ask to start the best operation that can start now (the head, in strict mode).
-
-        In strict mode only operations waiting for a provider are parked (the original ordered
-        dependents after their providers); nothing else is, so the ready head is the head.
-        """
-        while True:
-            op = self._queue.peek_ready()
-            if op is None:
-                return
-            blockers, failed_provider = self._blockers(op)
-            if failed_provider is not None:
-                self._fail_dependents_of(failed_provider, only={op.id})
-                continue
-            if not blockers:
-                self._request_start(op)
-                return
-            self._schedule_unpark(op, blockers)
-            if self._strict and not all(b.startswith("dependency:") for b in blockers):
-                return  # the original's strict head order: wait for the head
-            self._queue.park(op.id, blockers)
-
-    def _request_start(self, op: Operation) -> None:
-        request = self._open_request(RequestKind.START, op, None)
-        self._start_request = request
-        if self._on_request is not None:
-            self._deadlines.push(request.deadline, "request", request)
-
-    def _open_request(
-        self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
-    ) -> ApprovalRequest:
-        event = DispatchEvent.trusted(
-            op.resource_id, kind.requested_event, op.id, [], dict(meta_data) if meta_data else {}
-        )
-        request = self._desk.open(kind, event, op, self._request_timeout)
-        if self._on_request is None:
-            self._desk.resolve(request, RequestDecision(True))
-        else:
-            self._callbacks.submit(self._ask, request)
-        return request
-
-    def _ask(self, request: ApprovalRequest) -> None:
-        """Runs on a callback worker, no lock held: ask the business logic, file the answer."""
-        assert self._on_request is not None
-        try:
-            result = call_maybe_async(self._on_request, request.event)
-        except Exception as exc:
-            self._log.exception("request callback raised on %s", request.event.event_type.value)
-            decision: Any = RequestDecision(
-                False, "request_callback_exception", {"error": str(exc) or type(exc).__name__}
-            )
-        else:
-            decision = normalize_decision(result)
-        with self._lock:
-            if decision is PENDING:
-                request.waiting_for = "decide()"
-                return
-            if not self._desk.resolve(request, decision):
-                self._log.warning(
-                    "late answer to %s for operation %s ignored (request already %s)",
-                    request.kind.value, request.operation.id, request.status.value,
-                )
-            elif request is self._start_request:
-                self._advance()  # act on the answer here: no hand-off to the dispatcher thread
-
-    def _record_request(self, request: ApprovalRequest, void_reason: str | None = None) -> None:
-        """Put the *_REQUESTED event in the history, with its decision, under the id the
-        callback saw (so a callback's event and the history entry can be matched)."""
-        decision = request.decision or RequestDecision(False)
-        meta = dict(request.event.meta_data)
-        meta["request_decision"] = decision.to_dict()
-        if void_reason is not None:
-            meta["void_reason"] = void_reason
-        event = request.event
-        self._record(
-            DispatchEvent.trusted(
-                event.resource_id, event.event_type, event.operation_id, [], meta,
-                id=event.id, created_at=event.created_at,
-            )
-        )
-
-    def _conclude_start(self, request: ApprovalRequest) -> None:
-        self._start_request = None
-        self._desk.close(request)
-        self._deadlines.discard("request", request)
-        decision = request.decision
-        assert decision is not None
-        op = self._queue.get(request.operation.id)
-        if not decision.accepted:
-            self._record_request(request)
-            self._deny(request, op)
-            return
-        self._retry.clear(RequestKind.START, request.operation.id)
-        void = None
-        if op is None or not self._queue.is_queued(op.id):
-            void = "operation is no longer queued"
-        elif request.changed:
-            void = "operation changed while the request was open"
-        elif self._paused:
-            void = "dispatcher was paused while the request was open"
-        else:
-            blockers, failed = self._blockers(op)
-            if blockers or failed is not None:
-                void = f"operation is no longer ready: {', '.join(blockers) or 'dependency failed'}"
-        self._record_request(request, void)
-        if void is not None:
-            self._log.info("approval to start %s is void: %s", request.operation.id, void)
-            return
-        assert op is not None
-        self._queue.pull(op.id)
-        changes = self._lifecycle.fire(op, "start")
-        self._emit(EventType.OPERATION_STARTED, op, changes)
-        self._last_started = op
-        self._schedule_timeout(op)
-        self._queue.unpark(f"dependency:{op.id}")  # START_TO_START dependents may go now
-
-    def _schedule_timeout(self, op: Operation) -> None:
-        """Wake at start_time + timeout_seconds to fail the operation if it still runs."""
-        self._deadlines.discard("timeout", op.id)
-        if op.timeout_seconds is None or op.start_time is None:
-            return
-        left = op.timeout_seconds - (utcnow() - op.start_time).total_seconds()
-        self._deadlines.push(time.monotonic() + max(left, 0.0), "timeout", op.id)
-
-    def _deny(self, request: ApprovalRequest, op: Operation | None) -> None:
-        """Count a denial, emit *_DENIED, cool down, and pause after too many."""
-        decision = request.decision
-        assert decision is not None
-        kind = request.kind
-        if op is None or op.is_finished:
-            return  # it finished while the request was open: nothing left to deny or retry
-        count = self._retry.record_denial(kind, op.id)
-        meta: dict[str, Any] = {
-            "retry_count": count,
-            "max_retries": self._retry.max_retries,
-            "cooldown_seconds": self._retry.cooldown_seconds,
-        }
-        if decision.reasoning is not None:
-            meta["reasoning"] = decision.reasoning
-        if decision.data:
-            meta["decision_data"] = dict(decision.data)
-        if request.event.meta_data:
-            meta["request_meta_data"] = dict(request.event.meta_data)
-        self._emit(kind.denied_event, op, meta_data=meta)
-        if self._retry.exhausted(count):
-            self._set_paused(True)
-
-    # ================================================================== handshakes in callers
-    def _handshake(
-        self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
-    ) -> RequestDecision | None:
-        """Ask permission in the caller's thread; lock held on entry and exit, released while
-        waiting, so the dispatcher keeps serving others. None: the pair is cooling down."""
-        if self._retry.cooldown_remaining(kind, op.id) > 0:
-            return None
-        request = self._open_request(kind, op, meta_data)
-        self._desk.wait(request)
-        self._desk.close(request)
-        self._record_request(request)
-        decision = request.decision
-        assert decision is not None
-        if decision.accepted:
-            self._retry.clear(kind, op.id)
-        else:
-            self._deny(request, self._queue.get(op.id))
-        return decision
-
+    # ================================================================== operation control
     def cancel_operation(
         self,
         operation_id: UUID | str,
@@ -815,86 +464,6 @@ class OperationDispatcher:
             self._advance()
             return op.copy()
 
-    def _current(self, operation_id: UUID) -> Operation:
-        op = self._queue.pulled_operation
-        if op is None:
-            raise OperationNotCurrent("no current operation", operation_id)
-        if op.id != operation_id:
-            raise OperationNotCurrent("operation is not current", operation_id)
-        return op
-
-    def _finish_current(
-        self,
-        op: Operation,
-        trigger: str,
-        event_type: EventType,
-        reason: TerminationReason | None,
-        meta_data: dict[str, Any] | None,
-    ) -> None:
-        changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
-        self._queue.release_pulled()
-        self._queue.archive(op)
-        self._deadlines.discard("timeout", op.id)
-        self._emit(event_type, op, changes, meta_data)
-        self._after_finish(op)
-
-    def _finish_queued(
-        self,
-        op: Operation,
-        trigger: str,
-        event_type: EventType,
-        reason: TerminationReason | None,
-        meta_data: dict[str, Any] | None,
-        cascade: bool = True,
-    ) -> None:
-        changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
-        self._queue.remove(op.id)
-        self._queue.archive(op)
-        self._deadlines.discard("unpark", op.id)
-        self._emit(event_type, op, changes, meta_data)
-        self._after_finish(op, cascade)
-
-    def _after_finish(self, op: Operation, cascade: bool = True) -> None:
-        """Forget the finished operation's retry state; release or fail its dependents.
-
-        ``cascade=False``: the caller (the worklist of :meth:`_fail_dependents_of`) fails them.
-        """
-        self._retry.clear_operation(op.id)
-        self._unindex_dependencies(op)
-        if op.outcome is ExecutionOutcome.SUCCESS:
-            self._dependents.pop(op.id, None)
-            self._queue.unpark(f"dependency:{op.id}")
-        elif cascade:
-            self._fail_dependents_of(op.id)
-
-    def _fail_dependents_of(self, provider_id: UUID, only: set[UUID] | None = None) -> None:
-        """Fail (DEPENDENCY_FAILED) every queued operation a failed provider holds up.
-
-        A worklist rather than recursion, so a long chain of dependents cannot overflow the stack.
-        """
-        work = [provider_id]
-        while work:
-            failed = work.pop()
-            candidates = set(self._dependents.get(failed, ())) if only is None else set(only)
-            only = None
-            for dependent_id in candidates:
-                dependent = self._queue.get(dependent_id)
-                if dependent is None or not self._queue.is_queued(dependent_id):
-                    continue
-                if not any(
-                    d.depends_on_operation_id == failed
-                    and self._dependency_status(d) == "failed"
-                    for d in dependent.dependencies
-                ):
-                    continue
-                self._finish_queued(
-                    dependent, "fail", EventType.OPERATION_FAILED,
-                    TerminationReason.DEPENDENCY_FAILED, {"dependency": str(failed)},
-                    cascade=False,
-                )
-                work.append(dependent_id)  # its own dependents fail next, on this worklist
-            self._dependents.pop(failed, None)
-
     # ================================================================== updates
     def update_operation(
         self,
@@ -978,28 +547,6 @@ class OperationDispatcher:
             if request is self._start_request:
                 self._advance()
 
-    # ================================================================== signals
-    def _subscribe_to_signals(self) -> None:
-        # A weak reference: a board shared by several dispatchers must not keep a forgotten
-        # dispatcher alive, and drops its listener once the dispatcher is gone.
-        handler = weakref.WeakMethod(self._on_signal)
-        unsubscribe: Callable[[], None] | None = None
-
-        def listener(signal: Signal) -> None:
-            method = handler()
-            if method is None:
-                if unsubscribe is not None:
-                    unsubscribe()
-                return
-            method(signal)
-
-        unsubscribe = self._signals.subscribe(listener)
-
-    def _on_signal(self, signal: Signal) -> None:
-        with self._lock:
-            self._queue.unpark(f"release_condition:{signal.name}")
-            self._advance()
-
     # ================================================================== dispatcher runtime
     def pause_dispatcher_runtime(self) -> bool:
         """Stop starting new operations (the current one is left alone); False if already paused."""
@@ -1014,16 +561,6 @@ class OperationDispatcher:
             changed = self._set_paused(False)
             self._advance()
             return changed
-
-    def _set_paused(self, paused: bool) -> bool:
-        if self._paused == paused:
-            return False
-        self._paused = paused
-        self._emit(
-            EventType.OPERATION_DISPATCHER_PAUSED if paused
-            else EventType.OPERATION_DISPATCHER_RESUMED
-        )
-        return True
 
     def step_dispatch(self) -> Operation | None:
         """One dispatch attempt in the caller's thread (only while the loop is not running).
