@@ -385,10 +385,7 @@ class OperationDispatcher(DispatchCore):
             op = self._queue.get(key)  # the lock was released while we waited
             if op is None or op.is_finished:
                 return None
-            if self._queue.pulled_operation is op:
-                self._finish_current(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
-            else:
-                self._finish_queued(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
+            self._finish(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
             self._advance()
             return op.copy()
 
@@ -445,7 +442,7 @@ class OperationDispatcher(DispatchCore):
         key = to_uuid(operation_id, "operation_id")
         with self._lock:
             op = self._current(key)
-            self._finish_current(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
+            self._finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
             self._advance()
             return op.copy()
 
@@ -460,7 +457,7 @@ class OperationDispatcher(DispatchCore):
         reason = TerminationReason(termination_reason)
         with self._lock:
             op = self._current(key)
-            self._finish_current(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
+            self._finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
             self._advance()
             return op.copy()
 

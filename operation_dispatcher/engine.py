@@ -263,7 +263,7 @@ class DispatchCore:
         elif kind == "timeout":
             op = self._queue.pulled_operation
             if op is not None and op.id == key and op.timeout_seconds is not None:
-                self._finish_current(
+                self._finish(
                     op, "fail", EventType.OPERATION_FAILED, TerminationReason.TIMEOUT,
                     {"timeout_seconds": op.timeout_seconds},
                 )
@@ -442,22 +442,7 @@ class DispatchCore:
             raise OperationNotCurrent("operation is not current", operation_id)
         return op
 
-    def _finish_current(
-        self,
-        op: Operation,
-        trigger: str,
-        event_type: EventType,
-        reason: TerminationReason | None,
-        meta_data: dict[str, Any] | None,
-    ) -> None:
-        changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
-        self._queue.release_pulled()
-        self._queue.archive(op)
-        self._deadlines.discard("timeout", op.id)
-        self._emit(event_type, op, changes, meta_data)
-        self._after_finish(op)
-
-    def _finish_queued(
+    def _finish(
         self,
         op: Operation,
         trigger: str,
@@ -466,10 +451,15 @@ class DispatchCore:
         meta_data: dict[str, Any] | None,
         cascade: bool = True,
     ) -> None:
+        """Complete, fail or cancel ``op`` (current or queued) and archive it."""
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
-        self._queue.remove(op.id)
+        if self._queue.pulled_operation is op:
+            self._queue.release_pulled()
+            self._deadlines.discard("timeout", op.id)
+        else:
+            self._queue.remove(op.id)
+            self._deadlines.discard("unpark", op.id)
         self._queue.archive(op)
-        self._deadlines.discard("unpark", op.id)
         self._emit(event_type, op, changes, meta_data)
         self._after_finish(op, cascade)
 
@@ -506,7 +496,7 @@ class DispatchCore:
                     for d in dependent.dependencies
                 ):
                     continue
-                self._finish_queued(
+                self._finish(
                     dependent, "fail", EventType.OPERATION_FAILED,
                     TerminationReason.DEPENDENCY_FAILED, {"dependency": str(failed)},
                     cascade=False,
