@@ -294,18 +294,18 @@ class ApprovalDesk:
     def get(self, request_id: UUID) -> ApprovalRequest | None:
         return self._open.get(request_id)
 
+    def clear(self) -> None:
+        """Forget every open request (their late answers will find nothing to act on)."""
+        for request in self._open.values():
+            if request.is_pending:
+                request.decision = RequestDecision(False, "void", {"error": "state reloaded"})
+                request.status = RequestStatus.EXPIRED
+        self._open.clear()
+        self._cond.notify_all()
+
     def pending(self) -> list[PendingRequest]:
         """Snapshots of the requests still waiting for an answer, oldest first."""
         return [r.snapshot() for r in self._open.values() if r.is_pending]
-
-    def wait(self, request: ApprovalRequest) -> None:
-        """Block (releasing the lock) until ``request`` is answered or its deadline passes."""
-        while request.is_pending:
-            remaining = request.deadline - time.monotonic()
-            if remaining <= 0:
-                self.expire(request)
-                return
-            self._cond.wait(remaining)
 
 
 def _parse_request_id(value: str) -> UUID:
@@ -356,6 +356,21 @@ class RetryPolicy:
 
     def clear_all(self) -> None:
         self._denials.clear()
+
+    def entries(self, operation_id: UUID) -> list[tuple[RequestKind, int, float]]:
+        """(kind, denials, cooldown end on the monotonic clock) of one operation, for the journal."""
+        out = []
+        for kind in RequestKind:
+            entry = self._denials.get((kind, operation_id))
+            if entry is not None:
+                out.append((kind, entry[0], entry[1]))
+        return out
+
+    def restore(
+        self, kind: RequestKind, operation_id: UUID, count: int, cooldown_until: float
+    ) -> None:
+        """Put back a pair read from the journal (cooldown end on the monotonic clock)."""
+        self._denials[(kind, operation_id)] = (count, cooldown_until)
 
     def __len__(self) -> int:
         return len(self._denials)

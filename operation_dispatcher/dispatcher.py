@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .events import EventHandler
 from .history import build_history
+from .journal import Journal
 from .models import (
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
@@ -83,7 +85,10 @@ class OperationDispatcher(DispatchCore):
     :param dispatch_queue_sort_rules: the dispatch order (default: release date, priority, age).
     :param logger: a logger to use instead of ``operation_dispatcher.dispatcher``.
     :param signals: a shared :class:`SignalBoard` (one is made if None).
-    :param journal: reserved for the SQLite journal; must be None in this version.
+    :param journal: a journal file path (or a :class:`Journal`) that makes the state durable;
+        None or ``":memory:"`` keeps everything in memory only.
+    :param recovery: what becomes of an operation that was RUNNING or PAUSED when the process
+        died: ``"fail"`` (FAILED, INTERRUPTED) or ``"pause"`` (kept PAUSED for an operator).
     :param strict_order: only ever consider the head of the queue, as the original did.
     :param event_retention: events kept in memory.
     :param operation_retention: finished operations kept in memory.
@@ -106,7 +111,8 @@ class OperationDispatcher(DispatchCore):
         dispatch_queue_sort_rules: Iterable[SortRule] | None = None,
         logger: logging.Logger | None = None,
         signals: SignalBoard | None = None,
-        journal: Any = None,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        recovery: str = "fail",
         strict_order: bool = False,
         event_retention: int = 10_000,
         operation_retention: int = 10_000,
@@ -133,10 +139,7 @@ class OperationDispatcher(DispatchCore):
             "default_planned_duration",
             "must be > 0",
         )
-        if journal is not None:
-            raise NotImplementedError(
-                "the SQLite journal is not part of this version yet; pass journal=None"
-            )
+        _require(recovery in ("fail", "pause"), "recovery", "must be 'fail' or 'pause'")
         fields = UPDATABLE_FIELDS if updatable_fields is None else frozenset(updatable_fields)
         unsupported = sorted(fields - UPDATABLE_FIELDS - LIFECYCLE_FIELDS)
         if unsupported:
@@ -159,7 +162,10 @@ class OperationDispatcher(DispatchCore):
             strict_order=strict_order,
             event_retention=event_retention,
             operation_retention=operation_retention,
+            journal=_open_journal(journal),
+            recovery=recovery,
         )
+        self._owns_journal = self._journal is not None and not isinstance(journal, Journal)
         self._poll_interval_seconds = poll_interval_seconds
 
     # ================================================================== properties
@@ -188,7 +194,7 @@ class OperationDispatcher(DispatchCore):
     @property
     def current_operation(self) -> Operation | None:
         """A snapshot of the current (RUNNING or PAUSED) operation, or None."""
-        with self._lock:
+        with self._work:
             op = self._queue.pulled_operation
             return None if op is None else op.copy()
 
@@ -236,7 +242,7 @@ class OperationDispatcher(DispatchCore):
     ) -> list[Operation]:
         """Queue several operations, all or none (they may depend on each other)."""
         stored = [self._prepare_new(op, apply_default_planned_duration) for op in operations]
-        with self._lock:
+        with self._work:
             self._queue.add_many(stored)
             for op in stored:
                 self._index_dependencies(op)
@@ -262,23 +268,25 @@ class OperationDispatcher(DispatchCore):
     def get_operation(self, operation_id: UUID | str) -> Operation | None:
         """A snapshot of the operation (queued, current or recently finished), or None."""
         key = to_uuid(operation_id, "operation_id")
-        with self._lock:
-            op = self._queue.get(key)
+        with self._work:
+            op = self._find(key)
             return None if op is None else op.copy()
 
     def get_schedule(self) -> list[Operation]:
         """Snapshots of the queued operations in dispatch order (the current one excluded)."""
-        with self._lock:
+        with self._work:
             return [op.copy() for op in self._queue.list()]
 
     def list_events(self, operation_id: UUID | str) -> list[DispatchEvent]:
-        """The retained events of one operation, oldest first."""
+        """The events of one operation, oldest first (all of them, with a journal)."""
         key = to_uuid(operation_id, "operation_id")
-        with self._lock:
+        with self._work:
+            if self._journal is not None:
+                return self._journal.events_for(key)
             return self._events.for_operation(key)
 
     def get_state(self) -> OperationDispatcherState:
-        with self._lock:
+        with self._work:
             current = self._queue.pulled_operation
             return OperationDispatcherState(
                 resource_id=self._resource_id,
@@ -294,7 +302,7 @@ class OperationDispatcher(DispatchCore):
 
     def pending_requests(self) -> list[PendingRequest]:
         """The approval requests waiting for an answer (answer them with :meth:`decide`)."""
-        with self._lock:
+        with self._work:
             return self._desk.pending()
 
     def get_history(
@@ -315,8 +323,11 @@ class OperationDispatcher(DispatchCore):
             raise ValidationError("to_time", "must not be before from_time")
         if limit is not None and (type(limit) is not int):
             raise ValidationError("limit", "must be an integer or None")
-        with self._lock:
-            events = self._events.select(start, end, limit)
+        with self._work:
+            if self._journal is not None:
+                events = self._journal.select_events(start, end, limit)
+            else:
+                events = self._events.select(start, end, limit)
             history = build_history(
                 self._resource_id, events, start, end,
                 self._snapshot if resolve_operations else None,
@@ -339,7 +350,7 @@ class OperationDispatcher(DispatchCore):
         empty for an operation that is running, finished, or about to be asked for.
         """
         key = to_uuid(operation_id, "operation_id")
-        with self._lock:
+        with self._work:
             op = self._queue.get(key)
             if op is None:
                 raise OperationNotFound(key)
@@ -375,7 +386,7 @@ class OperationDispatcher(DispatchCore):
         """
         key = to_uuid(operation_id, "operation_id")
         reason = TerminationReason(termination_reason)
-        with self._lock:
+        with self._work:
             op = self._queue.get(key)
             if op is None or op.is_finished:
                 return None
@@ -421,7 +432,7 @@ class OperationDispatcher(DispatchCore):
             if kind is RequestKind.PAUSE
             else ("resume", ExecutionState.PAUSED, EventType.OPERATION_RESUMED)
         )
-        with self._lock:
+        with self._work:
             op = self._current(key)
             if op.state is not needed:
                 raise InvalidTransition(op.id, op.state, trigger, (needed,))
@@ -440,7 +451,7 @@ class OperationDispatcher(DispatchCore):
     ) -> Operation:
         """Report that the current operation finished successfully; returns its snapshot."""
         key = to_uuid(operation_id, "operation_id")
-        with self._lock:
+        with self._work:
             op = self._current(key)
             self._finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
             self._advance()
@@ -455,7 +466,7 @@ class OperationDispatcher(DispatchCore):
         """Report that the current operation failed; returns its snapshot."""
         key = to_uuid(operation_id, "operation_id")
         reason = TerminationReason(termination_reason)
-        with self._lock:
+        with self._work:
             op = self._current(key)
             self._finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
             self._advance()
@@ -476,7 +487,7 @@ class OperationDispatcher(DispatchCore):
         key = to_uuid(operation_id, "operation_id")
         if not isinstance(updates, dict):
             raise ValidationError("updates", "must be an object of field -> value")
-        with self._lock:
+        with self._work:
             op = self._queue.get(key)
             if op is None:
                 return None
@@ -539,7 +550,7 @@ class OperationDispatcher(DispatchCore):
         Raises UnknownRequest for an unknown id and RequestClosed when it was already answered or
         timed out.
         """
-        with self._lock:
+        with self._work:
             request = self._desk.decide(request_id, accepted, reasoning, data)
             if request is self._start_request:
                 self._advance()
@@ -547,13 +558,14 @@ class OperationDispatcher(DispatchCore):
     # ================================================================== dispatcher runtime
     def pause_dispatcher_runtime(self) -> bool:
         """Stop starting new operations (the current one is left alone); False if already paused."""
-        with self._lock:
+        with self._work:
             return self._set_paused(True)
 
     def resume_dispatcher_runtime(self) -> bool:
         """Start operations again; clears every retry count and cooldown. False if not paused."""
-        with self._lock:
+        with self._work:
             self._retry.clear_all()
+            self._unit_retry_reset = True
             self._queue.unpark("cooldown")
             changed = self._set_paused(False)
             self._advance()
@@ -565,14 +577,14 @@ class OperationDispatcher(DispatchCore):
         Asks to start the best eligible operation and waits for the answer; returns a snapshot
         of the operation it started, or None.
         """
-        with self._cond:
+        with self._work:
             if self._loop_active:
                 raise RuntimeError("step_dispatch cannot be used while the dispatcher loop runs")
             self._last_started = None
             self._step_locked()
             while self._start_request is not None:
                 request = self._start_request
-                self._desk.wait(request)
+                self._await_decision(request)
                 self._conclude_start(request)
             started, self._last_started = self._last_started, None
             return None if started is None else started.copy()
@@ -582,7 +594,7 @@ class OperationDispatcher(DispatchCore):
         self._run(None)
 
     def _run(self, ready: threading.Event | None) -> None:
-        with self._cond:
+        with self._work:
             if self._loop_active:
                 raise RuntimeError("operation dispatcher is already running")
             self._loop_active = True
@@ -594,12 +606,14 @@ class OperationDispatcher(DispatchCore):
         if ready is not None:
             ready.set()
         try:
-            with self._cond:
+            with self._work:
                 while not self._stop_requested:
                     try:
                         timeout = self._step_locked()
+                        self._flush()
                     except Exception:
-                        # A bug must not kill the dispatcher thread; retry soon, loudly.
+                        # A bug or a failed journal write must not kill the dispatcher thread;
+                        # retry soon, loudly.
                         self._log.exception("dispatcher step failed; retrying")
                         timeout = 1.0
                     if self._stop_requested:
@@ -607,10 +621,10 @@ class OperationDispatcher(DispatchCore):
                     self._loop_wakes_at = (
                         float("inf") if timeout is None else time.monotonic() + timeout
                     )
-                    self._cond.wait(timeout)
+                    self._wait(self._cond, timeout)
                     self._loop_wakes_at = 0.0
         finally:
-            with self._cond:
+            with self._work:
                 self._stop_requested = False
                 self._loop_active = False
                 self._running_since = None
@@ -619,7 +633,7 @@ class OperationDispatcher(DispatchCore):
 
     def start(self) -> None:
         """Run the loop on a named background thread; returns once the loop is running."""
-        with self._lock:
+        with self._work:
             if self._loop_active or (self._thread is not None and self._thread.is_alive()):
                 raise RuntimeError("operation dispatcher is already running")
             ready = threading.Event()
@@ -677,6 +691,18 @@ class OperationDispatcher(DispatchCore):
             raise ThreadDidNotStop(bus_thread.name if bus_thread else "events", timeout)
         self._callbacks.stop(min(remaining() or 1.0, 1.0))
 
+    def close(self, timeout: float | None = None) -> None:
+        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path."""
+        self.stop(timeout)
+        if self._owns_journal and self._journal is not None:
+            with self._work:
+                self._journal.close()
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal that makes this dispatcher durable, if any."""
+        return self._journal
+
     def __enter__(self) -> OperationDispatcher:
         self.start()
         return self
@@ -689,6 +715,14 @@ class OperationDispatcher(DispatchCore):
             f"<OperationDispatcher {self._resource_id!r} running={self._loop_active} "
             f"paused={self._paused} queued={len(self._queue)}>"
         )
+
+
+def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> Journal | None:
+    if journal is None or isinstance(journal, Journal):
+        return journal
+    if isinstance(journal, str | os.PathLike):
+        return None if str(journal) == ":memory:" else Journal(journal)
+    raise ValidationError("journal", f"must be a path, a Journal or None, got {type(journal).__name__}")
 
 
 def _require(ok: bool, field_name: str, reason: str) -> None:

@@ -37,6 +37,7 @@ from .deadlines import Deadlines
 from .errors import OperationNotCurrent
 from .events import EventBus, EventHandler, call_maybe_async
 from .history import EventLog
+from .journal import Journal, JournalError, RetryRow, SavedState
 from .lifecycle import OperationLifecycle
 from .models import (
     ChangeRecord,
@@ -65,6 +66,32 @@ _LOUD_EVENTS = {
 }
 
 
+class _UnitOfWork:
+    """``with core._work:`` takes the dispatcher lock; leaving the outermost one flushes the unit.
+
+    Every public call that may change state goes through it, so each call is one journal
+    transaction whose events are published only after the commit.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: DispatchCore) -> None:
+        self._core = core
+
+    def __enter__(self) -> None:
+        self._core._lock.acquire()
+        self._core._unit_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        core = self._core
+        core._unit_depth -= 1
+        try:
+            if core._unit_depth == 0:
+                core._flush()
+        finally:
+            core._lock.release()
+
+
 class DispatchCore:
     """State and decisions of one dispatcher; see the module docstring. Lock held throughout."""
 
@@ -87,6 +114,8 @@ class DispatchCore:
         strict_order: bool,
         event_retention: int,
         operation_retention: int,
+        journal: Journal | None = None,
+        recovery: str = "fail",
     ) -> None:
         self._resource_id = resource_id
         self._log = logger or logging.getLogger(__name__)
@@ -101,8 +130,14 @@ class DispatchCore:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # wakes the dispatcher thread
         self._answered = threading.Condition(self._lock)  # wakes threads awaiting a decision
+        self._journal = journal
+        self._event_retention = event_retention
+        self._operation_retention = operation_retention
         self._queue = DispatchQueue(
-            resource_id, sort_rules=sort_rules, history_limit=operation_retention
+            resource_id,
+            sort_rules=sort_rules,
+            history_limit=operation_retention,
+            lookup=None if journal is None else self._journaled,
         )
         self._lifecycle = OperationLifecycle()
         self._events = EventLog(event_retention)
@@ -123,6 +158,17 @@ class DispatchCore:
         self._running_since_mono = 0.0
         self._loop_wakes_at = 0.0  # when the sleeping dispatcher thread wakes by itself
         self._thread: threading.Thread | None = None
+        # The unit of work: what one public call (or one loop pass) changed, written to the
+        # journal in one transaction and only then published (see _flush).
+        self._work = _UnitOfWork(self)
+        self._unit_depth = 0
+        self._unit_events: list[DispatchEvent] = []
+        self._unit_ops: dict[UUID, Operation] = {}
+        self._unit_retry: set[UUID] = set()
+        self._unit_retry_reset = False
+        self._unit_paused = False
+        if journal is not None:
+            self._recover(journal.load(operation_retention, event_retention), recovery)
         self._signals = signals if signals is not None else SignalBoard()
         self._subscribe_to_signals()
 
@@ -140,19 +186,148 @@ class DispatchCore:
             list(changes),
             dict(meta_data) if meta_data else {},
         )
-        self._record(event)
+        self._record(event, operation)
         return event
 
-    def _record(self, event: DispatchEvent) -> None:
-        # Called with the lock held: this is what puts events in one total order.
-        self._events.append(event)
-        self._bus.publish(event)
-        level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
-        if self._log.isEnabledFor(level):
-            self._log.log(
-                level, "%s %s %s", self._resource_id, event.event_type.value,
-                event.operation_id or "",
+    def _record(self, event: DispatchEvent, operation: Operation | None = None) -> None:
+        # Called with the lock held: the unit's list is what puts events in one total order.
+        self._unit_events.append(event)
+        if operation is not None:
+            self._unit_ops[operation.id] = operation
+
+    def _flush(self) -> None:
+        """End the unit of work: journal it (one transaction), then publish its events.
+
+        Lock held. If the journal write fails, nothing of the unit is published, the in-memory
+        state is reloaded from the journal (so memory and journal agree again) and the
+        JournalError goes to whoever made the change.
+        """
+        events = self._unit_events
+        if not events and not self._unit_ops and not self._unit_retry and not (
+            self._unit_retry_reset or self._unit_paused
+        ):
+            return
+        ops, retry_ids = self._unit_ops, self._unit_retry
+        reset, paused_changed = self._unit_retry_reset, self._unit_paused
+        self._unit_events, self._unit_ops, self._unit_retry = [], {}, set()
+        self._unit_retry_reset = self._unit_paused = False
+        if self._journal is not None:
+            try:
+                self._journal.write(
+                    ops.values(),
+                    events,
+                    retry={op_id: self._retry_rows(op_id) for op_id in retry_ids},
+                    retry_reset=reset,
+                    paused=self._paused if paused_changed else None,
+                )
+            except JournalError:
+                self._log.exception("journal write failed; reloading the last committed state")
+                self._restore(self._journal.load(self._operation_retention, self._event_retention))
+                raise
+        for event in events:
+            self._events.append(event)
+            self._bus.publish(event)
+            level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
+            if self._log.isEnabledFor(level):
+                self._log.log(
+                    level, "%s %s %s", self._resource_id, event.event_type.value,
+                    event.operation_id or "",
+                )
+
+    def _wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        """Wait on ``condition`` (lock held): flush first, and let other threads' units run.
+
+        The unit depth belongs to whoever holds the lock; while this thread waits, others take
+        the lock and must see depth 0 so that their units flush.
+        """
+        self._flush()
+        depth, self._unit_depth = self._unit_depth, 0
+        try:
+            condition.wait(timeout)
+        finally:
+            self._unit_depth = depth
+
+    def _await_decision(self, request: ApprovalRequest) -> None:
+        """Block until ``request`` is answered or expires (lock held, released while waiting)."""
+        while request.is_pending:
+            remaining = request.deadline - time.monotonic()
+            if remaining <= 0:
+                self._desk.expire(request)
+                return
+            self._wait(self._answered, remaining)
+
+    def _retry_rows(self, operation_id: UUID) -> list[RetryRow]:
+        now_wall, now_mono = time.time(), time.monotonic()
+        return [
+            RetryRow(kind.value, operation_id, count, now_wall + (until - now_mono))
+            for kind, count, until in self._retry.entries(operation_id)
+        ]
+
+    def _journaled(self, operation_id: UUID) -> bool | None:
+        """Queue lookup hook: is this id in the journal (finished beyond memory retention)?"""
+        assert self._journal is not None
+        return True if self._journal.has_operation(operation_id) else None
+
+    def _find(self, operation_id: UUID) -> Operation | None:
+        """The operation from memory or, beyond retention, from the journal (a copy then)."""
+        op = self._queue.get(operation_id)
+        if op is None and self._journal is not None:
+            op = self._journal.get_operation(operation_id)
+        return op
+
+    # ------------------------------------------------------------------ recovery
+    def _restore(self, saved: SavedState) -> None:
+        """Replace the in-memory state by what the journal holds (lock held).
+
+        Open approval requests are dropped: their answers will find no request to act on.
+        """
+        queue = self._queue
+        queue.clear()
+        queue.clear_history()
+        queue.release_pulled()
+        self._dependents.clear()
+        self._deadlines = Deadlines()
+        self._retry.clear_all()
+        self._desk.clear()
+        self._start_request = None
+        self._events = EventLog(self._event_retention)
+        for event in saved.events:
+            self._events.append(event)
+        for op in saved.finished:
+            queue.archive(op)
+        queue.load(saved.queued)
+        for op in saved.queued:
+            self._index_dependencies(op)
+        if saved.active:
+            queue.restore_pulled(saved.active[-1])
+            self._schedule_timeout(saved.active[-1])
+        now_wall, now_mono = time.time(), time.monotonic()
+        for row in saved.retry:
+            self._retry.restore(
+                RequestKind(row.kind), row.operation_id, row.denials,
+                now_mono + (row.cooldown_until - now_wall),
             )
+        if saved.paused is not None:
+            self._paused = saved.paused
+
+    def _recover(self, saved: SavedState, recovery: str) -> None:
+        """Start from the journal; an operation that was RUNNING or PAUSED when the last process
+        died is never silently run again (at-most-once start): recovery="fail" fails it with
+        INTERRUPTED, recovery="pause" keeps it PAUSED for an operator to resume or cancel."""
+        with self._work:
+            start_paused = self._paused
+            self._restore(saved)
+            self._paused = self._paused or start_paused
+            op = self._queue.pulled_operation
+            if op is None:
+                return
+            meta = {"recovered": True, "previous_state": op.state.value}
+            if recovery == "fail":
+                self._finish(op, "fail", EventType.OPERATION_FAILED,
+                             TerminationReason.INTERRUPTED, meta)
+            elif op.state is ExecutionState.RUNNING:
+                changes = self._lifecycle.fire(op, "pause")
+                self._emit(EventType.OPERATION_PAUSED, op, changes, meta)
 
     def _advance(self) -> None:
         """Run a dispatch step in the calling thread, right after it changed something.
@@ -182,7 +357,7 @@ class DispatchCore:
                     del self._dependents[dep.depends_on_operation_id]
 
     def _snapshot(self, operation_id: UUID) -> Operation | None:
-        op = self._queue.get(operation_id)
+        op = self._find(operation_id)
         return None if op is None else op.copy()
 
     def _blockers(self, op: Operation) -> tuple[list[str], UUID | None]:
@@ -204,7 +379,7 @@ class DispatchCore:
         return blockers, None
 
     def _dependency_status(self, dep: OperationDependency) -> str:
-        provider = self._queue.get(dep.depends_on_operation_id)
+        provider = self._find(dep.depends_on_operation_id)
         if provider is None:
             # Gone from memory: it finished long ago. Had it failed, its dependents would have
             # been failed right then (see _after_finish), so the dependency is met.
@@ -321,7 +496,7 @@ class DispatchCore:
             )
         else:
             decision = normalize_decision(result)
-        with self._lock:
+        with self._work:
             if decision is PENDING:
                 request.waiting_for = "decide()"
                 return
@@ -361,6 +536,7 @@ class DispatchCore:
             self._deny(request, op)
             return
         self._retry.clear(RequestKind.START, request.operation.id)
+        self._unit_retry.add(request.operation.id)
         void = None
         if op is None or not self._queue.is_queued(op.id):
             void = "operation is no longer queued"
@@ -400,6 +576,7 @@ class DispatchCore:
         if op is None or op.is_finished:
             return  # it finished while the request was open: nothing left to deny or retry
         count = self._retry.record_denial(kind, op.id)
+        self._unit_retry.add(op.id)
         meta: dict[str, Any] = {
             "retry_count": count,
             "max_retries": self._retry.max_retries,
@@ -423,13 +600,14 @@ class DispatchCore:
         if self._retry.cooldown_remaining(kind, op.id) > 0:
             return None
         request = self._open_request(kind, op, meta_data)
-        self._desk.wait(request)
+        self._await_decision(request)
         self._desk.close(request)
         self._record_request(request)
         decision = request.decision
         assert decision is not None
         if decision.accepted:
             self._retry.clear(kind, op.id)
+            self._unit_retry.add(op.id)
         else:
             self._deny(request, self._queue.get(op.id))
         return decision
@@ -469,6 +647,7 @@ class DispatchCore:
         ``cascade=False``: the caller (the worklist of :meth:`_fail_dependents_of`) fails them.
         """
         self._retry.clear_operation(op.id)
+        self._unit_retry.add(op.id)
         self._unindex_dependencies(op)
         if op.outcome is ExecutionOutcome.SUCCESS:
             self._dependents.pop(op.id, None)
@@ -521,7 +700,7 @@ class DispatchCore:
         unsubscribe = self._signals.subscribe(listener)
 
     def _on_signal(self, signal: Signal) -> None:
-        with self._lock:
+        with self._work:
             self._queue.unpark(f"release_condition:{signal.name}")
             self._advance()
 
@@ -529,6 +708,7 @@ class DispatchCore:
         if self._paused == paused:
             return False
         self._paused = paused
+        self._unit_paused = True
         self._emit(
             EventType.OPERATION_DISPATCHER_PAUSED if paused
             else EventType.OPERATION_DISPATCHER_RESUMED

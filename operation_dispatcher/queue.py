@@ -181,7 +181,7 @@ class DispatchQueue:
         sort_rules: Iterable[SortRule] | None = None,
         *,
         history_limit: int | None = 10_000,
-        lookup: Callable[[UUID], Operation | None] | None = None,
+        lookup: Callable[[UUID], object | None] | None = None,
     ) -> None:
         if not isinstance(resource_id, str) or not resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
@@ -313,6 +313,18 @@ class DispatchQueue:
         """Queue ``op``; raises on a wrong resource, a reused id, or a bad dependency."""
         self._check_new([op])
         self._push(op)
+
+    def load(self, operations: Iterable[Operation]) -> None:
+        """Queue operations read back from a journal, in their stored order, without checks:
+        they were checked when they were first added."""
+        for op in operations:
+            self._push(op)
+
+    def restore_pulled(self, op: Operation) -> None:
+        """Make a journaled RUNNING or PAUSED operation the current one again."""
+        if self._pulled is not None:
+            raise OperationNotCurrent("another operation is already current", self._pulled.id)
+        self._pulled = op
 
     def add_many(self, operations: Iterable[Operation]) -> None:
         """Queue several operations, all or none: each is checked before any is added."""
