@@ -18,7 +18,7 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.dev-installed
-	$(PY) -m benchmarks
+	@$(PY) -m benchmarks
 
 demo: $(VENV)/.dev-installed
 	$(PY) examples/quickstart.py

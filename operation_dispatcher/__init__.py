@@ -16,6 +16,7 @@ from .errors import (
     DispatcherError,
     DuplicateOperation,
     InvalidTransition,
+    JournalError,
     OperationNotCurrent,
     OperationNotFound,
     OperationNotUpdatable,
@@ -47,6 +48,15 @@ from .simulation import SimulatedOperationRunner
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The journal pulls in sqlite3; import it only when somebody asks for it.
+    if name == "Journal":
+        from .journal import Journal
+
+        return Journal
+    raise AttributeError(f"module 'operation_dispatcher' has no attribute {name!r}")
+
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
@@ -74,6 +84,8 @@ __all__ = [
     "ExecutionState",
     "History",
     "InvalidTransition",
+    "Journal",
+    "JournalError",
     "Operation",
     "OperationDependency",
     "OperationDispatcherState",

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from .approvals import (
@@ -26,6 +26,9 @@ from .approvals import (
     RequestKind,
 )
 from .engine import DispatchCore, HistoryCallback, RequestCallback
+
+if TYPE_CHECKING:
+    from .journal import Journal
 from .errors import (
     InvalidTransition,
     OperationNotFound,
@@ -36,7 +39,6 @@ from .errors import (
 )
 from .events import EventHandler
 from .history import build_history
-from .journal import Journal
 from .models import (
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
@@ -165,7 +167,7 @@ class OperationDispatcher(DispatchCore):
             journal=_open_journal(journal),
             recovery=recovery,
         )
-        self._owns_journal = self._journal is not None and not isinstance(journal, Journal)
+        self._owns_journal = self._journal is not None and self._journal is not journal
         self._poll_interval_seconds = poll_interval_seconds
 
     # ================================================================== properties
@@ -718,7 +720,11 @@ class OperationDispatcher(DispatchCore):
 
 
 def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> Journal | None:
-    if journal is None or isinstance(journal, Journal):
+    if journal is None:
+        return None
+    from .journal import Journal  # sqlite3 is imported only by those who use a journal
+
+    if isinstance(journal, Journal):
         return journal
     if isinstance(journal, str | os.PathLike):
         return None if str(journal) == ":memory:" else Journal(journal)

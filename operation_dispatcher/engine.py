@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from .approvals import (
@@ -34,10 +34,9 @@ from .approvals import (
     normalize_decision,
 )
 from .deadlines import Deadlines
-from .errors import OperationNotCurrent
+from .errors import JournalError, OperationNotCurrent
 from .events import EventBus, EventHandler, call_maybe_async
 from .history import EventLog
-from .journal import Journal, JournalError, RetryRow, SavedState
 from .lifecycle import OperationLifecycle
 from .models import (
     ChangeRecord,
@@ -55,6 +54,9 @@ from .models import (
 from .queue import DispatchQueue, SortRule
 from .signals import Signal, SignalBoard
 from .workers import CallbackRunner
+
+if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by those who use one
+    from .journal import Journal, RetryRow, SavedState
 
 RequestCallback = Callable[[DispatchEvent], Any]
 HistoryCallback = Callable[..., History | None]
@@ -257,6 +259,8 @@ class DispatchCore:
             self._wait(self._answered, remaining)
 
     def _retry_rows(self, operation_id: UUID) -> list[RetryRow]:
+        from .journal import RetryRow
+
         now_wall, now_mono = time.time(), time.monotonic()
         return [
             RetryRow(kind.value, operation_id, count, now_wall + (until - now_mono))

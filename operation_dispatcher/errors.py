@@ -128,6 +128,15 @@ class RequestClosed(DispatcherError, RuntimeError):
         super().__init__(f"request {request_id} is already {status}")
 
 
+class JournalError(DispatcherError, RuntimeError):
+    """The journal file cannot be used, or a write to it failed (the change was not made)."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"journal {path}: {cause}")
+
+
 class ThreadDidNotStop(DispatcherError, RuntimeError):
     """A thread the dispatcher started was still alive after the stop timeout."""
 
@@ -143,6 +152,7 @@ __all__ = [
     "DispatcherError",
     "DuplicateOperation",
     "InvalidTransition",
+    "JournalError",
     "OperationNotCurrent",
     "OperationNotFound",
     "OperationNotUpdatable",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from .errors import DispatcherError
+from .errors import JournalError
 from .models import DispatchEvent, ExecutionState, Operation
 
 #: The schema this code writes. A file with a higher user_version was written by a newer release.
@@ -65,15 +65,6 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 _ACTIVE_STATES = (ExecutionState.RUNNING.value, ExecutionState.PAUSED.value)
-
-
-class JournalError(DispatcherError, RuntimeError):
-    """The journal file cannot be used, or a write to it failed (the change was not made)."""
-
-    def __init__(self, path: str, cause: str) -> None:
-        self.path = path
-        self.cause = cause
-        super().__init__(f"journal {path}: {cause}")
 
 
 @dataclass(slots=True)
