@@ -225,6 +225,7 @@ class DispatchCore:
             except JournalError:
                 self._log.exception("journal write failed; reloading the last committed state")
                 self._restore(self._journal.load(self._operation_retention, self._event_retention))
+                self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
                 raise
         for event in events:
             self._events.append(event)

@@ -164,8 +164,9 @@ class Journal:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     conn.execute(statement)
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Written even when unchanged: a real write, so that a read-only file (which SQLite
+            # opens read-only without a word) fails here, at start, not at the first change.
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise JournalError(self.path, f"file is damaged: {check}")
@@ -325,6 +326,14 @@ class Journal:
     # ------------------------------------------------------------------ reading
     def load(self, operation_retention: int, event_retention: int) -> SavedState:
         """Everything a dispatcher needs to go on where the last one stopped."""
+        try:
+            return self._load(operation_retention, event_retention)
+        except sqlite3.Error as exc:
+            raise JournalError(self.path, _explain(exc)) from None
+        except (ValueError, KeyError, TypeError) as exc:  # a row that is not what we wrote
+            raise JournalError(self.path, f"file is damaged: an entry cannot be read ({exc})") from None
+
+    def _load(self, operation_retention: int, event_retention: int) -> SavedState:
         conn = self._db()
         state = SavedState()
         rows = conn.execute(
