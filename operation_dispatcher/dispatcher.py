@@ -147,26 +147,32 @@ class OperationDispatcher(DispatchCore):
         if unsupported:
             raise ValidationError("updatable_fields", f"contains unsupported fields: {unsupported}")
 
-        super().__init__(
-            resource_id,
-            on_request_callback=on_request_callback,
-            on_notification_callback=on_notification_callback,
-            on_history_callback=on_history_callback,
-            start_paused=start_paused,
-            max_retries=start_request_max_retries,
-            retry_cooldown_seconds=start_request_retry_cooldown_seconds,
-            request_timeout_seconds=request_event_timeout_seconds,
-            default_planned_duration=default_planned_duration,
-            updatable_fields=fields,
-            sort_rules=dispatch_queue_sort_rules,
-            logger=logger,
-            signals=signals,
-            strict_order=strict_order,
-            event_retention=event_retention,
-            operation_retention=operation_retention,
-            journal=_open_journal(journal),
-            recovery=recovery,
-        )
+        opened = _open_journal(journal)
+        try:
+            super().__init__(
+                resource_id,
+                on_request_callback=on_request_callback,
+                on_notification_callback=on_notification_callback,
+                on_history_callback=on_history_callback,
+                start_paused=start_paused,
+                max_retries=start_request_max_retries,
+                retry_cooldown_seconds=start_request_retry_cooldown_seconds,
+                request_timeout_seconds=request_event_timeout_seconds,
+                default_planned_duration=default_planned_duration,
+                updatable_fields=fields,
+                sort_rules=dispatch_queue_sort_rules,
+                logger=logger,
+                signals=signals,
+                strict_order=strict_order,
+                event_retention=event_retention,
+                operation_retention=operation_retention,
+                journal=opened,
+                recovery=recovery,
+            )
+        except BaseException:
+            if opened is not None and opened is not journal:
+                opened.close()  # a failed start must not leave the file locked
+            raise
         self._owns_journal = self._journal is not None and self._journal is not journal
         self._poll_interval_seconds = poll_interval_seconds
 
