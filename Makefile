@@ -20,8 +20,14 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
-demo: $(VENV)/.dev-installed
-	$(PY) examples/quickstart.py
+# The demo needs only the api extra: a simulated machine behind the REST API on
+# http://127.0.0.1:8080 (Swagger UI: /apidocs, live events: /events/stream). Ctrl-C stops it.
+$(VENV)/.api-installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[api]'
+	touch $@
+
+demo: $(VENV)/.api-installed
+	$(VENV)/bin/operation-dispatcher serve --demo --host 127.0.0.1 --port 8080
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples

@@ -68,6 +68,9 @@ _LOUD_EVENTS = {
 }
 
 
+_MAX_WAIT_SECONDS = 86_400.0
+
+
 class _UnitOfWork:
     """``with core._work:`` takes the dispatcher lock; leaving the outermost one flushes the unit.
 
@@ -246,7 +249,9 @@ class DispatchCore:
         self._flush()
         depth, self._unit_depth = self._unit_depth, 0
         try:
-            condition.wait(timeout)
+            # Condition.wait overflows beyond TIMEOUT_MAX (a release date centuries ahead):
+            # wait at most a day; the caller re-plans when it wakes.
+            condition.wait(None if timeout is None else min(timeout, _MAX_WAIT_SECONDS))
         finally:
             self._unit_depth = depth
 

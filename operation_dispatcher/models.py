@@ -199,6 +199,25 @@ def _check_positive_number(value: Any, field_name: str) -> float | int | None:
     return value
 
 
+#: How deeply payloads may nest; deeper data is refused rather than hitting the recursion limit.
+MAX_NESTING = 64
+
+
+def _check_depth(value: Any, field_name: str) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children: Any = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise ValidationError(field_name, f"nests deeper than {MAX_NESTING} levels")
+        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
+
+
 def _check_dict(value: Any, field_name: str) -> dict[str, Any]:
     if type(value) is not dict:
         if isinstance(value, dict):
@@ -366,6 +385,8 @@ class Operation(_Model):
         self.id = to_uuid(self.id, "id")
         self.job_id = _check_opt_str(self.job_id, "job_id")
         self.payload = _check_dict(self.payload, "payload")
+        if any(type(v) in _CONTAINERS for v in self.payload.values()):
+            _check_depth(self.payload, "payload")
         if not isinstance(self.resource_id, str) or not self.resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
         self.priority = _check_int(self.priority, "priority")

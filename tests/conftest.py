@@ -143,3 +143,77 @@ def gate() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
+
+
+# ------------------------------------------------------------------------- the REST API
+
+
+class LiveApi:
+    """A dispatcher's REST API served by waitress on a free loopback port, and a client."""
+
+    def __init__(self, dispatcher: OperationDispatcher, app: Any, server: Any) -> None:
+        import requests
+
+        self.dispatcher = dispatcher
+        self.app = app
+        self.server = server
+        self.url = server.url
+        self.session = requests.Session()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def add(self, *items: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST /operations/add; the stored operations (asserts 201)."""
+        response = self.post("/operations/add", json=list(items) or [{"payload": {}}])
+        assert response.status_code == 201, response.text
+        return [status["operation"] for status in response.json()]
+
+    def close(self) -> None:
+        self.session.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def make_api(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> Iterator[Callable[..., LiveApi]]:
+    """``make_api(dispatcher=None, start=True, **create_app_kwargs)`` -> a :class:`LiveApi`.
+
+    The dispatcher (a new one from ``make_dispatcher`` unless given) is started unless
+    ``start=False``; server and client are closed at teardown, before the dispatchers stop.
+    """
+    from operation_dispatcher.http import ApiServer, create_app
+
+    made: list[LiveApi] = []
+
+    def factory(
+        dispatcher: OperationDispatcher | None = None, *, start: bool = True, **kwargs: Any
+    ) -> LiveApi:
+        dispatcher = dispatcher or make_dispatcher()
+        if start and not dispatcher.is_running:
+            dispatcher.start()
+        kwargs.setdefault("heartbeat_seconds", 0.2)
+        app = create_app(dispatcher, **kwargs)
+        server = ApiServer(app, "127.0.0.1", 0, threads=8)
+        server.start()
+        api = LiveApi(dispatcher, app, server)
+        made.append(api)
+        deadline = time.monotonic() + 10
+        while api.get("/health").status_code != 200:  # bounded: the socket is bound already
+            assert time.monotonic() < deadline, "the server never answered /health"
+        return api
+
+    yield factory
+    for api in reversed(made):
+        api.close()

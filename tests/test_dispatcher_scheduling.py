@@ -293,3 +293,18 @@ def test_explain_reasons(make_dispatcher) -> None:
     assert d.explain(runner.id)["state"] == "COMPLETED"
     with pytest.raises(OperationNotFound):
         d.explain(op().id)
+
+
+def test_release_date_centuries_ahead_does_not_kill_the_loop(make_dispatcher) -> None:
+    from datetime import datetime
+
+    from operation_dispatcher import Operation
+
+    d = make_dispatcher()
+    rec = EventRecorder(d)
+    d.start()
+    far = d.add_operation(Operation(resource_id="robot-1", release_date=datetime(9000, 1, 1)))
+    now = d.add_operation(Operation(resource_id="robot-1"))
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=now.id)
+    assert d.is_running
+    assert "release_date" in d.explain(far.id)["blocked_by"]

@@ -848,3 +848,14 @@ def test_history_completed_operations_from_events_lists_each_once_in_order() -> 
     )
     assert history.get_completed_operations() == [b, a]
     assert history.get_operation_ids() == {a, b, c}
+
+
+def test_payload_nested_too_deep_is_a_validation_error() -> None:
+    payload: dict = {}
+    cursor = payload
+    for _ in range(600):
+        cursor["x"] = {}
+        cursor = cursor["x"]
+    with pytest.raises(ValidationError) as info:
+        Operation(resource_id="r", payload=payload)
+    assert info.value.field == "payload"

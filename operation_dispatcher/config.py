@@ -1,0 +1,323 @@
+"""The TOML configuration of ``operation-dispatcher serve``.
+
+Sections (every one optional)::
+
+    [dispatcher]                       # the OperationDispatcher
+    resource_id = "robot-1"
+    start_paused = false
+    start_request_max_retries = 5
+    start_request_retry_cooldown_seconds = 1.0
+    request_event_timeout_seconds = 5.0
+    default_planned_duration = 30.0    # seconds; leave out for none
+    strict_order = false
+    event_retention = 10000
+    operation_retention = 10000
+    sort_rules = [{field = "priority", direction = "desc"}]
+
+    [journal]
+    path = "./operation-dispatcher.db" # ":memory:" for none
+    recovery = "fail"                  # or "pause": what happens to an interrupted operation
+
+    [http]
+    host = "127.0.0.1"
+    port = 8080
+    token = "..."                      # or OPERATION_DISPATCHER_TOKEN; leave out for none
+    threads = 12
+    max_event_streams = 4
+    heartbeat_seconds = 15.0
+    max_body_bytes = 1048576
+
+    [mcp]                              # reserved for the MCP server (not validated yet)
+    [[bridges]]                        # reserved for hardware bridges (not validated yet)
+
+Every problem is reported with its key, all at once: ``load_config`` raises :class:`ConfigError`
+whose ``errors`` list reads like ``dispatcher.start_request_max_retries: must be an integer > 0``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import DispatcherError
+
+#: The journal file used when neither the config nor the command line names one.
+DEFAULT_JOURNAL = "./operation-dispatcher.db"
+_MAX_SECONDS = 1e9  # longer waits overflow threading's timeouts (~292 years) anyway
+
+
+class ConfigError(DispatcherError, ValueError):
+    """A configuration file that cannot be used; ``errors`` lists every problem with its key."""
+
+    def __init__(self, errors: list[str], source: str | None = None) -> None:
+        self.errors = list(errors)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{len(self.errors)} configuration error(s):\n  " +
+                         "\n  ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    resource_id: str = "resource-1"
+    start_paused: bool = False
+    start_request_max_retries: int = 5
+    start_request_retry_cooldown_seconds: float = 1.0
+    request_event_timeout_seconds: float = 5.0
+    default_planned_duration: float | None = None
+    strict_order: bool = False
+    event_retention: int = 10_000
+    operation_retention: int = 10_000
+    sort_rules: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True)
+class JournalSettings:
+    path: str = DEFAULT_JOURNAL
+    recovery: str = "fail"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    threads: int = 12
+    max_event_streams: int = 4
+    heartbeat_seconds: float = 15.0
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration (defaults for everything left out)."""
+
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    mcp: dict[str, Any] = field(default_factory=dict)
+    bridges: list[dict[str, Any]] = field(default_factory=list)
+    source: str | None = None
+
+    def dispatcher_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``OperationDispatcher`` (resource_id and journal included)."""
+        from .queue import SortDirection, SortField, SortRule
+
+        settings = self.dispatcher
+        kwargs: dict[str, Any] = {
+            name: getattr(settings, name)
+            for name in (
+                "resource_id", "start_paused", "start_request_max_retries",
+                "start_request_retry_cooldown_seconds", "request_event_timeout_seconds",
+                "default_planned_duration", "strict_order", "event_retention",
+                "operation_retention",
+            )
+        }
+        if settings.sort_rules is not None:
+            kwargs["dispatch_queue_sort_rules"] = [
+                SortRule(SortField(name), SortDirection(direction))
+                for name, direction in settings.sort_rules
+            ]
+        path = self.journal.path
+        kwargs["journal"] = None if path == ":memory:" else path
+        kwargs["recovery"] = self.journal.recovery
+        return kwargs
+
+
+# ------------------------------------------------------------------------------ checks
+
+Check = Callable[[Any], str | None]  # returns what is wrong, or None
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Check:
+    def check(value: Any) -> str | None:
+        if type(value) is not int or value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            if minimum == 1 and maximum is None:
+                bound = "> 0"
+            return f"must be an integer {bound}"
+        return None
+
+    return check
+
+
+def _number(minimum: float, *, inclusive: bool, optional: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        ok = (
+            type(value) in (int, float)
+            and math.isfinite(value)
+            and (value >= minimum if inclusive else value > minimum)
+            and value <= _MAX_SECONDS
+        )
+        if not ok:
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            return f"must be a number {bound} and <= {_MAX_SECONDS:g}"
+        return None
+
+    return check
+
+
+def _boolean(value: Any) -> str | None:
+    return None if type(value) is bool else "must be true or false"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        if value not in choices:
+            return f"must be one of {', '.join(repr(c) for c in choices)}"
+        return None
+
+    return check
+
+
+def _sort_rules(value: Any) -> str | None:
+    from .queue import SortDirection, SortField
+
+    names = [f.value for f in SortField]
+    directions = [d.value for d in SortDirection]
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of {field = ..., direction = ...} tables"
+    for index, rule in enumerate(value):
+        if not isinstance(rule, dict) or set(rule) != {"field", "direction"}:
+            return f"[{index}] must be a table with exactly the keys field and direction"
+        if rule["field"] not in names:
+            return f"[{index}].field must be one of {', '.join(names)}"
+        if rule["direction"] not in directions:
+            return f"[{index}].direction must be one of {', '.join(directions)}"
+    return None
+
+
+_SECTIONS: dict[str, dict[str, Check]] = {
+    "dispatcher": {
+        "resource_id": _text,
+        "start_paused": _boolean,
+        "start_request_max_retries": _integer(1),
+        "start_request_retry_cooldown_seconds": _number(0, inclusive=True),
+        "request_event_timeout_seconds": _number(0, inclusive=False),
+        "default_planned_duration": _number(0, inclusive=False),
+        "strict_order": _boolean,
+        "event_retention": _integer(1),
+        "operation_retention": _integer(1),
+        "sort_rules": _sort_rules,
+    },
+    "journal": {
+        "path": _text,
+        "recovery": _one_of("fail", "pause"),
+    },
+    "http": {
+        "host": _text,
+        "port": _integer(0, 65535),
+        "token": _text,
+        "threads": _integer(1, 1000),
+        "max_event_streams": _integer(0, 1000),
+        "heartbeat_seconds": _number(0, inclusive=False),
+        "max_body_bytes": _integer(1),
+    },
+}
+_RESERVED = ("mcp", "bridges")
+_SETTINGS = {"dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings}
+
+
+def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
+    """Validate a parsed TOML document; raises ConfigError listing every problem by key."""
+    errors: list[str] = []
+    known = [*_SECTIONS, *_RESERVED]
+    for name in data:
+        if name not in known:
+            errors.append(f"{name}: unknown section (known: {', '.join(known)})")
+    sections: dict[str, dict[str, Any]] = {}
+    for section, checks in _SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            errors.append(f"{section}: must be a table ([{section}])")
+            continue
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            check = checks.get(key)
+            if check is None:
+                errors.append(
+                    f"{section}.{key}: unknown key (known: {', '.join(checks)})"
+                )
+                continue
+            problem = check(value)
+            if problem is not None:
+                errors.append(f"{section}.{key}: {problem}")
+                continue
+            if key == "sort_rules":
+                value = tuple((rule["field"], rule["direction"]) for rule in value)
+            values[key] = value
+        sections[section] = values
+    http = sections.get("http", {})
+    if http.get("max_event_streams", 4) >= http.get("threads", 12):
+        errors.append(
+            "http.max_event_streams: must be less than http.threads "
+            "(each open event stream holds a server thread)"
+        )
+    mcp = data.get("mcp", {})
+    if not isinstance(mcp, dict):
+        errors.append("mcp: must be a table ([mcp])")
+        mcp = {}
+    bridges = data.get("bridges", [])
+    if not isinstance(bridges, list) or not all(isinstance(b, dict) for b in bridges):
+        errors.append("bridges: must be a list of tables ([[bridges]])")
+        bridges = []
+    if errors:
+        raise ConfigError(errors, source)
+    built = {
+        section: _SETTINGS[section](**{
+            key: value for key, value in sections.get(section, {}).items()
+            if key in {f.name for f in fields(_SETTINGS[section])}
+        })
+        for section in _SETTINGS
+    }
+    return Config(
+        dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
+        mcp=dict(mcp), bridges=[dict(b) for b in bridges], source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file; raises ConfigError (also for a missing or broken file)."""
+    source = str(path)
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: no such file"], source) from None
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot be read ({exc.strerror})"], source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML ({exc})"], source) from None
+    return parse_config(data, source)
+
+
+def check_config(path: str | Path) -> list[str]:
+    """Every problem of a config file, each with its key; empty when it is fine."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return exc.errors
+    return []
+
+
+__all__ = [
+    "DEFAULT_JOURNAL",
+    "Config",
+    "ConfigError",
+    "DispatcherSettings",
+    "HttpSettings",
+    "JournalSettings",
+    "check_config",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,216 @@
+"""``create_app(dispatcher)``: the Flask application of the REST API.
+
+One app per dispatcher (an app factory, so tests and programs can make as many as they like).
+The routes live in one blueprint per area: ``operations``, ``runtime`` (``/dispatcher``),
+``approvals`` (``/requests``), ``signals``, ``events`` (``/events/stream``), ``service``
+(``/health``) and ``apidocs`` (``/openapi.json``, ``/apidocs``). Two request hooks run before
+any view: the bearer-token check and the body check (size, content type, JSON).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import TYPE_CHECKING
+
+from flask import current_app, request
+from flask.json.provider import DefaultJSONProvider
+from flask_openapi3 import Info, OpenAPI
+
+from .. import __version__
+from .approvals import approvals_blueprint
+from .docs import PUBLIC_ENDPOINTS, apidocs_blueprint, index_blueprint, service_blueprint
+from .errors import ApiError, register_error_handlers, validation_error_response
+from .events import EventStreams, events_blueprint
+from .operations import operations_blueprint
+from .runtime import RuntimeControl, runtime_blueprint
+from .schemas import ErrorResponse
+from .signals import signals_blueprint
+from .state import ApiState
+
+if TYPE_CHECKING:
+    from ..dispatcher import OperationDispatcher
+
+#: The environment variable a token may come from (the CLI reads it; see config.py).
+TOKEN_ENV = "OPERATION_DISPATCHER_TOKEN"
+#: Requests with a body larger than this are refused with 413.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Request bodies nested deeper than this are refused (deep nesting only exhausts the stack).
+MAX_JSON_DEPTH = 64
+
+_DESCRIPTION = """\
+Queue, dispatch and supervise the operations of one resource.
+
+Errors are JSON: `{"error", "message", "code", "details"?}`. Timestamps are ISO 8601 with a
+timezone (`2026-01-31T08:00:00Z`); durations are seconds. Live events: `GET /events/stream`
+(Server-Sent Events).
+"""
+
+
+def create_app(
+    dispatcher: OperationDispatcher,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    heartbeat_seconds: float = 15.0,
+    max_event_streams: int = 4,
+    event_queue_size: int = 1000,
+    stop_timeout: float = 10.0,
+) -> OpenAPI:
+    """The REST API of ``dispatcher`` as a Flask (flask-openapi3) application.
+
+    The app does not start or stop the dispatcher (``POST /dispatcher/start`` and ``/stop`` do,
+    and so does the CLI); serve it with any WSGI server, e.g. :class:`~.server.ApiServer`.
+
+    :param token: when given, every route but ``/health`` answers 401 unless the request
+        carries ``Authorization: Bearer <token>``.
+    :param max_body_bytes: larger request bodies are refused with 413.
+    :param heartbeat_seconds: an idle event stream sends a comment this often (that is also
+        how a client that went away is noticed and unsubscribed).
+    :param max_event_streams: event streams open at once (each holds a server thread); more
+        are refused with 503. Keep it below the server's thread count.
+    :param event_queue_size: events buffered per stream client; a client that falls further
+        behind loses events and is told how many (``event: events_dropped``).
+    :param stop_timeout: seconds ``POST /dispatcher/stop`` waits for the dispatcher threads.
+    """
+    if token is not None and not token:
+        raise ValueError("token must be a non-empty string or None")
+    app = _OpenAPI(
+        __name__,
+        info=Info(
+            title=f"operation-dispatcher ({dispatcher.resource_id})",
+            version=__version__,
+            description=_DESCRIPTION,
+        ),
+        security_schemes={"bearerAuth": {"type": "http", "scheme": "bearer"}} if token else None,
+        validation_error_status=400,
+        validation_error_model=ErrorResponse,
+        validation_error_callback=validation_error_response,
+        doc_ui=False,
+    )
+    app.json = _StrictJSONProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    state = ApiState(
+        dispatcher=dispatcher,
+        runtime=RuntimeControl(dispatcher, stop_timeout=stop_timeout),
+        streams=EventStreams(
+            dispatcher,
+            heartbeat_seconds=heartbeat_seconds,
+            queue_size=event_queue_size,
+            max_clients=max_event_streams,
+        ),
+        token=token,
+        max_body_bytes=max_body_bytes,
+    )
+    app.extensions["operation_dispatcher"] = state
+
+    app.before_request(_require_token)
+    app.before_request(_check_body)
+    register_error_handlers(app)
+
+    app.register_api(service_blueprint(state))
+    app.register_api(index_blueprint(state))
+    app.register_api(operations_blueprint(state))
+    app.register_api(runtime_blueprint(state))
+    app.register_api(approvals_blueprint(state))
+    app.register_api(signals_blueprint(state))
+    app.register_api(events_blueprint(state))
+    app.register_blueprint(apidocs_blueprint(f"operation-dispatcher ({dispatcher.resource_id})"))
+    return app
+
+
+class _StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, but request bodies must be standard JSON: no NaN or Infinity (Python's
+    ``json`` accepts them, and echoing them back would produce invalid JSON), and no nesting
+    deeper than :data:`MAX_JSON_DEPTH`. Answers keep the models' field order."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: object) -> object:
+        try:
+            value = json.loads(s, parse_constant=_refuse_constant, **kwargs)  # type: ignore[arg-type]
+        except RecursionError:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+        _check_depth(value)
+        return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_depth(value: object) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: object = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)  # type: ignore[attr-defined]
+
+
+class _OpenAPI(OpenAPI):
+    def generate_spec_json(self) -> None:
+        super().generate_spec_json()
+        components = self.spec_json.get("components", {})
+        if components.get("securitySchemes") is None:  # null is not a valid OpenAPI value
+            components.pop("securitySchemes", None)
+
+
+def token_from_env() -> str | None:
+    """The token in ``OPERATION_DISPATCHER_TOKEN``, or None when unset or empty."""
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _require_token() -> None:
+    state: ApiState = current_app.extensions["operation_dispatcher"]
+    if state.token is None or request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode(), state.token.encode()
+    ):
+        return
+    raise ApiError(
+        401, "unauthorized",
+        "missing or wrong bearer token: send the header 'Authorization: Bearer <token>'",
+    )
+
+
+def _check_body() -> None:
+    """Refuse oversized, non-JSON or malformed bodies before any view sees them."""
+    if request.method not in _BODY_METHODS or request.endpoint is None:
+        return  # no body expected, or no route (the 404 or 405 follows)
+    state: ApiState = current_app.extensions["operation_dispatcher"]
+    length = request.content_length
+    if length is not None and length > state.max_body_bytes:
+        raise ApiError(413, "request_too_large",
+                       f"request body is larger than {state.max_body_bytes} bytes")
+    if not length and "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return  # no body: the view's model decides whether that is fine
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"request body must be JSON (Content-Type: application/json), "
+            f"got {request.content_type or 'no Content-Type'!r}",
+        )
+    # Parsed once here (flask caches it; the view's validation reuses the result).
+    if request.get_json(silent=True) is None:
+        data = request.get_data(cache=True)
+        try:
+            current_app.json.loads(data)  # only to say what is wrong (a literal null is fine)
+        except ValueError as exc:
+            view = current_app.view_functions.get(request.endpoint or "")
+            code = getattr(view, "body_error_code", "invalid_request_body")
+            raise ApiError(400, code, f"request body is not valid JSON: {exc}") from None
+
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "TOKEN_ENV", "create_app", "token_from_env"]

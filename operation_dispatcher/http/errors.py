@@ -1,0 +1,172 @@
+"""Errors as JSON, mapped to HTTP status in one place.
+
+Every error response is the original's envelope ``{"error", "message", "code", "details"?}``
+(``error`` and ``message`` hold the same text). :data:`STATUS_BY_ERROR` is the one table from a
+dispatcher error class to its status and default code; a view may pick a more specific code (the
+original's ``operation_update_denied``, ...), never another status. Bad input is a 4xx: a 500
+means a bug, and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from pydantic import ValidationError as PydanticValidationError
+from werkzeug.exceptions import HTTPException
+
+from ..errors import (
+    DependencyError,
+    DispatcherError,
+    DuplicateOperation,
+    InvalidTransition,
+    JournalError,
+    OperationNotCurrent,
+    OperationNotFound,
+    OperationNotUpdatable,
+    RequestClosed,
+    ResourceMismatch,
+    ThreadDidNotStop,
+    UnknownRequest,
+    ValidationError,
+)
+from .schemas import REQUEST_MODELS
+
+log = logging.getLogger(__name__)
+
+#: Dispatcher error class -> (HTTP status, default code); the first matching row wins.
+STATUS_BY_ERROR: tuple[tuple[type[BaseException], int, str], ...] = (
+    (OperationNotFound, 404, "operation_not_found"),
+    (UnknownRequest, 404, "request_not_found"),
+    (RequestClosed, 409, "request_closed"),
+    (InvalidTransition, 409, "invalid_transition"),
+    (OperationNotCurrent, 409, "operation_not_current"),
+    (OperationNotUpdatable, 409, "operation_update_denied"),
+    (DuplicateOperation, 409, "duplicate_operation"),
+    (DependencyError, 400, "invalid_dependency"),
+    (ResourceMismatch, 400, "resource_mismatch"),
+    (ValidationError, 400, "invalid_request"),
+    (JournalError, 503, "journal_unavailable"),
+    (ThreadDidNotStop, 500, "thread_did_not_stop"),
+    (DispatcherError, 409, "dispatcher_error"),
+)
+
+#: The code of a few HTTP errors raised by Flask and werkzeug themselves.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """An error answer: raise it from a view (or a hook) and the handler renders it."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @classmethod
+    def from_exc(
+        cls, exc: DispatcherError, code: str | None = None, message: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> ApiError:
+        """The answer for a dispatcher error: status from the table, code as given or default."""
+        status, default_code = status_of(exc)
+        if details is None and isinstance(exc, ValidationError):
+            details = {"field": exc.field}
+        return cls(status, code or default_code, message or str(exc), details)
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    for error_class, status, code in STATUS_BY_ERROR:
+        if isinstance(exc, error_class):
+            return status, code
+    return 500, "internal_error"
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
+    """The envelope ``{"error", "message", "code", "details"?}`` with ``status``."""
+    body: dict[str, Any] = {"error": message, "message": message, "code": code}
+    if details:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def validation_error_response(exc: PydanticValidationError) -> Response:
+    """flask-openapi3's validation-error callback: the failing model explains its own error."""
+    errors = exc.errors(include_url=False)
+    model = REQUEST_MODELS.get(exc.title)
+    describe = getattr(model, "describe", None)
+    if describe is None or not errors:
+        return error_response(400, "invalid_request", str(exc))
+    code, message, details = describe(errors)
+    return error_response(400, code, message, details or None)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render ApiError, dispatcher errors and HTTP errors as the JSON envelope."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="operation-dispatcher"'
+        return response
+
+    @app.errorhandler(DispatcherError)
+    def _dispatcher_error(exc: DispatcherError) -> Response:
+        status, code = status_of(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.path, exc)
+        details = {"field": exc.field} if isinstance(exc, ValidationError) else None
+        return error_response(status, code, str(exc), details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        # flask-openapi3 aborts with a ready response for validation errors: keep it.
+        if exc.response is not None:
+            return exc.response
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, f"http_{status}")
+        message = exc.description or exc.name
+        if status == 404:
+            message = f"no route {request.path}; see /openapi.json for the API"
+        elif status == 405:
+            allowed = sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS"))  # type: ignore[attr-defined]
+            message = f"{request.method} is not allowed on {request.path} (allowed: {', '.join(allowed)})"
+        elif status == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"request body is larger than {limit} bytes"
+        response = error_response(status, code, message)
+        if status == 405:
+            response.headers["Allow"] = ", ".join(exc.valid_methods or [])  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
+
+
+__all__ = [
+    "STATUS_BY_ERROR",
+    "ApiError",
+    "error_response",
+    "register_error_handlers",
+    "status_of",
+    "validation_error_response",
+]

@@ -1,0 +1,635 @@
+"""The pydantic models of the REST API: one definition per shape, used twice.
+
+flask-openapi3 validates every request against these models and builds ``/openapi.json`` from
+the very same classes, so the documentation cannot drift from what the server accepts. Responses
+are produced by the core models' ``to_dict()`` (the wire form of the original); the response
+models here describe that form, and a test checks that they list the same fields.
+
+Each request model knows how to explain its own validation errors in the original's error
+envelope (``code`` per field, a message naming the field): see :meth:`RequestModel.describe`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from ..models import (
+    LIFECYCLE_FIELDS,
+    DependencyType,
+    EventType,
+    ExecutionOutcome,
+    ExecutionState,
+    TerminationReason,
+)
+
+#: Seconds accepted for durations and timeouts (about 31 years). Longer waits cannot be waited
+#: for by ``threading`` (its limit is ~292 years) and make no sense for a machine.
+MAX_SECONDS = 1e9
+#: How far ahead a release date may lie (the dispatcher waits for it on a condition variable).
+MAX_RELEASE_AHEAD = timedelta(days=365 * 100)
+#: Operations accepted by one ``POST /operations/add``.
+MAX_OPERATIONS_PER_ADD = 1000
+_PLUS_AS_SPACE = re.compile(r"^(\S+T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
+_NUMBER_TEXT = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+# ------------------------------------------------------------------------------ field types
+
+
+def _iso_text_only(value: Any) -> Any:
+    """Accept ISO 8601 text (or a datetime), not pydantic's lenient Unix timestamps."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMBER_TEXT.match(value):
+        raise ValueError("must be an ISO 8601 datetime with a timezone, e.g. 2026-01-31T08:00:00Z")
+    # An unencoded "+02:00" in a query string arrives as " 02:00": take it as meant.
+    return _PLUS_AS_SPACE.sub(r"\1+\2", value)
+
+
+def _as_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the representable range of datetimes") from None
+
+
+#: An ISO 8601 datetime with an explicit offset (``Z`` or ``+02:00``); naive ones are refused.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text_only), AfterValidator(_as_utc)]
+
+
+def _not_too_far(value: datetime | None) -> datetime | None:
+    if value is not None and value - datetime.now(UTC) > MAX_RELEASE_AHEAD:
+        raise ValueError("must be less than 100 years from now")
+    return value
+
+
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
+Priority = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+JsonObject = dict[str, Any]
+SignalName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# ------------------------------------------------------------------------- request models
+
+
+class RequestModel(BaseModel):
+    """Base of every request model: unknown fields are errors, and errors speak the envelope.
+
+    ``error_code`` is the envelope ``code`` for an error no rule below claims; ``field_codes``
+    maps a field to its own code (the original's ``invalid_limit``, ``invalid_meta_data``...).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    error_code: ClassVar[str] = "invalid_request"
+    field_codes: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        """(code, message, details) for the first of pydantic's ``errors``."""
+        error = errors[0]
+        field = field_path(error["loc"])
+        code = cls.field_codes.get(str(error["loc"][0]) if error["loc"] else "", cls.error_code)
+        return code, describe_error(field, error), {"field": field} if field else {}
+
+
+class OptionalBody(RequestModel):
+    """A body that may be left out: no body (or ``null``) means the defaults."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_empty(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+class OperationPath(RequestModel):
+    operation_id: UUID = Field(description="the operation's id (a UUID)")
+    error_code: ClassVar[str] = "invalid_operation_id"
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        value = errors[0].get("input")
+        return (
+            "invalid_operation_id",
+            f"operation_id must be a UUID (badly formed hexadecimal UUID string: {value!r})",
+            {"field": "operation_id"},
+        )
+
+
+class RequestPath(RequestModel):
+    request_id: UUID = Field(description="the request id (the id of the *_REQUESTED event)")
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        value = errors[0].get("input")
+        return (
+            "invalid_request_id",
+            f"request_id must be a UUID, got {value!r}",
+            {"field": "request_id"},
+        )
+
+
+class SignalPath(RequestModel):
+    name: SignalName = Field(description="the signal's name, e.g. plc.ready")
+    error_code: ClassVar[str] = "invalid_signal_name"
+
+
+ListableState = Literal["QUEUED", "RUNNING", "PAUSED"]
+VALID_LIST_STATES = sorted(ListableState.__args__)  # type: ignore[attr-defined]
+
+
+class ListOperationsQuery(RequestModel):
+    state: ListableState | None = Field(
+        None, description="only operations in this state (QUEUED, RUNNING or PAUSED)"
+    )
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        error = errors[0]
+        if error["loc"] and error["loc"][0] == "state":
+            return (
+                "invalid_state",
+                f"invalid state {error.get('input')!r}",
+                {"valid_states": VALID_LIST_STATES, "field": "state"},
+            )
+        return super().describe(errors)
+
+
+class HistoryQuery(RequestModel):
+    limit: int = Field(50, ge=1, le=1000, description="the most recent N events (1..1000)")
+    from_time: Timestamp | None = Field(None, description="ISO 8601 with offset, inclusive")
+    to_time: Timestamp | None = Field(None, description="ISO 8601 with offset, inclusive")
+    resolve_operations: bool = Field(True, description="include the operations the events name")
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        order = ["limit", "from_time", "to_time", "resolve_operations"]  # the original's order
+        errors = sorted(
+            errors,
+            key=lambda e: order.index(e["loc"][0]) if e["loc"] and e["loc"][0] in order else 9,
+        )
+        error = errors[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        details = {"field": name}
+        if name == "limit":
+            kind = error["type"]
+            if kind == "greater_than_equal":
+                return "invalid_limit", "limit must be greater than 0", details
+            if kind == "less_than_equal":
+                return "invalid_limit", "limit must be less than or equal to 1000", details
+            return "invalid_limit", "limit must be an integer", details
+        if name in ("from_time", "to_time"):
+            return (
+                f"invalid_{name}",
+                f"{name} must be a valid ISO-8601 datetime with a timezone, "
+                f"e.g. 2026-01-31T08:00:00Z (got {error.get('input')!r})",
+                details,
+            )
+        if name == "resolve_operations":
+            return "invalid_resolve_operations", "resolve_operations must be a boolean", details
+        return super().describe(errors)
+
+
+class EventStreamQuery(RequestModel):
+    include_requests: bool = Field(
+        False, description="also stream the *_REQUESTED events (the approval handshake)"
+    )
+
+
+class DependencyItem(RequestModel):
+    depends_on_operation_id: UUID
+    dependency_type: DependencyType
+
+
+class AddOperationItem(RequestModel):
+    """One operation to queue; ``resource_id`` is the dispatcher's and must not be given."""
+
+    payload: JsonObject = Field(description="what to do; any JSON object")
+    job_id: StrictStr | None = None
+    priority: Priority = Field(0, description="higher is more urgent under the default order")
+    release_date: Annotated[Timestamp | None, AfterValidator(_not_too_far)] = Field(
+        None, description="earliest start"
+    )
+    planned_duration: Seconds | None = Field(None, description="seconds (informational)")
+    due_date: Timestamp | None = Field(None, description="informational")
+    dependencies: list[DependencyItem] = Field(default_factory=list, max_length=1000)
+    release_conditions: dict[SignalName, Any] = Field(
+        default_factory=dict, description="signal name -> required value"
+    )
+    timeout_seconds: Seconds | None = Field(
+        None, description="fail the operation with TIMEOUT if it runs longer"
+    )
+
+
+class AddOperationItems(RootModel[list[AddOperationItem]]):
+    """The body of ``POST /operations/add``: a non-empty list of operations."""
+
+    root: list[AddOperationItem] = Field(min_length=1, max_length=MAX_OPERATIONS_PER_ADD)
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        def rank(error: dict[str, Any]) -> tuple[int, int]:
+            loc = error["loc"]
+            index = loc[0] if loc and isinstance(loc[0], int) else -1
+            name = loc[1] if len(loc) > 1 else None
+            # the original checks, per item: an object, no resource_id, a payload, the rest
+            if name is None:
+                step = 0
+            elif name == "resource_id":
+                step = 1
+            elif name == "payload":
+                step = 2
+            else:
+                step = 3
+            return index, step
+
+        error = min(errors, key=rank)
+        loc, kind = error["loc"], error["type"]
+        if not loc:
+            if kind == "too_short":
+                return "missing_operations", "operations list must not be empty", {}
+            if kind == "too_long":
+                return (
+                    "too_many_operations",
+                    f"operations list must not have more than {MAX_OPERATIONS_PER_ADD} items",
+                    {"max_items": MAX_OPERATIONS_PER_ADD},
+                )
+            return "invalid_operations", "request body must be a list of scheduled operations", {}
+        index = loc[0]
+        if len(loc) == 1:
+            return (
+                "invalid_operations",
+                "each list item must be a scheduled operation object",
+                {"index": index},
+            )
+        name = str(loc[1])
+        details = {"index": index, "field": field_path(loc[1:])}
+        if name == "resource_id":
+            return (
+                "resource_id_not_allowed",
+                "resource_id must not be provided; it is assigned by the dispatcher resource",
+                details,
+            )
+        if name == "payload" and kind == "missing":
+            return "missing_payload", "payload is required", details
+        if name == "payload" and len(loc) == 2:
+            return "invalid_payload", "payload must be an object", details
+        return "invalid_operation", describe_error(field_path(loc[1:]), error), details
+
+
+class UpdateOperationItem(RequestModel):
+    """Fields to change on a queued (or paused) operation; leave out what stays."""
+
+    # Containers may be left out but not set to null (the default is never validated).
+    payload: JsonObject = Field(None)  # type: ignore[assignment]
+    priority: Priority = Field(None)  # type: ignore[assignment]
+    release_date: Annotated[Timestamp | None, AfterValidator(_not_too_far)] = None
+    planned_duration: Seconds | None = None
+    due_date: Timestamp | None = None
+    dependencies: list[DependencyItem] = Field(None, max_length=1000)  # type: ignore[assignment]
+    release_conditions: dict[SignalName, Any] = Field(None)  # type: ignore[assignment]
+    timeout_seconds: Seconds | None = None
+    error_code: ClassVar[str] = "invalid_updates"
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        error = errors[0]
+        loc = error["loc"]
+        if not loc:
+            return "invalid_updates", "request body must be an object of updates", {}
+        extra = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+        lifecycle = [name for name in extra if name in LIFECYCLE_FIELDS]
+        if lifecycle:
+            return (
+                "invalid_updates",
+                f"{lifecycle[0]} changes only through lifecycle transitions "
+                "(start, pause, resume, complete, fail, cancel)",
+                {"field": lifecycle[0]},
+            )
+        if extra:
+            return (
+                "invalid_updates",
+                f"unsupported operation update fields: {extra}",
+                {"field": extra[0], "updatable_fields": sorted(cls.model_fields)},
+            )
+        field = field_path(loc)
+        return "invalid_updates", describe_error(field, error), {"field": field}
+
+
+class LifecycleCommand(OptionalBody):
+    """Optional body of pause and resume."""
+
+    meta_data: JsonObject = Field(default_factory=dict, description="kept in the events")
+    error_code: ClassVar[str] = "invalid_request_body"
+    field_codes: ClassVar[dict[str, str]] = {"meta_data": "invalid_meta_data"}
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        error = errors[0]
+        if not error["loc"]:
+            return "invalid_request_body", "request body must be an object", {}
+        if error["loc"] == ("meta_data",):
+            return "invalid_meta_data", "meta_data must be an object", {"field": "meta_data"}
+        return super().describe(errors)
+
+
+class CancelOperationCommand(LifecycleCommand):
+    """Optional body of cancel."""
+
+    termination_reason: TerminationReason = Field(
+        TerminationReason.INTERNAL_ERROR, description="why (default INTERNAL_ERROR)"
+    )
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        error = errors[0]
+        if error["loc"] == ("termination_reason",):
+            return (
+                "invalid_termination_reason",
+                "invalid termination_reason",
+                {
+                    "valid_termination_reasons": [r.value for r in TerminationReason],
+                    "field": "termination_reason",
+                },
+            )
+        return super().describe(errors)
+
+
+class DecisionBody(OptionalBody):
+    """Optional body of approve and deny."""
+
+    reasoning: StrictStr | None = Field(None, description="why; kept in the events")
+    data: JsonObject | None = Field(None, description="kept with the decision")
+    error_code: ClassVar[str] = "invalid_request_body"
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        if not errors[0]["loc"]:
+            return "invalid_request_body", "request body must be an object", {}
+        return super().describe(errors)
+
+
+class SignalUpdate(RequestModel):
+    """Body of ``PUT /signals/<name>``."""
+
+    value: Any = Field(description="any JSON value")
+    max_age_seconds: Seconds | None = Field(
+        None, description="the signal is stale (never holds) once older than this"
+    )
+    error_code: ClassVar[str] = "invalid_signal"
+
+    @classmethod
+    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        if not errors[0]["loc"]:
+            return "invalid_signal", "request body must be an object with a value", {}
+        return super().describe(errors)
+
+
+# ------------------------------------------------------------------------ response models
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorResponse(ResponseModel):
+    """Every error: ``error`` and ``message`` hold the same text; ``code`` is for programs."""
+
+    error: str
+    message: str
+    code: str
+    details: JsonObject | None = None
+
+
+class OperationDependency(ResponseModel):
+    id: UUID
+    depends_on_operation_id: UUID
+    dependency_type: DependencyType
+    created_at: datetime
+
+
+class Operation(ResponseModel):
+    id: UUID
+    job_id: str | None
+    payload: JsonObject
+    resource_id: str
+    priority: int
+    release_date: datetime | None
+    planned_duration: float | None = Field(description="seconds")
+    due_date: datetime | None
+    dependencies: list[OperationDependency]
+    state: ExecutionState
+    outcome: ExecutionOutcome
+    termination_reason: TerminationReason
+    retry_count: int
+    start_time: datetime | None
+    finish_time: datetime | None
+    created_at: datetime
+    release_conditions: JsonObject
+    timeout_seconds: float | None = Field(description="seconds")
+
+
+class OperationStatus(ResponseModel):
+    operation: Operation
+    is_current_operation: bool
+
+
+class OperationStatusList(RootModel[list[OperationStatus]]):
+    pass
+
+
+class ChangeRecord(ResponseModel):
+    field: str
+    old_value: Any = None
+    new_value: Any = None
+
+
+class DispatchEvent(ResponseModel):
+    id: UUID
+    resource_id: str
+    operation_id: UUID | None
+    event_type: EventType
+    changes: list[ChangeRecord]
+    meta_data: JsonObject = Field(default_factory=dict, examples=[{}])
+    created_at: datetime
+
+
+class DispatchEventList(RootModel[list[DispatchEvent]]):
+    pass
+
+
+class TimeWindow(ResponseModel):
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class History(ResponseModel):
+    resource_id: str
+    window: TimeWindow
+    events: list[DispatchEvent]
+    operations: list[Operation] | None
+    created_at: datetime
+
+
+class OperationDispatcherState(ResponseModel):
+    resource_id: str
+    is_running: bool
+    is_paused: bool
+    queue_size: int
+    current_operation: Operation | None
+    running_since: datetime | None
+    uptime_seconds: float | None
+    runtime_thread_alive: bool = Field(description="the dispatcher thread is alive")
+    runtime_last_error: str | None = Field(description="why the last start or stop failed")
+
+
+class OperationDispatcherRuntimeActionResponse(ResponseModel):
+    """The answer of start, stop, pause and resume (also when refused: then with a code)."""
+
+    message: str
+    state: OperationDispatcherState
+    error: str | None = None
+    code: str | None = None
+
+
+class ExplainResponse(ResponseModel):
+    operation_id: UUID
+    state: ExecutionState
+    blocked_by: list[str] = Field(
+        description="release_date, release_condition:NAME, dependency:ID, cooldown, "
+        "awaiting_approval, dispatcher_paused, dispatcher_not_running, resource_busy"
+    )
+
+
+class Signal(ResponseModel):
+    name: str
+    value: Any = None
+    updated_at: datetime
+    max_age_seconds: float | None
+    stale: bool
+
+
+class SignalList(RootModel[list[Signal]]):
+    pass
+
+
+class PendingRequest(ResponseModel):
+    request_id: UUID
+    event_type: EventType
+    operation_id: UUID
+    created_at: datetime
+    deadline: datetime
+    waiting_for: str
+
+
+class PendingRequestList(RootModel[list[PendingRequest]]):
+    pass
+
+
+class DecisionResponse(ResponseModel):
+    message: str
+    request_id: UUID
+    accepted: bool
+    reasoning: str | None
+
+
+class Health(ResponseModel):
+    status: Literal["ok"]
+    dispatcher_running: bool
+    event_stream_clients: int
+
+
+class ApiIndex(ResponseModel):
+    name: str
+    resource_id: str
+    links: dict[str, str]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("dependencies", 0, "dependency_type")`` -> ``dependencies[0].dependency_type``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be a boolean",
+    "bool_parsing": "must be a boolean",
+    "string_type": "must be a string",
+    "dict_type": "must be an object",
+    "list_type": "must be a list",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "uuid_type": "must be a UUID",
+    "uuid_parsing": "must be a UUID",
+    "timezone_aware": "must have a timezone (e.g. a trailing Z or +02:00)",
+    "datetime_type": "must be an ISO 8601 datetime with a timezone",
+    "datetime_parsing": "must be an ISO 8601 datetime with a timezone",
+    "datetime_from_date_parsing": "must be an ISO 8601 datetime with a timezone",
+    "enum": "must be one of the listed values",
+    "literal_error": "must be one of the listed values",
+    "json_invalid": "is not valid JSON",
+}
+
+
+def describe_error(field: str, error: dict[str, Any]) -> str:
+    """A message naming the field, e.g. ``priority must be an integer (got 'high')``."""
+    kind = error["type"]
+    text = _MESSAGES.get(kind)
+    ctx = error.get("ctx") or {}
+    if kind in ("enum", "literal_error") and "expected" in ctx:
+        text = f"must be one of {ctx['expected']}"
+    elif text is None:
+        message = str(error.get("msg", "is invalid"))
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        elif message.startswith("Input should be "):
+            message = "must be " + message[len("Input should be "):]
+        elif message.startswith("Input "):
+            message = message[len("Input "):]
+        text = message[:1].lower() + message[1:]
+    if kind not in ("missing", "extra_forbidden") and "input" in error:
+        shown = repr(error["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        text = f"{text} (got {shown})"
+    return f"{field} {text}" if field else text
+
+
+#: The request models by name: a pydantic ValidationError's ``title`` names the model that failed.
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    cls.__name__: cls
+    for cls in (
+        OperationPath, RequestPath, SignalPath, ListOperationsQuery, HistoryQuery,
+        EventStreamQuery, AddOperationItem, AddOperationItems, UpdateOperationItem,
+        LifecycleCommand, CancelOperationCommand, DecisionBody, SignalUpdate,
+    )
+}

@@ -1,0 +1,40 @@
+"""``/signals...``: the live values that release operations (``release_conditions``)."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+
+from ..errors import ValidationError
+from .errors import ApiError
+from .schemas import Signal, SignalList, SignalPath, SignalUpdate
+from .state import ApiState, api_blueprint, body_error_code, json_response
+
+TAG = Tag(name="Signals", description="named live values with staleness")
+
+
+def signals_blueprint(state: ApiState) -> APIBlueprint:
+    """The ``/signals`` routes."""
+    bp = api_blueprint("signals", __name__, TAG, state)
+    board = state.dispatcher.signals
+
+    @bp.get("/signals", operation_id="list_signals", summary="Every signal, by name",
+            responses={200: SignalList})
+    def list_signals() -> Response:
+        return json_response([signal.to_dict() for signal in board.snapshot()])
+
+    @bp.put("/signals/<name>", operation_id="set_signal",
+            summary="Write (or re-confirm) a signal; a change wakes the dispatcher",
+            responses={200: Signal})
+    @body_error_code("invalid_signal")
+    def set_signal(path: SignalPath, body: SignalUpdate) -> Response:
+        try:
+            signal = board.set(path.name, body.value, max_age_seconds=body.max_age_seconds)
+        except ValidationError as exc:
+            raise ApiError(400, "invalid_signal", str(exc), {"field": exc.field}) from None
+        return json_response(signal.to_dict())
+
+    return bp
+
+
+__all__ = ["signals_blueprint"]

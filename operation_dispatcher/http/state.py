@@ -1,0 +1,71 @@
+"""What every blueprint of one app shares: the dispatcher, the runtime control, the streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import Response, current_app
+from flask_openapi3 import APIBlueprint, Tag
+
+if TYPE_CHECKING:
+    from ..dispatcher import OperationDispatcher
+    from .events import EventStreams
+    from .runtime import RuntimeControl
+
+
+@dataclass(eq=False)
+class ApiState:
+    """Kept in ``app.extensions["operation_dispatcher"]``; one per app."""
+
+    dispatcher: OperationDispatcher
+    runtime: RuntimeControl
+    streams: EventStreams
+    token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+
+    def close(self) -> None:
+        """End every open event stream (the server is going away)."""
+        self.streams.close_all()
+
+
+def api_blueprint(name: str, import_name: str, tag: Tag, state: ApiState) -> APIBlueprint:
+    """An APIBlueprint whose routes document the common errors (and the token, if any)."""
+    from .schemas import ErrorResponse
+
+    responses: dict[int, Any] = {400: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse}
+    if state.token:
+        responses[401] = ErrorResponse
+    return APIBlueprint(
+        name, import_name, abp_tags=[tag], abp_responses=responses,
+        abp_security=[{"bearerAuth": []}] if state.token else [],
+    )
+
+
+def api_state() -> ApiState:
+    """The :class:`ApiState` of the app handling the current request."""
+    return current_app.extensions["operation_dispatcher"]
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """``body`` as JSON with ``status`` (keys in model order, compact)."""
+    response = current_app.json.response(body)
+    response.status_code = status
+    return response
+
+
+def body_error_code(code: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a view with the envelope code used when its body is not JSON at all.
+
+    Put it below the route decorator; flask-openapi3's wrapper copies the attribute.
+    """
+
+    def mark(view: Callable[..., Any]) -> Callable[..., Any]:
+        view.body_error_code = code  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+__all__ = ["ApiState", "api_state", "body_error_code", "json_response"]

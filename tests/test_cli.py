@@ -1,0 +1,236 @@
+"""The ``operation-dispatcher`` command: ``serve`` in a subprocess, ``check-config`` in-process.
+
+Every server runs in ``tmp_path`` (its default journal lands there), on a free port (``--port
+0``: the first line it prints names the URL), and is stopped by a signal; a fixture kills any
+that a failing test left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from operation_dispatcher.cli import main
+
+STARTUP_SECONDS = 30
+
+
+class Served:
+    """``python -m operation_dispatcher serve --port 0 ...`` running in ``cwd``."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        environment = {k: v for k, v in os.environ.items() if k != "OPERATION_DISPATCHER_TOKEN"}
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "operation_dispatcher", "serve", "--port", "0",
+             "--log-level", "WARNING", *args],
+            cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.first_line = self._read_line(STARTUP_SECONDS)
+        assert "serving" in self.first_line, (self.first_line, self._rest())
+        self.url = self.first_line.split(" on ", 1)[1].split()[0]
+        self.session = requests.Session()
+
+    def _read_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return ""
+        return self.proc.stdout.readline()
+
+    def _rest(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url + path, timeout=30, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        """Send ``sig``; the exit status and the rest of stdout and stderr."""
+        self.session.close()
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> Served:
+        served = Served(list(args), tmp_path, env)
+        started.append(served)
+        return served
+
+    yield factory
+    for served in started:
+        if served.proc.poll() is None:  # a test failed half-way: do not leave it running
+            served.proc.kill()
+            served.proc.communicate(timeout=30)
+
+
+def test_serve_add_sigterm(serve: Callable[..., Served], tmp_path: Path) -> None:
+    server = serve("--resource-id", "press-1")
+    assert server.url.startswith("http://127.0.0.1:")  # loopback by default
+    assert server.get("/health").json()["dispatcher_running"] is True
+    response = server.post("/operations/add", json=[{"payload": {"task": "stamp"}}])
+    assert response.status_code == 201, response.text
+    operation = response.json()[0]["operation"]
+    assert operation["resource_id"] == "press-1" and operation["state"] == "RUNNING"
+    assert server.get("/apidocs").status_code == 200
+    status, out, err = server.stop(signal.SIGTERM)
+    assert status == 0, err
+    assert "stopped" in out
+    assert (tmp_path / "operation-dispatcher.db").exists()  # the default journal, in cwd
+
+
+def test_sigint_stops_too(serve: Callable[..., Served]) -> None:
+    server = serve("--journal", ":memory:")
+    assert "journal none" in server.first_line
+    status, out, err = server.stop(signal.SIGINT)
+    assert status == 0, err
+    assert "stopped" in out
+
+
+def test_token_from_the_environment(serve: Callable[..., Served]) -> None:
+    server = serve("--journal", ":memory:", env={"OPERATION_DISPATCHER_TOKEN": "env-secret"})
+    assert server.get("/operations").status_code == 401
+    assert server.get("/health").status_code == 200
+    good = {"Authorization": "Bearer env-secret"}
+    assert server.get("/operations", headers=good).status_code == 200
+    assert server.stop()[0] == 0
+
+
+def test_token_flag_wins_and_config_file(serve: Callable[..., Served], tmp_path: Path) -> None:
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        '[dispatcher]\nresource_id = "from-config"\nstart_paused = true\n'
+        '[journal]\npath = ":memory:"\n[http]\ntoken = "config-secret"\n',
+        encoding="utf-8",
+    )
+    server = serve("--config", str(config), "--token", "flag-secret",
+                   env={"OPERATION_DISPATCHER_TOKEN": "env-secret"})
+    assert server.get("/dispatcher", headers={"Authorization": "Bearer env-secret"}
+                      ).status_code == 401
+    state = server.get("/dispatcher", headers={"Authorization": "Bearer flag-secret"}).json()
+    assert state["resource_id"] == "from-config" and state["is_paused"] is True
+    assert server.stop()[0] == 0
+
+
+def test_demo_shows_live_traffic(serve: Callable[..., Served]) -> None:
+    server = serve("--demo", "--journal", ":memory:", "--resource-id", "demo-robot")
+    wanted = {"operation_added", "operation_started"}
+    # Events from before the stream opened are in the history, later ones come down the stream.
+    stream = server.get("/events/stream", stream=True)
+    history = server.get("/operations/history", params={"limit": 1000}).json()
+    seen = {event["event_type"] for event in history["events"]}
+    deadline = time.monotonic() + 30
+    lines = stream.iter_lines(decode_unicode=True)
+    while not wanted <= seen:
+        assert time.monotonic() < deadline, seen
+        line = next(lines)  # the demo adds an operation every ~2 s; heartbeats come too
+        if line.startswith("event: "):
+            seen.add(line[len("event: "):])
+    stream.close()
+    assert server.stop()[0] == 0
+
+
+def test_serve_refuses_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[http]\nport = -1\nbogus = 1\n", encoding="utf-8")
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "http.port: must be an integer from 0 to 65535" in err
+    assert "http.bogus: unknown key" in err
+
+
+def test_serve_reports_a_busy_port(serve: Callable[..., Served], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "operation_dispatcher", "serve", "--port", str(port),
+             "--journal", ":memory:"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[dispatcher]\nresource_id = "r"\n', encoding="utf-8")
+    assert main(["check-config", str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: OK\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        "[dispatcher]\nstart_request_max_retries = 0\n[http]\nthreads = 'many'\n",
+        encoding="utf-8",
+    )
+    assert main(["check-config", str(bad)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{bad}: dispatcher.start_request_max_retries: must be an integer > 0",
+        f"{bad}: http.threads: must be an integer from 1 to 1000",
+    ]
+
+
+def test_console_script_and_module_agree(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dispatcher]\nstrict_order = 1\n", encoding="utf-8")
+    script = Path(sys.executable).with_name("operation-dispatcher")
+    assert script.exists()
+    runs = [
+        subprocess.run([*command, "check-config", str(bad)], capture_output=True, text=True,
+                       timeout=60, check=False, cwd=tmp_path)
+        for command in ([str(script)], [sys.executable, "-m", "operation_dispatcher"])
+    ]
+    assert [r.returncode for r in runs] == [1, 1]
+    assert runs[0].stdout == runs[1].stdout
+    assert "dispatcher.strict_order: must be true or false" in runs[0].stdout
+    help_text = subprocess.run([str(script), "serve", "--help"], capture_output=True, text=True,
+                               timeout=60, check=False).stdout
+    for option in ("--config", "--resource-id", "--host", "--port", "--journal", "--token",
+                   "--demo"):
+        assert option in help_text
+
+
+def test_restart_on_the_same_journal_keeps_the_operations(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    journal = str(tmp_path / "press.db")
+    server = serve("--journal", journal)
+    running = server.post("/operations/add", json=[{"payload": {"n": 1}}]).json()[0]["operation"]
+    waiting = server.post("/operations/add", json=[
+        {"payload": {"n": 2}, "release_conditions": {"door.closed": True}},
+    ]).json()[0]["operation"]
+    assert (running["state"], waiting["state"]) == ("RUNNING", "QUEUED")
+    assert server.stop()[0] == 0
+
+    again = serve("--journal", journal)
+    queued = again.get("/operations", params={"state": "QUEUED"}).json()
+    assert [s["operation"]["id"] for s in queued] == [waiting["id"]]
+    interrupted = again.get(f"/operations/{running['id']}").json()["operation"]
+    # never silently re-run: what was RUNNING when the process stopped is failed INTERRUPTED
+    assert (interrupted["state"], interrupted["outcome"], interrupted["termination_reason"]) == (
+        "COMPLETED", "FAILURE", "INTERRUPTED")
+    events = again.get(f"/operations/{waiting['id']}/events").json()
+    assert events[0]["event_type"] == "operation_added"
+    assert again.stop()[0] == 0
