@@ -18,14 +18,14 @@ TIME_LIMIT_SECONDS, the run stops there and says so (``completed`` < 100,000).
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
-from benchmarks.common import emit, rss_bytes
+from benchmarks.common import emit, settled_rss
 from operation_dispatcher import DispatchEvent, EventType, Operation, OperationDispatcher
 
 RESOURCE = "robot-1"
@@ -37,17 +37,18 @@ TIME_LIMIT_SECONDS = 75.0
 MB = 1024 * 1024
 
 
-def settled_rss(dispatcher: OperationDispatcher | None = None) -> int:
-    if dispatcher is not None and not dispatcher.drain_events(10):
-        raise RuntimeError("events were not delivered")
-    gc.collect()
-    rss = rss_bytes()
-    if rss is None:
-        raise RuntimeError("RSS is not available here (/proc/self/status)")
-    return rss
+def run_dispatcher(
+    journal: str | None = None,
+    sample: Callable[[], Any] | None = None,
+    time_limit: float = TIME_LIMIT_SECONDS,
+) -> dict[str, Any]:
+    """The scenario of the module docstring; RSS in MB after FIRST and after the last completion.
 
-
-def run_dispatcher() -> dict[str, Any]:
+    ``journal``: passed to the dispatcher (a file path: the journal is on, its row counts are
+    returned as ``journal_rows`` and the in-memory event log's length as ``events_retained``).
+    ``sample``: called right after each RSS reading; its results are ``sample_first`` and
+    ``sample_last``. ``time_limit``: seconds after which no further batch is added.
+    """
     cond = threading.Condition()
     completed = 0
     started_ids: deque[Any] = deque()
@@ -65,7 +66,9 @@ def run_dispatcher() -> dict[str, Any]:
                 completed += 1
                 cond.notify_all()
 
-    dispatcher = OperationDispatcher(RESOURCE, on_request_callback=lambda event: True)
+    dispatcher = OperationDispatcher(
+        RESOURCE, on_request_callback=lambda event: True, journal=journal
+    )
     dispatcher.subscribe(on_event)
 
     def complete_each() -> None:
@@ -82,11 +85,13 @@ def run_dispatcher() -> dict[str, Any]:
     completer.start()
     dispatcher.start()
     rss_first = 0
+    sample_first: Any = None
+    first_at = 0.0
     began = time.perf_counter()
     done = 0
     try:
         while done < TOTAL:
-            if time.perf_counter() - began > TIME_LIMIT_SECONDS:
+            if time.perf_counter() - began > time_limit:
                 break
             dispatcher.add_operations(
                 [
@@ -102,60 +107,83 @@ def run_dispatcher() -> dict[str, Any]:
                     raise RuntimeError(f"only {completed} of {done} operations completed")
             if done == FIRST:
                 rss_first = settled_rss(dispatcher)
+                sample_first = sample() if sample is not None else None
                 first_at = time.perf_counter()
         elapsed = time.perf_counter() - began
         rss_last = settled_rss(dispatcher)
-        retained = len(dispatcher.get_history().events)
+        sample_last = sample() if sample is not None else None
+        if journal is None:
+            retained = len(dispatcher.get_history().events)
+            rows: dict[str, Any] = {}
+        else:
+            # get_history() would read the journal: peek at the in-memory event log instead
+            retained = len(dispatcher._events)
+            rows = dispatcher.journal.counts() if dispatcher.journal is not None else {}
     finally:
         with cond:
             stop = True
             cond.notify_all()
         completer.join(10)
-        dispatcher.stop(10)
+        dispatcher.close(10)  # stop(), and close the journal opened from the path
     return {
         "growth": (rss_last - rss_first) / MB,
         "rss_first": rss_first / MB,
         "rss_last": rss_last / MB,
+        "sample_first": sample_first,
+        "sample_last": sample_last,
         "completed": done,
         "seconds": elapsed,
         "ops_s": (done - FIRST) / (elapsed - (first_at - began)),
+        "ops_s_all": done / elapsed,
         "events_retained": retained,
+        "journal_rows": rows,
     }
 
 
-def run_baseline() -> dict[str, float]:
+def run_baseline(
+    total: int = TOTAL,
+    new_id: Callable[[], Any] = uuid4,
+    record: Callable[[int, dict[str, Any], list[dict[str, Any]]], None] | None = None,
+) -> dict[str, float]:
+    """The stdlib bookkeeping loop of the module docstring; RSS growth from FIRST to ``total``.
+
+    ``new_id`` makes the operation and event ids. ``record(i, op, events)``, if given, is called
+    for each operation after it and its events are kept (before the RSS reading at FIRST).
+    """
     ops: deque[dict[str, Any]] = deque(maxlen=RETENTION)
     events: deque[dict[str, Any]] = deque(maxlen=RETENTION)
     fields = [f"field_{k}" for k in range(16)]
     rss_first = 0
-    for i in range(TOTAL):
+    for i in range(total):
         op: dict[str, Any] = dict.fromkeys(fields)
-        op["id"] = uuid4()
+        op["id"] = new_id()
         op["payload"] = {"task": "pick", "n": i}
         ops.append(op)
-        for kind in ("added", "start_requested", "started", "completed"):
-            events.append(
-                {
-                    "id": uuid4(),
-                    "resource_id": RESOURCE,
-                    "event_type": kind,
-                    "operation_id": op["id"],
-                    "changes": [],
-                    "meta_data": {},
-                    "created_at": time.time(),
-                }
-            )
+        op_events = [
+            {
+                "id": new_id(),
+                "resource_id": RESOURCE,
+                "event_type": kind,
+                "operation_id": op["id"],
+                "changes": [],
+                "meta_data": {},
+                "created_at": time.time(),
+            }
+            for kind in ("added", "start_requested", "started", "completed")
+        ]
+        events.extend(op_events)
+        if record is not None:
+            record(i, op, op_events)
         if i + 1 == FIRST:
             rss_first = settled_rss()
     rss_last = settled_rss()
     return {"growth": (rss_last - rss_first) / MB, "rss_first": rss_first / MB}
 
 
-def main() -> None:
-    ours = run_dispatcher()
-    base = run_baseline()
+def emit_growth(bench: str, ours: dict[str, Any], base: dict[str, Any], **extra: Any) -> None:
+    """Emit the RSS growth figure of ``ours`` against ``base``; ``extra`` fields follow."""
     emit(
-        "dispatch.rss_growth_10k_to_100k",
+        bench,
         ours["growth"],
         "MB",
         base["growth"],
@@ -164,6 +192,17 @@ def main() -> None:
         finished_all=ours["completed"] >= TOTAL,
         rss_after_10k_mb=ours["rss_first"],
         rss_after_last_mb=ours["rss_last"],
+        **extra,
+    )
+
+
+def main() -> None:
+    ours = run_dispatcher()
+    base = run_baseline()
+    emit_growth(
+        "dispatch.rss_growth_10k_to_100k",
+        ours,
+        base,
         seconds=ours["seconds"],
         ops_s_after_10k=ours["ops_s"],
         events_retained=ours["events_retained"],

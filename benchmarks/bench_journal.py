@@ -30,28 +30,25 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
 
+from benchmarks.bench_dispatch_throughput import RESOURCE, make_ops, run_dispatcher
 from benchmarks.common import emit, timer
-from operation_dispatcher import DispatchEvent, EventType, Operation, OperationDispatcher
+from operation_dispatcher import OperationDispatcher
 
-RESOURCE = "robot-1"
 N = 2_000
 RUNS = 5
 ADD_COUNT = 10_000
 ADD_RUNS = 5
 TARGET_OPS_S = 500
-WAIT_SECONDS = 60.0
 
 
 @contextmanager
@@ -62,13 +59,6 @@ def temp_dir() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def make_ops(count: int) -> list[Operation]:
-    return [
-        Operation(resource_id=RESOURCE, payload={"task": "pick", "n": i}, priority=i % 7)
-        for i in range(count)
-    ]
 
 
 def op_dict(i: int) -> dict[str, Any]:
@@ -99,67 +89,9 @@ def open_baseline_db(path: str) -> sqlite3.Connection:
 # ------------------------------------------------------------------------------ end to end
 
 
-def run_dispatcher(count: int, journal: str | None) -> dict[str, float]:
-    """One end-to-end run (see the module docstring); ops/s, add time and journal commits."""
-    ops = make_ops(count)  # built before the clock starts
-    started: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    all_done = threading.Event()
-    completed = 0
-    last_completed = 0.0
-
-    def on_event(event: DispatchEvent) -> None:
-        nonlocal completed, last_completed
-        kind = event.event_type
-        if kind is EventType.OPERATION_STARTED:
-            started.put(event.operation_id)
-        elif kind is EventType.OPERATION_COMPLETED:
-            completed += 1
-            if completed == count:
-                last_completed = time.perf_counter()
-                all_done.set()
-
-    dispatcher = OperationDispatcher(
-        RESOURCE, on_request_callback=lambda event: True, journal=journal
-    )
-    dispatcher.subscribe(on_event)
-
-    def complete_each() -> None:
-        complete = dispatcher.complete_operation
-        while True:
-            op_id = started.get()
-            if op_id is None:
-                return
-            complete(op_id)
-
-    completer = threading.Thread(target=complete_each, name="bench-completer", daemon=True)
-    completer.start()
-    dispatcher.start()
-    # Journal.write commits counted by the journal itself (a private counter; read-only here).
-    commits_before = getattr(dispatcher.journal, "_commits", 0)
-    try:
-        add = dispatcher.add_operation
-        first_add = time.perf_counter()
-        for op in ops:
-            add(op)
-        adds_done = time.perf_counter()
-        if not all_done.wait(WAIT_SECONDS):
-            raise RuntimeError(f"only {completed} of {count} operations completed in time")
-        commits = getattr(dispatcher.journal, "_commits", 0) - commits_before
-    finally:
-        started.put(None)
-        completer.join(10)
-        dispatcher.close(10)
-    elapsed = last_completed - first_add
-    return {
-        "ops_s": count / elapsed,
-        "add_seconds": adds_done - first_add,
-        "commits_per_op": commits / count,
-    }
-
-
 def run_journal_on(count: int) -> dict[str, float]:
     with temp_dir() as folder:
-        return run_dispatcher(count, os.path.join(folder, "journal.db"))
+        return run_dispatcher(count, journal=os.path.join(folder, "journal.db"))
 
 
 def run_sqlite_baseline(count: int) -> float:
@@ -227,7 +159,7 @@ def time_sqlite_executemany(count: int) -> float:
 def main() -> None:
     # warm-up: first-use imports (sqlite3, the journal), lazily built state
     run_journal_on(200)
-    run_dispatcher(200, None)
+    run_dispatcher(200)
     run_sqlite_baseline(200)
     time_add_operations(1_000, True)
     time_sqlite_executemany(1_000)
@@ -237,7 +169,7 @@ def main() -> None:
     base: list[float] = []
     for _ in range(RUNS):  # alternate, so drift hits all alike
         ours.append(run_journal_on(N))
-        off.append(run_dispatcher(N, None)["ops_s"])
+        off.append(run_dispatcher(N)["ops_s"])
         base.append(run_sqlite_baseline(N))
     ops_s = statistics.median(r["ops_s"] for r in ours)
     emit(

@@ -22,7 +22,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the annotation only: at run time this module stays stdlib only
+    from operation_dispatcher import OperationDispatcher
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -165,6 +168,20 @@ def rss_bytes() -> int | None:
     except OSError:
         return None
     return None
+
+
+def settled_rss(dispatcher: OperationDispatcher | None = None) -> int:
+    """RSS in bytes once ``dispatcher`` (if any) has delivered every event and after gc.collect().
+
+    Raises RuntimeError if the events are not delivered within 10 s or RSS is unavailable.
+    """
+    if dispatcher is not None and not dispatcher.drain_events(10):
+        raise RuntimeError("events were not delivered")
+    gc.collect()
+    rss = rss_bytes()
+    if rss is None:
+        raise RuntimeError("RSS is not available here (/proc/self/status)")
+    return rss
 
 
 def cpu_seconds() -> float:
