@@ -1,0 +1,308 @@
+"""BaseBridge: the thread, reconnect policy and health signal every hardware bridge shares.
+
+A bridge connects one device (a PLC, a microcontroller on a serial line) to an
+:class:`~operation_dispatcher.OperationDispatcher`. The base class owns the lifecycle, written
+and tested once (template method): a named background thread, a stop event that every wait
+is made on, reconnects with a bounded exponential backoff, the health signal
+``<name>.online``, I/O errors logged once per change of health, and counters. A subclass only
+fills in the I/O hooks:
+
+``_connect()``
+    open the device; raise :class:`OSError` or :class:`BridgeConnectionError` when it is not
+    there. Runs on the bridge thread.
+``_poll_once()``
+    one round of I/O (read what is there, write what is queued); the base then waits
+    ``poll_interval`` seconds on the stop event and calls it again. An :class:`OSError` or
+    :class:`BridgeConnectionError` means the connection is lost. A subclass with a read loop of
+    its own may override ``_serve()`` instead, and must return once ``stopping`` is true.
+``_disconnect()``
+    close the device; called on the bridge thread after every connection ends (also after a
+    failed ``_connect()``), so it must tolerate a half-open connection and being called twice.
+``_interrupt()``
+    optional; called by :meth:`BaseBridge.stop` on the stopping thread to unblock a blocking
+    read (for example pyserial's ``cancel_read()``). Everything else stays on the bridge thread.
+``_on_event(event)``
+    optional; every dispatcher event except ``*_REQUESTED`` ones, on the dispatcher's event
+    thread. Executor bridges override it and queue commands for the bridge thread (no I/O
+    there: one client, one thread). The base subscribes on :meth:`start` only when the
+    subclass overrides it (or ``_handles_events()`` says so) and unsubscribes on :meth:`stop`.
+
+Every signal a bridge writes goes through :meth:`BaseBridge.set_signal`, which names it
+``<bridge>.<local name>`` and stamps it with the bridge's ``max_age_seconds``: when the device
+falls silent its signals go stale and no release condition stays true on old data. Without a
+``max_age_seconds`` the bridge deletes its signals when it goes offline, for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from operation_dispatcher import DispatchEvent, OperationDispatcher
+from operation_dispatcher.errors import DispatcherError, ThreadDidNotStop, ValidationError
+
+__all__ = [
+    "BaseBridge",
+    "BridgeConnectionError",
+    "BridgeError",
+    "BridgeProtocolError",
+]
+
+COUNTER_NAMES = ("reads", "errors", "reconnects", "malformed")
+
+
+class BridgeError(DispatcherError):
+    """Root of every error raised by a firmware bridge."""
+
+
+class BridgeConnectionError(BridgeError, ConnectionError):
+    """The device cannot be reached, or the connection to it was lost."""
+
+    def __init__(self, bridge: str, reason: str) -> None:
+        self.bridge = bridge
+        self.reason = reason
+        super().__init__(f"bridge {bridge!r}: {reason}")
+
+
+class BridgeProtocolError(BridgeError, ValueError):
+    """The device answered something the bridge does not understand (or refused a request)."""
+
+    def __init__(self, bridge: str, reason: str) -> None:
+        self.bridge = bridge
+        self.reason = reason
+        super().__init__(f"bridge {bridge!r}: {reason}")
+
+
+class BaseBridge:
+    """Runs one device connection on a named thread, reconnecting with bounded backoff.
+
+    :param dispatcher: the dispatcher whose signals the bridge writes (and, in executor mode,
+        whose operations it completes or fails).
+    :param name: the bridge name; its signals are ``<name>.<local name>``, its health signal
+        is ``<name>.online`` and its thread ``bridge-<kind>[<name>]``.
+    :param max_age_seconds: max age of every signal the bridge writes (None: never stale;
+        the signals are then deleted when the bridge goes offline).
+    :param reconnect_initial: the first wait after a failed or lost connection, in seconds.
+    :param reconnect_max: the backoff doubles up to this many seconds.
+    :param logger: a logger to use instead of ``firmware_bridges.<module>``.
+    """
+
+    #: short name of the bridge type, used in the thread name (``bridge-<kind>[<name>]``)
+    kind = "base"
+    #: seconds the default ``_serve()`` waits between two ``_poll_once()`` calls
+    poll_interval: float = 0.1
+
+    def __init__(
+        self,
+        dispatcher: OperationDispatcher,
+        name: str,
+        *,
+        max_age_seconds: float | None = None,
+        reconnect_initial: float = 0.1,
+        reconnect_max: float = 5.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ValidationError("name", f"must be a non-empty bridge name without spaces, got {name!r}")
+        if max_age_seconds is not None and not max_age_seconds > 0:
+            raise ValidationError("max_age_seconds", f"must be > 0 or None, got {max_age_seconds!r}")
+        if not reconnect_initial > 0:
+            raise ValidationError("reconnect_initial", f"must be > 0, got {reconnect_initial!r}")
+        if not reconnect_max >= reconnect_initial:
+            raise ValidationError(
+                "reconnect_max", f"must be >= reconnect_initial ({reconnect_initial}), got {reconnect_max!r}"
+            )
+        self.dispatcher = dispatcher
+        self.name = name
+        self.max_age_seconds = max_age_seconds
+        self.reconnect_initial = float(reconnect_initial)
+        self.reconnect_max = float(reconnect_max)
+        self.logger = logger or logging.getLogger(type(self).__module__)
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lifecycle_lock = threading.Lock()
+        self._counters_lock = threading.Lock()
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._written: set[str] = set()
+        self._online: bool | None = None  # None: no connection attempt yet
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # ================================================================ public API
+    @property
+    def thread_name(self) -> str:
+        return f"bridge-{self.kind}[{self.name}]"
+
+    @property
+    def is_running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def is_online(self) -> bool:
+        """True while the device is connected and answering."""
+        return bool(self._online)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called; read loops must return soon after."""
+        return self._stop_event.is_set()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """A copy of the counters: reads, errors, reconnects (attempts after a failure), malformed."""
+        with self._counters_lock:
+            return dict(self._counters)
+
+    def start(self) -> None:
+        """Start the bridge thread (it connects, then polls until :meth:`stop`)."""
+        with self._lifecycle_lock:
+            if self.is_running:
+                raise RuntimeError(f"{self.thread_name} is already running")
+            self._stop_event.clear()
+            if self._handles_events():
+                self._unsubscribe = self.dispatcher.subscribe(self._on_event)
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop the thread and close the device; safe to call twice.
+
+        Raises :class:`~operation_dispatcher.errors.ThreadDidNotStop` if the thread is still
+        alive after ``timeout`` seconds.
+        """
+        with self._lifecycle_lock:
+            self._stop_event.set()
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            thread = self._thread
+            if thread is None:
+                return
+            try:
+                self._interrupt()
+            except Exception:
+                self.logger.exception("%s: interrupting the device failed", self.thread_name)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+                if thread.is_alive():
+                    raise ThreadDidNotStop(thread.name, timeout)
+            self._thread = None
+
+    def __enter__(self) -> BaseBridge:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_signal(self, local_name: str, value: Any) -> None:
+        """Write ``<name>.<local_name>`` with the bridge's max age (goes stale when silent)."""
+        full = f"{self.name}.{local_name}"
+        self._written.add(full)
+        self.dispatcher.signals.set(full, value, max_age_seconds=self.max_age_seconds)
+
+    def __repr__(self) -> str:
+        state = "online" if self._online else "offline"
+        return f"<{type(self).__name__} {self.name!r} {state} running={self.is_running}>"
+
+    # ================================================================ hooks
+    def _connect(self) -> None:
+        """Open the device (bridge thread); raise OSError/BridgeConnectionError if it is absent."""
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        """Close the device (bridge thread); tolerate a half-open connection and repeated calls."""
+
+    def _poll_once(self) -> None:
+        """One round of I/O; raise OSError/BridgeConnectionError when the connection is lost."""
+        raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        """Unblock a blocking read; called by :meth:`stop` on the stopping thread."""
+
+    def _on_event(self, event: DispatchEvent) -> None:
+        """A dispatcher event (event thread): queue work for the bridge thread, do no I/O here."""
+
+    def _handles_events(self) -> bool:
+        """Whether :meth:`start` subscribes :meth:`_on_event` to the dispatcher."""
+        return type(self)._on_event is not BaseBridge._on_event
+
+    def _serve(self) -> None:
+        """The loop of one connection: poll, refresh the health signal, wait, until stopped."""
+        while not self._stop_event.is_set():
+            self._poll_once()
+            self.set_signal("online", True)  # re-confirmed, so it too goes stale if we hang
+            if self._stop_event.wait(self.poll_interval):
+                return
+
+    # ================================================================ helpers for subclasses
+    def _count(self, counter: str, n: int = 1) -> None:
+        with self._counters_lock:
+            self._counters[counter] += n
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait on the stop event; True if the bridge is stopping."""
+        return self._stop_event.wait(seconds)
+
+    # ================================================================ the thread
+    def _run(self) -> None:
+        delay = self.reconnect_initial
+        attempted = False
+        try:
+            while not self._stop_event.is_set():
+                if attempted:
+                    self._count("reconnects")
+                attempted = True
+                try:
+                    self._connect()
+                    self._went_online()
+                    delay = self.reconnect_initial
+                    self._serve()
+                except (OSError, BridgeConnectionError) as exc:
+                    self._count("errors")
+                    self._went_offline(exc)
+                except Exception as exc:  # a bug or a protocol surprise: log it, keep the bridge
+                    self._count("errors")
+                    if self._online is not False:  # once per change of health, as for I/O
+                        self.logger.exception("%s: unexpected error", self.thread_name)
+                    self._went_offline(exc, log=False)
+                finally:
+                    self._safe_disconnect()
+                if self._stop_event.wait(delay):
+                    break
+                delay = min(delay * 2, self.reconnect_max)
+        finally:
+            self._went_offline(None, log=False)
+
+    def _safe_disconnect(self) -> None:
+        try:
+            self._disconnect()
+        except Exception:
+            self.logger.debug("%s: closing the device failed", self.thread_name, exc_info=True)
+
+    def _went_online(self) -> None:
+        if self._online is not True:
+            if self._online is False:
+                self.logger.info("%s: connected again", self.thread_name)
+            else:
+                self.logger.info("%s: connected", self.thread_name)
+        self._online = True
+        self.set_signal("online", True)
+
+    def _went_offline(self, exc: BaseException | None, *, log: bool = True) -> None:
+        if log and self._online is not False:  # once per change of health, not once per retry
+            self.logger.warning(
+                "%s: device unreachable (%s); retrying every <= %s s",
+                self.thread_name, exc, self.reconnect_max,
+            )
+        elif exc is not None:
+            self.logger.debug("%s: still unreachable (%s)", self.thread_name, exc)
+        self._online = False
+        signals = self.dispatcher.signals
+        if self.max_age_seconds is None:
+            for full in list(self._written):  # no staleness to rely on: forget the old values
+                signals.delete(full)
+        signals.set(f"{self.name}.online", False)
+        self._written.add(f"{self.name}.online")

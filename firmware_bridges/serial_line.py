@@ -1,0 +1,258 @@
+"""SerialLineBridge: a microcontroller on a serial line feeds signals and executes operations.
+
+The wire format is the line protocol of :mod:`firmware_bridges.serial_protocol`. The port is
+opened with pyserial's ``serial_for_url``, so any URL works: a device path (``/dev/ttyUSB0``,
+a pseudo-terminal), ``socket://host:port``, ``loop://``, ``rfc2217://``, ``spy://`` for a
+traffic dump.
+
+Device to host: ``SIG name=value`` sets ``<bridge>.name``; ``DONE <id>`` completes and
+``ERR <id> <reason>`` fails (EXTERNAL_ERROR, ``meta_data={"reason": ...}``) the running
+operation. Host to device, when the dispatcher starts, pauses, resumes or cancels the current
+operation: ``RUN <id> <payload[command_key]>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``.
+
+Partial lines are buffered; bytes that are not UTF-8, lines over ``max_line`` bytes, unknown
+messages and bad checksums are counted (``counters["malformed"]``) and logged, never fatal.
+A DONE/ERR the dispatcher refuses (not the current operation) and a NAK count as
+``counters["rejected"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
+from operation_dispatcher.errors import DispatcherError, ValidationError
+
+from . import serial_protocol as proto
+from .base import BaseBridge, BridgeConnectionError
+
+try:
+    import serial
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "SerialLineBridge requires pyserial: pip install 'operation-dispatcher[serial]'"
+    ) from exc
+
+__all__ = ["SerialLineBridge"]
+
+_FINISHED = (EventType.OPERATION_COMPLETED, EventType.OPERATION_FAILED, EventType.OPERATION_CANCELLED)
+
+
+class SerialLineBridge(BaseBridge):
+    """A device speaking the serial line protocol, as signals and as an operation executor.
+
+    :param dispatcher: the dispatcher to feed and whose operations the device runs.
+    :param name: the bridge name (signals ``<name>.<signal>``, health ``<name>.online``).
+    :param url: a pyserial URL or device path.
+    :param baudrate: for real serial ports (ignored by ``socket://`` and ``loop://``).
+    :param max_line: longest accepted line in bytes, terminator excluded.
+    :param checksum: expect and send the ``*XX`` XOR checksum on every line.
+    :param max_age_seconds: max age of the signals written (see :class:`BaseBridge`).
+    :param command_key: the payload key whose value is sent in ``RUN <id> <command>``.
+    :param terminator: the line terminator (default ``"\\n"``).
+    :param executor: send RUN/PAUSE/RESUME/CANCEL for the dispatcher's operations.
+    """
+
+    kind = "serial"
+
+    def __init__(
+        self,
+        dispatcher: OperationDispatcher,
+        name: str,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        max_line: int = proto.DEFAULT_MAX_LINE,
+        checksum: bool = False,
+        max_age_seconds: float | None = None,
+        command_key: str = "command",
+        terminator: str = proto.DEFAULT_TERMINATOR,
+        executor: bool = True,
+        reconnect_initial: float = 0.1,
+        reconnect_max: float = 5.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        super().__init__(
+            dispatcher, name, max_age_seconds=max_age_seconds,
+            reconnect_initial=reconnect_initial, reconnect_max=reconnect_max, logger=logger,
+        )
+        if not isinstance(url, str) or not url:
+            raise ValidationError("url", f"must be a pyserial URL or device path, got {url!r}")
+        if not isinstance(max_line, int) or max_line < 1:
+            raise ValidationError("max_line", f"must be an int >= 1, got {max_line!r}")
+        if not terminator:
+            raise ValidationError("terminator", "must not be empty")
+        self.url = url
+        self.baudrate = baudrate
+        self.max_line = max_line
+        self.use_checksum = checksum
+        self.command_key = command_key
+        self.terminator = terminator
+        self.executor = executor
+        self._counters.setdefault("rejected", 0)
+        self._framer = proto.LineFramer(terminator, max_line)
+        self._write_lock = threading.Lock()  # also guards _port against a concurrent close
+        self._port: Any = None
+        self._running_id: str | None = None  # the operation the device was told to RUN
+
+    @property
+    def thread_name(self) -> str:
+        return f"bridge-{self.kind}[{self.url}]"
+
+    # ================================================================ hooks
+    def _connect(self) -> None:
+        try:
+            port = serial.serial_for_url(
+                self.url, baudrate=self.baudrate, timeout=0.1, write_timeout=1.0
+            )
+        except serial.SerialException as exc:
+            raise BridgeConnectionError(self.name, f"cannot open {self.url!r}: {exc}") from exc
+        self._framer.reset()
+        with self._write_lock:
+            self._port = port
+
+    def _disconnect(self) -> None:
+        with self._write_lock:
+            port, self._port = self._port, None
+        if port is not None:
+            port.close()
+
+    def _interrupt(self) -> None:
+        port = self._port
+        cancel = getattr(port, "cancel_read", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # the port may be closing under us; stop() must go on
+                self.logger.debug("%s: cancel_read failed", self.thread_name, exc_info=True)
+
+    def _serve(self) -> None:
+        port = self._port
+        while not self.stopping:
+            try:
+                data = port.read(1)  # blocks <= 0.1 s, returns at the first byte
+                if data:
+                    waiting = port.in_waiting
+                    while waiting:
+                        data += port.read(waiting)
+                        waiting = port.in_waiting
+            except serial.SerialException as exc:
+                raise BridgeConnectionError(self.name, f"read from {self.url!r} failed: {exc}") from exc
+            if data:
+                self._count("reads")
+                for line in self._framer.feed(data):
+                    self._handle(line)
+            self.set_signal("online", True)
+
+    def _poll_once(self) -> None:  # _serve() replaces the poll loop
+        raise NotImplementedError
+
+    # ================================================================ device -> host
+    def _malformed(self, line: Any, reason: str) -> None:
+        self._count("malformed")
+        self.logger.warning("%s: dropped malformed line %r: %s", self.thread_name, line, reason)
+
+    def _rejected(self, message: str) -> None:
+        self._count("rejected")
+        self.logger.warning("%s: %s", self.thread_name, message)
+
+    def _handle(self, line: bytes | proto.Overlong) -> None:
+        if isinstance(line, proto.Overlong):
+            self._malformed(f"<{line.length} bytes>", f"longer than max_line={self.max_line}")
+            return
+        try:
+            msg = proto.parse_device_line(line, use_checksum=self.use_checksum)
+        except proto.MalformedLine as exc:
+            self._malformed(line, exc.reason)
+            return
+        if msg.kind == "SIG":
+            try:
+                self.set_signal(msg.name, msg.value)
+            except DispatcherError as exc:
+                self._malformed(line, str(exc))
+        elif msg.kind == "DONE":
+            self._finish(msg.operation_id, None)
+        elif msg.kind == "ERR":
+            self._finish(msg.operation_id, msg.reason or "")
+        elif msg.kind == "NAK":
+            self._rejected("the device refused the last command (NAK)")
+        else:
+            self.logger.debug("%s: ACK", self.thread_name)
+
+    def _finish(self, operation_id: str, reason: str | None) -> None:
+        try:
+            if reason is None:
+                self.dispatcher.complete_operation(operation_id, meta_data={"bridge": self.name})
+            else:
+                self.dispatcher.fail_operation(
+                    operation_id, TerminationReason.EXTERNAL_ERROR,
+                    meta_data={"bridge": self.name, "reason": reason},
+                )
+        except DispatcherError as exc:
+            word = "DONE" if reason is None else "ERR"
+            self._rejected(f"{word} {operation_id} refused by the dispatcher: {exc}")
+
+    # ================================================================ host -> device
+    def _handles_events(self) -> bool:
+        return self.executor
+
+    def send(self, body: str) -> None:
+        """Write one protocol line (checksum and terminator added); raises OSError if offline."""
+        raw = proto.encode_line(body, terminator=self.terminator, use_checksum=self.use_checksum)
+        with self._write_lock:
+            if self._port is None:
+                raise BridgeConnectionError(self.name, f"{self.url!r} is not connected")
+            try:
+                self._port.write(raw)
+                self._port.flush()
+            except serial.SerialException as exc:
+                raise BridgeConnectionError(self.name, f"write to {self.url!r} failed: {exc}") from exc
+
+    def _command_of(self, operation_id: Any) -> str:
+        op = self.dispatcher.get_operation(operation_id)
+        payload = op.payload if op is not None else None
+        if not isinstance(payload, dict) or self.command_key not in payload:
+            raise ValueError(f"the payload has no {self.command_key!r} key")
+        command = payload[self.command_key]
+        return command if isinstance(command, str) else json.dumps(command, separators=(",", ":"))
+
+    def _on_event(self, event: DispatchEvent) -> None:
+        op_id = None if event.operation_id is None else str(event.operation_id)
+        kind = event.event_type
+        try:
+            if kind is EventType.OPERATION_STARTED:
+                self._running_id = op_id
+                try:
+                    body = proto.format_run(op_id, self._command_of(op_id))
+                except ValueError as exc:
+                    self._fail_start(op_id, str(exc))
+                    return
+                self.send(body)
+            elif op_id is None or op_id != self._running_id:
+                return
+            elif kind is EventType.OPERATION_PAUSED:
+                self.send(proto.format_pause())
+            elif kind is EventType.OPERATION_RESUMED:
+                self.send(proto.format_resume())
+            elif kind in _FINISHED:
+                self._running_id = None
+                if kind is EventType.OPERATION_CANCELLED:
+                    self.send(proto.format_cancel(op_id))
+        except (OSError, BridgeConnectionError) as exc:
+            self._count("errors")
+            self.logger.warning("%s: cannot send %s: %s", self.thread_name, kind.value, exc)
+            if kind is EventType.OPERATION_STARTED:
+                self._fail_start(op_id, f"cannot send RUN: {exc}")
+
+    def _fail_start(self, op_id: str | None, reason: str) -> None:
+        self._running_id = None
+        try:
+            self.dispatcher.fail_operation(
+                op_id, TerminationReason.EXTERNAL_ERROR,
+                meta_data={"bridge": self.name, "reason": reason},
+            )
+        except DispatcherError:
+            self.logger.debug("%s: operation %s already finished", self.thread_name, op_id)

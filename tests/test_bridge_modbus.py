@@ -1,0 +1,242 @@
+"""ModbusBridge against the PLC simulator: a real pymodbus server on 127.0.0.1, no mocks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import RESOURCE, EventRecorder
+
+from firmware_bridges.base import BaseBridge, BridgeConnectionError, BridgeError
+from firmware_bridges.modbus import ModbusBridge, _batch
+from firmware_bridges.simulators.plc import PlcSimulator, free_port
+from operation_dispatcher import EventType, Operation, OperationDispatcher, TerminationReason
+from operation_dispatcher.errors import DispatcherError, ValidationError
+
+PLC = PlcSimulator
+EXECUTOR = {
+    "program_register": PLC.PROGRAM_REGISTER,
+    "start_coil": PLC.START_COIL,
+    "done_coil": PLC.DONE_COIL,
+    "error_coil": PLC.ERROR_COIL,
+    "error_code_register": PLC.ERROR_CODE_REGISTER,
+}
+READY = {"ready": {"kind": "discrete_input", "address": PLC.READY_INPUT}}
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it is truthy (bounded); return its value."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.005)
+    return result
+
+
+@pytest.fixture
+def plc() -> Iterator[PlcSimulator]:
+    simulator = PlcSimulator(cycle_time=0.05, failing_programs={99: 42})
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[Callable[..., ModbusBridge]]:
+    """``make_bridge(dispatcher, port, **kwargs)`` -> a started ModbusBridge named plc1."""
+    made: list[ModbusBridge] = []
+
+    def factory(dispatcher: OperationDispatcher, port: int, **kwargs: Any) -> ModbusBridge:
+        kwargs.setdefault("poll_interval", 0.01)
+        kwargs.setdefault("signals", READY)
+        kwargs.setdefault("timeout", 0.5)
+        bridge = ModbusBridge(dispatcher, "plc1", "127.0.0.1", port, **kwargs)
+        made.append(bridge)
+        bridge.start()
+        return bridge
+
+    yield factory
+    for bridge in made:
+        bridge.stop()
+
+
+def started(make_dispatcher: Callable[..., OperationDispatcher]) -> tuple[OperationDispatcher, EventRecorder]:
+    dispatcher = make_dispatcher()
+    recorder = EventRecorder(dispatcher)
+    dispatcher.start()
+    return dispatcher, recorder
+
+
+def test_an_operation_held_by_the_ready_bit_starts_when_it_flips(make_dispatcher, make_bridge, plc):
+    dispatcher, recorder = started(make_dispatcher)
+    bridge = make_bridge(dispatcher, plc.port)
+    wait_until(lambda: dispatcher.signals.get("plc1.ready") is not None, what="the first poll")
+    op = Operation(resource_id=RESOURCE, release_conditions={"plc1.ready": True})
+    dispatcher.add_operation(op)
+    assert dispatcher.signals.value("plc1.ready") is False
+    assert dispatcher.signals.value("plc1.online") is True
+    assert "release_condition:plc1.ready" in dispatcher.explain(op.id)["blocked_by"]
+    assert recorder.matching(EventType.OPERATION_START_REQUESTED, op.id) == []
+
+    plc.set_ready(True)
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=op.id)
+    assert bridge.is_online
+    assert bridge.counters["reads"] > 0
+    assert bridge.thread_name == "bridge-modbus[plc1]"
+    assert bridge.thread_name in {t.name for t in threading.enumerate()}
+
+
+def test_executor_completes_through_done_and_fails_through_error(make_dispatcher, make_bridge, plc):
+    dispatcher, recorder = started(make_dispatcher)
+    make_bridge(dispatcher, plc.port, executor=EXECUTOR)
+    plc.set_ready(True)
+    good = Operation(resource_id=RESOURCE, payload={"program": 7},
+                     release_conditions={"plc1.ready": True})
+    bad = Operation(resource_id=RESOURCE, payload={"program": 99},
+                    release_conditions={"plc1.ready": True})
+    dispatcher.add_operations([good, bad])
+
+    completed = recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=good.id)
+    failed = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=bad.id)
+    assert plc.programs_run == [7, 99]
+    assert completed[0].meta_data["bridge"] == "plc1"
+    assert failed[0].meta_data["plc_error_code"] == 42
+    stored = dispatcher.get_operation(bad.id)
+    assert stored.termination_reason is TerminationReason.EXTERNAL_ERROR
+    assert dispatcher.get_operation(good.id).state.value == "COMPLETED"
+
+
+def test_a_payload_without_a_program_fails_without_touching_the_plc(make_dispatcher, make_bridge, plc):
+    dispatcher, recorder = started(make_dispatcher)
+    make_bridge(dispatcher, plc.port, executor=EXECUTOR)
+    op = Operation(resource_id=RESOURCE, payload={"program": "seven"})
+    dispatcher.add_operation(op)
+    event = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)[0]
+    assert "program" in event.meta_data["error"]
+    assert plc.programs_run == []
+
+
+def test_the_dispatcher_timeout_fails_a_slow_cycle_and_the_bridge_lets_go(make_dispatcher, make_bridge):
+    with PlcSimulator(cycle_time=30.0) as slow_plc:
+        dispatcher, recorder = started(make_dispatcher)
+        bridge = make_bridge(dispatcher, slow_plc.port, executor=EXECUTOR)
+        op = Operation(resource_id=RESOURCE, payload={"program": 3}, timeout_seconds=0.2)
+        dispatcher.add_operation(op)
+        recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)
+        assert dispatcher.get_operation(op.id).termination_reason is TerminationReason.TIMEOUT
+        wait_until(lambda: bridge._active is None, what="the bridge to drop the timed-out operation")
+        bridge.stop()
+
+
+def test_registers_map_to_bits_scaled_values_and_enum_labels_in_few_requests(
+    make_dispatcher, make_bridge, plc
+):
+    dispatcher, _ = started(make_dispatcher)
+    plc.set_ready(True)
+    plc.set_temperature(253)
+    signals = {
+        "ready": {"kind": "discrete_input", "address": PLC.READY_INPUT},
+        "cycles": {"kind": "input_register", "address": PLC.CYCLES_REGISTER},
+        "temperature": {"kind": "input_register", "address": PLC.TEMPERATURE_REGISTER, "scale": 0.1},
+        "mode": {"kind": "input_register", "address": PLC.MODE_REGISTER,
+                 "enum": {"0": "idle", "1": "running", "2": "done", "3": "error"}},
+        "status_ready": {"kind": "input_register", "address": PLC.STATUS_REGISTER, "bit": 0},
+        "status_busy": {"kind": "input_register", "address": PLC.STATUS_REGISTER, "bit": 1},
+        "start": {"kind": "coil", "address": PLC.START_COIL},
+        "program": {"kind": "holding_register", "address": PLC.PROGRAM_REGISTER},
+    }
+    bridge = make_bridge(dispatcher, plc.port, signals=signals)
+    assert bridge.requests_per_poll == 4  # one per kind: the input registers 0..3 are one request
+    board = dispatcher.signals
+    wait_until(lambda: board.get("plc1.program") is not None, what="the first poll")
+    assert board.value("plc1.temperature") == pytest.approx(25.3)
+    assert board.value("plc1.mode") == "idle"
+    assert board.value("plc1.status_ready") is True
+    assert board.value("plc1.status_busy") is False
+    assert board.value("plc1.ready") is True
+    assert board.value("plc1.start") is False
+    assert board.get("plc1.temperature").max_age_seconds == bridge.max_age_seconds
+
+
+def test_contiguous_addresses_are_batched_per_kind():
+    wanted = {"coil": {0, 1, 2, 5}, "holding_register": {10, 11, 300}, "input_register": set()}
+    assert _batch(wanted) == [
+        ("coil", 0, 3), ("coil", 5, 1), ("holding_register", 10, 2), ("holding_register", 300, 1),
+    ]
+    assert _batch({"holding_register": set(range(0, 130))}) == [
+        ("holding_register", 0, 125), ("holding_register", 125, 5),
+    ]
+
+
+def test_an_outage_stales_the_signals_and_holds_dispatching_until_the_plc_returns(
+    make_dispatcher, make_bridge, plc, caplog
+):
+    caplog.set_level(logging.INFO, logger="firmware_bridges")
+    dispatcher, recorder = started(make_dispatcher)
+    bridge = make_bridge(
+        dispatcher, plc.port, executor=EXECUTOR, max_age_seconds=0.2,
+        reconnect_initial=0.02, reconnect_max=0.05,
+    )
+    plc.set_ready(True)
+    first = Operation(resource_id=RESOURCE, payload={"program": 1},
+                      release_conditions={"plc1.ready": True})
+    dispatcher.add_operation(first)
+    recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=first.id)
+
+    plc.stop()
+    board = dispatcher.signals
+    wait_until(lambda: board.value("plc1.online") is False, what="plc1.online to fall")
+    wait_until(lambda: board.get("plc1.ready").is_stale(), what="plc1.ready to go stale")
+    assert not board.holds("plc1.ready", True)
+    assert not bridge.is_online
+
+    second = Operation(resource_id=RESOURCE, payload={"program": 2},
+                       release_conditions={"plc1.ready": True})
+    dispatcher.add_operation(second)
+    retries = bridge.counters["reconnects"]
+    wait_until(lambda: bridge.counters["reconnects"] >= retries + 3, what="three more reconnects")
+    assert recorder.matching(EventType.OPERATION_START_REQUESTED, second.id) == []
+    assert "release_condition:plc1.ready" in dispatcher.explain(second.id)["blocked_by"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "plc1" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once per change of health
+
+    plc.start()  # same port
+    recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=second.id)
+    assert board.value("plc1.online") is True
+    assert plc.programs_run == [1, 2]  # the restarted PLC kept its state
+    counters = bridge.counters
+    assert counters["errors"] >= 1 and counters["reconnects"] >= 3
+    assert any("connected again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bridge_without_a_plc_keeps_retrying_and_stops_promptly(make_dispatcher):
+    dispatcher = make_dispatcher()
+    bridge = ModbusBridge(dispatcher, "plc1", "127.0.0.1", free_port(), signals=READY,
+                          reconnect_initial=0.01, reconnect_max=0.02, timeout=0.2)
+    with bridge:
+        wait_until(lambda: bridge.counters["reconnects"] >= 2, what="reconnect attempts")
+        assert dispatcher.signals.value("plc1.online") is False
+        begun = time.monotonic()
+    assert time.monotonic() - begun < 1.0
+    assert not bridge.is_running
+    bridge.stop()  # twice is fine
+
+
+def test_configuration_errors_name_the_field(make_dispatcher):
+    dispatcher = make_dispatcher()
+    with pytest.raises(ValidationError, match="signals.x.kind"):
+        ModbusBridge(dispatcher, "plc1", "127.0.0.1", 502, signals={"x": {"kind": "coils", "address": 0}})
+    with pytest.raises(ValidationError, match="bit and scale apply to registers"):
+        ModbusBridge(dispatcher, "plc1", "127.0.0.1", 502,
+                     signals={"x": {"kind": "coil", "address": 0, "bit": 1}})
+    with pytest.raises(ValidationError, match="needs"):
+        ModbusBridge(dispatcher, "plc1", "127.0.0.1", 502, executor={"start_coil": 0})
+    with pytest.raises(ValidationError, match="name"):
+        ModbusBridge(dispatcher, "plc 1", "127.0.0.1", 502)
+    assert issubclass(BridgeConnectionError, BridgeError)
+    assert issubclass(BridgeError, DispatcherError)
+    assert issubclass(ModbusBridge, BaseBridge)

@@ -1,0 +1,341 @@
+"""SerialLineBridge against real peers: the simulator on a TCP socket, and a pseudo-terminal.
+
+No mocks: pyserial opens ``socket://127.0.0.1:PORT`` (the simulator) or the slave side of an
+``os.openpty()`` pair whose master the test reads and writes. Every wait is on an event, a
+signal or a line, never on time.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import EventRecorder
+
+from firmware_bridges import serial_protocol as proto
+from firmware_bridges.serial_line import SerialLineBridge
+from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
+from operation_dispatcher import (
+    EventType,
+    ExecutionState,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+)
+
+R = "robot-1"
+STARTED = EventType.OPERATION_STARTED
+COMPLETED = EventType.OPERATION_COMPLETED
+FAILED = EventType.OPERATION_FAILED
+
+
+def op(**kwargs: Any) -> Operation:
+    kwargs.setdefault("payload", {"command": "weld seam=3"})
+    return Operation(resource_id=R, **kwargs)
+
+
+def wait_signal(d: OperationDispatcher, name: str, value: Any, timeout: float = 5.0) -> None:
+    """Block until the dispatcher's signal ``name`` holds ``value`` (woken by the board)."""
+    cond = threading.Condition()
+
+    def wake(_signal: Any) -> None:
+        with cond:
+            cond.notify_all()
+
+    unsubscribe = d.signals.subscribe(wake)
+    deadline = time.monotonic() + timeout
+    try:
+        with cond:
+            while not d.signals.holds(name, value):
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"{name} never became {value!r}: {d.signals.get(name)}"
+                cond.wait(remaining)
+    finally:
+        unsubscribe()
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., SerialDeviceSimulator]]:
+    made: list[SerialDeviceSimulator] = []
+
+    def factory(**kwargs: Any) -> SerialDeviceSimulator:
+        sim = SerialDeviceSimulator(**kwargs)
+        sim.listen_tcp()
+        made.append(sim.start())
+        return sim
+
+    yield factory
+    for sim in made:
+        sim.stop()
+
+
+@pytest.fixture
+def make_bridge(make_dispatcher) -> Iterator[Callable[..., tuple[OperationDispatcher, SerialLineBridge]]]:
+    """``make_bridge(url, **kwargs)`` -> (started dispatcher, connected bridge named dev1).
+
+    An operation started while the device is offline fails at once (nothing can run it), so
+    every test waits for ``dev1.online`` before adding work; real setups put
+    ``{"dev1.online": true}`` in the release conditions.
+    """
+    made: list[SerialLineBridge] = []
+
+    def factory(url: str, dispatcher: OperationDispatcher | None = None, **kwargs: Any):
+        d = dispatcher or make_dispatcher()
+        if not d.is_running:
+            d.start()
+        kwargs.setdefault("reconnect_initial", 0.05)
+        bridge = SerialLineBridge(d, "dev1", url, **kwargs)
+        made.append(bridge)
+        bridge.start()
+        wait_signal(d, "dev1.online", True)  # connected: operations may start now
+        return d, bridge
+
+    yield factory
+    for bridge in made:
+        bridge.stop()
+
+
+class Pty:
+    """A raw pseudo-terminal pair: the bridge opens ``path``, the test is the device."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self._framer = proto.LineFramer()
+        self._lines: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def read_line(self, timeout: float = 5.0) -> bytes:
+        """The next line the bridge wrote (select with a deadline: waits for bytes, not time)."""
+        deadline = time.monotonic() + timeout
+        while not self._lines:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "the bridge wrote no line"
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                self._lines.extend(self._framer.feed(os.read(self.master, 4096)))
+        return self._lines.pop(0)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[Pty]:
+    pair = Pty()
+    yield pair
+    pair.close()
+
+
+def run_ids(sim: SerialDeviceSimulator) -> list[tuple[str | None, str | None]]:
+    return [(m.operation_id, m.command) for m in sim.received if m.kind == "RUN"]
+
+
+# ------------------------------------------------------------------------------ socket:// peer
+
+
+def test_sig_line_releases_a_held_operation_and_run_is_written(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    sim.wait_connected()
+    held = d.add_operation(op(release_conditions={"dev1.ready": True}))
+    assert d.get_operation(held.id).state is ExecutionState.QUEUED
+
+    sim.send_signal("ready", True)
+    rec.wait_for(STARTED, operation_id=held.id)
+    sim.wait_until(lambda s: run_ids(s) == [(str(held.id), "weld seam=3")])
+    assert bridge.thread_name == f"bridge-serial[{sim.url}]"
+
+
+def test_done_completes_and_err_fails_the_running_operation(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    first, second = d.add_operations([op(priority=9), op(priority=1, payload={"command": 7})])
+
+    sim.wait_until(lambda s: len(run_ids(s)) == 1)
+    sim.send_done(first.id)
+    rec.wait_for(COMPLETED, operation_id=first.id)
+
+    sim.wait_until(lambda s: len(run_ids(s)) == 2)
+    assert run_ids(sim)[1] == (str(second.id), "7")  # a non-string command is sent as JSON
+    sim.send_error(second.id, "E42 nozzle blocked")
+    failed = rec.wait_for(FAILED, operation_id=second.id)[0]
+    assert failed.meta_data["reason"] == "E42 nozzle blocked"
+    stored = d.get_operation(second.id)
+    assert stored.termination_reason is TerminationReason.EXTERNAL_ERROR
+    assert d.get_operation(first.id).state is ExecutionState.COMPLETED
+
+
+def test_simulator_answers_run_with_done_or_err(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=0.01, fail_commands={"jam": "motor stalled"})
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    ok, bad = d.add_operations([op(priority=9), op(priority=1, payload={"command": "jam"})])
+    rec.wait_for(COMPLETED, operation_id=ok.id)
+    assert rec.wait_for(FAILED, operation_id=bad.id)[0].meta_data["reason"] == "motor stalled"
+
+
+def test_pause_resume_cancel_are_sent_to_the_device(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    running = d.add_operation(op())
+    rec.wait_for(STARTED, operation_id=running.id)
+    sim.wait_until(lambda s: len(run_ids(s)) == 1)
+
+    assert d.pause_operation(running.id)
+    sim.wait_until(lambda s: s.received[-1].kind == "PAUSE")
+    assert d.resume_operation(running.id)
+    sim.wait_until(lambda s: s.received[-1].kind == "RESUME")
+    assert d.cancel_operation(running.id) is not None
+    sim.wait_until(lambda s: s.received[-1] == proto.HostMessage("CANCEL", str(running.id)))
+
+
+def test_a_done_for_another_operation_is_rejected_not_fatal(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url)
+    sim.wait_connected()
+    sim.send_done("0b6e3f4c-2a7d-4a37-9a8e-5b8f6b1b2c3d")
+    sim.send_done("not-a-uuid")
+    sim.send_signal("after", 1)
+    wait_signal(d, "dev1.after", 1)
+    assert bridge.counters["rejected"] == 2
+    assert bridge.counters["malformed"] == 0
+
+
+def test_the_device_going_away_takes_its_signals_and_health_with_it(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=None, signals={"ready": True}, repeat_seconds=0.05)
+    d, bridge = make_bridge(sim.url)
+    wait_signal(d, "dev1.ready", True)
+    held = d.add_operation(op(release_conditions={"dev1.ready": True}, dependencies=[]))
+    EventRecorder(d).wait_for(STARTED, operation_id=held.id)
+
+    sim.stop()
+    wait_signal(d, "dev1.online", False)
+    assert d.signals.get("dev1.ready") is None  # no max age: deleted when offline
+    assert bridge.counters["errors"] >= 1
+
+
+def test_without_a_command_key_the_operation_fails(make_sim, make_bridge) -> None:
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    wrong = d.add_operation(op(payload={"program": 3}))
+    failed = rec.wait_for(FAILED, operation_id=wrong.id)[0]
+    assert "command" in failed.meta_data["reason"]
+    assert run_ids(sim) == []
+
+
+# ------------------------------------------------------------------------------ pseudo-terminal
+
+
+def test_pty_sig_done_and_run(pty_pair: Pty, make_bridge) -> None:
+    d, bridge = make_bridge(pty_pair.path)
+    rec = EventRecorder(d)
+    held = d.add_operation(op(release_conditions={"dev1.ready": True}))
+
+    pty_pair.write(b"SIG ready=tr")  # a partial line is buffered until its terminator
+    pty_pair.write(b"ue\r\nSIG mode=auto\n")
+    rec.wait_for(STARTED, operation_id=held.id)
+    assert d.signals.value("dev1.mode") == "auto"
+    assert pty_pair.read_line() == f"RUN {held.id} weld seam=3".encode()
+
+    pty_pair.write(f"DONE {held.id}\n".encode())
+    rec.wait_for(COMPLETED, operation_id=held.id)
+
+
+def test_pty_garbage_overlong_and_unknown_lines_are_counted(pty_pair: Pty, make_bridge) -> None:
+    d, bridge = make_bridge(pty_pair.path, max_line=64)
+    rec = EventRecorder(d)
+
+    pty_pair.write(b"\xff\xfe\x80garbage\n")  # not UTF-8
+    pty_pair.write(b"SIG long=" + b"x" * 100)  # over the cap before its terminator...
+    pty_pair.write(b"x" * 100 + b"\n")  # ...and still dropped as one line
+    pty_pair.write(b"HELLO world\n")  # unknown message
+    pty_pair.write(b"SIG no-equals-sign\n")
+    pty_pair.write(b"\x00\x01\x02\n")  # control bytes
+    pty_pair.write(b"SIG alive=1\n")
+    wait_signal(d, "dev1.alive", 1)
+    assert bridge.counters["malformed"] == 5
+    assert d.signals.get("dev1.long") is None
+
+    work = d.add_operation(op())  # and the bridge still executes
+    assert pty_pair.read_line() == f"RUN {work.id} weld seam=3".encode()
+    pty_pair.write(f"ERR {work.id} overheated\n".encode())
+    assert rec.wait_for(FAILED, operation_id=work.id)[0].meta_data["reason"] == "overheated"
+
+
+def test_pty_checksum_mode_rejects_bad_checksums(pty_pair: Pty, make_bridge) -> None:
+    d, bridge = make_bridge(pty_pair.path, checksum=True, terminator="\r\n")
+    rec = EventRecorder(d)
+
+    pty_pair.write(b"SIG ready=true*00\r\n")  # wrong checksum
+    pty_pair.write(b"SIG ready=true\r\n")  # none at all
+    pty_pair.write(proto.encode_line("SIG other=2", terminator="\r\n", use_checksum=True))
+    wait_signal(d, "dev1.other", 2)
+    assert d.signals.get("dev1.ready") is None
+    assert bridge.counters["malformed"] == 2
+
+    work = d.add_operation(op())
+    line = pty_pair.read_line().decode()
+    assert proto.parse_host_line(line, use_checksum=True) == proto.HostMessage(
+        "RUN", str(work.id), "weld seam=3"
+    )
+    pty_pair.write(proto.encode_line(f"DONE {work.id}", terminator="\r\n", use_checksum=True))
+    rec.wait_for(COMPLETED, operation_id=work.id)
+
+
+def test_simulator_on_a_pty(make_bridge) -> None:
+    sim = SerialDeviceSimulator(run_seconds=0.01, signals={"ready": True}, repeat_seconds=0.05)
+    path = sim.open_pty()
+    sim.start()
+    try:
+        d, bridge = make_bridge(path)
+        rec = EventRecorder(d)
+        sim.send_signal("ready", True)
+        work = d.add_operation(op(release_conditions={"dev1.ready": True}))
+        rec.wait_for(COMPLETED, operation_id=work.id)
+        bridge.stop()
+    finally:
+        sim.stop()
+
+
+def test_simulator_command_line(make_bridge) -> None:
+    """``python -m firmware_bridges.simulators.serial_device`` serves a bridge until SIGINT."""
+    cmd = [
+        sys.executable, "-m", "firmware_bridges.simulators.serial_device", "--tcp-port", "0",
+        "--run-seconds", "0.01", "--signal", "ready=true", "--repeat-seconds", "0.05",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        assert banner.startswith("serial device simulator on socket://127.0.0.1:"), banner
+        url = banner.split()[4]
+        d, bridge = make_bridge(url)
+        rec = EventRecorder(d)
+        wait_signal(d, "dev1.ready", True)
+        work = d.add_operation(op())
+        rec.wait_for(COMPLETED, operation_id=work.id)
+        bridge.stop()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
