@@ -1,5 +1,6 @@
 """Bridges between real hardware (serial lines, Modbus PLCs) and an OperationDispatcher.
 
-Empty for now: the serial and Modbus bridges arrive with their own issue. The package exists so
-that its name is reserved and importable from the start.
+Each bridge runs one device connection on its own named thread (see :mod:`.base`); the modules
+that need pymodbus or pyserial are imported only when you import them (or build a bridge of
+that type from a config), so the package itself costs nothing without those extras.
 """

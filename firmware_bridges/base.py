@@ -150,6 +150,22 @@ class BaseBridge:
         return self._stop_event.is_set()
 
     @property
+    def endpoint(self) -> str:
+        """Where the device is, for people: ``tcp://host:port``, a serial URL, ..."""
+        return ""
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the API and dashboards: name, kind, endpoint, running, online, counters."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "endpoint": self.endpoint,
+            "running": self.is_running,
+            "online": self.is_online,
+            "counters": self.counters,
+        }
+
+    @property
     def counters(self) -> dict[str, int]:
         """A copy of the counters: reads, errors, reconnects (attempts after a failure), malformed."""
         with self._counters_lock:

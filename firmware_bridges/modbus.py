@@ -187,6 +187,10 @@ class ModbusBridge(BaseBridge):
         """How many Modbus requests one poll makes (contiguous addresses share one)."""
         return len(self._plan)
 
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
     # ================================================================ hooks
     def _connect(self) -> None:
         self._client = ModbusTcpClient(

@@ -99,8 +99,8 @@ class SerialLineBridge(BaseBridge):
         self._running_id: str | None = None  # the operation the device was told to RUN
 
     @property
-    def thread_name(self) -> str:
-        return f"bridge-{self.kind}[{self.url}]"
+    def endpoint(self) -> str:
+        return self.url
 
     # ================================================================ hooks
     def _connect(self) -> None:

@@ -161,7 +161,8 @@ def test_sig_line_releases_a_held_operation_and_run_is_written(make_sim, make_br
     sim.send_signal("ready", True)
     rec.wait_for(STARTED, operation_id=held.id)
     sim.wait_until(lambda s: run_ids(s) == [(str(held.id), "weld seam=3")])
-    assert bridge.thread_name == f"bridge-serial[{sim.url}]"
+    assert bridge.thread_name == f"bridge-serial[{bridge.name}]"
+    assert bridge.status()["endpoint"] == sim.url
 
 
 def test_done_completes_and_err_fails_the_running_operation(make_sim, make_bridge) -> None:
