@@ -20,14 +20,15 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
-# The demo needs only the api extra: a simulated machine behind the REST API on
-# http://127.0.0.1:8080 (Swagger UI: /apidocs, live events: /events/stream). Ctrl-C stops it.
-$(VENV)/.api-installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e '.[api]'
+# The demo needs the api and modbus extras: the REST API on http://127.0.0.1:8080 (Swagger UI:
+# /apidocs, live events: /events/stream) and a Modbus bridge to a simulated PLC on
+# 127.0.0.1:5020 that runs the operations. Ctrl-C stops it.
+$(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[api,modbus]'
 	touch $@
 
-demo: $(VENV)/.api-installed
-	$(VENV)/bin/operation-dispatcher serve --demo --host 127.0.0.1 --port 8080
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples

@@ -48,6 +48,7 @@ __all__ = [
     "BridgeConnectionError",
     "BridgeError",
     "BridgeProtocolError",
+    "check_seconds",
 ]
 
 COUNTER_NAMES = ("reads", "errors", "reconnects", "malformed")
@@ -73,6 +74,18 @@ class BridgeProtocolError(BridgeError, ValueError):
         self.bridge = bridge
         self.reason = reason
         super().__init__(f"bridge {bridge!r}: {reason}")
+
+
+def check_seconds(field: str, value: Any, *, optional: bool = False) -> None:
+    """Raise ValidationError(field, ...) unless ``value`` is a finite number of seconds > 0.
+
+    Bridges are built from TOML tables, so a string or a bool must be named, not crash later.
+    """
+    if value is None and optional:
+        return
+    if type(value) not in (int, float) or not 0 < value < 1e9:
+        none = " or None" if optional else ""
+        raise ValidationError(field, f"must be a number of seconds > 0{none}, got {value!r}")
 
 
 class BaseBridge:
@@ -106,10 +119,9 @@ class BaseBridge:
     ) -> None:
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise ValidationError("name", f"must be a non-empty bridge name without spaces, got {name!r}")
-        if max_age_seconds is not None and not max_age_seconds > 0:
-            raise ValidationError("max_age_seconds", f"must be > 0 or None, got {max_age_seconds!r}")
-        if not reconnect_initial > 0:
-            raise ValidationError("reconnect_initial", f"must be > 0, got {reconnect_initial!r}")
+        check_seconds("max_age_seconds", max_age_seconds, optional=True)
+        check_seconds("reconnect_initial", reconnect_initial)
+        check_seconds("reconnect_max", reconnect_max)
         if not reconnect_max >= reconnect_initial:
             raise ValidationError(
                 "reconnect_max", f"must be >= reconnect_initial ({reconnect_initial}), got {reconnect_max!r}"

@@ -81,10 +81,17 @@ class SerialLineBridge(BaseBridge):
         )
         if not isinstance(url, str) or not url:
             raise ValidationError("url", f"must be a pyserial URL or device path, got {url!r}")
-        if not isinstance(max_line, int) or max_line < 1:
-            raise ValidationError("max_line", f"must be an int >= 1, got {max_line!r}")
-        if not terminator:
-            raise ValidationError("terminator", "must not be empty")
+        if type(baudrate) is not int or baudrate < 1:
+            raise ValidationError("baudrate", f"must be an integer > 0, got {baudrate!r}")
+        if type(max_line) is not int or max_line < 1:
+            raise ValidationError("max_line", f"must be an integer >= 1, got {max_line!r}")
+        if not isinstance(terminator, str) or not terminator:
+            raise ValidationError("terminator", f"must be a non-empty string, got {terminator!r}")
+        if not isinstance(command_key, str) or not command_key:
+            raise ValidationError("command_key", f"must be a non-empty string, got {command_key!r}")
+        for flag, value in (("checksum", checksum), ("executor", executor)):
+            if type(value) is not bool:
+                raise ValidationError(flag, f"must be true or false, got {value!r}")
         self.url = url
         self.baudrate = baudrate
         self.max_line = max_line

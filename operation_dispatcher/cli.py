@@ -4,11 +4,13 @@
                                [--journal PATH|:memory:] [--token T] [--demo]
     operation-dispatcher check-config FILE
 
-``serve`` runs one dispatcher and its REST API (waitress) until SIGINT or SIGTERM, then stops the
-server, the dispatcher and the journal, and exits 0. Command-line options win over the config
+``serve`` runs one dispatcher, its hardware bridges (``[[bridges]]`` of the config) and its REST
+API (waitress) until SIGINT or SIGTERM, then stops the server, the bridges, the dispatcher and
+the journal, and exits 0. Command-line options win over the config
 file; the token may also come from ``OPERATION_DISPATCHER_TOKEN``. ``--demo`` attaches a
 simulated machine and feeds it a trickle of operations, approved by a simulated operator (with
-an occasional denial), so the API shows live traffic.
+an occasional denial), so the API shows live traffic; with a Modbus executor bridge on a
+loopback address in the config, the demo simulates that PLC (see :mod:`.demo`).
 """
 
 from __future__ import annotations
@@ -16,18 +18,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import queue
-import random
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .approvals import PENDING
 from .config import Config, ConfigError, load_config
-from .errors import DispatcherError, RequestClosed, UnknownRequest
-from .models import DispatchEvent, EventType, Operation
+from .demo import DemoMachine
+from .errors import DispatcherError
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
@@ -35,101 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROG = "operation-dispatcher"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-# ------------------------------------------------------------------------------ the demo
-
-
-class DemoMachine:
-    """A simulated machine, a trickle of operations and an operator who approves them.
-
-    Start requests are left PENDING and answered by the "operator" thread a moment later (so
-    ``GET /requests`` shows them and you may answer first); every ``deny_every``-th one is
-    denied, which shows the denial, its cooldown and the retry. Cancel, pause and resume are
-    approved at once.
-    """
-
-    TASKS = (("pick", 2.0), ("place", 1.5), ("inspect", 3.0), ("weld", 4.0), ("polish", 2.5))
-    SIGNAL = "demo.door_closed"
-
-    def __init__(
-        self, *, interval: float = 2.0, answer_after: float = 0.8, deny_every: int = 7,
-        max_queued: int = 8, seed: int | None = None,
-    ) -> None:
-        self.interval = interval
-        self.answer_after = answer_after
-        self.deny_every = deny_every
-        self.max_queued = max_queued
-        self._rng = random.Random(seed)
-        self._stop = threading.Event()
-        self._requests: queue.Queue[Any] = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._runner: Any = None
-        self._asked = 0
-
-    def on_request(self, event: DispatchEvent) -> Any:
-        """The dispatcher's request callback."""
-        if event.event_type is EventType.OPERATION_START_REQUESTED:
-            self._requests.put(event.id)
-            return PENDING
-        return True
-
-    def start(self, dispatcher: OperationDispatcher) -> None:
-        from .simulation import SimulatedOperationRunner
-
-        self._runner = SimulatedOperationRunner(dispatcher=dispatcher, name="demo-machine")
-        self._runner.start_worker()
-        for name, target in (("feeder", self._feed), ("operator", self._operate)):
-            thread = threading.Thread(
-                target=target, args=(dispatcher,), name=f"{PROG}-demo-{name}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._requests.put(None)
-        for thread in self._threads:
-            thread.join(5.0)
-        if self._runner is not None:
-            self._runner.stop()
-
-    def _feed(self, dispatcher: OperationDispatcher) -> None:
-        rng, cycle = self._rng, 0
-        dispatcher.signals.set(self.SIGNAL, True)
-        while not self._stop.is_set():
-            cycle += 1
-            if cycle % 5 == 0:  # the door opens and closes now and then
-                dispatcher.signals.set(self.SIGNAL, not dispatcher.signals.value(self.SIGNAL))
-            try:
-                if dispatcher.get_state().queue_size < self.max_queued:
-                    task, seconds = rng.choice(self.TASKS)
-                    dispatcher.add_operation(Operation(
-                        resource_id=dispatcher.resource_id,
-                        job_id=f"demo-{cycle}",
-                        payload={"task": task, "part": rng.randint(100, 999)},
-                        priority=rng.randint(0, 5),
-                        planned_duration=round(seconds * rng.uniform(0.7, 1.3), 2),
-                        release_conditions={self.SIGNAL: True} if rng.random() < 0.3 else {},
-                    ))
-            except DispatcherError as exc:
-                log.warning("demo: could not add an operation: %s", exc)
-            self._stop.wait(self.interval * rng.uniform(0.5, 1.5))
-
-    def _operate(self, dispatcher: OperationDispatcher) -> None:
-        while not self._stop.is_set():
-            request_id = self._requests.get()
-            if request_id is None or self._stop.wait(self.answer_after):
-                return
-            self._asked += 1
-            deny = self.deny_every > 0 and self._asked % self.deny_every == 0
-            try:
-                if deny:
-                    dispatcher.decide(request_id, False, "demo operator: tool change, retry soon")
-                else:
-                    dispatcher.decide(request_id, True, "demo operator: go")
-            except (UnknownRequest, RequestClosed):
-                pass  # answered through the API first, or timed out
 
 
 # ------------------------------------------------------------------------------ commands
@@ -217,10 +121,17 @@ def serve(args: argparse.Namespace) -> int:
     except (DispatcherError, ValueError) as exc:
         print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
         return 2
+    try:
+        bridges = _build_bridges(dispatcher, config)
+    except (DispatcherError, ImportError) as exc:
+        print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
+        dispatcher.close()
+        return 2
     http = config.http
     app = create_app(
         dispatcher, token=http.token, max_body_bytes=http.max_body_bytes,
         heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
+        bridges=bridges,
     )
     try:
         server = ApiServer(app, http.host, http.port, threads=http.threads)
@@ -236,10 +147,13 @@ def serve(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
     try:
         dispatcher.start()
         if demo is not None:
-            demo.start(dispatcher)
+            demo.start(dispatcher, bridges)
+        for bridge in bridges:
+            bridge.start()
         server.start()
         url = server.url
         journal = kwargs["journal"] or "none (in memory)"
@@ -248,18 +162,34 @@ def serve(args: argparse.Namespace) -> int:
             f"(API docs {url}/apidocs, events {url}/events/stream, journal {journal})",
             flush=True,
         )
+        for bridge in bridges:
+            log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
         if http.host not in _LOOPBACK and not http.token:
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
         stop.wait()
+    except OSError as exc:  # the demo's PLC cannot listen, for one
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        status = 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.stop()
+        for bridge in bridges:
+            bridge.stop()
         if demo is not None:
             demo.stop()
         dispatcher.close(timeout=10.0)
     print(f"{PROG}: stopped", flush=True)
-    return 0
+    return status
+
+
+def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]:
+    """The bridges of the config's ``[[bridges]]`` tables (built, not started)."""
+    if not config.bridges:
+        return []
+    from firmware_bridges.config import build_bridges
+
+    return build_bridges(dispatcher, config.bridges)
 
 
 def check_config_command(args: argparse.Namespace) -> int:

@@ -28,7 +28,11 @@ Sections (every one optional)::
     max_body_bytes = 1048576
 
     [mcp]                              # reserved for the MCP server (not validated yet)
-    [[bridges]]                        # reserved for hardware bridges (not validated yet)
+
+    [[bridges]]                        # one table per hardware bridge, see firmware_bridges.config
+    type = "modbus"                    # or "serial"
+    name = "plc"                       # its signals are plc.<signal>, its health plc.online
+    host = "127.0.0.1"                 # ...every other key is an argument of the bridge class
 
 Every problem is reported with its key, all at once: ``load_config`` raises :class:`ConfigError`
 whose ``errors`` list reads like ``dispatcher.start_request_max_retries: must be an integer > 0``.
@@ -268,9 +272,13 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         errors.append("mcp: must be a table ([mcp])")
         mcp = {}
     bridges = data.get("bridges", [])
-    if not isinstance(bridges, list) or not all(isinstance(b, dict) for b in bridges):
+    if not isinstance(bridges, list):
         errors.append("bridges: must be a list of tables ([[bridges]])")
         bridges = []
+    elif bridges:
+        from firmware_bridges.config import bridge_errors  # imports only the types used
+
+        errors.extend(bridge_errors(bridges))
     if errors:
         raise ConfigError(errors, source)
     built = {

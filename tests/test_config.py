@@ -47,10 +47,13 @@ enabled = true
 
 [[bridges]]
 type = "serial"
+name = "mcu"
 url = "socket://127.0.0.1:7001"
 
 [[bridges]]
 type = "modbus"
+name = "plc"
+host = "127.0.0.1"
 """
 
 
@@ -126,12 +129,13 @@ type = "serial"
         "dispatcher.sort_rules:", "dispatcher.default_planned_duration:",
         "journal.recovery:", "http.port:", "http.heartbeat_seconds:",
         "http.max_event_streams:", "logging: unknown section",
+        "bridges[0].name: required", "bridges[0].url: required",
     ]
     for key in expected_keys:
         assert any(error.startswith(key) for error in errors), (key, errors)
     assert len(errors) == len(expected_keys)
     assert check_config(write(tmp_path, text)) == errors
-    assert "11 configuration error(s)" in str(raised.value)
+    assert "13 configuration error(s)" in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +144,7 @@ type = "serial"
         ("[dispatcher\n", "not valid TOML"),
         ("dispatcher = 3\n", "dispatcher: must be a table"),
         ("bridges = 3\n", "bridges: must be a list of tables"),
-        ("bridges = [1, 2]\n", "bridges: must be a list of tables"),
+        ("bridges = [1]\n", "bridges[0]: must be a table"),
         ("mcp = [1]\n", "mcp: must be a table"),
         ("[http]\ntoken = \"\"\n", "http.token: must be a non-empty string"),
         ("[dispatcher]\nevent_retention = 1.5\n", "dispatcher.event_retention: must be an integer"),

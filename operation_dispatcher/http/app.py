@@ -2,7 +2,7 @@
 
 One app per dispatcher (an app factory, so tests and programs can make as many as they like).
 The routes live in one blueprint per area: ``operations``, ``runtime`` (``/dispatcher``),
-``approvals`` (``/requests``), ``signals``, ``events`` (``/events/stream``), ``service``
+``approvals`` (``/requests``), ``signals``, ``bridges``, ``events`` (``/events/stream``), ``service``
 (``/health``) and ``apidocs`` (``/openapi.json``, ``/apidocs``). Two request hooks run before
 any view: the bearer-token check and the body check (size, content type, JSON).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from flask import current_app, request
@@ -20,6 +21,7 @@ from flask_openapi3 import Info, OpenAPI
 
 from .. import __version__
 from .approvals import approvals_blueprint
+from .bridges import bridges_blueprint
 from .docs import PUBLIC_ENDPOINTS, apidocs_blueprint, index_blueprint, service_blueprint
 from .errors import ApiError, register_error_handlers, validation_error_response
 from .events import EventStreams, events_blueprint
@@ -27,7 +29,7 @@ from .operations import operations_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
 from .signals import signals_blueprint
-from .state import ApiState
+from .state import ApiState, Bridge
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
@@ -58,6 +60,7 @@ def create_app(
     max_event_streams: int = 4,
     event_queue_size: int = 1000,
     stop_timeout: float = 10.0,
+    bridges: Sequence[Bridge] = (),
 ) -> OpenAPI:
     """The REST API of ``dispatcher`` as a Flask (flask-openapi3) application.
 
@@ -74,9 +77,14 @@ def create_app(
     :param event_queue_size: events buffered per stream client; a client that falls further
         behind loses events and is told how many (``event: events_dropped``).
     :param stop_timeout: seconds ``POST /dispatcher/stop`` waits for the dispatcher threads.
+    :param bridges: the hardware bridges feeding ``dispatcher``, listed with their health and
+        counters under ``/bridges`` (the app neither starts nor stops them).
     """
     if token is not None and not token:
         raise ValueError("token must be a non-empty string or None")
+    by_name = {bridge.name: bridge for bridge in bridges}
+    if len(by_name) != len(bridges):
+        raise ValueError("bridges must have distinct names")
     app = _OpenAPI(
         __name__,
         info=Info(
@@ -103,6 +111,7 @@ def create_app(
         ),
         token=token,
         max_body_bytes=max_body_bytes,
+        bridges=by_name,
     )
     app.extensions["operation_dispatcher"] = state
 
@@ -116,6 +125,7 @@ def create_app(
     app.register_api(runtime_blueprint(state))
     app.register_api(approvals_blueprint(state))
     app.register_api(signals_blueprint(state))
+    app.register_api(bridges_blueprint(state))
     app.register_api(events_blueprint(state))
     app.register_blueprint(apidocs_blueprint(f"operation-dispatcher ({dispatcher.resource_id})"))
     return app

@@ -149,6 +149,11 @@ class SignalPath(RequestModel):
     error_code: ClassVar[str] = "invalid_signal_name"
 
 
+class BridgePath(RequestModel):
+    name: SignalName = Field(description="the bridge's name, e.g. plc")
+    error_code: ClassVar[str] = "invalid_bridge_name"
+
+
 ListableState = Literal["QUEUED", "RUNNING", "PAUSED"]
 VALID_LIST_STATES = sorted(ListableState.__args__)  # type: ignore[attr-defined]
 
@@ -528,6 +533,28 @@ class SignalList(RootModel[list[Signal]]):
     pass
 
 
+class BridgeCounters(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a bridge kind may count more (serial: rejected)
+
+    reads: int = Field(description="successful reads (Modbus requests, serial lines)")
+    errors: int = Field(description="lost or failed connections, and I/O errors")
+    reconnects: int = Field(description="connection attempts after a failure")
+    malformed: int = Field(description="answers or lines that could not be understood")
+
+
+class BridgeStatus(ResponseModel):
+    name: str = Field(description="the prefix of its signals (<name>.<signal>, <name>.online)")
+    kind: str = Field(description="modbus or serial")
+    endpoint: str = Field(description="where the device is: tcp://host:port, a serial URL, ...")
+    running: bool = Field(description="the bridge thread is alive")
+    online: bool = Field(description="the device is connected and answering")
+    counters: BridgeCounters
+
+
+class BridgeList(RootModel[list[BridgeStatus]]):
+    pass
+
+
 class PendingRequest(ResponseModel):
     request_id: UUID
     event_type: EventType
@@ -628,7 +655,7 @@ def describe_error(field: str, error: dict[str, Any]) -> str:
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     cls.__name__: cls
     for cls in (
-        OperationPath, RequestPath, SignalPath, ListOperationsQuery, HistoryQuery,
+        OperationPath, RequestPath, SignalPath, BridgePath, ListOperationsQuery, HistoryQuery,
         EventStreamQuery, AddOperationItem, AddOperationItems, UpdateOperationItem,
         LifecycleCommand, CancelOperationCommand, DecisionBody, SignalUpdate,
     )

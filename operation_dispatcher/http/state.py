@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
     from .events import EventStreams
     from .runtime import RuntimeControl
+
+
+class Bridge(Protocol):
+    """What the API needs of a hardware bridge (``firmware_bridges.base.BaseBridge`` has it)."""
+
+    name: str
+
+    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass(eq=False)
@@ -24,6 +32,7 @@ class ApiState:
     streams: EventStreams
     token: str | None = None
     max_body_bytes: int = 1024 * 1024
+    bridges: Mapping[str, Bridge] = field(default_factory=dict)
 
     def close(self) -> None:
         """End every open event stream (the server is going away)."""
@@ -68,4 +77,4 @@ def body_error_code(code: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return mark
 
 
-__all__ = ["ApiState", "api_state", "body_error_code", "json_response"]
+__all__ = ["ApiState", "Bridge", "api_state", "body_error_code", "json_response"]
