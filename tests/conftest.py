@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,3 +218,23 @@ def make_api(
     yield factory
     for api in reversed(made):
         api.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``serve(*args, env=None)`` -> a :class:`served.Served` server in ``tmp_path``; killed
+    at teardown if a test left it running."""
+    from served import Served
+
+    started: list[Served] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> Served:
+        served = Served(list(args), tmp_path, env)
+        started.append(served)
+        return served
+
+    yield factory
+    for served in started:
+        if served.proc.poll() is None:  # a test failed half-way: do not leave it running
+            served.proc.kill()
+            served.proc.communicate(timeout=30)

@@ -7,82 +7,18 @@ that a failing test left behind.
 
 from __future__ import annotations
 
-import os
-import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
+from served import Served
 
 from operation_dispatcher.cli import main
-
-STARTUP_SECONDS = 30
-
-
-class Served:
-    """``python -m operation_dispatcher serve --port 0 ...`` running in ``cwd``."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-        environment = {k: v for k, v in os.environ.items() if k != "OPERATION_DISPATCHER_TOKEN"}
-        environment.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "operation_dispatcher", "serve", "--port", "0",
-             "--log-level", "WARNING", *args],
-            cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.first_line = self._read_line(STARTUP_SECONDS)
-        assert "serving" in self.first_line, (self.first_line, self._rest())
-        self.url = self.first_line.split(" on ", 1)[1].split()[0]
-        self.session = requests.Session()
-
-    def _read_line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                return ""
-        return self.proc.stdout.readline()
-
-    def _rest(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stderr.read() if self.proc.stderr else ""
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.get(self.url + path, timeout=30, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.post(self.url + path, timeout=30, **kwargs)
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
-        """Send ``sig``; the exit status and the rest of stdout and stderr."""
-        self.session.close()
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, err
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
-
-    def factory(*args: str, env: dict[str, str] | None = None) -> Served:
-        served = Served(list(args), tmp_path, env)
-        started.append(served)
-        return served
-
-    yield factory
-    for served in started:
-        if served.proc.poll() is None:  # a test failed half-way: do not leave it running
-            served.proc.kill()
-            served.proc.communicate(timeout=30)
 
 
 def test_serve_add_sigterm(serve: Callable[..., Served], tmp_path: Path) -> None:

@@ -180,10 +180,19 @@ class SerialDeviceSimulator:
         self.send_line(proto.format_signal(name, value))
 
     def send_done(self, operation_id: Any) -> None:
+        """Report the job done by hand (also ends it here, so the next RUN is accepted)."""
+        self._end_job(operation_id)
         self.send_line(proto.format_done(operation_id))
 
     def send_error(self, operation_id: Any, reason: str) -> None:
+        """Report the job failed by hand (also ends it here, so the next RUN is accepted)."""
+        self._end_job(operation_id)
         self.send_line(proto.format_error(operation_id, reason))
+
+    def _end_job(self, operation_id: Any) -> None:
+        job = self._job
+        if job is not None and str(job["id"]) == str(operation_id):
+            self._job = None
 
     # ================================================================ the thread
     def _close_client(self) -> None:

@@ -1,0 +1,58 @@
+"""``operation-dispatcher serve`` in a subprocess, for the CLI tests (see the ``serve`` fixture)."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+
+STARTUP_SECONDS = 30
+
+
+class Served:
+    """``python -m operation_dispatcher serve --port 0 ...`` running in ``cwd``."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        environment = {k: v for k, v in os.environ.items() if k != "OPERATION_DISPATCHER_TOKEN"}
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "operation_dispatcher", "serve", "--port", "0",
+             "--log-level", "WARNING", *args],
+            cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.first_line = self._read_line(STARTUP_SECONDS)
+        assert "serving" in self.first_line, (self.first_line, self._rest())
+        self.url = self.first_line.split(" on ", 1)[1].split()[0]
+        self.session = requests.Session()
+
+    def _read_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return ""
+        return self.proc.stdout.readline()
+
+    def _rest(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url + path, timeout=30, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        """Send ``sig``; the exit status and the rest of stdout and stderr."""
+        self.session.close()
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err

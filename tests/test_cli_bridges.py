@@ -1,0 +1,141 @@
+"""End to end: ``operation-dispatcher serve --config examples/plc.toml`` against a real PLC.
+
+The PLC is the simulator (pymodbus' own server) on a free port of 127.0.0.1; the example config
+is used as shipped, only pointed at that port. Operations added over HTTP run on the PLC
+through the Modbus bridge and finish by its done or error bit.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from served import Served
+
+from firmware_bridges.simulators.plc import PlcSimulator, free_port
+from operation_dispatcher.cli import main
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_config(tmp_path: Path, name: str, port: int) -> Path:
+    """The example config with its bridge pointed at ``port`` (everything else as shipped)."""
+    text = (EXAMPLES / name).read_text(encoding="utf-8")
+    text, replaced = re.subn(r"(?m)^port = 5020\b", f"port = {port}", text)
+    assert replaced == 1, "the example's bridge port moved: update this test"
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def completed(body: Any) -> bool:
+    return body["operation"]["state"] == "COMPLETED" and body["operation"]["outcome"] == "SUCCESS"
+
+
+def last_event(served: Served, op_id: str) -> dict[str, Any]:
+    events = served.get(f"/operations/{op_id}/events").json()
+    return events[-1] if isinstance(events, list) else events["events"][-1]
+
+
+def wait_for(served: Served, path: str, predicate: Callable[[Any], bool], timeout: float = 15.0) -> Any:
+    """GET ``path`` until ``predicate(json)`` holds; the last JSON body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = served.get(path).json()
+        if predicate(body):
+            return body
+        assert time.monotonic() < deadline, f"timed out waiting on {path}: {body}"
+        time.sleep(0.02)  # polling an HTTP resource: there is nothing to block on
+
+
+@pytest.fixture
+def plc() -> Iterator[PlcSimulator]:
+    simulator = PlcSimulator(cycle_time=0.1, failing_programs={99: 42}, ready=True)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def test_an_operation_added_over_http_runs_on_the_plc(
+    serve: Callable[..., Served], plc: PlcSimulator, tmp_path: Path
+) -> None:
+    config = example_config(tmp_path, "plc.toml", plc.port)
+    server = serve("--config", str(config), "--journal", str(tmp_path / "cell.db"))
+    bridges = wait_for(server, "/bridges", lambda body: body and body[0]["online"])
+    assert bridges[0]["name"] == "plc" and bridges[0]["endpoint"] == f"tcp://127.0.0.1:{plc.port}"
+
+    added = server.post("/operations/add", json=[
+        {"payload": {"program": 3}, "release_conditions": {"plc.ready": True}},
+    ])
+    assert added.status_code == 201, added.text
+    op_id = added.json()[0]["operation"]["id"]
+    wait_for(server, f"/operations/{op_id}", completed)
+    assert last_event(server, op_id)["meta_data"]["bridge"] == "plc"
+    assert plc.programs_run == [3]
+
+    failing = server.post("/operations/add", json=[{"payload": {"program": 99}}]).json()
+    failing_id = failing[0]["operation"]["id"]
+    failed = wait_for(server, f"/operations/{failing_id}",
+                      lambda body: body["operation"]["outcome"] == "FAILURE")
+    assert failed["operation"]["termination_reason"] == "EXTERNAL_ERROR"
+    assert last_event(server, failing_id)["meta_data"]["plc_error_code"] == 42
+
+    signals = {s["name"]: s for s in server.get("/signals").json()}
+    assert signals["plc.ready"]["value"] is True and signals["plc.mode"]["value"] in {"error", "idle"}
+    assert signals["plc.temperature"]["value"] == pytest.approx(21.5)
+    status, out, err = server.stop()
+    assert status == 0, err
+    assert "stopped" in out
+
+
+def test_an_operation_waits_for_the_ready_bit_and_a_vanished_plc_holds_it(
+    serve: Callable[..., Served], plc: PlcSimulator, tmp_path: Path
+) -> None:
+    plc.set_ready(False)
+    config = example_config(tmp_path, "plc.toml", plc.port)
+    server = serve("--config", str(config), "--journal", ":memory:")
+    wait_for(server, "/signals", lambda body: any(
+        s["name"] == "plc.ready" and s["value"] is False for s in body))
+    op_id = server.post("/operations/add", json=[
+        {"payload": {"program": 1}, "release_conditions": {"plc.ready": True}},
+    ]).json()[0]["operation"]["id"]
+    assert server.get(f"/operations/{op_id}").json()["operation"]["state"] == "QUEUED"
+
+    plc.stop()  # the PLC vanishes: its signals go stale, the bridge goes offline
+    wait_for(server, "/bridges/plc", lambda body: body["online"] is False)
+    plc.set_ready(True)
+    stale = {s["name"]: s for s in server.get("/signals").json()}
+    assert stale["plc.ready"]["stale"] or stale["plc.ready"]["value"] is False
+    assert server.get(f"/operations/{op_id}").json()["operation"]["state"] == "QUEUED"
+
+    plc.start()  # back on the same port, now ready: the bridge reconnects and the op runs
+    wait_for(server, f"/operations/{op_id}", completed)
+    assert server.get("/bridges/plc").json()["counters"]["reconnects"] >= 1
+    assert server.stop()[0] == 0
+
+
+def test_make_demo_runs_the_operations_on_a_simulated_plc(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    config = example_config(tmp_path, "plc.toml", free_port())
+    server = serve("--demo", "--config", str(config), "--journal", ":memory:")
+    history = wait_for(server, "/operations/history?limit=1000", lambda body: any(
+        e["event_type"] == "operation_completed" for e in body["events"]), timeout=30)
+    finished = [e for e in history["events"] if e["event_type"] == "operation_completed"]
+    assert finished[0]["meta_data"]["bridge"] == "plc"  # finished by the PLC's done bit, not in-process
+    assert server.get("/bridges/plc").json()["online"] is True
+    assert server.stop()[0] == 0
+
+
+def test_serve_refuses_a_bridge_config_error_with_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[bridges]]\ntype = "modbus"\nname = "plc"\nhost = "127.0.0.1"\n'
+                      '[bridges.signals]\nready = {kind = "coil", address = -1}\n')
+    assert main(["serve", "--config", str(config), "--journal", ":memory:", "--port", "0"]) == 2
+    assert "bridges[0].signals.ready.address: must be an integer 0..65535" in capsys.readouterr().err
