@@ -14,7 +14,9 @@ fills in the I/O hooks:
     one round of I/O (read what is there, write what is queued); the base then waits
     ``poll_interval`` seconds on the stop event and calls it again. An :class:`OSError` or
     :class:`BridgeConnectionError` means the connection is lost. A subclass with a read loop of
-    its own may override ``_serve()`` instead, and must return once ``stopping`` is true.
+    its own may override ``_serve()`` instead, must call ``_confirm_online()`` after every
+    successful read (the bridge is online only from the first one) and must return once
+    ``stopping`` is true.
 ``_disconnect()``
     close the device; called on the bridge thread after every connection ends (also after a
     failed ``_connect()``), so it must tolerate a half-open connection and being called twice.
@@ -139,6 +141,7 @@ class BaseBridge:
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._written: set[str] = set()
         self._online: bool | None = None  # None: no connection attempt yet
+        self._confirmed = False  # this connection has had a successful exchange
         self._unsubscribe: Callable[[], None] | None = None
 
     # ================================================================ public API
@@ -258,14 +261,28 @@ class BaseBridge:
         return type(self)._on_event is not BaseBridge._on_event
 
     def _serve(self) -> None:
-        """The loop of one connection: poll, refresh the health signal, wait, until stopped."""
+        """The loop of one connection: poll, confirm the health signal, wait, until stopped."""
         while not self._stop_event.is_set():
             self._poll_once()
-            self.set_signal("online", True)  # re-confirmed, so it too goes stale if we hang
+            self._confirm_online()  # re-confirmed each round, so it too goes stale if we hang
             if self._stop_event.wait(self.poll_interval):
                 return
 
     # ================================================================ helpers for subclasses
+    def _confirm_online(self) -> None:
+        """Call after every successful exchange with the device (a poll, a read).
+
+        A bridge counts as online only from its first successful exchange, not from the
+        moment the connection opened: a device that accepts and hangs up at once (a PLC at its
+        connection limit, a busy serial-over-TCP server) must stay one outage, with growing
+        backoff and one warning, and must never show ``<name>.online`` true.
+        """
+        if self._confirmed:
+            self.set_signal("online", True)
+        else:
+            self._confirmed = True
+            self._went_online()
+
     def _count(self, counter: str, n: int = 1) -> None:
         with self._counters_lock:
             self._counters[counter] += n
@@ -283,10 +300,9 @@ class BaseBridge:
                 if attempted:
                     self._count("reconnects")
                 attempted = True
+                self._confirmed = False
                 try:
                     self._connect()
-                    self._went_online()
-                    delay = self.reconnect_initial
                     self._serve()
                 except (OSError, BridgeConnectionError) as exc:
                     self._count("errors")
@@ -298,6 +314,8 @@ class BaseBridge:
                     self._went_offline(exc, log=False)
                 finally:
                     self._safe_disconnect()
+                if self._confirmed:  # the connection worked: a new outage starts the backoff over
+                    delay = self.reconnect_initial
                 if self._stop_event.wait(delay):
                     break
                 delay = min(delay * 2, self.reconnect_max)

@@ -152,7 +152,7 @@ class SerialLineBridge(BaseBridge):
                 self._count("reads")
                 for line in self._framer.feed(data):
                     self._handle(line)
-            self.set_signal("online", True)
+            self._confirm_online()
 
     def _poll_once(self) -> None:  # _serve() replaces the poll loop
         raise NotImplementedError
