@@ -31,13 +31,15 @@ fills in the I/O hooks:
 
 Every signal a bridge writes goes through :meth:`BaseBridge.set_signal`, which names it
 ``<bridge>.<local name>`` and stamps it with the bridge's ``max_age_seconds``: when the device
-falls silent its signals go stale and no release condition stays true on old data. Without a
-``max_age_seconds`` the bridge deletes its signals when it goes offline, for the same reason.
+falls silent its signals go stale and no release condition stays true on old data. When the
+bridge notices the device is gone it expires every signal it wrote at once (their last values
+stay on show, stale), whether or not they have a max age.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 COUNTER_NAMES = ("reads", "errors", "reconnects", "malformed")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a signal prefix and a URL path segment
 
 
 class BridgeError(DispatcherError):
@@ -86,7 +89,7 @@ def check_seconds(field: str, value: Any, *, optional: bool = False) -> None:
     if value is None and optional:
         return
     if type(value) not in (int, float) or not 0 < value < 1e9:
-        none = " or None" if optional else ""
+        none = " (or left out)" if optional else ""
         raise ValidationError(field, f"must be a number of seconds > 0{none}, got {value!r}")
 
 
@@ -97,8 +100,8 @@ class BaseBridge:
         whose operations it completes or fails).
     :param name: the bridge name; its signals are ``<name>.<local name>``, its health signal
         is ``<name>.online`` and its thread ``bridge-<kind>[<name>]``.
-    :param max_age_seconds: max age of every signal the bridge writes (None: never stale;
-        the signals are then deleted when the bridge goes offline).
+    :param max_age_seconds: max age of every signal the bridge writes (None: stale only once
+        the bridge goes offline).
     :param reconnect_initial: the first wait after a failed or lost connection, in seconds.
     :param reconnect_max: the backoff doubles up to this many seconds.
     :param logger: a logger to use instead of ``firmware_bridges.<module>``.
@@ -119,8 +122,10 @@ class BaseBridge:
         reconnect_max: float = 5.0,
         logger: logging.Logger | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-            raise ValidationError("name", f"must be a non-empty bridge name without spaces, got {name!r}")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValidationError(
+                "name", f"must be a bridge name of letters, digits, '_' and '-', got {name!r}"
+            )
         check_seconds("max_age_seconds", max_age_seconds, optional=True)
         check_seconds("reconnect_initial", reconnect_initial)
         check_seconds("reconnect_max", reconnect_max)
@@ -230,6 +235,8 @@ class BaseBridge:
 
     def set_signal(self, local_name: str, value: Any) -> None:
         """Write ``<name>.<local_name>`` with the bridge's max age (goes stale when silent)."""
+        if not self._confirmed and threading.current_thread() is self._thread:
+            self._confirm_online()  # data from the device: the exchange worked, online first
         full = f"{self.name}.{local_name}"
         self._written.add(full)
         self.dispatcher.signals.set(full, value, max_age_seconds=self.max_age_seconds)
@@ -347,8 +354,9 @@ class BaseBridge:
             self.logger.debug("%s: still unreachable (%s)", self.thread_name, exc)
         self._online = False
         signals = self.dispatcher.signals
-        if self.max_age_seconds is None:
-            for full in list(self._written):  # no staleness to rely on: forget the old values
-                signals.delete(full)
-        signals.set(f"{self.name}.online", False)
+        online = f"{self.name}.online"
+        for full in list(self._written):  # old data must release nothing: stale at once
+            if full != online:
+                signals.expire(full)
+        signals.set(online, False)
         self._written.add(f"{self.name}.online")

@@ -109,7 +109,7 @@ def build_bridges(dispatcher: OperationDispatcher, tables: Sequence[Mapping[str,
 def _resolve(table: Mapping[str, Any], where: str) -> tuple[BridgeType | None, list[str]]:
     """The table's bridge type, and what is wrong with its keys."""
     kind = table.get("type")
-    if kind not in BRIDGE_TYPES:
+    if not isinstance(kind, str) or kind not in BRIDGE_TYPES:
         known = ", ".join(repr(name) for name in BRIDGE_TYPES)
         return None, [f"{where}.type: must be one of {known}, got {kind!r}"]
     bridge_type = BRIDGE_TYPES[kind]

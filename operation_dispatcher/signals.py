@@ -10,6 +10,7 @@ dispatcher) are told of every change of value or freshness, after the board's lo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +32,9 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
+_EXPIRED = float("-inf")  # the confirmed_at of an expired signal: stale whatever its max age
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     """One named value and when it was last confirmed."""
@@ -46,7 +50,9 @@ class Signal:
         return (time.monotonic() if now is None else now) - self.confirmed_at
 
     def is_stale(self, now: float | None = None) -> bool:
-        """True once the signal is older than its max age (never, without a max age)."""
+        """True once the signal is older than its max age (never, without one), or expired."""
+        if self.confirmed_at == _EXPIRED:
+            return True
         return self.max_age_seconds is not None and self.age_seconds(now) > self.max_age_seconds
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +125,19 @@ class SignalBoard:
             and not signal.is_stale()
             and same_value(signal.value, required)
         )
+
+    def expire(self, name: str) -> bool:
+        """Make a signal stale now, keeping its last value on show; True if it existed.
+
+        Its release conditions are unmet until it is written again. Bridges expire their
+        signals when the device goes away: old data must not release anything.
+        """
+        with self._lock:
+            old = self._signals.get(name)
+            if old is None:
+                return False
+            self._signals[name] = dataclasses.replace(old, confirmed_at=_EXPIRED)
+            return True
 
     def delete(self, name: str) -> bool:
         """Forget a signal (it becomes unmet); True if it existed."""

@@ -465,12 +465,16 @@ def test_a_peer_that_drops_every_connection_is_one_outage_with_backoff(make_brid
         ({"name": ""}, "name"),
         ({"name": "cell 7"}, "name"),
         ({"name": "cell\t7"}, "name"),
+        ({"name": "cell/7"}, "name"),  # would be unreachable as GET /bridges/<name>
+        ({"name": "cell.7"}, "name"),  # would make its signals cell.7.ready, read as cell . 7.ready
+        ({"max_age_seconds": "1"}, "max_age_seconds"),  # TOML strings are named, not crashed on
         ({"max_age_seconds": 0}, "max_age_seconds"),
         ({"max_age_seconds": -1.0}, "max_age_seconds"),
         ({"reconnect_initial": 0}, "reconnect_initial"),
         ({"reconnect_initial": 0.5, "reconnect_max": 0.1}, "reconnect_max"),
     ],
-    ids=["empty-name", "name-with-space", "name-with-tab", "max-age-zero", "max-age-negative",
+    ids=["empty-name", "name-with-space", "name-with-tab", "name-with-slash", "name-with-dot",
+         "max-age-string", "max-age-zero", "max-age-negative",
          "reconnect-initial-zero", "reconnect-max-below-initial"],
 )
 def test_constructor_errors_are_validation_errors_naming_the_field(

@@ -231,7 +231,7 @@ def test_the_device_going_away_takes_its_signals_and_health_with_it(make_sim, ma
 
     sim.stop()
     wait_signal(d, "dev1.online", False)
-    assert d.signals.get("dev1.ready") is None  # no max age: deleted when offline
+    assert d.signals.get("dev1.ready").is_stale()  # no max age: expired when offline
     assert bridge.counters["errors"] >= 1
 
 

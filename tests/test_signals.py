@@ -84,6 +84,20 @@ def test_snapshot_to_dict_delete() -> None:
     assert not board.holds("mode", "auto")
 
 
+def test_expire_makes_a_signal_stale_now_and_keeps_its_value() -> None:
+    board = SignalBoard()
+    board.set("plc.ready", True)  # no max age: never stale on its own
+    board.set("plc.mode", "auto", max_age_seconds=3600)
+    assert board.expire("plc.ready") and board.expire("plc.mode")
+    assert not board.expire("plc.missing")
+    for name, value in (("plc.ready", True), ("plc.mode", "auto")):
+        signal = board.get(name)
+        assert signal is not None and signal.is_stale() and signal.to_dict()["stale"] is True
+        assert signal.value == value and not board.holds(name, value)
+    board.set("plc.ready", True)  # written again: fresh
+    assert board.holds("plc.ready", True)
+
+
 def test_validation() -> None:
     board = SignalBoard()
     with pytest.raises(ValueError, match="name"):

@@ -82,9 +82,11 @@ def create_app(
     """
     if token is not None and not token:
         raise ValueError("token must be a non-empty string or None")
-    by_name = {bridge.name: bridge for bridge in bridges}
-    if len(by_name) != len(bridges):
-        raise ValueError("bridges must have distinct names")
+    by_name: dict[str, Bridge] = {}
+    for bridge in bridges:
+        if bridge.name in by_name:
+            raise ValueError(f"two bridges are named {bridge.name!r}: names must be distinct")
+        by_name[bridge.name] = bridge
     app = _OpenAPI(
         __name__,
         info=Info(

@@ -1,0 +1,271 @@
+"""``GET /bridges`` and ``GET /bridges/<name>`` on a real waitress server, with real bridges
+talking to real peers on 127.0.0.1 (the pymodbus PLC simulator, the serial device simulator on
+a TCP port), each answer checked against the app's own ``/openapi.json``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+
+from firmware_bridges.base import BaseBridge
+from firmware_bridges.modbus import ModbusBridge
+from firmware_bridges.serial_line import SerialLineBridge
+from firmware_bridges.simulators.plc import PlcSimulator
+from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
+from operation_dispatcher import OperationDispatcher
+from operation_dispatcher.http import create_app
+
+HOST = "127.0.0.1"
+ENVELOPE_KEYS = {"error", "message", "code"}
+STATUS_KEYS = {"name", "kind", "endpoint", "running", "online", "counters"}
+COUNTERS = {"reads", "errors", "reconnects", "malformed"}
+
+
+def assert_error(response: Any, status: int, code: str, **details: Any) -> dict[str, Any]:
+    """The response is the error envelope with this status and code (and these details)."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert ENVELOPE_KEYS <= set(body) <= ENVELOPE_KEYS | {"details"}, body
+    assert body["code"] == code, body
+    assert body["error"] == body["message"] and body["message"]
+    for key, value in details.items():
+        assert body["details"][key] == value, body
+    return body
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy (bounded); return that."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.01)
+    return result
+
+
+class Conformance:
+    """Validates live answers against the OpenAPI document the server itself publishes."""
+
+    def __init__(self, api: Any) -> None:
+        response = api.get("/openapi.json")
+        assert response.status_code == 200, response.text
+        self.spec = response.json()
+        self.schema = schemathesis.openapi.from_dict(self.spec)
+
+    def check(self, path: str, response: Any) -> Any:
+        """Validate ``response`` of ``GET path`` (a templated path); return its JSON."""
+        self.schema[path]["GET"].validate_response(response)
+        return response.json()
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def plc() -> Iterator[PlcSimulator]:
+    simulator = PlcSimulator(HOST, cycle_time=0.05, ready=True)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def device() -> Iterator[SerialDeviceSimulator]:
+    simulator = SerialDeviceSimulator(run_seconds=None, signals={"ready": True}, repeat_seconds=0.05)
+    simulator.listen_tcp(HOST)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def bridges(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[list[BaseBridge]]:
+    """Bridges a test appends here are stopped at teardown (before their dispatcher)."""
+    made: list[BaseBridge] = []
+    yield made
+    for bridge in made:
+        bridge.stop()
+
+
+def modbus_bridge(dispatcher: OperationDispatcher, port: int, name: str = "plc") -> ModbusBridge:
+    return ModbusBridge(
+        dispatcher, name, HOST, port, poll_interval=0.01, timeout=0.5,
+        reconnect_initial=0.02, reconnect_max=0.1,
+        signals={"ready": {"kind": "discrete_input", "address": PlcSimulator.READY_INPUT}},
+    )
+
+
+def serial_bridge(dispatcher: OperationDispatcher, url: str, name: str = "mcu") -> SerialLineBridge:
+    return SerialLineBridge(dispatcher, name, url, reconnect_initial=0.02, reconnect_max=0.1)
+
+
+# ------------------------------------------------------------------------------ no bridges
+
+
+def test_without_bridges_the_list_is_empty_and_any_name_is_404(make_api: Callable[..., Any]) -> None:
+    api = make_api(start=False)
+    conformance = Conformance(api)
+    response = api.get("/bridges")
+    assert response.status_code == 200, response.text
+    assert conformance.check("/bridges", response) == []
+    response = api.get("/bridges/plc")
+    body = assert_error(response, 404, "bridge_not_found", known=[])
+    assert "'plc'" in body["message"]
+    conformance.check("/bridges/{name}", response)
+
+
+def test_a_name_too_long_is_refused_with_400(make_api: Callable[..., Any]) -> None:
+    api = make_api(start=False)
+    response = api.get("/bridges/" + "p" * 201)
+    assert_error(response, 400, "invalid_bridge_name")
+    Conformance(api).check("/bridges/{name}", response)
+
+
+# ------------------------------------------------------------------------------ live bridges
+
+
+def test_bridges_report_health_and_counters_and_the_plc_going_away(
+    make_api: Callable[..., Any],
+    make_dispatcher: Callable[..., OperationDispatcher],
+    plc: PlcSimulator,
+    device: SerialDeviceSimulator,
+    bridges: list[BaseBridge],
+) -> None:
+    dispatcher = make_dispatcher()
+    modbus = modbus_bridge(dispatcher, plc.port)
+    serial = serial_bridge(dispatcher, device.url)
+    bridges.extend([modbus, serial])
+    api = make_api(dispatcher, bridges=bridges)
+    conformance = Conformance(api)
+
+    # built, not started: listed in the order given, neither running nor online
+    before = conformance.check("/bridges", api.get("/bridges"))
+    assert [(b["name"], b["kind"], b["running"], b["online"]) for b in before] == [
+        ("plc", "modbus", False, False), ("mcu", "serial", False, False),
+    ]
+
+    for bridge in bridges:
+        bridge.start()
+
+    def both_up() -> list[dict[str, Any]] | None:
+        listed = api.get("/bridges").json()
+        by_name = {b["name"]: b for b in listed}
+        up = all(b["online"] for b in listed) and all(
+            by_name[n]["counters"]["reads"] > 0 for n in ("plc", "mcu")
+        )
+        return listed if up else None
+
+    wait_until(both_up, what="both bridges online with reads")
+    response = api.get("/bridges")
+    assert response.status_code == 200
+    listed = conformance.check("/bridges", response)
+    plc_status, mcu_status = listed
+    assert set(plc_status) == set(mcu_status) == STATUS_KEYS
+    assert plc_status["name"] == "plc" and plc_status["kind"] == "modbus"
+    assert plc_status["endpoint"] == f"tcp://{HOST}:{plc.port}"
+    assert plc_status["running"] is True and plc_status["online"] is True
+    assert set(plc_status["counters"]) == COUNTERS
+    assert plc_status["counters"]["reads"] > 0 and plc_status["counters"]["errors"] == 0
+    assert mcu_status["name"] == "mcu" and mcu_status["kind"] == "serial"
+    assert mcu_status["endpoint"] == device.url
+    assert mcu_status["running"] is True and mcu_status["online"] is True
+    assert set(mcu_status["counters"]) == COUNTERS | {"rejected"}  # serial counts one more
+    assert mcu_status["counters"]["reads"] > 0 and mcu_status["counters"]["errors"] == 0
+
+    # one by name: the same shape, live values
+    response = api.get("/bridges/plc")
+    assert response.status_code == 200, response.text
+    one = conformance.check("/bridges/{name}", response)
+    assert {k: v for k, v in one.items() if k != "counters"} == {
+        k: v for k, v in plc_status.items() if k != "counters"
+    }
+    assert one["counters"]["reads"] >= plc_status["counters"]["reads"]
+    response = api.get("/bridges/mcu")
+    assert conformance.check("/bridges/{name}", response)["endpoint"] == device.url
+    body = assert_error(api.get("/bridges/plc2"), 404, "bridge_not_found", known=["mcu", "plc"])
+    assert "'plc2'" in body["message"]
+
+    # the PLC goes away: its bridge keeps running (retrying), offline, errors counted
+    plc.stop()
+    down = wait_until(
+        lambda: (s := api.get("/bridges/plc").json())["online"] is False
+        and s["counters"]["errors"] > 0 and s,
+        what="the modbus bridge offline with errors",
+    )
+    assert down["running"] is True
+    assert down["counters"]["reads"] >= plc_status["counters"]["reads"]
+    response = api.get("/bridges")
+    listed = conformance.check("/bridges", response)
+    assert [(b["name"], b["online"]) for b in listed][1] == ("mcu", True)
+    conformance.check("/bridges/{name}", api.get("/bridges/plc"))
+
+    # stopped bridges are listed as not running
+    for bridge in bridges:
+        bridge.stop()
+    stopped = conformance.check("/bridges", api.get("/bridges"))
+    assert [(b["running"], b["online"]) for b in stopped] == [(False, False), (False, False)]
+
+
+# ------------------------------------------------------------------------------ the document
+
+
+def test_openapi_documents_the_bridge_routes(make_api: Callable[..., Any]) -> None:
+    spec = Conformance(make_api(start=False)).spec
+    assert "Bridges" in [tag["name"] for tag in spec["tags"]]
+    listing = spec["paths"]["/bridges"]["get"]
+    one = spec["paths"]["/bridges/{name}"]["get"]
+    assert set(spec["paths"]["/bridges"]) == {"get"} and set(spec["paths"]["/bridges/{name}"]) == {"get"}
+    assert listing["tags"] == one["tags"] == ["Bridges"]
+    assert listing["operationId"] == "list_bridges" and one["operationId"] == "get_bridge"
+
+    def schema(operation: dict[str, Any], status: str) -> dict[str, Any]:
+        return operation["responses"][status]["content"]["application/json"]["schema"]
+
+    schemas = spec["components"]["schemas"]
+    assert schema(one, "200") == {"$ref": "#/components/schemas/BridgeStatus"}
+    assert schema(one, "404") == {"$ref": "#/components/schemas/ErrorResponse"}
+    list_schema = schema(listing, "200")
+    if "$ref" in list_schema:
+        list_schema = schemas[list_schema["$ref"].rsplit("/", 1)[1]]
+    assert list_schema["type"] == "array"
+    assert list_schema["items"] == {"$ref": "#/components/schemas/BridgeStatus"}
+    status = schemas["BridgeStatus"]
+    assert set(status["required"]) == STATUS_KEYS == set(status["properties"])
+    assert [p["name"] for p in one["parameters"]] == ["name"]
+    assert one["parameters"][0]["in"] == "path"
+
+
+# ------------------------------------------------------------------------------ create_app, token
+
+
+def test_two_bridges_of_the_same_name_are_refused(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    dispatcher = make_dispatcher()
+    twins = [modbus_bridge(dispatcher, 5020, name="cell"), serial_bridge(dispatcher, "loop://", name="cell")]
+    with pytest.raises(ValueError, match="two bridges are named .cell."):
+        create_app(dispatcher, bridges=twins)
+    assert not any(bridge.is_running for bridge in twins)
+
+
+def test_with_a_token_the_bridge_routes_answer_401_without_it(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
+) -> None:
+    dispatcher = make_dispatcher()
+    api = make_api(dispatcher, start=False, token="s3cret",
+                   bridges=[serial_bridge(dispatcher, "loop://")])
+    for path in ("/bridges", "/bridges/mcu", "/bridges/nope"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = api.get(path, headers=headers)
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    good = {"Authorization": "Bearer s3cret"}
+    listed = api.get("/bridges", headers=good)
+    assert listed.status_code == 200, listed.text
+    assert [b["name"] for b in listed.json()] == ["mcu"]
+    assert api.get("/bridges/mcu", headers=good).json()["endpoint"] == "loop://"
+    assert_error(api.get("/bridges/nope", headers=good), 404, "bridge_not_found", known=["mcu"])
