@@ -1,4 +1,19 @@
-"""ModbusBridge: polls a PLC over Modbus TCP into signals, and optionally runs operations on it.
+"""ModbusBridge: polls a PLC over Modbus TCP or Modbus RTU into signals, and optionally runs operations on it.
+
+Transports: ``transport="tcp"`` (default) talks Modbus TCP to ``host:port`` with pymodbus'
+``ModbusTcpClient``. ``transport="rtu"`` talks Modbus RTU (binary frames with a CRC) with
+pymodbus' sync ``ModbusSerialClient`` on ``serial_port``: a device path (``/dev/ttyUSB0``,
+settings ``baudrate`` / ``parity`` / ``stopbits`` / ``bytesize``) or any pyserial URL, such as
+``socket://10.0.0.7:502`` for a serial server or a Modbus gateway that passes RTU frames through
+TCP. The serial port is opened exclusively, so one bridge owns one line (one device id).
+Every constructor argument is checked when the bridge is built and a bad one raises
+:class:`~operation_dispatcher.errors.ValidationError` naming it; a TCP-only argument (``host``,
+a non-default ``port``) given to an RTU bridge is refused, and so are serial settings given to a
+TCP bridge, so a config never carries a value that is silently ignored.
+
+A connection counts as up only once the device has answered a first read: opening a serial port
+(or a TCP connection to a gateway) succeeds even when the PLC behind it is off, and a bridge
+that said "connected" there would flap between online and offline on every retry.
 
 Signals: every configured coil, discrete input, holding or input register is read each
 ``poll_interval`` (contiguous addresses of one kind in one request) and written to the
@@ -11,31 +26,42 @@ PLC leaves no release condition true. A signal spec is a mapping::
      "scale": 0.1,               # optional, registers only: the value is raw * scale
      "enum": {0: "idle", 1: "running"}}   # optional: raw value -> label (keys int or str)
 
-Executor mode (``executor=`` given): on OPERATION_STARTED the bridge writes
-``payload["program"]`` to ``program_register``, pulses ``start_coil``, then watches
-``done_coil`` / ``error_coil``: done -> ``complete_operation``; error ->
-``fail_operation(EXTERNAL_ERROR, meta_data={"plc_error_code": <error_code_register>})``.
-Optional keys: ``pause_coil``, ``resume_coil``, ``cancel_coil`` (pulsed on OPERATION_PAUSED,
-OPERATION_RESUMED, OPERATION_CANCELLED) and ``program_key`` (the payload key, default
-``"program"``). An operation's ``timeout_seconds`` is enforced by the dispatcher (FAILED,
-TIMEOUT); the bridge then stops watching it, as for a cancel.
+Executor mode (``executor=`` given): on OPERATION_STARTED the bridge writes ``done_coil`` and
+``error_coil`` to False, then ``payload["program"]`` to ``program_register``, then pulses
+``start_coil``, and watches ``done_coil`` / ``error_coil``: done -> ``complete_operation``;
+error -> ``fail_operation(EXTERNAL_ERROR, meta_data={"plc_error_code": <error_code_register>})``.
+Clearing done and error first is a guard for PLCs that clear them one scan after the start (or
+only when the host does): a bit left over from the previous cycle can then never complete or
+fail the next operation. Optional keys: ``pause_coil``, ``resume_coil``, ``cancel_coil`` (pulsed
+on OPERATION_PAUSED, OPERATION_RESUMED, OPERATION_CANCELLED) and ``program_key`` (the payload
+key, default ``"program"``). An operation's ``timeout_seconds`` is enforced by the dispatcher
+(FAILED, TIMEOUT); the bridge then stops watching it, as for a cancel.
 
 All Modbus traffic happens on the bridge thread with one client (pymodbus clients must not be
 shared across threads); the dispatcher's event thread only queues commands for it.
+
+Logging: pymodbus logs an ERROR of its own on every failed connect or unanswered request, and
+a bridge retries forever, so importing this module attaches a filter to pymodbus' logger
+(``pymodbus.logging``) that holds back pymodbus' records made on a Modbus bridge thread
+(``bridge-modbus[...]``): the bridge logs one WARNING per change of health instead, with
+pymodbus' reason in it. They are passed on as DEBUG records while ``pymodbus.logging`` is
+enabled for DEBUG (for troubleshooting a line); records from any other thread pass unchanged.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 try:
-    from pymodbus.client import ModbusTcpClient
+    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
     from pymodbus.exceptions import ConnectionException, ModbusIOException
+    from pymodbus.framer import FramerType
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "ModbusBridge needs pymodbus: pip install 'operation-dispatcher[modbus]'"
@@ -44,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
-from .base import BaseBridge, BridgeConnectionError, BridgeProtocolError
+from .base import BaseBridge, BridgeConnectionError, BridgeProtocolError, check_seconds
 
 __all__ = ["ModbusBridge", "SignalSpec"]
 
@@ -56,6 +82,72 @@ _EXECUTOR_KEYS = frozenset({
     "pause_coil", "resume_coil", "cancel_coil", "program_key",
 })
 _REQUIRED_EXECUTOR_KEYS = ("program_register", "start_coil", "done_coil", "error_coil")
+
+TRANSPORTS = ("tcp", "rtu")
+PARITIES = ("N", "E", "O")
+#: the serial settings and their defaults: an RTU bridge uses them, a TCP bridge refuses others
+_SERIAL_DEFAULTS: Mapping[str, Any] = {"baudrate": 19200, "parity": "N", "stopbits": 1, "bytesize": 8}
+_DEFAULT_TCP_PORT = 502
+#: the logger every pymodbus 3.x module logs through (``pymodbus.logging.Log``)
+PYMODBUS_LOGGER = "pymodbus.logging"
+#: the prefix of ModbusBridge.thread_name, ``bridge-<kind>[<name>]``
+_THREAD_PREFIX = "bridge-modbus["
+_REPEATING = "Repeating...."  # what pymodbus logs instead of a message equal to the previous one
+
+
+class _PymodbusOnBridgeThreads(logging.Filter):
+    """Holds back pymodbus' records made on a Modbus bridge thread; the bridge logs the outage.
+
+    pymodbus logs an ERROR on every failed connect and every unanswered request; a bridge retries
+    forever and already logs one WARNING per change of health. The filter keeps the first line of
+    the last held-back WARNING/ERROR per thread, so the bridge can put pymodbus' reason
+    ("Connection refused", "Permission denied: '/dev/ttyUSB0'") in its own message, and passes
+    the records on as DEBUG while pymodbus' logger is enabled for DEBUG.
+    """
+
+    #: how an installed instance is recognised (also one made by an earlier import of the module)
+    installed_by = __name__
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not threading.current_thread().name.startswith(_THREAD_PREFIX):
+            return True
+        if record.levelno >= logging.WARNING:
+            message = record.getMessage().split("\n", 1)[0]
+            if message != _REPEATING:
+                self._held.reason = message
+        if record.levelno <= logging.DEBUG:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+    def forget(self) -> None:
+        """Drop the reason held for this thread (before an attempt whose failure it explains)."""
+        self._held.reason = None
+
+    def reason(self) -> str | None:
+        """The first line of the last WARNING/ERROR pymodbus logged on this thread, if any."""
+        return getattr(self._held, "reason", None)
+
+
+def _install_pymodbus_filter() -> _PymodbusOnBridgeThreads:
+    """Attach the filter to pymodbus' logger once (a re-import finds and reuses the first one)."""
+    pymodbus_logger = logging.getLogger(PYMODBUS_LOGGER)
+    for existing in pymodbus_logger.filters:
+        if getattr(existing, "installed_by", None) == __name__:
+            return existing  # type: ignore[return-value]
+    installed = _PymodbusOnBridgeThreads()
+    pymodbus_logger.addFilter(installed)
+    return installed
+
+
+# installed at import (serialised by the import lock), before any bridge thread exists
+_PYMODBUS_FILTER = _install_pymodbus_filter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +208,20 @@ class SignalSpec:
 
 
 class ModbusBridge(BaseBridge):
-    """A PLC on Modbus TCP: polled into signals, and optionally the executor of operations.
+    """A PLC on Modbus TCP or Modbus RTU: polled into signals, and optionally the executor of operations.
 
     :param dispatcher: the dispatcher to feed.
     :param name: the bridge name, the prefix of its signals (``plc1`` -> ``plc1.ready``).
-    :param host: the PLC's address.
-    :param port: its Modbus TCP port.
-    :param device_id: the Modbus device id (unit id).
+    :param host: the PLC's address (``transport="tcp"`` only, and required there).
+    :param port: its Modbus TCP port, 1..65535 (``transport="tcp"`` only).
+    :param transport: ``"tcp"`` (Modbus TCP) or ``"rtu"`` (Modbus RTU on ``serial_port``).
+    :param serial_port: ``transport="rtu"`` only, and required there: a device path such as
+        ``/dev/ttyUSB0`` or a pyserial URL such as ``socket://127.0.0.1:5021``.
+    :param baudrate: bits per second of the serial line (``transport="rtu"`` only).
+    :param parity: ``"N"``, ``"E"`` or ``"O"`` (``transport="rtu"`` only).
+    :param stopbits: 1 or 2 (``transport="rtu"`` only).
+    :param bytesize: data bits, 7 or 8 (``transport="rtu"`` only).
+    :param device_id: the Modbus device id (unit id, RTU slave address), 0..247.
     :param poll_interval: seconds between two polls.
     :param signals: signal name -> spec (see the module docstring).
     :param executor: the executor mapping, or None for a read-only bridge.
@@ -136,9 +235,15 @@ class ModbusBridge(BaseBridge):
         self,
         dispatcher: OperationDispatcher,
         name: str,
-        host: str,
-        port: int = 502,
+        host: str | None = None,
+        port: int = _DEFAULT_TCP_PORT,
         *,
+        transport: str = "tcp",
+        serial_port: str | None = None,
+        baudrate: int = _SERIAL_DEFAULTS["baudrate"],
+        parity: str = _SERIAL_DEFAULTS["parity"],
+        stopbits: int = _SERIAL_DEFAULTS["stopbits"],
+        bytesize: int = _SERIAL_DEFAULTS["bytesize"],
         device_id: int = 1,
         poll_interval: float = 0.1,
         signals: Mapping[str, Mapping[str, Any]] | None = None,
@@ -149,27 +254,35 @@ class ModbusBridge(BaseBridge):
         reconnect_max: float = 5.0,
         logger: logging.Logger | None = None,
     ) -> None:
-        if not poll_interval > 0:
-            raise ValidationError("poll_interval", f"must be > 0 seconds, got {poll_interval!r}")
-        if not timeout > 0:
-            raise ValidationError("timeout", f"must be > 0 seconds, got {timeout!r}")
+        _check_connection(transport, host, port, serial_port, {
+            "baudrate": baudrate, "parity": parity, "stopbits": stopbits, "bytesize": bytesize,
+        })
+        _check_int("device_id", device_id, 0, 247)
+        check_seconds("poll_interval", poll_interval)
+        check_seconds("timeout", timeout)
         if max_age_seconds is None:
             max_age_seconds = max(5 * poll_interval, 0.5)
         super().__init__(
             dispatcher, name, max_age_seconds=max_age_seconds,
             reconnect_initial=reconnect_initial, reconnect_max=reconnect_max, logger=logger,
         )
+        self.transport = transport
         self.host = host
-        self.port = int(port)
-        self.device_id = int(device_id)
+        self.port = port
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self.parity = parity
+        self.stopbits = stopbits
+        self.bytesize = bytesize
+        self.device_id = device_id
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
-        self.signal_specs = [SignalSpec.parse(n, s) for n, s in (signals or {}).items()]
+        self.signal_specs = _check_signals(signals)
         self.executor = _check_executor(executor)
         self._plan = _batch(self._addresses())
         self._commands: queue.SimpleQueue[tuple[str, UUID, Any]] = queue.SimpleQueue()
         self._active: UUID | None = None
-        self._client: ModbusTcpClient | None = None
+        self._client: ModbusTcpClient | ModbusSerialClient | None = None
 
     # ================================================================ configuration
     def _addresses(self) -> dict[str, set[int]]:
@@ -189,16 +302,48 @@ class ModbusBridge(BaseBridge):
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        """``tcp://host:port``, or ``rtu://<serial_port>?baudrate=19200&parity=N&stopbits=1&bytesize=8``."""
+        if self.transport == "rtu":
+            return (f"rtu://{self.serial_port}?baudrate={self.baudrate}&parity={self.parity}"
+                    f"&stopbits={self.stopbits}&bytesize={self.bytesize}")
+        assert self.host is not None
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"tcp://{host}:{self.port}"
 
     # ================================================================ hooks
     def _connect(self) -> None:
-        self._client = ModbusTcpClient(
-            self.host, port=self.port, timeout=self.timeout, retries=0,
-            reconnect_delay=0, reconnect_delay_max=0,
-        )
+        _PYMODBUS_FILTER.forget()
+        if self.transport == "rtu":
+            assert self.serial_port is not None
+            self._client = ModbusSerialClient(
+                self.serial_port, framer=FramerType.RTU, baudrate=self.baudrate,
+                parity=self.parity, stopbits=self.stopbits, bytesize=self.bytesize,
+                timeout=self.timeout, retries=0, reconnect_delay=0, reconnect_delay_max=0,
+            )
+            failure = f"cannot open {self.serial_port}"
+        else:
+            assert self.host is not None
+            self._client = ModbusTcpClient(
+                self.host, port=self.port, timeout=self.timeout, retries=0,
+                reconnect_delay=0, reconnect_delay_max=0,
+            )
+            failure = f"cannot connect to {self.host}:{self.port}"
         if not self._client.connect():
-            raise BridgeConnectionError(self.name, f"cannot connect to {self.host}:{self.port}")
+            reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
+            raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
+        self._probe()
+
+    def _probe(self) -> None:
+        """Read once before the connection counts as up: an open port is not an answering PLC.
+
+        An exception response is an answer too (the device is there); the poll reports it.
+        """
+        kind, start, count = self._plan[0] if self._plan else ("holding_register", 0, 1)
+        try:
+            self._request(f"read_{kind}s", start, count=count)
+        except BridgeProtocolError:
+            return
+        self._count("reads")
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -247,7 +392,10 @@ class ModbusBridge(BaseBridge):
         try:
             response = getattr(client, method)(address, device_id=self.device_id, **kwargs)
         except (ConnectionException, ModbusIOException) as exc:
-            raise BridgeConnectionError(self.name, f"{self.host}:{self.port}: {exc}") from exc
+            # pymodbus raises "from None" after an OSError; what the line said is the useful part
+            cause = exc.__cause__ or exc.__context__
+            detail = f"{exc} ({cause})" if cause is not None else str(exc)
+            raise BridgeConnectionError(self.name, f"{self.endpoint}: {detail}") from exc
         if response.isError():
             raise BridgeProtocolError(
                 self.name, f"{method}({address}, {kwargs}) was refused by the PLC: {response}"
@@ -297,6 +445,10 @@ class ModbusBridge(BaseBridge):
                 "error": f"payload[{key!r}] must be a program number 0..65535, got {program!r}"
             })
             return
+        # the guard: a done or error bit the PLC has not cleared yet (PLCs that clear them one
+        # scan after the start, or never) must not end this operation at the next poll
+        self._request("write_coil", ex["done_coil"], value=False)
+        self._request("write_coil", ex["error_coil"], value=False)
         self._request("write_register", ex["program_register"], value=program)
         self._pulse(ex["start_coil"])
         self._active = op_id
@@ -323,6 +475,68 @@ class ModbusBridge(BaseBridge):
             self.logger.info("%s: operation %s was not finished by the PLC: %s", self.thread_name, op_id, exc)
 
 
+def _check_int(field: str, value: Any, low: int, high: int) -> None:
+    """An int in low..high; a bool is refused (True would pass for 1 in a TOML table)."""
+    if type(value) is not int or not low <= value <= high:
+        raise ValidationError(field, f"must be an integer {low}..{high}, got {value!r}")
+
+
+def _check_connection(
+    transport: Any, host: Any, port: Any, serial_port: Any, serial: Mapping[str, Any]
+) -> None:
+    """Check where the PLC is; every error names the constructor argument that is wrong."""
+    if type(transport) is not str or transport not in TRANSPORTS:
+        raise ValidationError("transport", f"must be 'tcp' or 'rtu', got {transport!r}")
+    _check_int("port", port, 1, 65535)
+    baudrate, parity = serial["baudrate"], serial["parity"]
+    if type(baudrate) is not int or baudrate <= 0:
+        raise ValidationError("baudrate", f"must be an integer > 0 (bits per second), got {baudrate!r}")
+    if type(parity) is not str or parity not in PARITIES:
+        raise ValidationError("parity", f"must be 'N', 'E' or 'O', got {parity!r}")
+    if type(serial["stopbits"]) is not int or serial["stopbits"] not in (1, 2):
+        raise ValidationError("stopbits", f"must be 1 or 2, got {serial['stopbits']!r}")
+    if type(serial["bytesize"]) is not int or serial["bytesize"] not in (7, 8):
+        raise ValidationError("bytesize", f"must be 7 or 8, got {serial['bytesize']!r}")
+    if transport == "tcp":
+        if host is None:
+            raise ValidationError("host", "is required for transport 'tcp' (the PLC's address)")
+        if type(host) is not str or not host or any(c.isspace() for c in host):
+            raise ValidationError("host", f"must be a host name or IP address, got {host!r}")
+        if serial_port is not None:
+            raise ValidationError(
+                "serial_port", f"applies to transport 'rtu' only, got {serial_port!r} for a tcp bridge"
+            )
+        for key, default in _SERIAL_DEFAULTS.items():
+            if serial[key] != default:
+                raise ValidationError(
+                    key, f"applies to transport 'rtu' only, got {serial[key]!r} for a tcp bridge"
+                )
+        return
+    if serial_port is None:
+        raise ValidationError(
+            "serial_port", "is required for transport 'rtu' (a device such as /dev/ttyUSB0, or a "
+            "pyserial URL such as socket://host:port)",
+        )
+    if type(serial_port) is not str or not serial_port.strip():
+        raise ValidationError("serial_port", f"must be a device path or a pyserial URL, got {serial_port!r}")
+    over_tcp = "; for RTU frames over TCP use serial_port='socket://host:port'"
+    if host is not None:
+        raise ValidationError("host", f"applies to transport 'tcp' only, got {host!r}{over_tcp}")
+    if port != _DEFAULT_TCP_PORT:
+        raise ValidationError("port", f"applies to transport 'tcp' only, got {port!r}{over_tcp}")
+
+
+def _check_signals(signals: Any) -> list[SignalSpec]:
+    if signals is None:
+        return []
+    if not isinstance(signals, Mapping):
+        raise ValidationError("signals", f"must map signal names to specs, got {signals!r}")
+    for name in signals:
+        if type(name) is not str or not name or any(c.isspace() for c in name):
+            raise ValidationError("signals", f"names must be non-empty and without spaces, got {name!r}")
+    return [SignalSpec.parse(name, spec) for name, spec in signals.items()]
+
+
 def _check_executor(executor: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if executor is None:
         return None
@@ -338,7 +552,9 @@ def _check_executor(executor: Mapping[str, Any] | None) -> dict[str, Any] | None
     for key, value in executor.items():
         if key.endswith(("_coil", "_register")) and (type(value) is not int or not 0 <= value <= 0xFFFF):
             raise ValidationError(f"executor.{key}", f"must be an address 0..65535, got {value!r}")
-    checked.setdefault("program_key", "program")
+    program_key = checked.setdefault("program_key", "program")
+    if type(program_key) is not str or not program_key:
+        raise ValidationError("executor.program_key", f"must be a payload key, got {program_key!r}")
     return checked
 
 

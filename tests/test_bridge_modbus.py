@@ -10,11 +10,24 @@ from typing import Any
 
 import pytest
 from conftest import RESOURCE, EventRecorder
+from pymodbus.client import ModbusTcpClient
 
 from firmware_bridges.base import BaseBridge, BridgeConnectionError, BridgeError
-from firmware_bridges.modbus import ModbusBridge, _batch
+from firmware_bridges.modbus import (
+    PYMODBUS_LOGGER,
+    ModbusBridge,
+    _batch,
+    _install_pymodbus_filter,
+    _PymodbusOnBridgeThreads,
+)
 from firmware_bridges.simulators.plc import PlcSimulator, free_port
-from operation_dispatcher import EventType, Operation, OperationDispatcher, TerminationReason
+from operation_dispatcher import (
+    DispatchEvent,
+    EventType,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+)
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
 PLC = PlcSimulator
@@ -130,6 +143,94 @@ def test_the_dispatcher_timeout_fails_a_slow_cycle_and_the_bridge_lets_go(make_d
         assert dispatcher.get_operation(op.id).termination_reason is TerminationReason.TIMEOUT
         wait_until(lambda: bridge._active is None, what="the bridge to drop the timed-out operation")
         bridge.stop()
+
+
+def test_done_or_error_left_over_from_the_last_cycle_cannot_end_the_next_operation(
+    make_dispatcher, make_bridge
+):
+    """The guard: the bridge clears done and error itself before the start pulse.
+
+    This PLC leaves the previous cycle's bits set after a start (as one that clears them a scan
+    late), so without the guard each operation would end at the first poll after its start.
+    """
+    with PlcSimulator(cycle_time=0.2, failing_programs={99: 42}, clear_on_start=False) as late_plc:
+        client = ModbusTcpClient("127.0.0.1", port=late_plc.port, timeout=1.0)
+        assert client.connect()
+        try:  # the hazard is real: done set, start pulsed, done still set
+            client.write_coil(PLC.DONE_COIL, True)
+            client.write_coil(PLC.START_COIL, True)
+            client.write_coil(PLC.START_COIL, False)
+            assert client.read_coils(PLC.DONE_COIL, count=1).bits[0] is True
+            wait_until(lambda: not late_plc.busy, what="the probing cycle to end")
+        finally:
+            client.close()
+
+        dispatcher, recorder = started(make_dispatcher)
+        cycles_when_ended: dict[Any, int] = {}
+
+        def note(event: DispatchEvent) -> None:  # event thread: just after the bridge ended it
+            if event.event_type in (EventType.OPERATION_COMPLETED, EventType.OPERATION_FAILED):
+                cycles_when_ended[event.operation_id] = late_plc.cycles
+
+        dispatcher.subscribe(note)
+        make_bridge(dispatcher, late_plc.port, executor=EXECUTOR)
+        failing, after_error, after_done = (
+            Operation(resource_id=RESOURCE, payload={"program": program}) for program in (99, 7, 8)
+        )
+        dispatcher.add_operations([failing, after_error, after_done])
+
+        recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=after_done.id)
+        assert late_plc.programs_run == [0, 99, 7, 8]  # 0: the probing cycle above
+        assert dispatcher.get_operation(failing.id).termination_reason is TerminationReason.EXTERNAL_ERROR
+        assert dispatcher.get_operation(after_error.id).state.value == "COMPLETED"  # not failed by 99's bit
+        # each operation ended with its own cycle (1 is the probing cycle above), none earlier
+        assert [cycles_when_ended[op.id] for op in (failing, after_error, after_done)] == [2, 3, 4]
+
+
+def test_pymodbus_errors_on_a_bridge_thread_are_held_back_and_the_bridge_warns_once(
+    make_dispatcher, caplog
+):
+    """pymodbus logs an ERROR per failed connect; the bridge's one WARNING carries the reason."""
+    caplog.set_level(logging.INFO)
+    dispatcher = make_dispatcher()
+    bridge = ModbusBridge(dispatcher, "plc1", "127.0.0.1", free_port(), signals=READY,
+                          reconnect_initial=0.01, reconnect_max=0.05, timeout=0.2)
+    with bridge:  # about a second of refused connections
+        wait_until(lambda: bridge.counters["reconnects"] >= 20, what="a second of reconnects")
+    warnings = [r for r in caplog.records
+                if r.name == "firmware_bridges.modbus" and r.levelno >= logging.WARNING]
+    assert [r.levelno for r in warnings] == [logging.WARNING], [r.getMessage() for r in warnings]
+    assert "refused" in warnings[0].getMessage()  # pymodbus' reason, held back from its own log
+    assert [r for r in caplog.records if r.name.startswith("pymodbus")] == []
+
+    # on any other thread pymodbus' records pass as before
+    client = ModbusTcpClient("127.0.0.1", port=free_port(), timeout=0.2)
+    assert not client.connect()
+    client.close()
+    errors = [r for r in caplog.records if r.name.startswith("pymodbus") and r.levelno == logging.ERROR]
+    assert [r.threadName for r in errors] == [threading.current_thread().name]
+
+
+def test_held_back_pymodbus_records_pass_as_debug_while_pymodbus_debug_logging_is_on(
+    make_dispatcher, caplog
+):
+    """Troubleshooting a line still shows pymodbus' view, without raising the bridge's level."""
+    caplog.set_level(logging.DEBUG, logger="pymodbus")
+    dispatcher = make_dispatcher()
+    bridge = ModbusBridge(dispatcher, "plc1", "127.0.0.1", free_port(), signals=READY,
+                          reconnect_initial=0.01, reconnect_max=0.02, timeout=0.2)
+    with bridge:
+        wait_until(lambda: bridge.counters["reconnects"] >= 2, what="reconnects")
+    from_bridge = [r for r in caplog.records
+                   if r.name.startswith("pymodbus") and r.threadName == bridge.thread_name]
+    assert any("refused" in r.getMessage() for r in from_bridge)
+    assert {r.levelno for r in from_bridge} == {logging.DEBUG}
+    # installed once: importing (or installing) again reuses the filter on pymodbus' logger
+    installed = _install_pymodbus_filter()
+    assert installed is _install_pymodbus_filter()
+    ours = [f for f in logging.getLogger(PYMODBUS_LOGGER).filters
+            if isinstance(f, _PymodbusOnBridgeThreads)]
+    assert ours == [installed]
 
 
 def test_registers_map_to_bits_scaled_values_and_enum_labels_in_few_requests(

@@ -1,4 +1,10 @@
-"""A simulated Modbus PLC on pymodbus' own TCP server: a ready bit, a program register and a cycle.
+"""A simulated Modbus PLC on pymodbus' own server: a ready bit, a program register and a cycle.
+
+It speaks Modbus TCP (``framer="tcp"``, the default) or Modbus RTU (``framer="rtu"``): RTU
+frames with their CRC over a TCP socket on ``host:port`` (a bridge opens
+``serial_port="socket://host:port"``), or over a serial line with ``serial_port=``: a device path,
+or ``"pty"`` for a pseudo-terminal joined to a second one whose path the bridge opens
+(``plc.serial_url``), like a null-modem cable; no hardware and no ``socat`` needed.
 
 The register map (device id 1 by default, every address 0-based)::
 
@@ -15,31 +21,44 @@ The register map (device id 1 by default, every address 0-based)::
 
 A start pulse clears done, error and the error code before the write is acknowledged, so a
 host that pulses the start coil and then reads done never sees the previous cycle's result.
+With ``clear_on_start=False`` it does not: it plays a PLC that clears them a scan late (or only
+when the host writes them), which a host must guard against.
 
 Run it standalone::
 
     python -m firmware_bridges.simulators.plc --port 5020 --cycle-time 0.5 --ready
+    python -m firmware_bridges.simulators.plc --port 5021 --framer rtu     # socket://127.0.0.1:5021
+    python -m firmware_bridges.simulators.plc --framer rtu --serial-port pty   # prints the pty path
 
 or from a test::
 
     with PlcSimulator(cycle_time=0.05) as plc:   # a free port on 127.0.0.1
         plc.set_ready(True)
         ... ModbusBridge(dispatcher, "plc1", "127.0.0.1", plc.port, ...) ...
+
+    with PlcSimulator(framer="rtu", serial_port="pty") as plc:
+        ... ModbusBridge(dispatcher, "plc1", transport="rtu", serial_port=plc.serial_url, ...) ...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import select
 import socket
 import threading
 import time
+import tty
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 try:
-    from pymodbus.server import ModbusTcpServer
+    from pymodbus.framer import FramerType
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
     from pymodbus.simulator import SimData, SimDevice
     from pymodbus.simulator.simutils import DataType
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -47,7 +66,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "PlcSimulator needs pymodbus: pip install 'operation-dispatcher[modbus]'"
     ) from exc
 
-__all__ = ["PlcSimulator", "main"]
+__all__ = ["PlcSimulator", "PtyLink", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +77,8 @@ _BITS = 16  # coils and discrete inputs of the map, packed 16 to a register
 _REGISTERS = 8
 
 MODE_IDLE, MODE_RUNNING, MODE_DONE, MODE_ERROR = 0, 1, 2, 3
+FRAMERS = {"tcp": FramerType.SOCKET, "rtu": FramerType.RTU}
+PTY = "pty"  # serial_port=PTY: serve on a pseudo-terminal pair made here
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,8 +88,97 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class PtyLink:
+    """Two pseudo-terminals joined back to back by a thread, as ``socat pty pty`` would.
+
+    pymodbus' serial server and pyserial both open a device *path*, and a pty has only one (its
+    slave end; the master is a bare file descriptor), so the link makes two ptys and copies bytes
+    between their masters: the server opens ``server_path``, the bridge ``client_path``, and
+    they talk as over a null-modem cable. While the link is stopped nothing passes (a dead line);
+    :meth:`start` discards what queued up meanwhile. The slave ends stay open here so a master
+    never reads EIO while nobody has its path open. :meth:`close` releases the ptys.
+    """
+
+    def __init__(self) -> None:
+        self._masters: list[int] = []
+        self._fds: list[int] = []
+        paths = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            self._fds += [master, slave]
+            tty.setraw(slave)  # bytes pass unchanged (pyserial sets raw mode too when it opens)
+            os.set_blocking(master, False)
+            self._masters.append(master)
+            paths.append(os.ttyname(slave))
+        self.server_path, self.client_path = paths
+        self._wake_read, self._wake_write = os.pipe()
+        self._fds += [self._wake_read, self._wake_write]
+        os.set_blocking(self._wake_read, False)
+        self._thread: threading.Thread | None = None
+        self._close_fds = weakref.finalize(self, _close_all, list(self._fds))
+
+    @property
+    def closed(self) -> bool:
+        return not self._close_fds.alive
+
+    def start(self) -> None:
+        """Start copying (a no-op while running)."""
+        if self.closed:
+            raise RuntimeError("the pty link is closed")
+        if self._thread is not None:
+            return
+        for fd in (*self._masters, self._wake_read):
+            _drain(fd)
+        self._thread = threading.Thread(
+            target=self._run, name=f"plc-simulator-pty[{self.client_path}]", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop copying; the ptys stay (their paths too), so :meth:`start` can resume."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        os.write(self._wake_write, b"x")
+        thread.join(timeout)
+        if thread.is_alive():
+            raise RuntimeError(f"thread {thread.name!r} did not stop within {timeout} s")
+
+    def close(self) -> None:
+        """Stop and release both ptys; safe to call twice."""
+        self.stop()
+        self._close_fds()
+
+    def _run(self) -> None:
+        first, second = self._masters
+        peer = {first: second, second: first}
+        while True:
+            ready, _, _ = select.select([first, second, self._wake_read], [], [])
+            if self._wake_read in ready:
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                    os.write(peer[fd], data)
+                except (BlockingIOError, InterruptedError):
+                    pass  # nothing after all, or nobody drains the other end: lost, as on a wire
+
+
+def _drain(fd: int) -> None:
+    """Read and discard what a non-blocking fd holds."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while os.read(fd, 4096):
+            pass
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 class PlcSimulator:
-    """A PLC with one machine cycle, served over Modbus TCP on its own thread.
+    """A PLC with one machine cycle, served over Modbus TCP or RTU on its own thread.
 
     :param host: the address to listen on.
     :param port: the TCP port; 0 picks a free one (kept across :meth:`stop` / :meth:`start`,
@@ -77,6 +187,12 @@ class PlcSimulator:
     :param device_id: the Modbus device id (unit) the PLC answers as.
     :param failing_programs: program number -> error code; these cycles end with the error bit.
     :param ready: the initial state of the ready bit.
+    :param framer: ``"tcp"`` (Modbus TCP) or ``"rtu"`` (RTU frames with CRC).
+    :param serial_port: serve RTU on a serial line instead of ``host:port``: a device path at
+        19200 8N1, or ``"pty"`` for a :class:`PtyLink` whose other end is :attr:`serial_url`
+        (kept across :meth:`stop` / :meth:`start`; :meth:`close` releases it).
+    :param clear_on_start: False plays a PLC whose start pulse leaves the previous cycle's done,
+        error and error code set.
     """
 
     READY_INPUT = 0
@@ -93,11 +209,22 @@ class PlcSimulator:
         device_id: int = 1,
         failing_programs: Mapping[int, int] | None = None,
         ready: bool = False,
+        framer: str = "tcp",
+        serial_port: str | None = None,
+        clear_on_start: bool = True,
     ) -> None:
         if not cycle_time >= 0:
             raise ValueError(f"cycle_time must be >= 0 seconds, got {cycle_time!r}")
+        if framer not in FRAMERS:
+            raise ValueError(f"framer must be 'tcp' or 'rtu', got {framer!r}")
+        if serial_port is not None and framer != "rtu":
+            raise ValueError("a serial line carries RTU frames: use framer='rtu' with serial_port")
         self.host = host
         self.port = port or free_port(host)
+        self.framer = framer
+        self.serial_port = serial_port
+        self.clear_on_start = bool(clear_on_start)
+        self._pty = PtyLink() if serial_port == PTY else None
         self.cycle_time = float(cycle_time)
         self.device_id = device_id
         self.failing_programs = dict(failing_programs or {})
@@ -117,7 +244,7 @@ class PlcSimulator:
         # the server thread
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
     # ================================================================ operator side
     def set_ready(self, ready: bool) -> None:
@@ -145,17 +272,46 @@ class PlcSimulator:
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def where(self) -> str:
+        """What the PLC is served on: ``host:port`` or the serial device's path."""
+        if self._pty is not None:
+            return self._pty.server_path
+        return self.serial_port or f"{self.host}:{self.port}"
+
+    @property
+    def serial_url(self) -> str | None:
+        """What a ``ModbusBridge(transport="rtu")`` opens as ``serial_port`` to reach this PLC.
+
+        ``socket://host:port`` for RTU over TCP, the other pty's path for ``serial_port="pty"``;
+        None for Modbus TCP (the bridge takes host and port) and for a device path (the other
+        end of that line is not known here).
+        """
+        if self.framer != "rtu":
+            return None
+        if self._pty is not None:
+            return self._pty.client_path
+        return f"socket://{self.host}:{self.port}" if self.serial_port is None else None
+
+    def _new_server(self) -> ModbusTcpServer | ModbusSerialServer:
+        if self.serial_port is None:
+            return ModbusTcpServer(self._device(), framer=FRAMERS[self.framer],
+                                   address=(self.host, self.port))
+        return ModbusSerialServer(self._device(), framer=FramerType.RTU, port=self.where)
+
     def start(self, timeout: float = 5.0) -> None:
-        """Listen on ``host:port`` on a thread; returns once the port accepts connections."""
+        """Serve on a thread; returns once the port accepts connections (or the line is open)."""
         if self.is_running:
-            raise RuntimeError(f"the PLC simulator on port {self.port} is already running")
+            raise RuntimeError(f"the PLC simulator on {self.where} is already running")
+        if self._pty is not None:
+            self._pty.start()
         listening = threading.Event()
         failure: list[BaseException] = []
         loop = asyncio.new_event_loop()
         self._loop = loop
 
         async def serve() -> None:
-            self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
+            self._server = self._new_server()
             await self._server.serve_forever(background=True)
             listening.set()
             await self._server.serving
@@ -170,21 +326,22 @@ class PlcSimulator:
                 listening.set()
                 _close_loop(loop)
 
-        self._thread = threading.Thread(
-            target=run, name=f"plc-simulator[{self.host}:{self.port}]", daemon=True
-        )
+        self._thread = threading.Thread(target=run, name=f"plc-simulator[{self.where}]", daemon=True)
         self._thread.start()
         if not listening.wait(timeout):
-            raise RuntimeError(f"the PLC simulator did not listen on port {self.port} in {timeout} s")
+            raise RuntimeError(f"the PLC simulator did not listen on {self.where} in {timeout} s")
         if failure:
             self._thread.join(timeout)
             self._thread = None
-            raise RuntimeError(f"the PLC simulator could not listen on {self.host}:{self.port}") \
-                from failure[0]
-        logger.info("PLC simulator listening on %s:%s", self.host, self.port)
+            if self._pty is not None:
+                self._pty.stop()
+            raise RuntimeError(f"the PLC simulator could not listen on {self.where}") from failure[0]
+        logger.info("PLC simulator (Modbus %s) listening on %s", self.framer.upper(), self.where)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the port and every connection, and end the thread; safe to call twice."""
+        """Close the port and every connection, and end the threads; safe to call twice."""
+        if self._pty is not None:
+            self._pty.stop(timeout)  # the line goes dead first: no request reaches a closing server
         thread, loop, server = self._thread, self._loop, self._server
         if thread is None or loop is None:
             return
@@ -198,12 +355,18 @@ class PlcSimulator:
             raise RuntimeError(f"thread {thread.name!r} did not stop within {timeout} s")
         self._thread = self._loop = self._server = None
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop, and release the pseudo-terminals of ``serial_port="pty"``; safe to call twice."""
+        self.stop(timeout)
+        if self._pty is not None:
+            self._pty.close()
+
     def __enter__(self) -> PlcSimulator:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     # ================================================================ the PLC logic
     def _device(self) -> SimDevice:
@@ -237,8 +400,9 @@ class PlcSimulator:
                 value = bool(value)
                 if addr == self.START_COIL:
                     if value and not self._start and self._busy_until is None:
-                        self._done = self._error = False
-                        self._error_code = 0
+                        if self.clear_on_start:
+                            self._done = self._error = False
+                            self._error_code = 0
                         self._running_program = self._program
                         self.programs_run.append(self._program)
                         self._busy_until = time.monotonic() + self.cycle_time
@@ -309,12 +473,22 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5020)
+    parser.add_argument("--framer", choices=sorted(FRAMERS), default="tcp",
+                        help="tcp: Modbus TCP (default); rtu: RTU frames with CRC (over TCP, "
+                             "for serial_port='socket://host:port', unless --serial-port)")
+    parser.add_argument("--serial-port", metavar="PATH|pty",
+                        help="serve RTU on this serial device (19200 8N1), or on a pseudo-terminal "
+                             "pair with 'pty' (the path to open is printed); needs --framer rtu")
+    parser.add_argument("--no-clear-on-start", dest="clear_on_start", action="store_false",
+                        help="keep the previous cycle's done/error bits set after a start pulse")
     parser.add_argument("--cycle-time", type=float, default=0.5, help="seconds (default 0.5)")
     parser.add_argument("--device-id", type=int, default=1)
     parser.add_argument("--ready", action="store_true", help="start with the ready bit set")
     parser.add_argument("--fail", action="append", default=[], metavar="PROGRAM=CODE",
                         help="make a program end with the error bit and this code (repeatable)")
     args = parser.parse_args(argv)
+    if args.serial_port is not None and args.framer != "rtu":
+        parser.error("--serial-port needs --framer rtu (a serial line carries RTU frames)")
     failing = {}
     for item in args.fail:
         program, sep, code = item.partition("=")
@@ -323,16 +497,24 @@ def main(argv: list[str] | None = None) -> int:
         failing[int(program)] = int(code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     plc = PlcSimulator(args.host, args.port, cycle_time=args.cycle_time,
-                       device_id=args.device_id, failing_programs=failing, ready=args.ready)
-    plc.start()
-    print(f"PLC simulator on {args.host}:{plc.port} (device id {args.device_id}); Ctrl-C stops it",
-          flush=True)
+                       device_id=args.device_id, failing_programs=failing, ready=args.ready,
+                       framer=args.framer, serial_port=args.serial_port,
+                       clear_on_start=args.clear_on_start)
     try:
+        plc.start()
+        if plc.serial_url is not None:
+            hint = f"a bridge opens transport='rtu', serial_port={plc.serial_url!r}"
+        elif plc.serial_port is not None:
+            hint = "a bridge opens the other end of this line with transport='rtu'"
+        else:
+            hint = f"a bridge connects to host={args.host!r}, port={plc.port}"
+        print(f"PLC simulator (Modbus {args.framer.upper()}) on {plc.where}, device id "
+              f"{args.device_id}: {hint}; Ctrl-C stops it", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
-        plc.stop()
+        plc.close()
     return 0
 
 
