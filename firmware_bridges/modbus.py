@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
-from .base import BaseBridge, BridgeConnectionError, BridgeProtocolError, check_seconds
+from .base import BaseBridge, BridgeConnectionError, BridgeError, BridgeProtocolError, check_seconds
 
 __all__ = ["ModbusBridge", "SignalSpec"]
 
@@ -349,6 +349,17 @@ class ModbusBridge(BaseBridge):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+        self._drop_queued_starts()
+
+    def _drop_queued_starts(self) -> None:
+        """Fail the starts queued for a connection that is gone (see ``_on_event``)."""
+        while True:
+            try:
+                command, op_id, _ = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command == "start":
+                self._fail_start(op_id, "the connection to the PLC was lost before the start")
 
     def _poll_once(self) -> None:
         self._run_commands()
@@ -372,6 +383,9 @@ class ModbusBridge(BaseBridge):
             return
         kind = event.event_type
         if kind is EventType.OPERATION_STARTED:
+            if not self.is_online:  # never queue a start for later: the PLC would start it
+                self._fail_start(op_id, "the PLC is offline")  # unexpectedly on its return
+                return
             op = self.dispatcher.get_operation(op_id)
             payload = op.payload if op is not None else {}
             self._commands.put(("start", op_id, payload.get(self.executor["program_key"])))
@@ -447,11 +461,20 @@ class ModbusBridge(BaseBridge):
             return
         # the guard: a done or error bit the PLC has not cleared yet (PLCs that clear them one
         # scan after the start, or never) must not end this operation at the next poll
-        self._request("write_coil", ex["done_coil"], value=False)
-        self._request("write_coil", ex["error_coil"], value=False)
-        self._request("write_register", ex["program_register"], value=program)
-        self._pulse(ex["start_coil"])
+        try:
+            self._request("write_coil", ex["done_coil"], value=False)
+            self._request("write_coil", ex["error_coil"], value=False)
+            self._request("write_register", ex["program_register"], value=program)
+            self._pulse(ex["start_coil"])
+        except BridgeError as exc:  # half a start sequence: whether the PLC runs is unknown
+            self._fail_start(op_id, f"the start sequence failed ({exc}); check the machine",
+                             plc_state="unknown")
+            raise
         self._active = op_id
+
+    def _fail_start(self, op_id: UUID, error: str, **meta: Any) -> None:
+        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, error)
+        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": error, **meta})
 
     def _watch(self, raw: dict[tuple[str, int], int | bool]) -> None:
         ex = self.executor

@@ -159,6 +159,15 @@ class DemoMachine:
             payload[key] = FAILING_PROGRAM if failing else 1 + [t for t, _ in self.TASKS].index(task)
         return payload
 
+    def _conditions(self) -> dict[str, Any]:
+        """Some operations wait for the door (or the PLC's ready bit); PLC ones for the PLC."""
+        conditions: dict[str, Any] = {}
+        if self.plc_bridge is not None:  # a start while the PLC is offline would fail at once
+            conditions[f"{self.plc_bridge.name}.online"] = True
+        if self._rng.random() < 0.3:
+            conditions[self.release_signal] = True
+        return conditions
+
     def _feed(self, dispatcher: OperationDispatcher) -> None:
         rng, cycle = self._rng, 0
         if self._plc is None:
@@ -177,7 +186,7 @@ class DemoMachine:
                         payload=self._payload(task),
                         priority=rng.randint(0, 5),
                         planned_duration=round(planned * rng.uniform(0.7, 1.3), 2),
-                        release_conditions={self.release_signal: True} if rng.random() < 0.3 else {},
+                        release_conditions=self._conditions(),
                     ))
             except DispatcherError as exc:
                 log.warning("demo: could not add an operation: %s", exc)

@@ -117,6 +117,40 @@ class EventRecorder:
                 self._cond.wait(remaining)
 
 
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it is truthy (bounded); return its value.
+
+    Only for state nothing notifies about (counters, a bridge's health flag, staleness): where
+    an event or a signal change can be awaited, use :class:`EventRecorder` or :func:`wait_signal`.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.005)
+    return result
+
+
+def wait_signal(dispatcher: OperationDispatcher, name: str, value: Any, timeout: float = 5.0) -> None:
+    """Block until the signal ``name`` is fresh and holds ``value`` (woken by the board)."""
+    board = dispatcher.signals
+    cond = threading.Condition()
+
+    def wake(_signal: Any) -> None:
+        with cond:
+            cond.notify_all()
+
+    unsubscribe = board.subscribe(wake)
+    deadline = time.monotonic() + timeout
+    try:
+        with cond:
+            while not board.holds(name, value):
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"{name} never became {value!r}: {board.get(name)}"
+                cond.wait(remaining)
+    finally:
+        unsubscribe()
+
+
 @pytest.fixture
 def make_dispatcher() -> Iterator[Callable[..., OperationDispatcher]]:
     """Build ``OperationDispatcher("robot-1", **kwargs)``; every one is stopped at teardown."""

@@ -69,12 +69,13 @@ def test_plc_example_checks_and_builds_a_modbus_bridge_not_started(
         SignalSpec("cycles", "input_register", 0),
         SignalSpec("temperature", "input_register", 1, scale=0.1),
         SignalSpec("mode", "input_register", 2,
-                   enum={0: "idle", 1: "running", 2: "done", 3: "error"}),
+                   enum={0: "idle", 1: "running", 2: "done", 3: "error", 4: "paused"}),
         SignalSpec("busy", "input_register", 3, bit=1),
     ]
     assert bridge.executor == {
         "program_register": 0, "start_coil": 0, "done_coil": 1, "error_coil": 2,
-        "error_code_register": 1, "program_key": "program",
+        "error_code_register": 1, "cancel_coil": 3, "pause_coil": 4, "resume_coil": 5,
+        "program_key": "program",
     }
     assert_not_started(bridge, dispatcher)
 
@@ -98,7 +99,7 @@ def test_serial_example_checks_and_builds_a_serial_bridge_not_started(
     assert_not_started(bridge, dispatcher)
 
 
-@pytest.mark.parametrize("example", ["plc.toml", "serial.toml"])
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
 def test_check_config_command_accepts_the_examples(
     example: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

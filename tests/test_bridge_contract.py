@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import RESOURCE, EventRecorder
+from conftest import RESOURCE, EventRecorder, wait_signal, wait_until
 
 from firmware_bridges.base import COUNTER_NAMES, BaseBridge
 from firmware_bridges.modbus import ModbusBridge
@@ -176,34 +176,8 @@ def make_bridge(
 # ------------------------------------------------------------------------------ helpers
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy (bounded); return its value."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.002)
-    return result
 
 
-def wait_signal(dispatcher: OperationDispatcher, name: str, value: Any, timeout: float = 5.0) -> None:
-    """Block until the signal ``name`` is fresh and holds ``value`` (woken by the board)."""
-    board = dispatcher.signals
-    cond = threading.Condition()
-
-    def wake(_signal: Signal) -> None:
-        with cond:
-            cond.notify_all()
-
-    unsubscribe = board.subscribe(wake)
-    deadline = time.monotonic() + timeout
-    try:
-        with cond:
-            while not board.holds(name, value):
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"{name} never became {value!r}: {board.get(name)}"
-                cond.wait(remaining)
-    finally:
-        unsubscribe()
 
 
 def bridge_threads(bridge: BaseBridge) -> list[threading.Thread]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import RESOURCE, EventRecorder
+from conftest import RESOURCE, EventRecorder, wait_signal, wait_until
 from pymodbus.client import ModbusTcpClient
 
 from firmware_bridges.base import BaseBridge, BridgeConnectionError, BridgeError
@@ -41,13 +41,6 @@ EXECUTOR = {
 READY = {"ready": {"kind": "discrete_input", "address": PLC.READY_INPUT}}
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy (bounded); return its value."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.005)
-    return result
 
 
 @pytest.fixture
@@ -70,6 +63,8 @@ def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator
         bridge = ModbusBridge(dispatcher, "plc1", "127.0.0.1", port, **kwargs)
         made.append(bridge)
         bridge.start()
+        # an operation that starts while the PLC is offline fails at once, by design: wait
+        wait_signal(dispatcher, "plc1.online", True)
         return bridge
 
     yield factory
@@ -341,3 +336,56 @@ def test_configuration_errors_name_the_field(make_dispatcher):
     assert issubclass(BridgeConnectionError, BridgeError)
     assert issubclass(BridgeError, DispatcherError)
     assert issubclass(ModbusBridge, BaseBridge)
+
+
+def test_pause_resume_and_cancel_pulse_their_coils_and_the_plc_obeys(make_dispatcher, make_bridge):
+    """The simulator's cancel / pause / resume coils (3 / 4 / 5) against the executor map."""
+    with PlcSimulator(cycle_time=0.3, ready=True) as slow_plc:
+        dispatcher, recorder = started(make_dispatcher)
+        executor = {**EXECUTOR, "cancel_coil": PLC.CANCEL_COIL, "pause_coil": PLC.PAUSE_COIL,
+                    "resume_coil": PLC.RESUME_COIL}
+        mode = {"mode": {"kind": "input_register", "address": PLC.MODE_REGISTER,
+                         "enum": {0: "idle", 1: "running", 2: "done", 3: "error", 4: "paused"}}}
+        make_bridge(dispatcher, slow_plc.port, executor=executor, signals=mode)
+
+        paused = Operation(resource_id=RESOURCE, payload={"program": 1})
+        dispatcher.add_operation(paused)
+        recorder.wait_for(EventType.OPERATION_STARTED, operation_id=paused.id)
+        wait_signal(dispatcher, "plc1.mode", "running")
+        assert dispatcher.pause_operation(paused.id)
+        wait_signal(dispatcher, "plc1.mode", "paused")  # the PLC froze its cycle
+        assert dispatcher.resume_operation(paused.id)
+        recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=paused.id)
+
+        cancelled = Operation(resource_id=RESOURCE, payload={"program": 2})
+        dispatcher.add_operation(cancelled)
+        recorder.wait_for(EventType.OPERATION_STARTED, operation_id=cancelled.id)
+        wait_signal(dispatcher, "plc1.mode", "running")
+        assert dispatcher.cancel_operation(cancelled.id) is not None
+        wait_until(lambda: slow_plc.cancelled == 1, what="the PLC to abort the cycle")
+        wait_signal(dispatcher, "plc1.mode", "idle")
+        assert slow_plc.programs_run == [1, 2] and slow_plc.cycles == 1  # the cancelled one never ended
+
+
+def test_an_operation_started_while_the_plc_is_offline_fails_and_never_runs_later(
+    make_dispatcher, make_bridge
+):
+    """No start is queued for the PLC's return: it would start the machine unexpectedly."""
+    with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
+        dispatcher, recorder = started(make_dispatcher)
+        bridge = make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
+                             reconnect_initial=0.02, reconnect_max=0.05)
+        plc_.stop()
+        wait_until(lambda: not bridge.is_online, what="the bridge to notice the outage")
+        op = Operation(resource_id=RESOURCE, payload={"program": 4})
+        dispatcher.add_operation(op)
+        failed = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)[0]
+        assert failed.meta_data["error"] == "the PLC is offline"
+        assert dispatcher.get_operation(op.id).termination_reason is TerminationReason.EXTERNAL_ERROR
+
+        plc_.start()
+        wait_signal(dispatcher, "plc1.online", True)
+        after = Operation(resource_id=RESOURCE, payload={"program": 5})
+        dispatcher.add_operation(after)
+        recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=after.id)
+        assert plc_.programs_run == [5]  # program 4 was never started on the PLC's return

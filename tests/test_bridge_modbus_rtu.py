@@ -13,13 +13,12 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESOURCE, EventRecorder
+from conftest import RESOURCE, EventRecorder, wait_signal, wait_until
 from pymodbus.client import ModbusSerialClient
 
 from firmware_bridges.config import bridge_errors
@@ -40,13 +39,6 @@ READY = {"ready": {"kind": "discrete_input", "address": PLC.READY_INPUT}}
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy (bounded); return its value."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.005)
-    return result
 
 
 @pytest.fixture
@@ -70,6 +62,8 @@ def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator
         bridge = ModbusBridge(dispatcher, "plc1", transport="rtu", serial_port=serial_port, **kwargs)
         made.append(bridge)
         bridge.start()
+        # an operation that starts while the PLC is offline fails at once, by design: wait
+        wait_signal(dispatcher, "plc1.online", True)
         return bridge
 
     yield factory
@@ -197,6 +191,7 @@ def test_the_executor_runs_over_a_pseudo_terminal_and_a_dead_line_is_one_outage(
         assert not any("connected again" in m for m in records(caplog, "firmware_bridges", logging.INFO))
 
         plc.start()  # same pty path
+        wait_signal(dispatcher, "plc1.online", True)  # a start while offline would fail at once
         second = Operation(resource_id=RESOURCE, payload={"program": 6})
         dispatcher.add_operation(second)
         recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=second.id)

@@ -12,14 +12,13 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import EventRecorder
+from conftest import EventRecorder, wait_signal
 
 from firmware_bridges import serial_protocol as proto
 from firmware_bridges.serial_line import SerialLineBridge
@@ -43,24 +42,6 @@ def op(**kwargs: Any) -> Operation:
     return Operation(resource_id=R, **kwargs)
 
 
-def wait_signal(d: OperationDispatcher, name: str, value: Any, timeout: float = 5.0) -> None:
-    """Block until the dispatcher's signal ``name`` holds ``value`` (woken by the board)."""
-    cond = threading.Condition()
-
-    def wake(_signal: Any) -> None:
-        with cond:
-            cond.notify_all()
-
-    unsubscribe = d.signals.subscribe(wake)
-    deadline = time.monotonic() + timeout
-    try:
-        with cond:
-            while not d.signals.holds(name, value):
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"{name} never became {value!r}: {d.signals.get(name)}"
-                cond.wait(remaining)
-    finally:
-        unsubscribe()
 
 
 # ------------------------------------------------------------------------------ fixtures

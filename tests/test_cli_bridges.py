@@ -25,7 +25,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def example_config(tmp_path: Path, name: str, port: int) -> Path:
     """The example config with its bridge pointed at ``port`` (everything else as shipped)."""
     text = (EXAMPLES / name).read_text(encoding="utf-8")
-    text, replaced = re.subn(r"(?m)^port = 5020\b", f"port = {port}", text)
+    text, replaced = re.subn(r"(?m)^(port = |serial_port = \"socket://127\.0\.0\.1:)502[01]\b",
+                             rf"\g<1>{port}", text)
     assert replaced == 1, "the example's bridge port moved: update this test"
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -52,21 +53,28 @@ def wait_for(served: Served, path: str, predicate: Callable[[Any], bool], timeou
         time.sleep(0.02)  # polling an HTTP resource: there is nothing to block on
 
 
+@pytest.fixture(params=["plc.toml", "plc-rtu.toml"])
+def example(request: pytest.FixtureRequest) -> str:
+    """Each PLC example: Modbus TCP, and Modbus RTU (RTU frames over TCP)."""
+    return request.param
+
+
 @pytest.fixture
-def plc() -> Iterator[PlcSimulator]:
-    simulator = PlcSimulator(cycle_time=0.1, failing_programs={99: 42}, ready=True)
+def plc(example: str) -> Iterator[PlcSimulator]:
+    framer = "rtu" if "rtu" in example else "tcp"
+    simulator = PlcSimulator(cycle_time=0.1, failing_programs={99: 42}, ready=True, framer=framer)
     simulator.start()
     yield simulator
     simulator.stop()
 
 
 def test_an_operation_added_over_http_runs_on_the_plc(
-    serve: Callable[..., Served], plc: PlcSimulator, tmp_path: Path
+    serve: Callable[..., Served], plc: PlcSimulator, example: str, tmp_path: Path
 ) -> None:
-    config = example_config(tmp_path, "plc.toml", plc.port)
+    config = example_config(tmp_path, example, plc.port)
     server = serve("--config", str(config), "--journal", str(tmp_path / "cell.db"))
     bridges = wait_for(server, "/bridges", lambda body: body and body[0]["online"])
-    assert bridges[0]["name"] == "plc" and bridges[0]["endpoint"] == f"tcp://127.0.0.1:{plc.port}"
+    assert bridges[0]["name"] == "plc" and f"127.0.0.1:{plc.port}" in bridges[0]["endpoint"]
 
     added = server.post("/operations/add", json=[
         {"payload": {"program": 3}, "release_conditions": {"plc.ready": True}},
@@ -93,10 +101,10 @@ def test_an_operation_added_over_http_runs_on_the_plc(
 
 
 def test_an_operation_waits_for_the_ready_bit_and_a_vanished_plc_holds_it(
-    serve: Callable[..., Served], plc: PlcSimulator, tmp_path: Path
+    serve: Callable[..., Served], plc: PlcSimulator, example: str, tmp_path: Path
 ) -> None:
     plc.set_ready(False)
-    config = example_config(tmp_path, "plc.toml", plc.port)
+    config = example_config(tmp_path, example, plc.port)
     server = serve("--config", str(config), "--journal", ":memory:")
     wait_for(server, "/signals", lambda body: any(
         s["name"] == "plc.ready" and s["value"] is False for s in body))

@@ -4,12 +4,12 @@ a TCP port), each answer checked against the app's own ``/openapi.json``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from conftest import wait_until
 
 from firmware_bridges.base import BaseBridge
 from firmware_bridges.modbus import ModbusBridge
@@ -38,13 +38,6 @@ def assert_error(response: Any, status: int, code: str, **details: Any) -> dict[
     return body
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (bounded); return that."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
-    return result
 
 
 class Conformance:

@@ -12,11 +12,14 @@ The register map (device id 1 by default, every address 0-based)::
     coil 0               start        a rising edge starts a cycle with the program in HR 0
     coil 1               done         rises ``cycle_time`` seconds after the start
     coil 2               error        rises instead of done for a program in ``failing_programs``
+    coil 3               cancel       a rising edge aborts the running cycle (no done, no error)
+    coil 4               pause        a rising edge freezes the running cycle's remaining time
+    coil 5               resume       a rising edge lets a paused cycle run on
     holding register 0   program      written by the host before the start pulse
     holding register 1   error code   the code of the last failed cycle (0 after a start)
     input register 0     cycles       completed cycles (done or error)
     input register 1     temperature  tenths of a degree (``set_temperature``)
-    input register 2     mode         0 idle, 1 running, 2 done, 3 error
+    input register 2     mode         0 idle, 1 running, 2 done, 3 error, 4 paused
     input register 3     status word  bit 0 ready, bit 1 busy, bit 2 done, bit 3 error
 
 A start pulse clears done, error and the error code before the write is acknowledged, so a
@@ -76,7 +79,7 @@ _WRITE_COIL, _WRITE_REGISTER, _WRITE_COILS, _WRITE_REGISTERS = 5, 6, 15, 16
 _BITS = 16  # coils and discrete inputs of the map, packed 16 to a register
 _REGISTERS = 8
 
-MODE_IDLE, MODE_RUNNING, MODE_DONE, MODE_ERROR = 0, 1, 2, 3
+MODE_IDLE, MODE_RUNNING, MODE_DONE, MODE_ERROR, MODE_PAUSED = 0, 1, 2, 3, 4
 FRAMERS = {"tcp": FramerType.SOCKET, "rtu": FramerType.RTU}
 PTY = "pty"  # serial_port=PTY: serve on a pseudo-terminal pair made here
 
@@ -196,7 +199,7 @@ class PlcSimulator:
     """
 
     READY_INPUT = 0
-    START_COIL, DONE_COIL, ERROR_COIL = 0, 1, 2
+    START_COIL, DONE_COIL, ERROR_COIL, CANCEL_COIL, PAUSE_COIL, RESUME_COIL = 0, 1, 2, 3, 4, 5
     PROGRAM_REGISTER, ERROR_CODE_REGISTER = 0, 1
     CYCLES_REGISTER, TEMPERATURE_REGISTER, MODE_REGISTER, STATUS_REGISTER = 0, 1, 2, 3
 
@@ -232,6 +235,9 @@ class PlcSimulator:
         # the PLC's state; the Modbus registers only mirror it (see _action)
         self._ready = bool(ready)
         self._start = False
+        self._commands = {self.CANCEL_COIL: False, self.PAUSE_COIL: False, self.RESUME_COIL: False}
+        self._paused_left: float | None = None  # the remaining time of a paused cycle
+        self.cancelled = 0  # cycles aborted by the cancel coil
         self._done = False
         self._error = False
         self._program = 0
@@ -259,7 +265,7 @@ class PlcSimulator:
     def busy(self) -> bool:
         with self._lock:
             self._advance(time.monotonic())
-            return self._busy_until is not None
+            return self._busy_until is not None or self._paused_left is not None
 
     @property
     def cycles(self) -> int:
@@ -398,8 +404,12 @@ class PlcSimulator:
             addr = address + offset
             if func_code in (_WRITE_COIL, _WRITE_COILS):
                 value = bool(value)
-                if addr == self.START_COIL:
-                    if value and not self._start and self._busy_until is None:
+                if addr in self._commands:
+                    if value and not self._commands[addr]:  # a rising edge
+                        self._command(addr, time.monotonic())
+                    self._commands[addr] = value
+                elif addr == self.START_COIL:
+                    if value and not self._start and self._busy_until is None and self._paused_left is None:
                         if self.clear_on_start:
                             self._done = self._error = False
                             self._error_code = 0
@@ -416,18 +426,30 @@ class PlcSimulator:
             elif addr == self.ERROR_CODE_REGISTER:
                 self._error_code = int(value)
 
+    def _command(self, coil: int, now: float) -> None:
+        """Cancel, pause or resume the running cycle (lock held)."""
+        if coil == self.CANCEL_COIL and (self._busy_until is not None or self._paused_left is not None):
+            self._busy_until = self._paused_left = None
+            self.cancelled += 1
+        elif coil == self.PAUSE_COIL and self._busy_until is not None:
+            self._paused_left, self._busy_until = max(0.0, self._busy_until - now), None
+        elif coil == self.RESUME_COIL and self._paused_left is not None:
+            self._busy_until, self._paused_left = now + self._paused_left, None
+
     def _mirror(self, func_code: int, registers: list[int]) -> None:
         """Copy the state into the block a read is about to see (lock held)."""
-        busy = self._busy_until is not None
+        paused = self._paused_left is not None
+        busy = self._busy_until is not None or paused
         if func_code in (_READ_COILS, _WRITE_COIL, _WRITE_COILS):
-            registers[0] = _pack([self._start, self._done, self._error])
+            commands = [self._commands[c] for c in (self.CANCEL_COIL, self.PAUSE_COIL, self.RESUME_COIL)]
+            registers[0] = _pack([self._start, self._done, self._error, *commands])
         elif func_code == _READ_DISCRETE:
             registers[0] = _pack([self._ready])
         elif func_code in (_READ_HOLDING, _WRITE_REGISTER, _WRITE_REGISTERS):
             registers[self.PROGRAM_REGISTER] = self._program
             registers[self.ERROR_CODE_REGISTER] = self._error_code
         elif func_code == _READ_INPUT:
-            mode = (MODE_RUNNING if busy else MODE_ERROR if self._error
+            mode = (MODE_PAUSED if paused else MODE_RUNNING if busy else MODE_ERROR if self._error
                     else MODE_DONE if self._done else MODE_IDLE)
             registers[self.CYCLES_REGISTER] = self._cycles & 0xFFFF
             registers[self.TEMPERATURE_REGISTER] = self._temperature
