@@ -151,6 +151,22 @@ def wait_signal(dispatcher: OperationDispatcher, name: str, value: Any, timeout:
         unsubscribe()
 
 
+ENVELOPE_KEYS = {"error", "message", "code"}
+
+
+def assert_error(response: Any, status: int, code: str, **details: Any) -> dict[str, Any]:
+    """The response is the API's error envelope with this status and code (and these details)."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert ENVELOPE_KEYS <= set(body) <= ENVELOPE_KEYS | {"details"}, body
+    assert body["code"] == code, body
+    assert body["error"] == body["message"] and body["message"]
+    for key, value in details.items():
+        assert body["details"][key] == value, body
+    return body
+
+
 @pytest.fixture
 def make_dispatcher() -> Iterator[Callable[..., OperationDispatcher]]:
     """Build ``OperationDispatcher("robot-1", **kwargs)``; every one is stopped at teardown."""

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import RESOURCE, EventRecorder, wait_signal, wait_until
+from conftest import RESOURCE, wait_signal, wait_until
+from plc_helpers import EXECUTOR, PLC, READY, bridge_factory, started
 from pymodbus.client import ModbusTcpClient
 
 from firmware_bridges.base import BaseBridge, BridgeConnectionError, BridgeError
@@ -30,18 +31,6 @@ from operation_dispatcher import (
 )
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
-PLC = PlcSimulator
-EXECUTOR = {
-    "program_register": PLC.PROGRAM_REGISTER,
-    "start_coil": PLC.START_COIL,
-    "done_coil": PLC.DONE_COIL,
-    "error_coil": PLC.ERROR_COIL,
-    "error_code_register": PLC.ERROR_CODE_REGISTER,
-}
-READY = {"ready": {"kind": "discrete_input", "address": PLC.READY_INPUT}}
-
-
-
 
 @pytest.fixture
 def plc() -> Iterator[PlcSimulator]:
@@ -54,29 +43,8 @@ def plc() -> Iterator[PlcSimulator]:
 @pytest.fixture
 def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[Callable[..., ModbusBridge]]:
     """``make_bridge(dispatcher, port, **kwargs)`` -> a started ModbusBridge named plc1."""
-    made: list[ModbusBridge] = []
+    yield from bridge_factory(lambda port: {"host": "127.0.0.1", "port": port})
 
-    def factory(dispatcher: OperationDispatcher, port: int, **kwargs: Any) -> ModbusBridge:
-        kwargs.setdefault("poll_interval", 0.01)
-        kwargs.setdefault("signals", READY)
-        kwargs.setdefault("timeout", 0.5)
-        bridge = ModbusBridge(dispatcher, "plc1", "127.0.0.1", port, **kwargs)
-        made.append(bridge)
-        bridge.start()
-        # an operation that starts while the PLC is offline fails at once, by design: wait
-        wait_signal(dispatcher, "plc1.online", True)
-        return bridge
-
-    yield factory
-    for bridge in made:
-        bridge.stop()
-
-
-def started(make_dispatcher: Callable[..., OperationDispatcher]) -> tuple[OperationDispatcher, EventRecorder]:
-    dispatcher = make_dispatcher()
-    recorder = EventRecorder(dispatcher)
-    dispatcher.start()
-    return dispatcher, recorder
 
 
 def test_an_operation_held_by_the_ready_bit_starts_when_it_flips(make_dispatcher, make_bridge, plc):

@@ -15,10 +15,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import RESOURCE, EventRecorder, wait_signal, wait_until
+from conftest import RESOURCE, wait_signal, wait_until
+from plc_helpers import EXECUTOR, PLC, bridge_factory, records, started
 from pymodbus.client import ModbusSerialClient
 
 from firmware_bridges.config import bridge_errors
@@ -27,15 +27,6 @@ from firmware_bridges.simulators.plc import PlcSimulator, free_port
 from operation_dispatcher import EventType, Operation, OperationDispatcher, TerminationReason
 from operation_dispatcher.errors import ValidationError
 
-PLC = PlcSimulator
-EXECUTOR = {
-    "program_register": PLC.PROGRAM_REGISTER,
-    "start_coil": PLC.START_COIL,
-    "done_coil": PLC.DONE_COIL,
-    "error_coil": PLC.ERROR_COIL,
-    "error_code_register": PLC.ERROR_CODE_REGISTER,
-}
-READY = {"ready": {"kind": "discrete_input", "address": PLC.READY_INPUT}}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,34 +44,9 @@ def rtu_plc() -> Iterator[PlcSimulator]:
 @pytest.fixture
 def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[Callable[..., ModbusBridge]]:
     """``make_bridge(dispatcher, serial_port, **kwargs)`` -> a started RTU ModbusBridge named plc1."""
-    made: list[ModbusBridge] = []
-
-    def factory(dispatcher: OperationDispatcher, serial_port: str, **kwargs: Any) -> ModbusBridge:
-        kwargs.setdefault("poll_interval", 0.01)
-        kwargs.setdefault("signals", READY)
-        kwargs.setdefault("timeout", 0.5)
-        bridge = ModbusBridge(dispatcher, "plc1", transport="rtu", serial_port=serial_port, **kwargs)
-        made.append(bridge)
-        bridge.start()
-        # an operation that starts while the PLC is offline fails at once, by design: wait
-        wait_signal(dispatcher, "plc1.online", True)
-        return bridge
-
-    yield factory
-    for bridge in made:
-        bridge.stop()
+    yield from bridge_factory(lambda serial_port: {"transport": "rtu", "serial_port": serial_port})
 
 
-def started(make_dispatcher: Callable[..., OperationDispatcher]) -> tuple[OperationDispatcher, EventRecorder]:
-    dispatcher = make_dispatcher()
-    recorder = EventRecorder(dispatcher)
-    dispatcher.start()
-    return dispatcher, recorder
-
-
-def records(caplog: pytest.LogCaptureFixture, prefix: str, level: int) -> list[str]:
-    """Messages of loggers named ``prefix...`` at ``level`` or above."""
-    return [r.getMessage() for r in caplog.records if r.name.startswith(prefix) and r.levelno >= level]
 
 
 # ------------------------------------------------------------------------------ RTU over TCP

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from conftest import assert_error
 
 from operation_dispatcher import (
     PENDING,
@@ -28,20 +29,8 @@ from operation_dispatcher import models as core
 from operation_dispatcher.http import schemas
 
 UNKNOWN = "12345678-1234-5678-1234-567812345678"
-ENVELOPE_KEYS = {"error", "message", "code"}
 
 
-def assert_error(response: Any, status: int, code: str, **details: Any) -> dict[str, Any]:
-    """The response is the error envelope with this status and code (and these details)."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert ENVELOPE_KEYS <= set(body) <= ENVELOPE_KEYS | {"details"}, body
-    assert body["code"] == code, body
-    assert body["error"] == body["message"] and body["message"]
-    for key, value in details.items():
-        assert body["details"][key] == value, body
-    return body
 
 
 def iso(moment: datetime) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import wait_until
+from conftest import assert_error, wait_until
 
 from firmware_bridges.base import BaseBridge
 from firmware_bridges.modbus import ModbusBridge
@@ -20,22 +20,10 @@ from operation_dispatcher import OperationDispatcher
 from operation_dispatcher.http import create_app
 
 HOST = "127.0.0.1"
-ENVELOPE_KEYS = {"error", "message", "code"}
 STATUS_KEYS = {"name", "kind", "endpoint", "running", "online", "counters"}
 COUNTERS = {"reads", "errors", "reconnects", "malformed"}
 
 
-def assert_error(response: Any, status: int, code: str, **details: Any) -> dict[str, Any]:
-    """The response is the error envelope with this status and code (and these details)."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert ENVELOPE_KEYS <= set(body) <= ENVELOPE_KEYS | {"details"}, body
-    assert body["code"] == code, body
-    assert body["error"] == body["message"] and body["message"]
-    for key, value in details.items():
-        assert body["details"][key] == value, body
-    return body
 
 
 
