@@ -176,10 +176,6 @@ def make_bridge(
 # ------------------------------------------------------------------------------ helpers
 
 
-
-
-
-
 def bridge_threads(bridge: BaseBridge) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == bridge.thread_name]
 

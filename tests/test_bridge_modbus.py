@@ -46,7 +46,6 @@ def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator
     yield from bridge_factory(lambda port: {"host": "127.0.0.1", "port": port})
 
 
-
 def test_an_operation_held_by_the_ready_bit_starts_when_it_flips(make_dispatcher, make_bridge, plc):
     dispatcher, recorder = started(make_dispatcher)
     bridge = make_bridge(dispatcher, plc.port)

@@ -30,8 +30,6 @@ from operation_dispatcher.errors import ValidationError
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 @pytest.fixture
 def rtu_plc() -> Iterator[PlcSimulator]:
     """The PLC speaking RTU frames over TCP on 127.0.0.1 (``socket://`` for the bridge)."""
@@ -45,8 +43,6 @@ def rtu_plc() -> Iterator[PlcSimulator]:
 def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[Callable[..., ModbusBridge]]:
     """``make_bridge(dispatcher, serial_port, **kwargs)`` -> a started RTU ModbusBridge named plc1."""
     yield from bridge_factory(lambda serial_port: {"transport": "rtu", "serial_port": serial_port})
-
-
 
 
 # ------------------------------------------------------------------------------ RTU over TCP

@@ -42,8 +42,6 @@ def op(**kwargs: Any) -> Operation:
     return Operation(resource_id=R, **kwargs)
 
 
-
-
 # ------------------------------------------------------------------------------ fixtures
 
 

@@ -31,8 +31,6 @@ from operation_dispatcher.http import schemas
 UNKNOWN = "12345678-1234-5678-1234-567812345678"
 
 
-
-
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 

@@ -24,10 +24,6 @@ STATUS_KEYS = {"name", "kind", "endpoint", "running", "online", "counters"}
 COUNTERS = {"reads", "errors", "reconnects", "malformed"}
 
 
-
-
-
-
 class Conformance:
     """Validates live answers against the OpenAPI document the server itself publishes."""
 
