@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import threading
 from typing import Any
 
@@ -38,6 +39,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 __all__ = ["SerialLineBridge"]
 
+
+def _fileno(port: Any) -> int | None:
+    """The port's file descriptor (device paths, ptys, socket://), or None (loop://, rfc2217://)."""
+    try:
+        return int(port.fileno())
+    except (AttributeError, OSError, TypeError, ValueError, serial.SerialException):
+        return None
+
+_READ_WAIT = 0.1  # seconds a read waits for data: also how soon a stopping bridge notices
+_READ_CHUNK = 4096
 _FINISHED = (EventType.OPERATION_COMPLETED, EventType.OPERATION_FAILED, EventType.OPERATION_CANCELLED)
 
 
@@ -103,6 +114,7 @@ class SerialLineBridge(BaseBridge):
         self._framer = proto.LineFramer(terminator, max_line)
         self._write_lock = threading.Lock()  # also guards _port against a concurrent close
         self._port: Any = None
+        self._fileno: int | None = None  # the port's file descriptor, when it has one
         self._running_id: str | None = None  # the operation the device was told to RUN
 
     @property
@@ -113,11 +125,16 @@ class SerialLineBridge(BaseBridge):
     def _connect(self) -> None:
         try:
             port = serial.serial_for_url(
-                self.url, baudrate=self.baudrate, timeout=0.1, write_timeout=1.0
+                self.url, baudrate=self.baudrate, timeout=_READ_WAIT, write_timeout=1.0
             )
         except serial.SerialException as exc:
             raise BridgeConnectionError(self.name, f"cannot open {self.url!r}: {exc}") from exc
         self._framer.reset()
+        self._fileno = _fileno(port)
+        if self._fileno is not None:
+            # select() does the waiting; a read then returns at once with what is there. Without
+            # this, socket:// (whose in_waiting says 0 or 1) would be read one byte per call.
+            port.timeout = 0
         with self._write_lock:
             self._port = port
 
@@ -137,12 +154,15 @@ class SerialLineBridge(BaseBridge):
                 self.logger.debug("%s: cancel_read failed", self.thread_name, exc_info=True)
 
     def _serve(self) -> None:
-        port = self._port
+        port, fileno = self._port, self._fileno
         while not self.stopping:
             try:
-                data = port.read(1)  # blocks <= 0.1 s, returns at the first byte
-                if data:
-                    waiting = port.in_waiting
+                if fileno is not None:  # wait <= 0.1 s for data, then take all of it in one go
+                    ready, _, _ = select.select([fileno], [], [], _READ_WAIT)
+                    data = port.read(_READ_CHUNK) if ready else b""
+                else:  # loop://, rfc2217://...: a blocking read that returns at the first byte
+                    data = port.read(1)
+                    waiting = port.in_waiting if data else 0
                     while waiting:
                         data += port.read(waiting)
                         waiting = port.in_waiting

@@ -319,3 +319,27 @@ def test_simulator_command_line(make_bridge) -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+def test_a_port_without_a_file_descriptor_is_read_by_blocking_reads(make_bridge) -> None:
+    """loop:// has no fileno (no select): the bridge falls back to read(1) + in_waiting."""
+    d, bridge = make_bridge("loop://", executor=False)
+    assert bridge._fileno is None
+    bridge.send("SIG echoed=41")  # loop:// hands the host's own line back as a device line
+    bridge.send("SIG echoed=42")
+    wait_signal(d, "dev1.echoed", 42)
+    assert bridge.counters["malformed"] == 0 and bridge.counters["reads"] >= 1
+    started = time.monotonic()
+    bridge.stop()
+    assert time.monotonic() - started < 2.0  # cancel_read / the read timeout end the blocking read
+
+
+def test_a_socket_port_is_read_whole_lines_at_a_time(make_sim, make_bridge) -> None:
+    """socket:// has a file descriptor: select() waits, one read takes everything there."""
+    sim = make_sim()
+    d, bridge = make_bridge(sim.url, executor=False)
+    assert bridge._fileno is not None
+    reads = bridge.counters["reads"]
+    sim.send_bytes(b"".join(f"SIG n{i}={i}\n".encode() for i in range(50)))
+    wait_signal(d, "dev1.n49", 49)
+    assert bridge.counters["reads"] - reads <= 5  # ~1 read for 50 lines, not one per byte
