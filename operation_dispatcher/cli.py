@@ -6,11 +6,11 @@
 
 ``serve`` runs one dispatcher, its hardware bridges (``[[bridges]]`` of the config) and its REST
 API (waitress) until SIGINT or SIGTERM, then stops the server, the bridges, the dispatcher and
-the journal, and exits 0. Command-line options win over the config
-file; the token may also come from ``OPERATION_DISPATCHER_TOKEN``. ``--demo`` attaches a
-simulated machine and feeds it a trickle of operations, approved by a simulated operator (with
-an occasional denial), so the API shows live traffic; with a Modbus executor bridge on a
-loopback address in the config, the demo simulates that PLC (see :mod:`.demo`).
+the journal, and exits 0. Command-line options win over the config file; the token may also
+come from ``OPERATION_DISPATCHER_TOKEN``. ``--demo`` attaches a simulated machine and feeds it a
+trickle of operations, approved by a simulated operator (with an occasional denial), so the API
+shows live traffic; with a Modbus executor bridge on a loopback address in the config, the demo
+simulates that PLC (see :mod:`.demo`).
 """
 
 from __future__ import annotations

@@ -117,7 +117,12 @@ class DemoMachine:
                 self._plc.ERROR_COIL,
             ):
                 log.warning("demo: the bridge's executor map differs from the simulated PLC's")
-            self._plc.start()
+            try:
+                self._plc.start()
+            except RuntimeError as exc:  # the simulator's "could not listen"
+                where = f"{self.plc_bridge.host}:{self.plc_bridge.port}"
+                raise OSError(f"the demo's simulated PLC cannot listen on {where} "
+                              f"(is something else using the port?): {exc.__cause__ or exc}") from exc
             log.info("demo: simulated PLC on %s:%s", self.plc_bridge.host, self.plc_bridge.port)
         else:
             from .simulation import SimulatedOperationRunner

@@ -147,3 +147,22 @@ def test_serve_refuses_a_bridge_config_error_with_its_key(
                       '[bridges.signals]\nready = {kind = "coil", address = -1}\n')
     assert main(["serve", "--config", str(config), "--journal", ":memory:", "--port", "0"]) == 2
     assert "bridges[0].signals.ready.address: must be an integer 0..65535" in capsys.readouterr().err
+
+
+def test_the_demo_reports_a_busy_plc_port_and_exits_1(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = example_config(tmp_path, "plc.toml", busy.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "operation_dispatcher", "serve", "--demo", "--config", str(config),
+             "--journal", ":memory:", "--port", "0", "--log-level", "WARNING"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert "simulated PLC cannot listen on 127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
