@@ -7,6 +7,7 @@ signal or a line, never on time.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -15,10 +16,12 @@ import sys
 import time
 import tty
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EventRecorder, wait_signal
+from conftest import EventRecorder, wait_signal, wait_until
+from micropython_board import replace_json
 
 from firmware_bridges import serial_protocol as proto
 from firmware_bridges.serial_line import SerialLineBridge
@@ -343,3 +346,57 @@ def test_a_socket_port_is_read_whole_lines_at_a_time(make_sim, make_bridge) -> N
     sim.send_bytes(b"".join(f"SIG n{i}={i}\n".encode() for i in range(50)))
     wait_signal(d, "dev1.n49", 49)
     assert bridge.counters["reads"] - reads <= 5  # ~1 read for 50 lines, not one per byte
+
+
+# ------------------------------------------------------------------------------ the example firmware
+
+
+@pytest.fixture
+def firmware(tmp_path) -> Iterator[tuple[str, Path]]:
+    """examples/firmware/main.py running (unchanged, on CPython) behind a real pty: the tty path
+    for the bridge, and the pins file (``{"14": 0}`` = ready input pulled low)."""
+    repo = Path(__file__).resolve().parents[1]
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({"14": 0}))
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    path = os.ttyname(slave)
+    board = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("micropython_board.py")),
+         str(repo / "examples" / "firmware" / "main.py"), str(pins)],
+        stdin=master, stdout=master, stderr=subprocess.PIPE, cwd=tmp_path,
+    )
+    os.close(master)  # the board process holds its copy
+    try:
+        yield path, pins
+    finally:
+        board.kill()
+        _, err = board.communicate(timeout=10)
+        os.close(slave)
+        assert board.returncode == -signal.SIGKILL, err.decode()  # it ran until we stopped it
+
+
+def test_the_example_micropython_firmware_runs_operations_through_the_bridge(firmware, make_bridge) -> None:
+    path, pins = firmware
+    d, bridge = make_bridge(path, max_age_seconds=3.0)
+    rec = EventRecorder(d)
+    wait_signal(d, "dev1.ready", True)  # SIG ready=true, from the input pin
+
+    ok = d.add_operation(op(payload={"command": "0.2"}, release_conditions={"dev1.ready": True}))
+    rec.wait_for(EventType.OPERATION_COMPLETED, operation_id=ok.id)  # RUN ... ACK ... DONE
+    bad = d.add_operation(op(payload={"command": "weld"}))
+    failed = rec.wait_for(EventType.OPERATION_FAILED, operation_id=bad.id)[0]
+    assert failed.meta_data["reason"] == "unknown command weld"
+
+    paused = d.add_operation(op(payload={"command": "0.3"}))
+    rec.wait_for(STARTED, operation_id=paused.id)
+    out25 = lambda: json.loads(pins.read_text()).get("out25")  # noqa: E731
+    wait_until(lambda: out25() == 1, what="the RUN to drive the output pin")
+    assert d.pause_operation(paused.id) and d.resume_operation(paused.id)
+    rec.wait_for(EventType.OPERATION_COMPLETED, operation_id=paused.id)
+    assert out25() == 0
+    assert bridge.counters["rejected"] == 0 and bridge.counters["malformed"] == 0  # no NAK
+
+    replace_json(pins, {"14": 1})  # the ready input goes high: SIG ready=false
+    wait_signal(d, "dev1.ready", False)

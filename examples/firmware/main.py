@@ -1,8 +1,10 @@
 """MicroPython firmware speaking the operation-dispatcher serial line protocol.
 
-Copy to a board as ``main.py`` (e.g. ``mpremote cp main.py :main.py``); tested in spirit on a
-Raspberry Pi Pico and an ESP32, not run by the test suite. It talks over the USB serial console
-(``sys.stdin``/``sys.stdout``), so on the host::
+Copy to a board as ``main.py`` (e.g. ``mpremote cp main.py :main.py``); written for a Raspberry
+Pi Pico or an ESP32 but not run on one by the project. The test suite runs this file unchanged
+on CPython behind a real pseudo-terminal (``tests/micropython_board.py`` stands in only for
+``machine.Pin`` and ``time.ticks_*``) and drives it through ``SerialLineBridge``. It talks over
+the USB serial console (``sys.stdin``/``sys.stdout``), so on the host::
 
     SerialLineBridge(dispatcher, "dev1", "/dev/ttyACM0")
 
