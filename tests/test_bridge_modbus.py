@@ -49,7 +49,7 @@ def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator
 def test_an_operation_held_by_the_ready_bit_starts_when_it_flips(make_dispatcher, make_bridge, plc):
     dispatcher, recorder = started(make_dispatcher)
     bridge = make_bridge(dispatcher, plc.port)
-    wait_until(lambda: dispatcher.signals.get("plc1.ready") is not None, what="the first poll")
+    wait_signal(dispatcher, "plc1.ready", False)  # the first poll
     op = Operation(resource_id=RESOURCE, release_conditions={"plc1.ready": True})
     dispatcher.add_operation(op)
     assert dispatcher.signals.value("plc1.ready") is False
@@ -252,8 +252,8 @@ def test_an_outage_stales_the_signals_and_holds_dispatching_until_the_plc_return
 
     plc.stop()
     board = dispatcher.signals
-    wait_until(lambda: board.value("plc1.online") is False, what="plc1.online to fall")
-    wait_until(lambda: board.get("plc1.ready").is_stale(), what="plc1.ready to go stale")
+    wait_signal(dispatcher, "plc1.online", False)
+    assert board.get("plc1.ready").is_stale()  # expired before online fell
     assert not board.holds("plc1.ready", True)
     assert not bridge.is_online
 
@@ -343,7 +343,7 @@ def test_an_operation_started_while_the_plc_is_offline_fails_and_never_runs_late
         bridge = make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
                              reconnect_initial=0.02, reconnect_max=0.05)
         plc_.stop()
-        wait_until(lambda: not bridge.is_online, what="the bridge to notice the outage")
+        wait_signal(dispatcher, "plc1.online", False)
         op = Operation(resource_id=RESOURCE, payload={"program": 4})
         dispatcher.add_operation(op)
         failed = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)[0]

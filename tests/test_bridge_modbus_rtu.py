@@ -52,7 +52,7 @@ def test_the_ready_bit_read_over_rtu_releases_a_held_operation(make_dispatcher, 
     dispatcher, recorder = started(make_dispatcher)
     assert rtu_plc.serial_url == f"socket://127.0.0.1:{rtu_plc.port}"
     bridge = make_bridge(dispatcher, rtu_plc.serial_url)
-    wait_until(lambda: dispatcher.signals.get("plc1.ready") is not None, what="the first poll")
+    wait_signal(dispatcher, "plc1.ready", False)  # the first poll
     op = Operation(resource_id=RESOURCE, release_conditions={"plc1.ready": True})
     dispatcher.add_operation(op)
     assert dispatcher.signals.value("plc1.ready") is False
@@ -102,8 +102,8 @@ def test_an_rtu_outage_stales_the_signals_and_the_bridge_reconnects_when_the_plc
 
     rtu_plc.stop()
     board = dispatcher.signals
-    wait_until(lambda: board.value("plc1.online") is False, what="plc1.online to fall")
-    wait_until(lambda: board.get("plc1.ready").is_stale(), what="plc1.ready to go stale")
+    wait_signal(dispatcher, "plc1.online", False)
+    assert board.get("plc1.ready").is_stale()  # expired before online fell
     assert not board.holds("plc1.ready", True)
     second = Operation(resource_id=RESOURCE, payload={"program": 2},
                        release_conditions={"plc1.ready": True})
@@ -146,7 +146,7 @@ def test_the_executor_runs_over_a_pseudo_terminal_and_a_dead_line_is_one_outage(
         recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=first.id)
 
         plc.stop()  # the line stays, nobody answers on it
-        wait_until(lambda: not bridge.is_online, what="the bridge to notice")
+        wait_signal(dispatcher, "plc1.online", False)
         retries = bridge.counters["reconnects"]
         wait_until(lambda: bridge.counters["reconnects"] >= retries + 3, what="three more reconnects")
         assert dispatcher.signals.value("plc1.online") is False
