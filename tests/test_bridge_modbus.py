@@ -340,8 +340,8 @@ def test_an_operation_started_while_the_plc_is_offline_fails_and_never_runs_late
     """No start is queued for the PLC's return: it would start the machine unexpectedly."""
     with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
         dispatcher, recorder = started(make_dispatcher)
-        bridge = make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
-                             reconnect_initial=0.02, reconnect_max=0.05)
+        make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
+                    reconnect_initial=0.02, reconnect_max=0.05)
         plc_.stop()
         wait_signal(dispatcher, "plc1.online", False)
         op = Operation(resource_id=RESOURCE, payload={"program": 4})
