@@ -356,3 +356,23 @@ def test_an_operation_started_while_the_plc_is_offline_fails_and_never_runs_late
         dispatcher.add_operation(after)
         recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=after.id)
         assert plc_.programs_run == [5]  # program 4 was never started on the PLC's return
+
+
+def test_an_operation_running_across_an_outage_completes_when_the_link_is_back(
+    make_dispatcher, make_bridge
+):
+    """The PLC keeps running its cycle while the network is down; done is read after reconnect."""
+    with PlcSimulator(cycle_time=0.4, ready=True) as plc_:
+        dispatcher, recorder = started(make_dispatcher)
+        bridge = make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
+                             reconnect_initial=0.02, reconnect_max=0.05)
+        op = Operation(resource_id=RESOURCE, payload={"program": 8})
+        dispatcher.add_operation(op)
+        recorder.wait_for(EventType.OPERATION_STARTED, operation_id=op.id)
+        wait_until(lambda: bridge._active == op.id, what="the whole start sequence to be written")
+        plc_.stop()  # the link goes; the PLC's cycle (its state) runs on
+        wait_signal(dispatcher, "plc1.online", False)
+        assert dispatcher.get_operation(op.id).state.value == "RUNNING"
+        plc_.start()
+        completed = recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=op.id)
+        assert completed[0].meta_data["bridge"] == "plc1" and plc_.programs_run == [8]

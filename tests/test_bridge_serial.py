@@ -400,3 +400,25 @@ def test_the_example_micropython_firmware_runs_operations_through_the_bridge(fir
 
     replace_json(pins, {"14": 1})  # the ready input goes high: SIG ready=false
     wait_signal(d, "dev1.ready", False)
+
+
+def test_an_operation_running_across_a_line_outage_completes_when_the_device_reports(
+    make_sim, make_bridge
+) -> None:
+    """The device keeps the job while the link is down; its DONE after reconnect finishes it."""
+    sim = make_sim(run_seconds=None)
+    port = int(sim.url.rsplit(":", 1)[1])
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    running = d.add_operation(op())
+    sim.wait_until(lambda s: len(run_ids(s)) == 1)
+    sim.stop()  # the line drops
+    wait_signal(d, "dev1.online", False)
+    assert d.get_operation(running.id).state is ExecutionState.RUNNING
+
+    sim.listen_tcp(port=port)  # the same device comes back on the same port
+    sim.start()
+    wait_signal(d, "dev1.online", True)
+    sim.send_done(running.id)
+    completed = rec.wait_for(EventType.OPERATION_COMPLETED, operation_id=running.id)
+    assert completed[0].meta_data["bridge"] == "dev1" and bridge.counters["rejected"] == 0
