@@ -116,8 +116,7 @@ def run_dispatcher(
             retained = len(dispatcher.get_history().events)
             rows: dict[str, Any] = {}
         else:
-            # get_history() would read the journal: peek at the in-memory event log instead
-            retained = len(dispatcher._events)
+            retained = 0  # with a journal no event is kept in memory (reads go to the file)
             rows = dispatcher.journal.counts() if dispatcher.journal is not None else {}
     finally:
         with cond:

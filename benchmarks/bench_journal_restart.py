@@ -12,7 +12,7 @@ The journal file (in a ``tempfile.mkdtemp()`` folder, removed afterwards) is bui
   ``add_operations`` call, which is then closed.
 
 The figure: the time of ``OperationDispatcher("robot-1", journal=path)`` (default retention:
-10,000 finished operations, 10,000 events) until it is ready to dispatch, i.e. until
+10,000 finished operations; events stay in the file) until it is ready to dispatch, i.e. until
 ``get_state().queue_size == 10000``; the median over RUNS restarts (each closed with ``close()``
 before the next). The garbage collector stays on, as in a real start. The file was just written,
 so it is in the page cache: this is a warm restart, not a cold boot.
@@ -22,9 +22,8 @@ Beside it, from separate runs: the time of ``Journal(path)`` alone (opening: loc
 ``json.loads`` and the model objects), to show where the time goes.
 
 Baseline, in the same run: a plain stdlib ``sqlite3`` connection on the same file doing the same
-three SELECTs the dispatcher loads with (the 10,000 queued operations, the most recent 10,000
-finished ones, the most recent 10,000 events; same indexes) and ``json.loads`` of every row, median
-over RUNS.
+two SELECTs the dispatcher loads with (the 10,000 queued operations, the most recent 10,000
+finished ones; same indexes) and ``json.loads`` of every row, median over RUNS.
 
 Target (issue 4): ready to dispatch in <= 2 s.
 """
@@ -127,7 +126,7 @@ def time_open_and_load(path: str) -> tuple[float, float]:
     try:
         gc.collect()
         with timer(disable_gc=False) as loaded:
-            saved = journal.load(RETENTION, RETENTION)
+            saved = journal.load(RETENTION)
     finally:
         journal.close()
     if len(saved.queued) != QUEUED:
@@ -136,7 +135,7 @@ def time_open_and_load(path: str) -> tuple[float, float]:
 
 
 def time_baseline(path: str) -> tuple[float, int]:
-    """Plain sqlite3: the dispatcher's three SELECTs and json.loads of every row."""
+    """Plain sqlite3: the dispatcher's two SELECTs and json.loads of every row."""
     gc.collect()
     with timer(disable_gc=False) as t:
         conn = sqlite3.connect(path)
@@ -156,15 +155,9 @@ def time_baseline(path: str) -> tuple[float, int]:
                     (RETENTION,),
                 )
             ]
-            events = [
-                loads(r[0])
-                for r in conn.execute(
-                    "SELECT data FROM events ORDER BY seq DESC LIMIT ?", (RETENTION,)
-                )
-            ]
         finally:
             conn.close()
-    return t.seconds, len(queued) + len(finished) + len(events)
+    return t.seconds, len(queued) + len(finished)
 
 
 def main() -> None:

@@ -92,7 +92,8 @@ class OperationDispatcher(DispatchCore):
     :param recovery: what becomes of an operation that was RUNNING or PAUSED when the process
         died: ``"fail"`` (FAILED, INTERRUPTED) or ``"pause"`` (kept PAUSED for an operator).
     :param strict_order: only ever consider the head of the queue, as the original did.
-    :param event_retention: events kept in memory.
+    :param event_retention: events kept in memory without a journal (with one, the journal
+        keeps them and serves every read; none are copied into memory).
     :param operation_retention: finished operations kept in memory.
     """
 

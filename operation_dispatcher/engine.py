@@ -136,7 +136,6 @@ class DispatchCore:
         self._cond = threading.Condition(self._lock)  # wakes the dispatcher thread
         self._answered = threading.Condition(self._lock)  # wakes threads awaiting a decision
         self._journal = journal
-        self._event_retention = event_retention
         self._operation_retention = operation_retention
         self._queue = DispatchQueue(
             resource_id,
@@ -145,7 +144,10 @@ class DispatchCore:
             lookup=None if journal is None else self._journaled,
         )
         self._lifecycle = OperationLifecycle()
-        self._events = EventLog(event_retention)
+        # with a journal the file serves every event read; a copy in memory would only cost
+        # memory and restart time (the journal's select is indexed)
+        log = EventLog(event_retention)  # built either way: it checks event_retention
+        self._events: EventLog | None = None if journal is not None else log
         self._bus = EventBus(f"operation-dispatcher-events[{resource_id}]", self._log)
         if on_notification_callback is not None:
             self._bus.subscribe(on_notification_callback)
@@ -173,7 +175,7 @@ class DispatchCore:
         self._unit_retry_reset = False
         self._unit_paused = False
         if journal is not None:
-            self._recover(journal.load(operation_retention, event_retention), recovery)
+            self._recover(journal.load(operation_retention), recovery)
         self._signals = signals if signals is not None else SignalBoard()
         self._subscribe_to_signals()
 
@@ -227,11 +229,12 @@ class DispatchCore:
                 )
             except JournalError:
                 self._log.exception("journal write failed; reloading the last committed state")
-                self._restore(self._journal.load(self._operation_retention, self._event_retention))
+                self._restore(self._journal.load(self._operation_retention))
                 self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
                 raise
         for event in events:
-            self._events.append(event)
+            if self._events is not None:
+                self._events.append(event)
             self._bus.publish(event)
             level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
             if self._log.isEnabledFor(level):
@@ -300,9 +303,6 @@ class DispatchCore:
         self._retry.clear_all()
         self._desk.clear()
         self._start_request = None
-        self._events = EventLog(self._event_retention)
-        for event in saved.events:
-            self._events.append(event)
         for op in saved.finished:
             queue.archive(op)
         queue.load(saved.queued)

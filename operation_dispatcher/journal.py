@@ -84,7 +84,6 @@ class SavedState:
     queued: list[Operation] = field(default_factory=list)
     active: list[Operation] = field(default_factory=list)  # RUNNING or PAUSED: at most one
     finished: list[Operation] = field(default_factory=list)  # most recent, oldest first
-    events: list[DispatchEvent] = field(default_factory=list)  # most recent, oldest first
     retry: list[RetryRow] = field(default_factory=list)
     paused: bool | None = None
 
@@ -324,16 +323,16 @@ class Journal:
         return len(doomed)
 
     # ------------------------------------------------------------------ reading
-    def load(self, operation_retention: int, event_retention: int) -> SavedState:
+    def load(self, operation_retention: int) -> SavedState:
         """Everything a dispatcher needs to go on where the last one stopped."""
         try:
-            return self._load(operation_retention, event_retention)
+            return self._load(operation_retention)
         except sqlite3.Error as exc:
             raise JournalError(self.path, _explain(exc)) from None
         except (ValueError, KeyError, TypeError) as exc:  # a row that is not what we wrote
             raise JournalError(self.path, f"file is damaged: an entry cannot be read ({exc})") from None
 
-    def _load(self, operation_retention: int, event_retention: int) -> SavedState:
+    def _load(self, operation_retention: int) -> SavedState:
         conn = self._db()
         state = SavedState()
         rows = conn.execute(
@@ -348,10 +347,6 @@ class Journal:
             (operation_retention,),
         ).fetchall()
         state.finished = [Operation.from_dict(json.loads(r[0])) for r in reversed(finished)]
-        events = conn.execute(
-            "SELECT data FROM events ORDER BY seq DESC LIMIT ?", (event_retention,)
-        ).fetchall()
-        state.events = [DispatchEvent.from_dict(json.loads(r[0])) for r in reversed(events)]
         state.retry = [
             RetryRow(kind, UUID(op_id), denials, until)
             for kind, op_id, denials, until in conn.execute("SELECT * FROM retry_state")
