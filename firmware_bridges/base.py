@@ -39,8 +39,10 @@ stay on show, stale), whether or not they have a max age.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +113,9 @@ class BaseBridge:
     kind = "base"
     #: seconds the default ``_serve()`` waits between two ``_poll_once()`` calls
     poll_interval: float = 0.1
+    #: a repeated warning of one topic (malformed lines, refusals) is logged at most this often;
+    #: the ones in between are counted into the next (a noisy line must not flood the log)
+    warning_interval: float = 10.0
 
     def __init__(
         self,
@@ -145,6 +150,7 @@ class BaseBridge:
         self._counters_lock = threading.Lock()
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._written: set[str] = set()
+        self._warned: dict[str, tuple[float, int]] = {}  # topic -> (last logged, held since)
         self._online: bool | None = None  # None: no connection attempt yet
         self._confirmed = False  # this connection has had a successful exchange
         self._unsubscribe: Callable[[], None] | None = None
@@ -289,6 +295,25 @@ class BaseBridge:
         else:
             self._confirmed = True
             self._went_online()
+
+    def _warn_limited(self, topic: str, message: str) -> None:
+        """Log a warning of ``topic`` (see :attr:`warning_interval`); held ones go to DEBUG."""
+        now = time.monotonic()
+        with self._counters_lock:
+            last, held = self._warned.get(topic, (-math.inf, 0))
+            if now - last < self.warning_interval:
+                self._warned[topic] = (last, held + 1)
+                log_it = False
+            else:
+                self._warned[topic] = (now, 0)
+                log_it = True
+        if not log_it:
+            self.logger.debug("%s: %s", self.thread_name, message)
+        elif held:
+            self.logger.warning("%s: %s (and %d more %s in the last %.0f s)",
+                                self.thread_name, message, held, topic, now - last)
+        else:
+            self.logger.warning("%s: %s", self.thread_name, message)
 
     def _count(self, counter: str, n: int = 1) -> None:
         with self._counters_lock:

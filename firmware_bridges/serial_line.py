@@ -180,11 +180,11 @@ class SerialLineBridge(BaseBridge):
     # ================================================================ device -> host
     def _malformed(self, line: Any, reason: str) -> None:
         self._count("malformed")
-        self.logger.warning("%s: dropped malformed line %r: %s", self.thread_name, line, reason)
+        self._warn_limited("malformed lines", f"dropped malformed line {line!r}: {reason}")
 
     def _rejected(self, message: str) -> None:
         self._count("rejected")
-        self.logger.warning("%s: %s", self.thread_name, message)
+        self._warn_limited("refusals", message)
 
     def _handle(self, line: bytes | proto.Overlong) -> None:
         if isinstance(line, proto.Overlong):

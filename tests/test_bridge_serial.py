@@ -8,6 +8,7 @@ signal or a line, never on time.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -422,3 +423,22 @@ def test_an_operation_running_across_a_line_outage_completes_when_the_device_rep
     sim.send_done(running.id)
     completed = rec.wait_for(EventType.OPERATION_COMPLETED, operation_id=running.id)
     assert completed[0].meta_data["bridge"] == "dev1" and bridge.counters["rejected"] == 0
+
+
+def test_a_noisy_line_is_counted_in_full_but_logged_once_per_interval(make_sim, make_bridge, caplog) -> None:
+    """A baud-rate mismatch spews garbage: every line counts, the log gets one warning + a summary."""
+    caplog.set_level(logging.DEBUG, logger="firmware_bridges.serial_line")
+    sim = make_sim()
+    d, bridge = make_bridge(sim.url, executor=False)
+    sim.send_bytes(b"".join(b"\xfe\xfd garbage %d\n" % i for i in range(50)) + b"SIG after=1\n")
+    wait_signal(d, "dev1.after", 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bridge.counters["malformed"] == 50 and len(warnings) == 1
+    held = [r for r in caplog.records if r.levelno == logging.DEBUG and "malformed" in r.getMessage()]
+    assert len(held) == 49
+
+    bridge.warning_interval = 0.0  # the interval is over: the next one is logged with the tally
+    sim.send_bytes(b"HELLO\nSIG after=2\n")
+    wait_signal(d, "dev1.after", 2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "and 49 more malformed lines in the last" in warnings[1]
