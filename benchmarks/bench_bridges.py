@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.common import cpu_seconds, emit
+from benchmarks.common import cpu_seconds, emit, percentile
 from firmware_bridges.modbus import ModbusBridge
 from firmware_bridges.serial_line import SerialLineBridge
 from firmware_bridges.simulators.plc import PlcSimulator, free_port
@@ -78,10 +78,6 @@ def _wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.0005)
 
-
-def _pct(samples: list[float], q: int) -> float:
-    """The q-th percentile (inclusive method, so p95 of 100 samples is not extrapolated)."""
-    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
 
 
 # ============================================================ (1) PLC flip -> START_REQUESTED
@@ -216,12 +212,12 @@ def bench_plc_flip() -> None:
         ours, info = plc_flip_latencies(plc, REPEAT_FLIP, WARMUP_FLIP, random.Random(1))
     base = baseline_flip_latencies(REPEAT_FLIP, random.Random(1))
     target_ms = POLL_INTERVAL * 1e3 + 5
-    p95 = _pct(ours, 95)
+    p95 = percentile(ours, 95)
     emit(
         "bridges.plc_flip_to_start_requested",
         p95,
         "ms",
-        _pct(base, 95),
+        percentile(base, 95),
         target=f"<= {target_ms:g} ms",
         repeat=REPEAT_FLIP,
         poll_interval_ms=POLL_INTERVAL * 1e3,
@@ -521,9 +517,9 @@ def bench_serial() -> None:
         statistics.median(base),
         target="<= 2 ms",
         repeat=REPEAT_SERIAL,
-        p95_ms=_pct(ours, 95),
+        p95_ms=percentile(ours, 95),
         max_ms=max(ours),
-        baseline_p95_ms=_pct(base, 95),
+        baseline_p95_ms=percentile(base, 95),
         desc="SerialDeviceSimulator.send_done (TCP, socket:// URL) -> OPERATION_COMPLETED at a "
         "subscriber via SerialLineBridge, median",
         baseline_desc="stdlib TCP pair on 127.0.0.1: sendall(line) -> reader thread's readline() "

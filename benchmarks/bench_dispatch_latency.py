@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from benchmarks.common import emit
+from benchmarks.common import emit, percentile
 from operation_dispatcher import (
     PENDING,
     DispatchEvent,
@@ -188,9 +188,6 @@ def cancel_latencies(
     return ours, base, calls
 
 
-def _p(samples: list[float], q: float) -> float:
-    return statistics.quantiles(samples, n=100)[int(q) - 1]
-
 
 def main() -> None:
     probe = WakeupProbe()
@@ -205,8 +202,8 @@ def main() -> None:
             wake,
             target=f"<= {3 * wake:.1f} us",
             repeat=REPEAT,
-            p90_us=_p(ours, 90),
-            baseline_p90_us=_p(base, 90),
+            p90_us=percentile(ours, 90),
+            baseline_p90_us=percentile(base, 90),
             desc="decide(request_id, True) called -> OPERATION_STARTED delivered to a subscriber "
             "(callback returned PENDING), median",
             baseline_desc="Condition.notify() -> the waiting thread running, median",
@@ -222,8 +219,8 @@ def main() -> None:
             statistics.median(base),
             target="<= 150 us",
             repeat=REPEAT,
-            p90_us=_p(ours, 90),
-            baseline_p90_us=_p(base, 90),
+            p90_us=percentile(ours, 90),
+            baseline_p90_us=percentile(base, 90),
             cancel_call_us=statistics.median(calls),
             desc="cancel_operation(running op) called -> OPERATION_CANCELLED delivered to a "
             "subscriber (no request callback), median",

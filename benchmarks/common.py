@@ -125,6 +125,11 @@ class Timer:
         return self.ns / 1e9
 
 
+def percentile(samples: list[float], q: int) -> float:
+    """The q-th percentile (inclusive method: p95 of 100 samples is not extrapolated)."""
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
+
+
 @contextmanager
 def timer(disable_gc: bool = True) -> Iterator[Timer]:
     """Time a block: ``with timer() as t: ...`` then read ``t.us``.
