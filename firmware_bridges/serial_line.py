@@ -47,6 +47,8 @@ def _fileno(port: Any) -> int | None:
     except (AttributeError, OSError, TypeError, ValueError, serial.SerialException):
         return None
 
+#: default max age of a serial device's signals: it must repeat its SIG lines at least this often
+DEFAULT_MAX_AGE = 5.0
 _READ_WAIT = 0.1  # seconds a read waits for data: also how soon a stopping bridge notices
 _READ_CHUNK = 4096
 _FINISHED = (EventType.OPERATION_COMPLETED, EventType.OPERATION_FAILED, EventType.OPERATION_CANCELLED)
@@ -61,7 +63,10 @@ class SerialLineBridge(BaseBridge):
     :param baudrate: for real serial ports (ignored by ``socket://`` and ``loop://``).
     :param max_line: longest accepted line in bytes, terminator excluded.
     :param checksum: expect and send the ``*XX`` XOR checksum on every line.
-    :param max_age_seconds: max age of the signals written (see :class:`BaseBridge`).
+    :param max_age_seconds: max age of the signals written (see :class:`BaseBridge`): the
+        device must repeat its ``SIG`` lines within it, or they go stale. A hung firmware keeps
+        a USB port open, so staleness, not the connection, is what notices it. None trusts a
+        value until the line drops.
     :param command_key: the payload key whose value is sent in ``RUN <id> <command>``.
     :param terminator: the line terminator (default ``"\\n"``).
     :param executor: send RUN/PAUSE/RESUME/CANCEL for the dispatcher's operations.
@@ -78,7 +83,7 @@ class SerialLineBridge(BaseBridge):
         baudrate: int = 115200,
         max_line: int = proto.DEFAULT_MAX_LINE,
         checksum: bool = False,
-        max_age_seconds: float | None = None,
+        max_age_seconds: float | None = DEFAULT_MAX_AGE,
         command_key: str = "command",
         terminator: str = proto.DEFAULT_TERMINATOR,
         executor: bool = True,

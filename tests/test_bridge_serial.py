@@ -442,3 +442,19 @@ def test_a_noisy_line_is_counted_in_full_but_logged_once_per_interval(make_sim, 
     wait_signal(d, "dev1.after", 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "and 49 more malformed lines in the last" in warnings[1]
+
+
+def test_a_silent_device_on_an_open_line_goes_stale(make_sim, make_bridge) -> None:
+    """A hung firmware keeps the port open: only the max age notices its silence."""
+    assert SerialLineBridge(None, "x", "loop://").max_age_seconds == 5.0  # the default: on
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url, max_age_seconds=0.2)
+    rec = EventRecorder(d)
+    sim.send_signal("ready", True)  # once, then silence
+    wait_signal(d, "dev1.ready", True)
+    wait_until(lambda: d.signals.get("dev1.ready").is_stale(), what="dev1.ready to go stale")
+    held = d.add_operation(op(release_conditions={"dev1.ready": True}))
+    assert "release_condition:dev1.ready" in d.explain(held.id)["blocked_by"]
+    assert d.signals.holds("dev1.online", True)  # the line itself is still there
+    sim.send_signal("ready", True)  # the device speaks again: released
+    rec.wait_for(STARTED, operation_id=held.id)
