@@ -147,7 +147,7 @@ class BaseBridge:
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._lifecycle_lock = threading.Lock()
-        self._counters_lock = threading.Lock()
+        self._counters_lock = threading.Lock()  # guards the counters, _written and _warned
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._written: set[str] = set()
         self._warned: dict[str, tuple[float, int]] = {}  # topic -> (last logged, held since)
@@ -244,7 +244,8 @@ class BaseBridge:
         if not self._confirmed and threading.current_thread() is self._thread:
             self._confirm_online()  # data from the device: the exchange worked, online first
         full = f"{self.name}.{local_name}"
-        self._written.add(full)
+        with self._counters_lock:  # set_signal is public: any thread may write a bridge signal
+            self._written.add(full)
         self.dispatcher.signals.set(full, value, max_age_seconds=self.max_age_seconds)
 
     def __repr__(self) -> str:
@@ -380,8 +381,11 @@ class BaseBridge:
         self._online = False
         signals = self.dispatcher.signals
         online = f"{self.name}.online"
-        for full in list(self._written):  # old data must release nothing: stale at once
+        with self._counters_lock:
+            written = list(self._written)
+        for full in written:  # old data must release nothing: stale at once
             if full != online:
                 signals.expire(full)
         signals.set(online, False)
-        self._written.add(f"{self.name}.online")
+        with self._counters_lock:
+            self._written.add(online)
