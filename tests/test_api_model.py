@@ -206,6 +206,8 @@ class DispatcherVersusModel(RuleBasedStateMachine):
             assert started is None
             if not self.approve:
                 self.denied("start", best.id)
+            else:  # an approval ends the run of denials, even one made void by the change
+                self.denials.pop(("start", best.id), None)
             return  # an approval of the unchanged operation is void: nothing starts
         if not self.approves():
             assert started is None

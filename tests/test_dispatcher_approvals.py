@@ -12,6 +12,7 @@ from conftest import EventRecorder
 
 from operation_dispatcher import (
     PENDING,
+    DispatchEvent,
     EventType,
     ExecutionState,
     Operation,
@@ -540,3 +541,31 @@ def test_dispatcher_pause_during_pending_start_voids_the_approval(make_dispatche
     again = callback.wait_for(2)[1]
     d.decide(again.id, True)
     rec.wait_for(STARTED, operation_id=added.id)
+
+
+def test_an_approval_voided_by_a_change_still_ends_the_run_of_denials(make_dispatcher) -> None:
+    """deny, approve (void: the op changed meanwhile), deny: two denials, but not in a row.
+
+    Found by the model test (test_api_model.py): max retries counts consecutive denials, and
+    an approval ends the run even when the start it allowed was voided.
+    """
+    answers: list[Any] = [False, "meddle", False, False]
+
+    def callback(event: DispatchEvent) -> bool:
+        answer = answers.pop(0)
+        if answer == "meddle":  # the operation changes while its start request is open
+            current = d.get_operation(event.operation_id)
+            d.update_operation(current.id, {"priority": current.priority + 1})
+            return True
+        return answer
+
+    d = make_dispatcher(on_request_callback=callback, start_request_max_retries=2,
+                        start_request_retry_cooldown_seconds=0)
+    queued = d.add_operation(op())
+    assert d.step_dispatch() is None  # denied (1)
+    assert d.step_dispatch() is None  # approved, but void: the operation changed
+    assert d.step_dispatch() is None  # denied (1 again: the approval ended the run)
+    assert not d.get_state().is_paused
+    assert d.step_dispatch() is None  # denied (2 in a row): max retries reached
+    assert d.get_state().is_paused
+    assert d.get_operation(queued.id).priority == 1
