@@ -78,7 +78,9 @@ def client(url: str, index: int, ids: list[str], results: collections.Counter,
             if action == "add":
                 response = session.post(f"{url}/operations/add", json=[{
                     "payload": {"client": index}, "priority": rng.randint(0, 9),
-                    "planned_duration": 0.002,
+                    # mostly quick, some long enough to be caught RUNNING by a pause on a
+                    # slow machine (with 2 ms runs alone, a loaded CI saw no pause succeed)
+                    "planned_duration": rng.choice([0.002, 0.002, 0.002, 0.05]),
                 }], timeout=30)
                 if response.status_code == 201:
                     ids.append(response.json()[0]["operation"]["id"])
