@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, load_config
-from .demo import DemoMachine
+from .demo import LOOPBACK, DemoMachine
 from .errors import DispatcherError
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PROG = "operation-dispatcher"
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 # ------------------------------------------------------------------------------ commands
@@ -164,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         for bridge in bridges:
             log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
-        if http.host not in _LOOPBACK and not http.token:
+        if http.host not in LOOPBACK and not http.token:
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
         stop.wait()
     except OSError as exc:  # the demo's PLC cannot listen, for one

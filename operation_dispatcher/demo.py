@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
 
 log = logging.getLogger(__name__)
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: addresses that only this machine reaches (the demo simulates a PLC only there)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: the program that the simulated PLC fails, and the error code it reports
 FAILING_PROGRAM, FAILING_CODE = 13, 42
 
@@ -78,7 +79,7 @@ class DemoMachine:
                 getattr(bridge, "kind", None) == "modbus"
                 and getattr(bridge, "executor", None) is not None
                 and getattr(bridge, "transport", "tcp") == "tcp"
-                and bridge.host in _LOOPBACK
+                and bridge.host in LOOPBACK
             ):
                 return bridge
         return None

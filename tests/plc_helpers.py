@@ -23,18 +23,25 @@ EXECUTOR = {
 READY = {"ready": {"kind": "discrete_input", "address": PLC.READY_INPUT}}
 
 
-def bridge_factory(endpoint: Callable[[Any], dict[str, Any]]) -> Iterator[Callable[..., ModbusBridge]]:
-    """Body of a ``make_bridge`` fixture: ``factory(dispatcher, where, **kwargs)`` builds a
-    ModbusBridge named plc1 at ``endpoint(where)`` (its connection keyword arguments), starts
-    it and waits until it is online; every bridge is stopped at teardown.
+def endpoint_of(plc: PlcSimulator) -> dict[str, Any]:
+    """A bridge's connection arguments for ``plc``: Modbus TCP, or RTU on its serial URL."""
+    if plc.framer == "rtu":
+        return {"transport": "rtu", "serial_port": plc.serial_url}
+    return {"host": "127.0.0.1", "port": plc.port}
+
+
+def bridge_factory() -> Iterator[Callable[..., ModbusBridge]]:
+    """Body of a ``make_bridge`` fixture: ``factory(dispatcher, plc, **kwargs)`` builds a
+    ModbusBridge named plc1 for the simulator ``plc`` (see :func:`endpoint_of`), starts it and
+    waits until it is online; every bridge is stopped at teardown.
     """
     made: list[ModbusBridge] = []
 
-    def factory(dispatcher: OperationDispatcher, where: Any, **kwargs: Any) -> ModbusBridge:
+    def factory(dispatcher: OperationDispatcher, plc: PlcSimulator, **kwargs: Any) -> ModbusBridge:
         kwargs.setdefault("poll_interval", 0.01)
         kwargs.setdefault("signals", READY)
         kwargs.setdefault("timeout", 0.5)
-        bridge = ModbusBridge(dispatcher, "plc1", **endpoint(where), **kwargs)
+        bridge = ModbusBridge(dispatcher, "plc1", **endpoint_of(plc), **kwargs)
         made.append(bridge)
         bridge.start()
         # an operation that starts while the PLC is offline fails at once, by design: wait

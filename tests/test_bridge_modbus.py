@@ -1,4 +1,9 @@
-"""ModbusBridge against the PLC simulator: a real pymodbus server on 127.0.0.1, no mocks."""
+"""ModbusBridge against the PLC simulator: a real pymodbus server on 127.0.0.1, no mocks.
+
+The tests that take the ``plc`` fixture run twice: over Modbus TCP, and over Modbus RTU (RTU
+frames with their CRC over TCP, the bridge opening pyserial's ``socket://`` URL, as for a serial
+server or an RTU gateway). RTU on a pseudo-terminal is in test_bridge_modbus_rtu.py.
+"""
 
 from __future__ import annotations
 
@@ -32,23 +37,24 @@ from operation_dispatcher import (
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
 
-@pytest.fixture
-def plc() -> Iterator[PlcSimulator]:
-    simulator = PlcSimulator(cycle_time=0.05, failing_programs={99: 42})
+@pytest.fixture(params=["tcp", "rtu"])
+def plc(request: pytest.FixtureRequest) -> Iterator[PlcSimulator]:
+    """The PLC on 127.0.0.1, speaking Modbus TCP or RTU frames over TCP."""
+    simulator = PlcSimulator(cycle_time=0.05, failing_programs={99: 42}, framer=request.param)
     simulator.start()
     yield simulator
-    simulator.stop()
+    simulator.close()
 
 
 @pytest.fixture
 def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[Callable[..., ModbusBridge]]:
-    """``make_bridge(dispatcher, port, **kwargs)`` -> a started ModbusBridge named plc1."""
-    yield from bridge_factory(lambda port: {"host": "127.0.0.1", "port": port})
+    """``make_bridge(dispatcher, plc, **kwargs)`` -> a started ModbusBridge named plc1."""
+    yield from bridge_factory()
 
 
 def test_an_operation_held_by_the_ready_bit_starts_when_it_flips(make_dispatcher, make_bridge, plc):
     dispatcher, recorder = started(make_dispatcher)
-    bridge = make_bridge(dispatcher, plc.port)
+    bridge = make_bridge(dispatcher, plc)
     wait_signal(dispatcher, "plc1.ready", False)  # the first poll
     op = Operation(resource_id=RESOURCE, release_conditions={"plc1.ready": True})
     dispatcher.add_operation(op)
@@ -63,11 +69,15 @@ def test_an_operation_held_by_the_ready_bit_starts_when_it_flips(make_dispatcher
     assert bridge.counters["reads"] > 0
     assert bridge.thread_name == "bridge-modbus[plc1]"
     assert bridge.thread_name in {t.name for t in threading.enumerate()}
+    assert bridge.status()["endpoint"] == {
+        "tcp": f"tcp://127.0.0.1:{plc.port}",
+        "rtu": f"rtu://socket://127.0.0.1:{plc.port}?baudrate=19200&parity=N&stopbits=1&bytesize=8",
+    }[plc.framer]
 
 
 def test_executor_completes_through_done_and_fails_through_error(make_dispatcher, make_bridge, plc):
     dispatcher, recorder = started(make_dispatcher)
-    make_bridge(dispatcher, plc.port, executor=EXECUTOR)
+    make_bridge(dispatcher, plc, executor=EXECUTOR)
     plc.set_ready(True)
     good = Operation(resource_id=RESOURCE, payload={"program": 7},
                      release_conditions={"plc1.ready": True})
@@ -87,7 +97,7 @@ def test_executor_completes_through_done_and_fails_through_error(make_dispatcher
 
 def test_a_payload_without_a_program_fails_without_touching_the_plc(make_dispatcher, make_bridge, plc):
     dispatcher, recorder = started(make_dispatcher)
-    make_bridge(dispatcher, plc.port, executor=EXECUTOR)
+    make_bridge(dispatcher, plc, executor=EXECUTOR)
     op = Operation(resource_id=RESOURCE, payload={"program": "seven"})
     dispatcher.add_operation(op)
     event = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)[0]
@@ -98,7 +108,7 @@ def test_a_payload_without_a_program_fails_without_touching_the_plc(make_dispatc
 def test_the_dispatcher_timeout_fails_a_slow_cycle_and_the_bridge_lets_go(make_dispatcher, make_bridge):
     with PlcSimulator(cycle_time=30.0) as slow_plc:
         dispatcher, recorder = started(make_dispatcher)
-        bridge = make_bridge(dispatcher, slow_plc.port, executor=EXECUTOR)
+        bridge = make_bridge(dispatcher, slow_plc, executor=EXECUTOR)
         op = Operation(resource_id=RESOURCE, payload={"program": 3}, timeout_seconds=0.2)
         dispatcher.add_operation(op)
         recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)
@@ -135,7 +145,7 @@ def test_done_or_error_left_over_from_the_last_cycle_cannot_end_the_next_operati
                 cycles_when_ended[event.operation_id] = late_plc.cycles
 
         dispatcher.subscribe(note)
-        make_bridge(dispatcher, late_plc.port, executor=EXECUTOR)
+        make_bridge(dispatcher, late_plc, executor=EXECUTOR)
         failing, after_error, after_done = (
             Operation(resource_id=RESOURCE, payload={"program": program}) for program in (99, 7, 8)
         )
@@ -212,7 +222,7 @@ def test_registers_map_to_bits_scaled_values_and_enum_labels_in_few_requests(
         "start": {"kind": "coil", "address": PLC.START_COIL},
         "program": {"kind": "holding_register", "address": PLC.PROGRAM_REGISTER},
     }
-    bridge = make_bridge(dispatcher, plc.port, signals=signals)
+    bridge = make_bridge(dispatcher, plc, signals=signals)
     assert bridge.requests_per_poll == 4  # one per kind: the input registers 0..3 are one request
     board = dispatcher.signals
     wait_until(lambda: board.get("plc1.program") is not None, what="the first poll")
@@ -238,10 +248,10 @@ def test_contiguous_addresses_are_batched_per_kind():
 def test_an_outage_stales_the_signals_and_holds_dispatching_until_the_plc_returns(
     make_dispatcher, make_bridge, plc, caplog
 ):
-    caplog.set_level(logging.INFO, logger="firmware_bridges")
+    caplog.set_level(logging.INFO)
     dispatcher, recorder = started(make_dispatcher)
     bridge = make_bridge(
-        dispatcher, plc.port, executor=EXECUTOR, max_age_seconds=0.2,
+        dispatcher, plc, executor=EXECUTOR, max_age_seconds=0.2,
         reconnect_initial=0.02, reconnect_max=0.05,
     )
     plc.set_ready(True)
@@ -274,6 +284,9 @@ def test_an_outage_stales_the_signals_and_holds_dispatching_until_the_plc_return
     counters = bridge.counters
     assert counters["errors"] >= 1 and counters["reconnects"] >= 3
     assert any("connected again" in r.getMessage() for r in caplog.records)
+    from_bridge = [r for r in caplog.records
+                   if r.name.startswith("pymodbus") and r.threadName == bridge.thread_name]
+    assert from_bridge == []  # held back: the bridge's one warning says it
 
 
 def test_a_bridge_without_a_plc_keeps_retrying_and_stops_promptly(make_dispatcher):
@@ -313,7 +326,7 @@ def test_pause_resume_and_cancel_pulse_their_coils_and_the_plc_obeys(make_dispat
                     "resume_coil": PLC.RESUME_COIL}
         mode = {"mode": {"kind": "input_register", "address": PLC.MODE_REGISTER,
                          "enum": {0: "idle", 1: "running", 2: "done", 3: "error", 4: "paused"}}}
-        make_bridge(dispatcher, slow_plc.port, executor=executor, signals=mode)
+        make_bridge(dispatcher, slow_plc, executor=executor, signals=mode)
 
         paused = Operation(resource_id=RESOURCE, payload={"program": 1})
         dispatcher.add_operation(paused)
@@ -340,7 +353,7 @@ def test_an_operation_started_while_the_plc_is_offline_fails_and_never_runs_late
     """No start is queued for the PLC's return: it would start the machine unexpectedly."""
     with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
         dispatcher, recorder = started(make_dispatcher)
-        make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
+        make_bridge(dispatcher, plc_, executor=EXECUTOR,
                     reconnect_initial=0.02, reconnect_max=0.05)
         plc_.stop()
         wait_signal(dispatcher, "plc1.online", False)
@@ -364,7 +377,7 @@ def test_an_operation_running_across_an_outage_completes_when_the_link_is_back(
     """The PLC keeps running its cycle while the network is down; done is read after reconnect."""
     with PlcSimulator(cycle_time=0.4, ready=True) as plc_:
         dispatcher, recorder = started(make_dispatcher)
-        bridge = make_bridge(dispatcher, plc_.port, executor=EXECUTOR,
+        bridge = make_bridge(dispatcher, plc_, executor=EXECUTOR,
                              reconnect_initial=0.02, reconnect_max=0.05)
         op = Operation(resource_id=RESOURCE, payload={"program": 8})
         dispatcher.add_operation(op)

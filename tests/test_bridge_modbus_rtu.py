@@ -1,8 +1,8 @@
 """ModbusBridge over Modbus RTU against the PLC simulator serving real RTU framing (CRC and all).
 
-The simulator serves RTU frames over TCP on 127.0.0.1 (the bridge opens pyserial's
-``socket://`` URL, as for a serial server or an RTU gateway) or over a pseudo-terminal pair (the
-bridge opens a tty path, as for a USB adapter). No mocks: pymodbus' own server and client.
+Here: RTU over a pseudo-terminal pair (the bridge opens a tty path, as for a USB adapter), the
+simulator's command line, and the RTU arguments. RTU frames over TCP (``socket://``) run the
+whole behaviour suite of test_bridge_modbus.py. No mocks: pymodbus' own server and client.
 """
 
 from __future__ import annotations
@@ -24,102 +24,16 @@ from pymodbus.client import ModbusSerialClient
 from firmware_bridges.config import bridge_errors
 from firmware_bridges.modbus import ModbusBridge
 from firmware_bridges.simulators.plc import PlcSimulator, free_port
-from operation_dispatcher import EventType, Operation, OperationDispatcher, TerminationReason
+from operation_dispatcher import EventType, Operation, OperationDispatcher
 from operation_dispatcher.errors import ValidationError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def rtu_plc() -> Iterator[PlcSimulator]:
-    """The PLC speaking RTU frames over TCP on 127.0.0.1 (``socket://`` for the bridge)."""
-    simulator = PlcSimulator(cycle_time=0.05, failing_programs={99: 42}, framer="rtu")
-    simulator.start()
-    yield simulator
-    simulator.close()
-
-
-@pytest.fixture
 def make_bridge(make_dispatcher: Callable[..., OperationDispatcher]) -> Iterator[Callable[..., ModbusBridge]]:
-    """``make_bridge(dispatcher, serial_port, **kwargs)`` -> a started RTU ModbusBridge named plc1."""
-    yield from bridge_factory(lambda serial_port: {"transport": "rtu", "serial_port": serial_port})
-
-
-# ------------------------------------------------------------------------------ RTU over TCP
-
-
-def test_the_ready_bit_read_over_rtu_releases_a_held_operation(make_dispatcher, make_bridge, rtu_plc):
-    dispatcher, recorder = started(make_dispatcher)
-    assert rtu_plc.serial_url == f"socket://127.0.0.1:{rtu_plc.port}"
-    bridge = make_bridge(dispatcher, rtu_plc.serial_url)
-    wait_signal(dispatcher, "plc1.ready", False)  # the first poll
-    op = Operation(resource_id=RESOURCE, release_conditions={"plc1.ready": True})
-    dispatcher.add_operation(op)
-    assert dispatcher.signals.value("plc1.ready") is False
-    assert "release_condition:plc1.ready" in dispatcher.explain(op.id)["blocked_by"]
-    assert recorder.matching(EventType.OPERATION_START_REQUESTED, op.id) == []
-
-    rtu_plc.set_ready(True)
-    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=op.id)
-    assert dispatcher.signals.value("plc1.online") is True
-    assert bridge.status()["endpoint"] == (
-        f"rtu://socket://127.0.0.1:{rtu_plc.port}?baudrate=19200&parity=N&stopbits=1&bytesize=8"
-    )
-
-
-def test_the_executor_completes_through_done_and_fails_through_error_over_rtu(
-    make_dispatcher, make_bridge, rtu_plc
-):
-    dispatcher, recorder = started(make_dispatcher)
-    make_bridge(dispatcher, rtu_plc.serial_url, executor=EXECUTOR)
-    rtu_plc.set_ready(True)
-    good = Operation(resource_id=RESOURCE, payload={"program": 7},
-                     release_conditions={"plc1.ready": True})
-    bad = Operation(resource_id=RESOURCE, payload={"program": 99},
-                    release_conditions={"plc1.ready": True})
-    dispatcher.add_operations([good, bad])
-
-    completed = recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=good.id)
-    failed = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=bad.id)
-    assert rtu_plc.programs_run == [7, 99]
-    assert completed[0].meta_data["bridge"] == "plc1"
-    assert failed[0].meta_data["plc_error_code"] == 42
-    assert dispatcher.get_operation(bad.id).termination_reason is TerminationReason.EXTERNAL_ERROR
-
-
-def test_an_rtu_outage_stales_the_signals_and_the_bridge_reconnects_when_the_plc_returns(
-    make_dispatcher, make_bridge, rtu_plc, caplog
-):
-    caplog.set_level(logging.INFO)
-    dispatcher, recorder = started(make_dispatcher)
-    bridge = make_bridge(dispatcher, rtu_plc.serial_url, executor=EXECUTOR, max_age_seconds=0.2,
-                         reconnect_initial=0.02, reconnect_max=0.05)
-    rtu_plc.set_ready(True)
-    first = Operation(resource_id=RESOURCE, payload={"program": 1},
-                      release_conditions={"plc1.ready": True})
-    dispatcher.add_operation(first)
-    recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=first.id)
-
-    rtu_plc.stop()
-    board = dispatcher.signals
-    wait_signal(dispatcher, "plc1.online", False)
-    assert board.get("plc1.ready").is_stale()  # expired before online fell
-    assert not board.holds("plc1.ready", True)
-    second = Operation(resource_id=RESOURCE, payload={"program": 2},
-                       release_conditions={"plc1.ready": True})
-    dispatcher.add_operation(second)
-    retries = bridge.counters["reconnects"]
-    wait_until(lambda: bridge.counters["reconnects"] >= retries + 3, what="three more reconnects")
-    assert recorder.matching(EventType.OPERATION_START_REQUESTED, second.id) == []
-
-    rtu_plc.start()  # same port
-    recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=second.id)
-    assert board.value("plc1.online") is True
-    assert rtu_plc.programs_run == [1, 2]
-    assert len(records(caplog, "firmware_bridges", logging.WARNING)) == 1  # one per change of health
-    from_bridge = [r for r in caplog.records
-                   if r.name.startswith("pymodbus") and r.threadName == bridge.thread_name]
-    assert from_bridge == []  # held back: the bridge's one warning says it
+    """``make_bridge(dispatcher, plc, **kwargs)`` -> a started ModbusBridge named plc1."""
+    yield from bridge_factory()
 
 
 # ------------------------------------------------------------------------------ RTU on a pty
@@ -138,7 +52,7 @@ def test_the_executor_runs_over_a_pseudo_terminal_and_a_dead_line_is_one_outage(
         path = plc.serial_url
         assert path is not None and path.startswith("/dev/") and os.path.exists(path)
         dispatcher, recorder = started(make_dispatcher)
-        bridge = make_bridge(dispatcher, path, executor=EXECUTOR, timeout=0.1,
+        bridge = make_bridge(dispatcher, plc, executor=EXECUTOR, timeout=0.1,
                              reconnect_initial=0.02, reconnect_max=0.05)
         assert bridge.endpoint == f"rtu://{path}?baudrate=19200&parity=N&stopbits=1&bytesize=8"
         first = Operation(resource_id=RESOURCE, payload={"program": 5})
