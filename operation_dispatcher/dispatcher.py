@@ -50,6 +50,8 @@ from .models import (
     Operation,
     OperationDispatcherState,
     TerminationReason,
+    check_json_data,
+    check_meta_data,
     to_utc,
     to_uuid,
     utcnow,
@@ -250,6 +252,7 @@ class OperationDispatcher(DispatchCore):
         meta_data: dict[str, Any] | None = None,
     ) -> list[Operation]:
         """Queue several operations, all or none (they may depend on each other)."""
+        check_meta_data(meta_data, "meta_data")
         stored = [self._prepare_new(op, apply_default_planned_duration) for op in operations]
         with self._work:
             self._queue.add_many(stored)
@@ -395,6 +398,7 @@ class OperationDispatcher(DispatchCore):
         """
         key = to_uuid(operation_id, "operation_id")
         reason = TerminationReason(termination_reason)
+        check_meta_data(meta_data, "meta_data")
         with self._work:
             op = self._queue.get(key)
             if op is None or op.is_finished:
@@ -436,6 +440,7 @@ class OperationDispatcher(DispatchCore):
         self, operation_id: UUID | str, kind: RequestKind, meta_data: dict[str, Any] | None
     ) -> bool:
         key = to_uuid(operation_id, "operation_id")
+        check_meta_data(meta_data, "meta_data")
         trigger, needed, event_type = (
             ("pause", ExecutionState.RUNNING, EventType.OPERATION_PAUSED)
             if kind is RequestKind.PAUSE
@@ -460,6 +465,7 @@ class OperationDispatcher(DispatchCore):
     ) -> Operation:
         """Report that the current operation finished successfully; returns its snapshot."""
         key = to_uuid(operation_id, "operation_id")
+        check_meta_data(meta_data, "meta_data")
         with self._work:
             op = self._current(key)
             self._finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
@@ -475,6 +481,7 @@ class OperationDispatcher(DispatchCore):
         """Report that the current operation failed; returns its snapshot."""
         key = to_uuid(operation_id, "operation_id")
         reason = TerminationReason(termination_reason)
+        check_meta_data(meta_data, "meta_data")
         with self._work:
             op = self._current(key)
             self._finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
@@ -496,6 +503,7 @@ class OperationDispatcher(DispatchCore):
         key = to_uuid(operation_id, "operation_id")
         if not isinstance(updates, dict):
             raise ValidationError("updates", "must be an object of field -> value")
+        check_meta_data(meta_data, "meta_data")
         with self._work:
             op = self._queue.get(key)
             if op is None:
@@ -559,6 +567,9 @@ class OperationDispatcher(DispatchCore):
         Raises UnknownRequest for an unknown id and RequestClosed when it was already answered or
         timed out.
         """
+        check_meta_data(data, "data")
+        if reasoning is not None:
+            check_json_data(reasoning, "reasoning")
         with self._work:
             request = self._desk.decide(request_id, accepted, reasoning, data)
             if request is self._start_request:

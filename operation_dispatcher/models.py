@@ -194,28 +194,83 @@ def _check_positive_number(value: Any, field_name: str) -> float | int | None:
         return None
     if type(value) not in (int, float):
         raise ValidationError(field_name, f"must be a number, got {type(value).__name__}")
-    if not value > 0 or value != value or value == float("inf"):
+    if value != value or value == _INF:
+        raise ValidationError(field_name, f"must be a finite number > 0, got {value!r}")
+    if not value > 0:
         raise ValidationError(field_name, "must be > 0")
+    if type(value) is int and value >= _INT_LIMIT:
+        raise ValidationError(field_name, f"is an integer of more than {MAX_INT_DIGITS} digits")
     return value
 
 
 #: How deeply payloads may nest; deeper data is refused rather than hitting the recursion limit.
 MAX_NESTING = 64
+#: Integers with more decimal digits than this are refused: Python cannot turn them into text
+#: (``str()``, ``json.dumps``) beyond 4,300 digits by default, so they could never be answered.
+MAX_INT_DIGITS = 4300
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_INF = float("inf")
 
 
-def _check_depth(value: Any, field_name: str) -> None:
-    stack = [(value, 1)]
+def check_json_data(value: Any, field_name: str) -> None:
+    """Refuse what standard JSON cannot carry, anywhere inside ``value``.
+
+    Non-finite floats (``inf``, ``nan``: every JSON reader chokes on ``Infinity``), integers
+    over :data:`MAX_INT_DIGITS` digits, text with lone surrogates (``"\\ud800"`` is not
+    Unicode and cannot be encoded as UTF-8), non-text object keys and nesting deeper than
+    :data:`MAX_NESTING`. The error names the path, e.g. ``payload.items[2]``. Other scalars
+    are left alone (they are shown as text).
+    """
+    stack: list[tuple[Any, str, int]] = [(value, field_name, 1)]
     while stack:
-        item, depth = stack.pop()
-        if type(item) is dict:
-            children: Any = item.values()
-        elif type(item) is list:
-            children = item
-        else:
-            continue
-        if depth > MAX_NESTING:
-            raise ValidationError(field_name, f"nests deeper than {MAX_NESTING} levels")
-        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
+        item, path, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            _check_text(item, path)
+        elif kind is float:
+            if item != item or item in (_INF, -_INF):
+                raise ValidationError(path, f"must be a finite number, got {item!r}")
+        elif kind is int:
+            if not -_INT_LIMIT < item < _INT_LIMIT:
+                raise ValidationError(path, f"is an integer of more than {MAX_INT_DIGITS} digits")
+        elif kind is dict or kind is list or kind is tuple:
+            if depth > MAX_NESTING:
+                raise ValidationError(field_name, f"nests deeper than {MAX_NESTING} levels")
+            if kind is dict:
+                for key, child in item.items():
+                    if type(key) is not str:
+                        raise ValidationError(
+                            path, f"keys must be text, got {type(key).__name__} {key!r:.40}"
+                        )
+                    _check_text(key, f"{path} key {key[:40]!r}")
+                    stack.append((child, f"{path}.{key}", depth + 1))
+            else:
+                stack.extend(
+                    (child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)
+                )
+
+
+def _check_text(text: str, field_name: str) -> None:
+    """Refuse lone surrogates (they are not characters and cannot be stored or sent)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                field_name,
+                f"contains a lone surrogate {text[exc.start]!r} at position {exc.start} "
+                "(not valid Unicode)",
+            ) from None
+
+
+def check_meta_data(value: Any, field_name: str) -> dict[str, Any] | None:
+    """Meta data (and decision data) given to the dispatcher: None or a JSON object."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(field_name, f"must be an object (dict) or None, got {type(value).__name__}")
+    check_json_data(value, field_name)
+    return value
 
 
 def _check_dict(value: Any, field_name: str) -> dict[str, Any]:
@@ -227,8 +282,10 @@ def _check_dict(value: Any, field_name: str) -> dict[str, Any]:
 
 
 def _check_opt_str(value: Any, field_name: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise ValidationError(field_name, f"must be a string, got {type(value).__name__}")
+    if value is not None:
+        if not isinstance(value, str):
+            raise ValidationError(field_name, f"must be a string, got {type(value).__name__}")
+        _check_text(value, field_name)
     return value
 
 
@@ -385,11 +442,13 @@ class Operation(_Model):
         self.id = to_uuid(self.id, "id")
         self.job_id = _check_opt_str(self.job_id, "job_id")
         self.payload = _check_dict(self.payload, "payload")
-        if any(type(v) in _CONTAINERS for v in self.payload.values()):
-            _check_depth(self.payload, "payload")
+        check_json_data(self.payload, "payload")
         if not isinstance(self.resource_id, str) or not self.resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
+        _check_text(self.resource_id, "resource_id")
         self.priority = _check_int(self.priority, "priority")
+        if not -_INT_LIMIT < self.priority < _INT_LIMIT:
+            raise ValidationError("priority", f"is an integer of more than {MAX_INT_DIGITS} digits")
         self.release_date = _opt_utc(self.release_date, "release_date")
         self.planned_duration = _check_positive_number(self.planned_duration, "planned_duration")
         self.due_date = _opt_utc(self.due_date, "due_date")
@@ -423,6 +482,7 @@ class Operation(_Model):
         for name in conditions:
             if not isinstance(name, str) or not name:
                 raise ValidationError("release_conditions", "keys must be non-empty signal names")
+        check_json_data(conditions, "release_conditions")
         self.release_conditions = conditions
         self.timeout_seconds = _check_positive_number(self.timeout_seconds, "timeout_seconds")
         # cross-field rules
@@ -546,6 +606,7 @@ class DispatchEvent(_Model):
                        for c in changes]
         setter(self, "changes", list(changes) if type(changes) is not list else changes)
         setter(self, "meta_data", _check_dict(self.meta_data, "meta_data"))
+        check_json_data(self.meta_data, "meta_data")
         setter(self, "created_at", to_utc(self.created_at, "created_at"))
 
     @classmethod
@@ -715,7 +776,11 @@ __all__ = [
     "OperationDispatcherState",
     "TerminationReason",
     "TimeWindow",
+    "MAX_INT_DIGITS",
+    "MAX_NESTING",
     "UPDATABLE_FIELDS",
+    "check_json_data",
+    "check_meta_data",
     "copy_json",
     "format_datetime",
     "to_json_value",

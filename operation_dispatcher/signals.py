@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ValidationError
-from .models import format_datetime, utcnow
+from .models import check_json_data, format_datetime, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-_EXPIRED = float("-inf")  # the confirmed_at of an expired signal: stale whatever its max age
+_EXPIRED = float("-inf")
+_INF = float("inf")  # the confirmed_at of an expired signal: stale whatever its max age
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +85,15 @@ class SignalBoard:
         """Write (or re-confirm) a signal; listeners hear of it if its value or freshness changed."""
         if not isinstance(name, str) or not name:
             raise ValidationError("name", "must be a non-empty signal name")
-        if max_age_seconds is not None:
-            if type(max_age_seconds) not in (int, float) or not max_age_seconds > 0:
-                raise ValidationError("max_age_seconds", "must be a number > 0 or None")
+        check_json_data(name, "name")
+        check_json_data(value, "value")  # no inf/nan, huge ints or lone surrogates
+        if max_age_seconds is not None and (
+            type(max_age_seconds) not in (int, float)
+            or not 0 < max_age_seconds < _INF  # also refuses nan
+        ):
+            raise ValidationError(
+                "max_age_seconds", f"must be a finite number > 0 or None, got {max_age_seconds!r}"
+            )
         now = time.monotonic()
         signal = Signal(name, value, utcnow(), max_age_seconds, now)
         with self._lock:

@@ -20,6 +20,8 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 
 from .. import __version__
+from ..errors import ValidationError
+from ..models import MAX_INT_DIGITS, check_json_data
 from .approvals import approvals_blueprint
 from .bridges import bridges_blueprint
 from .docs import PUBLIC_ENDPOINTS, apidocs_blueprint, index_blueprint, service_blueprint
@@ -134,19 +136,60 @@ def create_app(
 
 
 class _StrictJSONProvider(DefaultJSONProvider):
-    """Flask's JSON, but request bodies must be standard JSON: no NaN or Infinity (Python's
-    ``json`` accepts them, and echoing them back would produce invalid JSON), and no nesting
-    deeper than :data:`MAX_JSON_DEPTH`. Answers keep the models' field order."""
+    """Flask's JSON, but only standard JSON in and out.
+
+    Request bodies must be UTF-8 (RFC 8259) and may not hold NaN or Infinity, numbers that are
+    infinite once parsed (``1e400``), integers over :data:`~..models.MAX_INT_DIGITS` digits,
+    lone surrogates (``"\\ud800"``) or nesting deeper than :data:`MAX_JSON_DEPTH`: echoing any
+    of them back would make the answers (and every later list) invalid JSON for every client.
+    Answers are written with ``allow_nan=False``: a non-finite number that got in anyway is a
+    500 with a log line, never invalid JSON. Answers keep the models' field order.
+    """
 
     sort_keys = False
 
+    def dumps(self, obj: object, **kwargs: object) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
     def loads(self, s: str | bytes, **kwargs: object) -> object:
+        if isinstance(s, bytes | bytearray):
+            try:
+                s = s.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"it is not UTF-8 (byte 0x{s[exc.start]:02x} at position {exc.start})"
+                ) from None
         try:
-            value = json.loads(s, parse_constant=_refuse_constant, **kwargs)  # type: ignore[arg-type]
+            value = json.loads(
+                s, parse_constant=_refuse_constant, parse_int=_parse_int,
+                **kwargs,  # type: ignore[arg-type]
+            )
         except RecursionError:
             raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
         _check_depth(value)
+        try:
+            check_json_data(value, "body")
+        except ValidationError as exc:
+            raise UnusableValue(exc.field, exc.reason) from None
         return value
+
+
+class UnusableValue(ValueError):
+    """Valid JSON holding a value the API refuses (an infinite number, a lone surrogate...)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field.removeprefix("body").removeprefix(".") or "body"
+        super().__init__(f"{self.field} {reason}")
+
+
+def _parse_int(text: str) -> int:
+    """Integers too long to be converted back to text become a value the check refuses."""
+    digits = len(text) - text.startswith("-")
+    return int(text) if digits <= MAX_INT_DIGITS else _TOO_LONG
+
+
+_TOO_LONG = 10**MAX_INT_DIGITS  # one more digit than allowed: check_json_data refuses it
 
 
 def _refuse_constant(name: str) -> None:
@@ -222,6 +265,8 @@ def _check_body() -> None:
         except ValueError as exc:
             view = current_app.view_functions.get(request.endpoint or "")
             code = getattr(view, "body_error_code", "invalid_request_body")
+            if isinstance(exc, UnusableValue):
+                raise ApiError(400, code, f"request body: {exc}", {"field": exc.field}) from None
             raise ApiError(400, code, f"request body is not valid JSON: {exc}") from None
 
 

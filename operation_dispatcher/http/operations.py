@@ -15,10 +15,10 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from ..errors import (
     DependencyError,
-    DispatcherError,
     DuplicateOperation,
     InvalidTransition,
     OperationNotCurrent,
+    OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
     ValidationError,
@@ -63,8 +63,8 @@ def operations_blueprint(state: ApiState) -> APIBlueprint:
     def find(operation_id: UUID) -> CoreOperation:
         op = dispatcher.get_operation(operation_id)
         if op is None:
-            raise ApiError(404, "operation_not_found", "operation not found",
-                           {"operation_id": str(operation_id)})
+            raise ApiError.from_exc(OperationNotFound(operation_id), message="operation not found",
+                                    details={"operation_id": str(operation_id)})
         return op
 
     not_found = {404: ErrorResponse}
@@ -144,7 +144,7 @@ def operations_blueprint(state: ApiState) -> APIBlueprint:
     def explain_operation(path: OperationPath) -> Response:
         try:
             return json_response(dispatcher.explain(path.operation_id))
-        except DispatcherError as exc:
+        except OperationNotFound as exc:
             raise ApiError.from_exc(exc, message="operation not found") from None
 
     @bp.post(
@@ -159,8 +159,8 @@ def operations_blueprint(state: ApiState) -> APIBlueprint:
             try:
                 ops.append(CoreOperation(resource_id=dispatcher.resource_id, **item.model_dump()))
             except ValidationError as exc:
-                raise ApiError(400, "invalid_operation", str(exc),
-                               {"index": index, "field": exc.field}) from None
+                raise ApiError.from_exc(exc, "invalid_operation",
+                                        details={"index": index, "field": exc.field}) from None
         try:
             stored = dispatcher.add_operations(ops)
         except (ValidationError, DependencyError, DuplicateOperation, ResourceMismatch) as exc:
@@ -169,7 +169,7 @@ def operations_blueprint(state: ApiState) -> APIBlueprint:
             for index, op in enumerate(ops):
                 if op.id == failed:
                     details["index"] = index
-            raise ApiError(400, "operation_rejected", str(exc), details) from None
+            raise ApiError.from_exc(exc, "operation_rejected", details=details) from None
         return json_response([status(op, None) for op in stored], 201)
 
     @bp.post(
@@ -180,18 +180,20 @@ def operations_blueprint(state: ApiState) -> APIBlueprint:
     @body_error_code("invalid_updates")
     def update_operation(path: OperationPath, body: UpdateOperationItem) -> Response:
         updates = body.model_dump(exclude_unset=True)
+        # Only the code is chosen here; the status is the table's (errors.STATUS_BY_ERROR), and
+        # every other error (a JournalError: 503 journal_unavailable) goes to the handlers.
         try:
             op = dispatcher.update_operation(path.operation_id, updates)
         except OperationNotUpdatable as exc:
-            raise ApiError(409, "operation_update_denied", str(exc)) from None
+            raise ApiError.from_exc(exc, "operation_update_denied") from None
         except (ValidationError, DependencyError) as exc:
-            raise ApiError(400, "invalid_updates", str(exc),
-                           {"field": getattr(exc, "field", "dependencies")}) from None
-        except (DispatcherError, RuntimeError) as exc:
-            raise ApiError(409, "operation_update_failed", str(exc)) from None
+            raise ApiError.from_exc(
+                exc, "invalid_updates", details={"field": getattr(exc, "field", "dependencies")}
+            ) from None
         if op is None:
             find(path.operation_id)  # raises the 404
-            raise ApiError(404, "operation_not_found", "operation not found")
+            raise ApiError.from_exc(OperationNotFound(path.operation_id),
+                                    message="operation not found")
         return json_response(status(op, current_id()))
 
     @bp.post(
@@ -224,9 +226,10 @@ def operations_blueprint(state: ApiState) -> APIBlueprint:
         try:
             done = action(operation_id, meta_data=meta or None)
         except InvalidTransition as exc:
-            raise ApiError(409, *wrong_state, {"state": exc.state}) from None
-        except (OperationNotCurrent, RuntimeError) as exc:
-            raise ApiError(409, f"operation_{verb}_failed", str(exc)) from None
+            raise ApiError.from_exc(exc, wrong_state[0], wrong_state[1],
+                                    {"state": exc.state}) from None
+        except OperationNotCurrent as exc:
+            raise ApiError.from_exc(exc, f"operation_{verb}_failed") from None
         if not done:
             raise ApiError(409, f"operation_{verb}_denied", f"operation {verb} denied")
         return json_response(status(find(operation_id), current_id()))

@@ -31,7 +31,7 @@ def signals_blueprint(state: ApiState) -> APIBlueprint:
         try:
             signal = board.set(path.name, body.value, max_age_seconds=body.max_age_seconds)
         except ValidationError as exc:
-            raise ApiError(400, "invalid_signal", str(exc), {"field": exc.field}) from None
+            raise ApiError.from_exc(exc, "invalid_signal") from None
         return json_response(signal.to_dict())
 
     return bp
