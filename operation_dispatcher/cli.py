@@ -93,6 +93,7 @@ def _settings(args: argparse.Namespace) -> Config:
 def serve(args: argparse.Namespace) -> int:
     try:
         from .http import ApiServer, create_app
+        from .http.server import raise_open_file_limit
     except ImportError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
@@ -130,10 +131,16 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(
         dispatcher, token=http.token, max_body_bytes=http.max_body_bytes,
         heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
-        bridges=bridges,
+        stream_buffer_bytes=http.stream_buffer_bytes, bridges=bridges,
     )
+    raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:
-        server = ApiServer(app, http.host, http.port, threads=http.threads)
+        server = ApiServer(
+            app, http.host, http.port, threads=http.threads,
+            connection_limit=http.connection_limit,
+            idle_timeout_seconds=http.idle_timeout_seconds,
+            write_timeout_seconds=http.write_timeout_seconds,
+        )
     except OSError as exc:
         print(f"{PROG}: cannot listen on {http.host}:{http.port}: {exc}", file=sys.stderr)
         dispatcher.close()

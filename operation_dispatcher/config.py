@@ -26,6 +26,10 @@ Sections (every one optional)::
     max_event_streams = 4
     heartbeat_seconds = 15.0
     max_body_bytes = 1048576
+    connection_limit = 1000            # sockets served at once; more wait in the backlog
+    idle_timeout_seconds = 10          # close a socket silent this long (no request running)
+    write_timeout_seconds = 15.0       # disconnect a client that takes no byte this long
+    stream_buffer_bytes = 2097152      # per event stream: queued, and unsent, before dropping
 
     [mcp]                              # reserved for the MCP server (not validated yet)
 
@@ -94,6 +98,10 @@ class HttpSettings:
     max_event_streams: int = 4
     heartbeat_seconds: float = 15.0
     max_body_bytes: int = 1024 * 1024
+    connection_limit: int = 1000
+    idle_timeout_seconds: int = 10
+    write_timeout_seconds: float = 15.0
+    stream_buffer_bytes: int = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -226,6 +234,10 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "max_event_streams": _integer(0, 1000),
         "heartbeat_seconds": _number(0, inclusive=False),
         "max_body_bytes": _integer(1),
+        "connection_limit": _integer(1, 1_000_000),
+        "idle_timeout_seconds": _integer(1, 86_400),
+        "write_timeout_seconds": _number(0, inclusive=False),
+        "stream_buffer_bytes": _integer(1024),
     },
 }
 _RESERVED = ("mcp", "bridges")

@@ -26,7 +26,7 @@ from .approvals import approvals_blueprint
 from .bridges import bridges_blueprint
 from .docs import PUBLIC_ENDPOINTS, apidocs_blueprint, index_blueprint, service_blueprint
 from .errors import ApiError, register_error_handlers, validation_error_response
-from .events import EventStreams, events_blueprint
+from .events import DEFAULT_STREAM_BUFFER_BYTES, EventStreams, events_blueprint
 from .operations import operations_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
@@ -61,6 +61,7 @@ def create_app(
     heartbeat_seconds: float = 15.0,
     max_event_streams: int = 4,
     event_queue_size: int = 1000,
+    stream_buffer_bytes: int = DEFAULT_STREAM_BUFFER_BYTES,
     stop_timeout: float = 10.0,
     bridges: Sequence[Bridge] = (),
 ) -> OpenAPI:
@@ -78,6 +79,9 @@ def create_app(
         are refused with 503. Keep it below the server's thread count.
     :param event_queue_size: events buffered per stream client; a client that falls further
         behind loses events and is told how many (``event: events_dropped``).
+    :param stream_buffer_bytes: bytes buffered per stream client, in its queue (more events
+        are dropped, as above) and again unsent at the server: a client with more waiting has
+        stopped reading and is disconnected, so it cannot pin memory.
     :param stop_timeout: seconds ``POST /dispatcher/stop`` waits for the dispatcher threads.
     :param bridges: the hardware bridges feeding ``dispatcher``, listed with their health and
         counters under ``/bridges`` (the app neither starts nor stops them).
@@ -112,6 +116,7 @@ def create_app(
             heartbeat_seconds=heartbeat_seconds,
             queue_size=event_queue_size,
             max_clients=max_event_streams,
+            buffer_bytes=stream_buffer_bytes,
         ),
         token=token,
         max_body_bytes=max_body_bytes,

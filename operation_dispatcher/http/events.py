@@ -1,11 +1,17 @@
 """``GET /events/stream``: the dispatcher's events as Server-Sent Events.
 
-Each client gets its own bounded queue, filled by a dispatcher subscription (on the dispatcher's
-event thread, which must never wait for a slow client: a full queue drops the event and the
-client is told how many it lost). The response generator waits on the queue and sends a comment
-line as a heartbeat when nothing happened for ``heartbeat_seconds``; writing the heartbeat is how
-a client that went away is noticed (the server raises on the write), and the generator's
-``finally`` then unsubscribes it.
+Each client gets its own queue, filled by a dispatcher subscription on the dispatcher's event
+thread, which must never wait for a slow client. The queue is bounded in events *and* bytes
+(``queue_size``, ``buffer_bytes``): a full queue drops the event and the client is told how many
+it lost (``event: events_dropped``). The response generator waits on the queue and sends a
+comment line as a heartbeat when nothing happened for ``heartbeat_seconds``.
+
+A client that stops reading is disconnected and its slot freed, with a log line: before each
+message the generator asks the server how many bytes of the stream the client has not taken yet
+(waitress, through :data:`~.server.UNSENT_BYTES_KEY`); over ``buffer_bytes`` ends the stream. A
+client that takes nothing at all for the server's write timeout is closed by the server itself
+(see :mod:`.server`). Under another WSGI server only the queue bound applies. When the server
+stops, every stream ends at once.
 
 Every event is one SSE message: ``id`` is the event id, ``event`` its type (for example
 ``operation_started``), ``data`` the event's JSON.
@@ -14,45 +20,93 @@ Every event is one SSE message: ``id`` is the event id, ``event`` its type (for 
 from __future__ import annotations
 
 import json
-import queue
+import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from flask import Response
+from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from .errors import ApiError
 from .schemas import ErrorResponse, EventStreamQuery
+from .server import UNSENT_BYTES_KEY
 from .state import ApiState, api_blueprint
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
     from ..models import DispatchEvent
 
+log = logging.getLogger(__name__)
 TAG = Tag(name="Events", description="live events (Server-Sent Events)")
-_CLOSE = object()  # put in a client's queue to end its stream
+#: Bytes one stream client may have waiting, in its queue and again unsent at the server.
+DEFAULT_STREAM_BUFFER_BYTES = 2 * 1024 * 1024
+_CLOSE = "close"  # a client's ending reason when the server shuts down
+_POLL_SECONDS = 1.0  # how often a waiting stream checks whether its client went away
+
+
+def format_event(event: DispatchEvent) -> str | None:
+    """One SSE message for ``event``; None (and a log line) if it is not standard JSON."""
+    try:
+        data = json.dumps(event.to_dict(), separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        log.exception("event %s cannot be sent as JSON; left out of the event streams", event.id)
+        return None
+    return f"id: {event.id}\nevent: {event.event_type.value}\ndata: {data}\n\n"
 
 
 class _Client:
-    __slots__ = ("queue", "dropped", "unsubscribe")
+    """One stream's queue of ready-made messages, bounded in count and bytes."""
 
-    def __init__(self, size: int) -> None:
-        self.queue: queue.Queue[object] = queue.Queue(maxsize=size)
+    __slots__ = ("_cond", "_items", "_bytes", "max_items", "max_bytes", "dropped", "ended",
+                 "unsubscribe", "peer")
+
+    def __init__(self, max_items: int, max_bytes: int, peer: str) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._items: deque[str] = deque()
+        self._bytes = 0
+        self.max_items = max_items
+        self.max_bytes = max_bytes
         self.dropped = 0
+        self.ended: str | None = None  # why the stream must end (the server closes)
         self.unsubscribe: Callable[[], None] | None = None
+        self.peer = peer
 
-    def on_event(self, event: DispatchEvent) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1  # only the event thread writes it; the reader swaps it for 0
+    def offer(self, message: str) -> None:
+        """Queue a message (event thread); drop it when the queue is full in count or bytes.
 
-    def close(self) -> None:
-        try:
-            self.queue.put_nowait(_CLOSE)
-        except queue.Full:
-            pass  # the reader is behind; it sees the closing flag after the next item
+        A message larger than the whole budget still goes into an empty queue, or no client
+        could ever receive it.
+        """
+        with self._cond:
+            size = len(message)  # ASCII: json.dumps escapes everything else
+            if self._items and (
+                len(self._items) >= self.max_items or self._bytes + size > self.max_bytes
+            ):
+                self.dropped += 1
+                return
+            self._items.append(message)
+            self._bytes += size
+            self._cond.notify()
+
+    def end(self, reason: str) -> None:
+        with self._cond:
+            self.ended = reason
+            self._cond.notify()
+
+    def take(self, timeout: float) -> tuple[str | None, int]:
+        """The next message (None after ``timeout``) and the number of events lost before it."""
+        with self._cond:
+            if not self._items and self.ended is None:
+                self._cond.wait(timeout)
+            lost, self.dropped = self.dropped, 0
+            if self.ended is not None or not self._items:
+                return None, lost
+            message = self._items.popleft()
+            self._bytes -= len(message)
+            return message, lost
 
 
 class EventStreams:
@@ -65,15 +119,22 @@ class EventStreams:
         heartbeat_seconds: float = 15.0,
         queue_size: int = 1000,
         max_clients: int = 4,
+        buffer_bytes: int = DEFAULT_STREAM_BUFFER_BYTES,
     ) -> None:
-        if heartbeat_seconds <= 0:
-            raise ValueError("heartbeat_seconds must be > 0")
+        if not 0 < heartbeat_seconds < float("inf"):
+            raise ValueError("heartbeat_seconds must be a finite number > 0")
+        if type(buffer_bytes) is not int or buffer_bytes < 1024:
+            raise ValueError("buffer_bytes must be an integer >= 1024")
+        if type(queue_size) is not int or queue_size < 1:
+            raise ValueError("queue_size must be an integer >= 1")
         self._dispatcher = dispatcher
         self.heartbeat_seconds = heartbeat_seconds
         self.queue_size = queue_size
         self.max_clients = max_clients
+        self.buffer_bytes = buffer_bytes
         self._lock = threading.Lock()
         self._clients: set[_Client] = set()
+        self._last: tuple[object, str | None] = (None, None)  # (event id, message): one cache
         self.closing = threading.Event()
 
     @property
@@ -81,8 +142,8 @@ class EventStreams:
         with self._lock:
             return len(self._clients)
 
-    def open(self, include_requests: bool) -> _Client:
-        client = _Client(self.queue_size)
+    def open(self, include_requests: bool, peer: str = "?") -> _Client:
+        client = _Client(self.queue_size, self.buffer_bytes, peer)
         with self._lock:
             if self.closing.is_set():
                 raise ApiError(503, "server_closing", "the server is shutting down")
@@ -93,9 +154,18 @@ class EventStreams:
                 )
             self._clients.add(client)
         client.unsubscribe = self._dispatcher.subscribe(
-            client.on_event, include_requests=include_requests
+            lambda event: self._deliver(client, event), include_requests=include_requests
         )
         return client
+
+    def _deliver(self, client: _Client, event: DispatchEvent) -> None:
+        """On the event thread: format each event once for every client, then queue it."""
+        event_id, message = self._last
+        if event_id != event.id:
+            message = format_event(event)
+            self._last = (event.id, message)
+        if message is not None:
+            client.offer(message)
 
     def release(self, client: _Client) -> None:
         if client.unsubscribe is not None:
@@ -110,42 +180,67 @@ class EventStreams:
         with self._lock:
             clients = list(self._clients)
         for client in clients:
-            client.close()
+            client.end(_CLOSE)
 
-    def response_body(self, client: _Client) -> _StreamBody:
+    def response_body(
+        self, client: _Client, unsent_bytes: Callable[[], int] | None = None,
+        gone: Callable[[], bool] | None = None,
+    ) -> _StreamBody:
         """The response body of one client: iterate it for the SSE text; closing it releases
-        the client (also when the server never started to iterate it)."""
-        return _StreamBody(self, client)
+        the client (also when the server never started to iterate it).
 
-    def messages(self, client: _Client) -> Iterator[str]:
-        """The SSE text of one client, until it goes away or the server closes."""
+        :param unsent_bytes: how many bytes of the stream the client has not taken yet.
+        :param gone: True once the client's connection is closed.
+        """
+        return _StreamBody(self, client, unsent_bytes, gone)
+
+    def messages(
+        self, client: _Client, unsent_bytes: Callable[[], int] | None = None,
+        gone: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
+        """The SSE text of one client, until it goes away, stops reading or the server closes."""
         try:
             yield f"retry: 3000\n: connected to {self._dispatcher.resource_id}\n\n"
+            next_heartbeat = time.monotonic() + self.heartbeat_seconds
             while not self.closing.is_set():
-                try:
-                    item = client.queue.get(timeout=self.heartbeat_seconds)
-                except queue.Empty:
-                    yield ": heartbeat\n\n"
-                    continue
-                if item is _CLOSE:
+                wait = min(_POLL_SECONDS, max(0.0, next_heartbeat - time.monotonic()))
+                message, lost = client.take(wait)
+                if client.ended is not None or (gone is not None and gone()):
                     return
-                if client.dropped:
-                    lost, client.dropped = client.dropped, 0
-                    yield f"event: events_dropped\ndata: {json.dumps({'dropped': lost})}\n\n"
-                event: DispatchEvent = item  # type: ignore[assignment]
-                data = json.dumps(event.to_dict(), separators=(",", ":"))
-                yield f"id: {event.id}\nevent: {event.event_type.value}\ndata: {data}\n\n"
+                if message is None and not lost:
+                    if time.monotonic() < next_heartbeat:
+                        continue
+                    message = ": heartbeat\n\n"
+                if lost:
+                    dropped = f"event: events_dropped\ndata: {json.dumps({'dropped': lost})}\n\n"
+                    message = dropped if message is None else dropped + message
+                if unsent_bytes is not None and not self._has_room(client, unsent_bytes()):
+                    return
+                next_heartbeat = time.monotonic() + self.heartbeat_seconds
+                yield message
         finally:
             self.release(client)
+
+    def _has_room(self, client: _Client, unsent: int) -> bool:
+        if unsent <= self.buffer_bytes:
+            return True
+        log.warning(
+            "event stream client %s stopped reading (%d bytes not taken, budget %d): "
+            "disconnected", client.peer, unsent, self.buffer_bytes,
+        )
+        return False
 
 
 class _StreamBody:
     __slots__ = ("_streams", "_client", "_messages")
 
-    def __init__(self, streams: EventStreams, client: _Client) -> None:
+    def __init__(
+        self, streams: EventStreams, client: _Client,
+        unsent_bytes: Callable[[], int] | None, gone: Callable[[], bool] | None,
+    ) -> None:
         self._streams = streams
         self._client = client
-        self._messages = streams.messages(client)
+        self._messages = streams.messages(client, unsent_bytes, gone)
 
     def __iter__(self) -> Iterator[str]:
         return self._messages
@@ -172,9 +267,13 @@ def events_blueprint(state: ApiState) -> APIBlueprint:
         },
     )
     def stream_events(query: EventStreamQuery) -> Response:
-        client = streams.open(query.include_requests)
+        environ = request.environ
+        peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
+        client = streams.open(query.include_requests, peer)
         return Response(
-            streams.response_body(client),
+            streams.response_body(
+                client, environ.get(UNSENT_BYTES_KEY), environ.get("waitress.client_disconnected")
+            ),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -182,4 +281,4 @@ def events_blueprint(state: ApiState) -> APIBlueprint:
     return bp
 
 
-__all__ = ["EventStreams", "events_blueprint"]
+__all__ = ["DEFAULT_STREAM_BUFFER_BYTES", "EventStreams", "events_blueprint", "format_event"]

@@ -85,6 +85,16 @@ JsonObject = dict[str, Any]
 SignalName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+def _decoded_path(value: str) -> str:
+    """werkzeug turns bytes of a URL that are not UTF-8 into U+FFFD: refuse, never store."""
+    if "\ufffd" in value:
+        raise ValueError("is not valid UTF-8 once percent-decoded")
+    return value
+
+
+PathName = Annotated[SignalName, AfterValidator(_decoded_path)]
+
+
 # ------------------------------------------------------------------------- request models
 
 
@@ -145,12 +155,12 @@ class RequestPath(RequestModel):
 
 
 class SignalPath(RequestModel):
-    name: SignalName = Field(description="the signal's name, e.g. plc.ready")
+    name: PathName = Field(description="the signal's name, e.g. plc.ready")
     error_code: ClassVar[str] = "invalid_signal_name"
 
 
 class BridgePath(RequestModel):
-    name: SignalName = Field(description="the bridge's name, e.g. plc")
+    name: PathName = Field(description="the bridge's name, e.g. plc")
     error_code: ClassVar[str] = "invalid_bridge_name"
 
 

@@ -5,23 +5,64 @@ the socket, and its ``run()`` loops until the process ends. Here the loop runs o
 on a named thread until :meth:`ApiServer.stop` sets a flag and pulls waitress's trigger (a pipe
 the loop also polls), so the stop is immediate, not a timeout later. The sockets and worker
 threads are closed by the serving thread itself, the only one allowed to touch waitress's map.
+
+Hostile or broken clients are bounded (waitress's defaults let ~100 idle sockets stall every
+route for two minutes):
+
+* ``connection_limit`` (default 1000) sockets are served at once; more wait in the kernel's
+  backlog. It is far above what one machine's operators and tools open, so idle sockets do not
+  lock the API out before the idle timeout drops them.
+* ``idle_timeout_seconds`` (default 10): a socket that sends no complete request (or nothing
+  after its last answer) for this long is closed; checked every second. A request in progress
+  (an event stream included) is never idle.
+* ``write_timeout_seconds`` (default 15): a client that takes no byte of its answer for this
+  long while bytes wait for it (it stopped reading) is disconnected, with a log line, so it
+  cannot hold a worker thread (waitress would wait for it forever).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 try:
     from waitress import wasyncore
+    from waitress.channel import HTTPChannel
     from waitress.server import create_server
+    from waitress.task import WSGITask
 except ImportError:  # pragma: no cover - part of the api extra
     raise ImportError(
         "ApiServer needs waitress: pip install 'operation-dispatcher[api]'"
     ) from None
 
 log = logging.getLogger(__name__)
+
+#: Sockets served at once (waitress's default, 100, is reached by a hundred idle sockets).
+DEFAULT_CONNECTION_LIMIT = 1000
+#: Seconds a socket may stay silent before a complete request (or after its answer).
+DEFAULT_IDLE_TIMEOUT = 10
+#: Seconds a client may take no byte while its answer waits for it.
+DEFAULT_WRITE_TIMEOUT = 15.0
+#: The WSGI environ key of a callable: bytes of the answer not yet taken by the client.
+UNSENT_BYTES_KEY = "operation_dispatcher.unsent_bytes"
+_REAP_EVERY = 1.0  # seconds between two looks for stalled clients
+
+
+class _Task(WSGITask):
+    """waitress's task, telling the app how much of its answer the client has not taken yet
+    (the event stream bounds it; see :mod:`.events`)."""
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        channel = self.channel
+        environ[UNSENT_BYTES_KEY] = lambda: channel.total_outbufs_len
+        return environ
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    task_class = _Task
 
 
 class ApiServer:
@@ -34,7 +75,12 @@ class ApiServer:
     :param host: the address to bind; 127.0.0.1 unless you mean to serve the network.
     :param port: the port; 0 picks a free one (read it back from :attr:`port`).
     :param threads: waitress worker threads (each open event stream holds one).
-    :param options: further waitress adjustments (e.g. ``channel_timeout``).
+    :param connection_limit: sockets served at once; more wait in the kernel's backlog.
+    :param idle_timeout_seconds: a socket silent this long without a request in progress is
+        closed (whole seconds, >= 1).
+    :param write_timeout_seconds: a client that takes no byte of its waiting answer for this
+        long is disconnected.
+    :param options: further waitress adjustments (e.g. ``backlog``).
     """
 
     def __init__(
@@ -44,9 +90,17 @@ class ApiServer:
         port: int = 8080,
         *,
         threads: int = 12,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        idle_timeout_seconds: int = DEFAULT_IDLE_TIMEOUT,
+        write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT,
         **options: Any,
     ) -> None:
+        if type(idle_timeout_seconds) is not int or idle_timeout_seconds < 1:
+            raise ValueError("idle_timeout_seconds must be a whole number of seconds >= 1")
+        if not 0 < write_timeout_seconds < float("inf"):
+            raise ValueError("write_timeout_seconds must be a finite number > 0")
         self.app = app
+        self.write_timeout_seconds = float(write_timeout_seconds)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Bodies are checked (and refused with a JSON 413) by the app; waitress's own limit only
@@ -54,7 +108,14 @@ class ApiServer:
         options.setdefault("max_request_body_size", 64 * 1024 * 1024)
         options.setdefault("ident", "operation-dispatcher")
         options.setdefault("clear_untrusted_proxy_headers", True)
-        self._server = create_server(app, host=host, port=port, threads=threads, **options)
+        options.setdefault("cleanup_interval", 1)  # look for idle sockets every second
+        options.setdefault("asyncore_use_poll", True)  # select() fails beyond 1024 sockets
+        self._server = create_server(
+            app, host=host, port=port, threads=threads, connection_limit=connection_limit,
+            channel_timeout=idle_timeout_seconds, **options,
+        )
+        self._server.channel_class = _Channel
+        _warn_if_few_descriptors(connection_limit)
 
     @property
     def host(self) -> str:
@@ -85,15 +146,36 @@ class ApiServer:
 
     def _serve(self) -> None:
         server = self._server
+        next_reap = time.monotonic() + _REAP_EVERY
         try:
             while not self._stopping.is_set():
                 wasyncore.loop(
                     timeout=server.adj.asyncore_loop_timeout, map=server._map,
                     use_poll=True, count=1,
                 )
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + _REAP_EVERY
+                    self._drop_stalled_clients()
         finally:
             server.task_dispatcher.shutdown(timeout=5)
             wasyncore.close_all(server._map)
+
+    def _drop_stalled_clients(self) -> None:
+        """Close the sockets whose client took no byte for the write timeout while bytes wait.
+
+        waitress never gives up on such a client: the worker thread writing the answer waits
+        for it forever once its buffer is full. Closing the channel (here, in the serving
+        thread that owns it) wakes that worker, whose write then fails.
+        """
+        cutoff = time.time() - self.write_timeout_seconds  # waitress keeps wall-clock times
+        for channel in list(self._server.active_channels.values()):
+            if channel.total_outbufs_len and channel.last_activity < cutoff:
+                log.warning(
+                    "HTTP client %s took no data for %.0f s (%d bytes waiting): disconnected",
+                    _peer(channel), self.write_timeout_seconds, channel.total_outbufs_len,
+                )
+                channel.will_close = True
+                channel.handle_close()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop accepting, end open event streams, finish the requests in progress, join."""
@@ -123,4 +205,49 @@ class ApiServer:
         self.stop()
 
 
-__all__ = ["ApiServer"]
+def _peer(channel: Any) -> str:
+    addr = getattr(channel, "addr", None)
+    return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else "?"
+
+
+def _warn_if_few_descriptors(connection_limit: int) -> None:
+    """Each socket is a file descriptor: say so when the process may not open enough."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < connection_limit + 64:
+        log.warning(
+            "the open-file limit (%d) is below connection_limit (%d) + 64: raise it "
+            "(ulimit -n) or lower connection_limit", soft, connection_limit,
+        )
+
+
+def raise_open_file_limit(needed: int) -> int:
+    """Raise this process's soft open-file limit towards ``needed`` (never above the hard
+    limit); returns the soft limit now in force. For the program that owns the process (the
+    CLI), not for a library that merely embeds the server."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed if soft == resource.RLIM_INFINITY else soft
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
+__all__ = [
+    "DEFAULT_CONNECTION_LIMIT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_WRITE_TIMEOUT",
+    "UNSENT_BYTES_KEY",
+    "ApiServer",
+    "raise_open_file_limit",
+]
