@@ -380,3 +380,31 @@ def test_500_idle_sockets_and_200_stream_clients_half_never_reading(
     status, _out, err = server.stop(signal.SIGTERM)
     assert status == 0, err
     assert "stopped reading" in err and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------- the limits' config
+
+
+def test_the_limits_are_config_keys_with_checked_values() -> None:
+    from operation_dispatcher.config import ConfigError, HttpSettings, parse_config
+
+    defaults = HttpSettings()
+    assert (defaults.connection_limit, defaults.idle_timeout_seconds,
+            defaults.write_timeout_seconds, defaults.stream_buffer_bytes) == (
+        1000, 10, 15.0, 2 * 1024 * 1024)
+    http = parse_config({"http": {"connection_limit": 50, "idle_timeout_seconds": 2,
+                                  "write_timeout_seconds": 0.5,
+                                  "stream_buffer_bytes": 4096}}).http
+    assert (http.connection_limit, http.idle_timeout_seconds, http.write_timeout_seconds,
+            http.stream_buffer_bytes) == (50, 2, 0.5, 4096)
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"http": {"connection_limit": 0, "idle_timeout_seconds": 0.5,
+                               "write_timeout_seconds": float("inf"),
+                               "stream_buffer_bytes": 10}})
+    assert [error.split(":")[0] for error in bad.value.errors] == [
+        "http.connection_limit", "http.idle_timeout_seconds", "http.write_timeout_seconds",
+        "http.stream_buffer_bytes"]
+    with pytest.raises(ValueError):
+        ApiServer(object(), "127.0.0.1", 0, idle_timeout_seconds=0)
+    with pytest.raises(ValueError):
+        ApiServer(object(), "127.0.0.1", 0, write_timeout_seconds=float("nan"))
