@@ -221,6 +221,14 @@ def check_json_data(value: Any, field_name: str) -> None:
     :data:`MAX_NESTING`. The error names the path, e.g. ``payload.items[2]``. Other scalars
     are left alone (they are shown as text).
     """
+    try:
+        _scan(value, field_name, paths=False)  # fast: no path text built for good data
+    except ValidationError:
+        _scan(value, field_name, paths=True)  # again, to name where the problem is
+        raise
+
+
+def _scan(value: Any, field_name: str, *, paths: bool) -> None:
     stack: list[tuple[Any, str, int]] = [(value, field_name, 1)]
     while stack:
         item, path, depth = stack.pop()
@@ -242,12 +250,17 @@ def check_json_data(value: Any, field_name: str) -> None:
                         raise ValidationError(
                             path, f"keys must be text, got {type(key).__name__} {key!r:.40}"
                         )
-                    _check_text(key, f"{path} key {key[:40]!r}")
-                    stack.append((child, f"{path}.{key}", depth + 1))
+                    if not key.isascii():
+                        _check_text(key, f"{path} key {key[:40]!r}")
+                    if type(child) not in _SAFE_SCALARS:
+                        stack.append((child, f"{path}.{key}" if paths else path, depth + 1))
             else:
-                stack.extend(
-                    (child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)
-                )
+                for index, child in enumerate(item):
+                    if type(child) not in _SAFE_SCALARS:
+                        stack.append((child, f"{path}[{index}]" if paths else path, depth + 1))
+
+
+_SAFE_SCALARS = frozenset({bool, type(None)})
 
 
 def _check_text(text: str, field_name: str) -> None:
