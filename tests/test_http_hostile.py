@@ -283,6 +283,24 @@ def test_sigterm_ends_every_stream_at_once(serve: Callable[..., Served]) -> None
     assert ended == [True, True]
 
 
+def test_a_stream_queue_is_bounded_in_bytes_as_well_as_events() -> None:
+    from operation_dispatcher.http.events import _Client
+
+    client = _Client(max_items=100, max_bytes=1000, peer="test")
+    for n in range(3):
+        client.offer(f"{n}" * 400)  # the third would make 1200 bytes: dropped, and counted
+    assert client.take(0) == ("0" * 400, 1)
+    assert client.take(0) == ("1" * 400, 0)
+    assert client.take(0) == (None, 0)
+    client.offer("x" * 5000)  # larger than the budget, but nothing else waits: it goes
+    client.offer("y")
+    assert client.take(0) == ("x" * 5000, 1)
+    few = _Client(max_items=2, max_bytes=10**6, peer="test")
+    for n in range(5):
+        few.offer(str(n))
+    assert few.take(0) == ("0", 3)
+
+
 # ------------------------------------------------------------------- the whole assault
 
 
@@ -311,7 +329,10 @@ class Readers:
     def _run(self) -> None:
         while not self.stop.is_set():
             with self.lock:
-                ready = self.selector.select(0.05) if self.selector.get_map() else []
+                watching = bool(self.selector.get_map())
+                ready = self.selector.select(0.05) if watching else []
+            if not watching:
+                self.stop.wait(0.05)  # nothing to read yet
             for key, _ in ready:
                 try:
                     if not key.fileobj.recv(1 << 20):  # type: ignore[union-attr]
@@ -322,8 +343,6 @@ class Readers:
                 except OSError:
                     with self.lock:
                         self.selector.unregister(key.fileobj)
-            if not ready:
-                time.sleep(0.01)
 
     def close(self) -> None:
         self.stop.set()

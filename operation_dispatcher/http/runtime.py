@@ -16,6 +16,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from ..errors import DispatcherError
+from .errors import status_of
 from .schemas import OperationDispatcherRuntimeActionResponse, OperationDispatcherState
 from .state import ApiState, api_blueprint, json_response
 
@@ -76,10 +77,11 @@ class RuntimeControl:
                                     "dispatcher_not_running")
             try:
                 self._dispatcher.stop(timeout=self._stop_timeout)
-            except DispatcherError as exc:  # ThreadDidNotStop
+            except DispatcherError as exc:  # ThreadDidNotStop; the status is the table's
                 self.last_error = str(exc)
                 log.error("the dispatcher did not stop: %s", exc)
-                return self._answer(500, "operation dispatcher failed to stop", "stop_failed")
+                status, _code = status_of(exc)
+                return self._answer(status, "operation dispatcher failed to stop", "stop_failed")
             return self._answer(202, "operation dispatcher stopped")
 
     def pause(self) -> Response:
