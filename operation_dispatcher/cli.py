@@ -130,8 +130,9 @@ def serve(args: argparse.Namespace) -> int:
     http = config.http
     app = create_app(
         dispatcher, token=http.token, max_body_bytes=http.max_body_bytes,
+        stream_buffer_bytes=http.stream_buffer_bytes,
         heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
-        stream_buffer_bytes=http.stream_buffer_bytes, bridges=bridges,
+        bridges=bridges,
     )
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:

@@ -23,13 +23,13 @@ Sections (every one optional)::
     port = 8080
     token = "..."                      # or OPERATION_DISPATCHER_TOKEN; leave out for none
     threads = 12
-    max_event_streams = 4
-    heartbeat_seconds = 15.0
-    max_body_bytes = 1048576
     connection_limit = 1000            # sockets served at once; more wait in the backlog
     idle_timeout_seconds = 10          # close a socket silent this long (no request running)
     write_timeout_seconds = 15.0       # disconnect a client that takes no byte this long
     stream_buffer_bytes = 2097152      # per event stream: queued, and unsent, before dropping
+    max_event_streams = 4
+    heartbeat_seconds = 15.0
+    max_body_bytes = 1048576
 
     [mcp]                              # reserved for the MCP server (not validated yet)
 
@@ -95,13 +95,13 @@ class HttpSettings:
     port: int = 8080
     token: str | None = None
     threads: int = 12
-    max_event_streams: int = 4
-    heartbeat_seconds: float = 15.0
-    max_body_bytes: int = 1024 * 1024
     connection_limit: int = 1000
     idle_timeout_seconds: int = 10
     write_timeout_seconds: float = 15.0
     stream_buffer_bytes: int = 2 * 1024 * 1024
+    max_event_streams: int = 4
+    heartbeat_seconds: float = 15.0
+    max_body_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -231,13 +231,13 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "port": _integer(0, 65535),
         "token": _text,
         "threads": _integer(1, 1000),
-        "max_event_streams": _integer(0, 1000),
-        "heartbeat_seconds": _number(0, inclusive=False),
-        "max_body_bytes": _integer(1),
         "connection_limit": _integer(1, 1_000_000),
         "idle_timeout_seconds": _integer(1, 86_400),
         "write_timeout_seconds": _number(0, inclusive=False),
         "stream_buffer_bytes": _integer(1024),
+        "max_event_streams": _integer(0, 1000),
+        "heartbeat_seconds": _number(0, inclusive=False),
+        "max_body_bytes": _integer(1),
     },
 }
 _RESERVED = ("mcp", "bridges")
