@@ -859,4 +859,3 @@ def test_payload_nested_too_deep_is_a_validation_error() -> None:
     with pytest.raises(ValidationError) as info:
         Operation(resource_id="r", payload=payload)
     assert info.value.field == "payload"
-

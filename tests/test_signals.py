@@ -243,4 +243,3 @@ def test_shared_board_serves_two_dispatchers(make_dispatcher) -> None:
     board.set("line.go", True)
     rec1.wait_for(STARTED, operation_id=a.id)
     rec2.wait_for(STARTED, operation_id=b.id)
-
