@@ -11,12 +11,13 @@ caller's thread after the lock is released.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -30,6 +31,7 @@ from .engine import DispatchCore, HistoryCallback, RequestCallback
 if TYPE_CHECKING:
     from .journal import Journal
 from .errors import (
+    ExecutorConflict,
     InvalidTransition,
     OperationNotFound,
     OperationNotUpdatable,
@@ -95,6 +97,8 @@ class OperationDispatcher(DispatchCore):
     :param event_retention: events kept in memory without a journal (with one, the journal
         keeps them and serves every read; none are copied into memory).
     :param operation_retention: finished operations kept in memory.
+    :param default_release_conditions: release conditions every added operation gets, unless
+        it names the same signal itself (e.g. ``{"door.closed": True}`` for a whole cell).
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class OperationDispatcher(DispatchCore):
         strict_order: bool = False,
         event_retention: int = 10_000,
         operation_retention: int = 10_000,
+        default_release_conditions: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(resource_id, str) or not resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
@@ -148,6 +153,8 @@ class OperationDispatcher(DispatchCore):
         if unsupported:
             raise ValidationError("updatable_fields", f"contains unsupported fields: {unsupported}")
 
+        defaults = _check_default_conditions(resource_id, default_release_conditions)
+
         opened = _open_journal(journal)
         try:
             super().__init__(
@@ -176,6 +183,7 @@ class OperationDispatcher(DispatchCore):
             raise
         self._owns_journal = self._journal is not None and self._journal is not journal
         self._poll_interval_seconds = poll_interval_seconds
+        self._default_conditions = defaults
 
     # ================================================================== properties
     @property
@@ -271,6 +279,11 @@ class OperationDispatcher(DispatchCore):
         op = operation.copy()
         if apply_default and op.planned_duration is None and self._default_planned_duration:
             op.planned_duration = self._default_planned_duration
+        if self._default_conditions:
+            conditions = op.release_conditions
+            for name, value in self._default_conditions.items():
+                if name not in conditions:
+                    conditions[name] = copy.deepcopy(value)
         return op
 
     # ================================================================== reads
@@ -379,6 +392,53 @@ class OperationDispatcher(DispatchCore):
                 if not self._loop_active:
                     blocked.append("dispatcher_not_running")
             return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
+
+    # ================================================================== executor
+    @property
+    def executor(self) -> str | None:
+        """The name of the bridge that runs this resource's jobs, if one is attached."""
+        with self._work:
+            return self._executor
+
+    def attach_executor(self, name: str, *, online_signal: str | None = None) -> Operation | None:
+        """Make bridge ``name`` the one executor of this resource (design.md 2a).
+
+        From now on no operation starts while ``online_signal`` (default ``NAME.online``) is not
+        a fresh ``True``: ``explain`` shows it as ``release_condition:NAME.online``. Its name is
+        recorded with every start, so after a crash it can re-attach: if the journal says this
+        executor was running an operation when the last process ended, a snapshot of that
+        operation is returned and the bridge watches it finish; nothing is sent again. Attaching
+        the same name again is harmless; another name raises :class:`ExecutorConflict`.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValidationError("name", "must be a non-empty string (the bridge's name)")
+        gate = f"{name}.online" if online_signal is None else online_signal
+        if not isinstance(gate, str) or not gate:
+            raise ValidationError("online_signal", "must be a non-empty signal name")
+        with self._work:
+            if self._executor is not None and self._executor != name:
+                raise ExecutorConflict(self._resource_id, self._executor, name)
+            self._executor, self._executor_gate = name, gate
+            recovered = None
+            op = self._queue.pulled_operation
+            if self._orphan_executor == name and op is not None:
+                self._orphan_executor = None
+                recovered = op.copy()
+                self._log.warning(
+                    "executor %r re-attached to operation %s (%s); it finishes it",
+                    name, op.id, op.state.value,
+                )
+            return recovered
+
+    def detach_executor(self, name: str) -> None:
+        """``name`` no longer runs this resource's jobs; starts are no longer gated on it."""
+        with self._work:
+            if self._executor != name:
+                return
+            gate = self._executor_gate
+            self._executor = self._executor_gate = None
+            self._queue.unpark(f"release_condition:{gate}")
+            self._advance()
 
     # ================================================================== operation control
     def cancel_operation(
@@ -610,6 +670,7 @@ class OperationDispatcher(DispatchCore):
             self._running_since = utcnow()
             self._running_since_mono = time.monotonic()
             self._emit(EventType.OPERATION_DISPATCHER_STARTED)
+            self._settle_orphan()
             if self._paused:
                 self._emit(EventType.OPERATION_DISPATCHER_PAUSED)
         if ready is not None:
@@ -736,6 +797,24 @@ def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> Journal |
     if isinstance(journal, str | os.PathLike):
         return None if str(journal) == ":memory:" else Journal(journal)
     raise ValidationError("journal", f"must be a path, a Journal or None, got {type(journal).__name__}")
+
+
+def _check_default_conditions(
+    resource_id: str, conditions: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Validated as an operation's own release_conditions are (one set of rules)."""
+    if conditions is None:
+        return {}
+    if not isinstance(conditions, Mapping):
+        raise ValidationError(
+            "default_release_conditions",
+            f"must be a mapping of signal names to values, got {type(conditions).__name__}",
+        )
+    try:
+        probe = Operation(resource_id=resource_id, release_conditions=dict(conditions))
+    except ValidationError as exc:
+        raise ValidationError("default_release_conditions", str(exc)) from None
+    return probe.release_conditions
 
 
 def _require(ok: bool, field_name: str, reason: str) -> None:

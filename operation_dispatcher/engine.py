@@ -174,6 +174,12 @@ class DispatchCore:
         self._unit_retry: set[UUID] = set()
         self._unit_retry_reset = False
         self._unit_paused = False
+        # The one bridge that runs this resource's jobs (design.md 2a): its online signal gates
+        # every start; a recovered operation it was running waits for it to re-attach.
+        self._executor: str | None = None
+        self._executor_gate: str | None = None
+        self._orphan_executor: str | None = None
+        self._recovery = recovery
         if journal is not None:
             self._recover(journal.load(operation_retention), recovery)
         self._signals = signals if signals is not None else SignalBoard()
@@ -322,8 +328,11 @@ class DispatchCore:
 
     def _recover(self, saved: SavedState, recovery: str) -> None:
         """Start from the journal; an operation that was RUNNING or PAUSED when the last process
-        died is never silently run again (at-most-once start): recovery="fail" fails it with
-        INTERRUPTED, recovery="pause" keeps it PAUSED for an operator to resume or cancel."""
+        died is never silently run again (at-most-once start). If an executor bridge was running
+        it, the operation waits for that bridge to re-attach (:meth:`attach_executor` in the
+        dispatcher; nothing is sent again) until the loop starts; otherwise, and if the bridge
+        is not back by then, recovery="fail" fails it with INTERRUPTED and recovery="pause"
+        keeps it PAUSED for an operator to resume or cancel."""
         with self._work:
             start_paused = self._paused
             self._restore(saved)
@@ -331,13 +340,40 @@ class DispatchCore:
             op = self._queue.pulled_operation
             if op is None:
                 return
-            meta = {"recovered": True, "previous_state": op.state.value}
-            if recovery == "fail":
-                self._finish(op, "fail", EventType.OPERATION_FAILED,
-                             TerminationReason.INTERRUPTED, meta)
-            elif op.state is ExecutionState.RUNNING:
-                changes = self._lifecycle.fire(op, "pause")
-                self._emit(EventType.OPERATION_PAUSED, op, changes, meta)
+            assert self._journal is not None
+            executor = self._journal.executor_of(op.id)
+            if executor is not None:
+                self._orphan_executor = executor
+                self._log.warning(
+                    "operation %s was %s on executor %r when the last process ended; it waits "
+                    "for %r to re-attach (nothing is sent again)",
+                    op.id, op.state.value, executor, executor,
+                )
+                return
+            self._apply_recovery(op, {})
+
+    def _apply_recovery(self, op: Operation, meta: dict[str, Any]) -> None:
+        """The recovery policy for an interrupted operation nobody re-attached to (lock held)."""
+        meta = {"recovered": True, "previous_state": op.state.value, **meta}
+        if self._recovery == "fail":
+            self._finish(op, "fail", EventType.OPERATION_FAILED,
+                         TerminationReason.INTERRUPTED, meta)
+        elif op.state is ExecutionState.RUNNING:
+            changes = self._lifecycle.fire(op, "pause")
+            self._emit(EventType.OPERATION_PAUSED, op, changes, meta)
+
+    def _settle_orphan(self) -> None:
+        """At loop start: the executor of a recovered operation did not re-attach, so the
+        recovery policy applies to it now (lock held)."""
+        executor, self._orphan_executor = self._orphan_executor, None
+        op = self._queue.pulled_operation
+        if executor is None or op is None:
+            return
+        self._log.warning(
+            "executor %r did not re-attach to operation %s; recovery %r applies",
+            executor, op.id, self._recovery,
+        )
+        self._apply_recovery(op, {"executor": executor, "executor_reattached": False})
 
     def _advance(self) -> None:
         """Run a dispatch step in the calling thread, right after it changed something.
@@ -384,6 +420,11 @@ class DispatchCore:
                 return blockers, dep.depends_on_operation_id
             if status == "wait":
                 blockers.append(f"dependency:{dep.depends_on_operation_id}")
+        gate = self._executor_gate
+        if gate is not None and not self._signals.holds(gate, True):
+            blocker = f"release_condition:{gate}"
+            if blocker not in blockers:
+                blockers.append(blocker)  # nothing is sent to an executor that is offline
         if self._retry.cooldown_remaining(RequestKind.START, op.id) > 0:
             blockers.append("cooldown")
         return blockers, None
@@ -565,7 +606,9 @@ class DispatchCore:
         assert op is not None
         self._queue.pull(op.id)
         changes = self._lifecycle.fire(op, "start")
-        self._emit(EventType.OPERATION_STARTED, op, changes)
+        # the journal keeps who runs it: after a crash that executor re-attaches to it
+        meta = None if self._executor is None else {"executor": self._executor}
+        self._emit(EventType.OPERATION_STARTED, op, changes, meta)
         self._last_started = op
         self._schedule_timeout(op)
         self._queue.unpark(f"dependency:{op.id}")  # START_TO_START dependents may go now

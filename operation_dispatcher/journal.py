@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from .errors import JournalError
-from .models import DispatchEvent, ExecutionState, Operation
+from .models import DispatchEvent, EventType, ExecutionState, Operation
 
 #: The schema this code writes. A file with a higher user_version was written by a newer release.
 SCHEMA_VERSION = 1
@@ -366,6 +366,18 @@ class Journal:
             "SELECT 1 FROM operations WHERE id = ?", (str(operation_id),)
         ).fetchone()
         return row is not None
+
+    def executor_of(self, operation_id: UUID) -> str | None:
+        """The executor bridge named by the operation's last OPERATION_STARTED event, if any."""
+        row = self._db().execute(
+            "SELECT data FROM events WHERE operation_id = ? AND event_type = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (str(operation_id), EventType.OPERATION_STARTED.value),
+        ).fetchone()
+        if row is None:
+            return None
+        executor = json.loads(row[0]).get("meta_data", {}).get("executor")
+        return executor if isinstance(executor, str) else None
 
     def events_for(self, operation_id: UUID) -> list[DispatchEvent]:
         """Every journaled event of one operation, oldest first."""
