@@ -256,7 +256,7 @@ class Journal:
                 raise JournalError(
                     self.path,
                     f"was written for resource {owner!r}, not {resource_id!r}: each resource "
-                    f"needs its own journal file (this one holds {owner!r}'s operations)",
+                    f"needs its own journal file, and this one holds the operations of {owner!r}",
                 )
             if row is None:
                 conn.execute(
