@@ -174,18 +174,21 @@ def test_restart_on_the_same_journal_keeps_the_operations(
     assert again.stop()[0] == 0
 
 
-def test_serve_refuses_a_journal_of_another_resource(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_serve_refuses_a_journal_of_another_resource(tmp_path: Path) -> None:
     # issue 10, C.10: press-9 opened lathe-1's journal and took over its queued jobs
     journal = tmp_path / "lathe.db"
     lathe = OperationDispatcher("lathe-1", journal=journal)
     lathe.add_operation(Operation(resource_id="lathe-1"))
     lathe.close()
-    assert main(["serve", "--resource-id", "press-9", "--journal", str(journal)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert "'lathe-1'" in err and "'press-9'" in err and str(journal) in err
+    proc = subprocess.run(  # a subprocess: were it not refused, it would serve until killed
+        [sys.executable, "-m", "operation_dispatcher", "serve", "--port", "0",
+         "--resource-id", "press-9", "--journal", str(journal)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "'lathe-1'" in proc.stderr and "'press-9'" in proc.stderr
+    assert str(journal) in proc.stderr
     lathe = OperationDispatcher("lathe-1", journal=journal)  # its jobs are still its own
     assert len(lathe.get_schedule()) == 1
     lathe.close()
