@@ -422,7 +422,8 @@ server = ApiServer(create_app(dispatcher), "127.0.0.1", 0)
 server.start()
 
 def call(method, route):
-    request = urllib.request.Request(server.url + route, method=method, data=b"" if method == "POST" else None)
+    body = b"" if method == "POST" else None
+    request = urllib.request.Request(server.url + route, method=method, data=body)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status, json.loads(answer.read())
