@@ -89,7 +89,8 @@ class OperationDispatcher(DispatchCore):
     :param logger: a logger to use instead of ``operation_dispatcher.dispatcher``.
     :param signals: a shared :class:`SignalBoard` (one is made if None).
     :param journal: a journal file path (or a :class:`Journal`) that makes the state durable;
-        None or ``":memory:"`` keeps everything in memory only.
+        None or ``":memory:"`` keeps everything in memory only. A file that is not a journal,
+        or a journal written for another resource, is refused with JournalError.
     :param recovery: what becomes of an operation that was RUNNING or PAUSED when the process
         died: ``"fail"`` (FAILED, INTERRUPTED) or ``"pause"`` (kept PAUSED for an operator).
     :param strict_order: only ever consider the head of the queue, as the original did.
@@ -749,7 +750,10 @@ class OperationDispatcher(DispatchCore):
         self._callbacks.stop(min(remaining() or 1.0, 1.0))
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path."""
+        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path.
+
+        With a journal, close() is final: start() afterwards raises JournalError ("is closed").
+        """
         self.stop(timeout)
         if self._owns_journal and self._journal is not None:
             with self._work:
