@@ -752,7 +752,7 @@ class OperationDispatcher(DispatchCore):
     def close(self, timeout: float | None = None) -> None:
         """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path.
 
-        With a journal, close() is final: start() afterwards raises JournalError ("is closed").
+        Then close() is final: start() afterwards raises JournalError ("is closed").
         """
         self.stop(timeout)
         if self._owns_journal and self._journal is not None:
