@@ -620,7 +620,7 @@ class OperationDispatcher(DispatchCore):
             journal = self._journal
             if journal is not None and not journal.is_open:
                 raise JournalError(
-                    journal.path, "is closed (the dispatcher was closed); open a new "
+                    journal.path, "is closed (close() was called); open a new "
                     "OperationDispatcher on the file to start again",
                 )
             try:

@@ -264,9 +264,10 @@ class DispatchCore:
         self._log.error("%s; reloading the last committed state", exc)
         try:
             self._restore(self._journal.load(self._operation_retention))
-        except JournalError as reload_error:
+        except Exception as reload_error:
+            cause = getattr(reload_error, "cause", None) or repr(reload_error)
             self._journal_failure = (
-                f"unusable: a failed write could not be undone in memory ({reload_error.cause}); "
+                f"unusable: a failed write could not be undone in memory ({cause}); "
                 "open the dispatcher again"
             )
             self._log.critical("journal %s: %s", self._journal.path, self._journal_failure)
