@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 from .errors import (
     ExecutorConflict,
     InvalidTransition,
+    JournalError,
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
@@ -90,7 +91,8 @@ class OperationDispatcher(DispatchCore):
     :param logger: a logger to use instead of ``operation_dispatcher.dispatcher``.
     :param signals: a shared :class:`SignalBoard` (one is made if None).
     :param journal: a journal file path (or a :class:`Journal`) that makes the state durable;
-        None or ``":memory:"`` keeps everything in memory only.
+        None or ``":memory:"`` keeps everything in memory only. A file that is not a journal,
+        or a journal written for another resource, is refused with JournalError.
     :param recovery: what becomes of an operation that was RUNNING or PAUSED when the process
         died: ``"fail"`` (FAILED, INTERRUPTED) or ``"pause"`` (kept PAUSED for an operator).
     :param strict_order: only ever consider the head of the queue, as the original did.
@@ -659,33 +661,54 @@ class OperationDispatcher(DispatchCore):
             return None if started is None else started.copy()
 
     def run(self) -> None:
-        """Run the dispatcher loop in the calling thread until :meth:`request_stop`."""
-        self._run(None)
+        """Run the dispatcher loop in the calling thread until :meth:`request_stop`.
 
-    def _run(self, ready: threading.Event | None) -> None:
-        with self._work:
+        Raises JournalError (and runs nothing) when the start cannot be journaled.
+        """
+        self._begin_loop()
+        self._loop()
+
+    def _begin_loop(self) -> None:
+        """Mark the loop running and journal OPERATION_DISPATCHER_STARTED, or raise.
+
+        On failure (the journal cannot be written, or is closed) nothing is left half-done: the
+        dispatcher is not running and a later start() may succeed.
+        """
+        with self._lock:
             if self._loop_active:
                 raise RuntimeError("operation dispatcher is already running")
-            self._loop_active = True
-            self._running_since = utcnow()
-            self._running_since_mono = time.monotonic()
-            self._emit(EventType.OPERATION_DISPATCHER_STARTED)
-            self._settle_orphan()
-            if self._paused:
-                self._emit(EventType.OPERATION_DISPATCHER_PAUSED)
-        if ready is not None:
-            ready.set()
+            journal = self._journal
+            if journal is not None and not journal.is_open:
+                raise JournalError(
+                    journal.path, "is closed (close() was called); open a new "
+                    "OperationDispatcher on the file to start again",
+                )
+            orphan = self._orphan_executor
+            try:
+                with self._work:  # leaving it journals the events below, or raises
+                    self._loop_active = True
+                    self._running_since = utcnow()
+                    self._running_since_mono = time.monotonic()
+                    self._emit(EventType.OPERATION_DISPATCHER_STARTED)
+                    self._settle_orphan()
+                    if self._paused:
+                        self._emit(EventType.OPERATION_DISPATCHER_PAUSED)
+            except BaseException:
+                self._loop_active = False
+                self._running_since = None
+                self._orphan_executor = orphan  # settled at the next start that is recorded
+                raise
+
+    def _loop(self) -> None:
+        """The dispatcher loop (after :meth:`_begin_loop`); ends on a stop request.
+
+        A failed pass is logged and retried; should the loop end any other way, it says why and
+        ``is_running`` turns false, so nobody believes a dead loop dispatches.
+        """
         try:
             with self._work:
                 while not self._stop_requested:
-                    try:
-                        timeout = self._step_locked()
-                        self._flush()
-                    except Exception:
-                        # A bug or a failed journal write must not kill the dispatcher thread;
-                        # retry soon, loudly.
-                        self._log.exception("dispatcher step failed; retrying")
-                        timeout = 1.0
+                    timeout = self._loop_pass()
                     if self._stop_requested:
                         break
                     self._loop_wakes_at = (
@@ -693,36 +716,64 @@ class OperationDispatcher(DispatchCore):
                     )
                     self._wait(self._cond, timeout)
                     self._loop_wakes_at = 0.0
+        except BaseException as exc:
+            self._log.critical(
+                "the dispatcher loop of %s died (%s: %s); it is not running and starts "
+                "nothing until started again", self._resource_id, type(exc).__name__, exc,
+                exc_info=isinstance(exc, Exception),
+            )
+            raise
         finally:
-            with self._work:
-                self._stop_requested = False
-                self._loop_active = False
-                self._running_since = None
-                self._emit(EventType.OPERATION_DISPATCHER_STOPPED)
-                self._cond.notify_all()  # stop() may be waiting for this loop to end
+            self._end_loop()
+
+    def _loop_pass(self) -> float | None:
+        """One pass of the loop; a failure (a failed journal write, a bug) is logged, not fatal."""
+        try:
+            timeout = self._step_locked()
+            self._flush()
+            return timeout
+        except Exception:
+            self._log.exception("dispatcher step failed; retrying in 1 s")
+        try:
+            self._flush()  # a pass that failed half-way: journal (or undo) what it changed
+        except Exception:
+            self._log.exception("the failed step's changes could not be journaled")
+        return 1.0
+
+    def _end_loop(self) -> None:
+        """Mark the loop stopped (first, so that nothing below can leave it marked running)."""
+        with self._lock:
+            self._stop_requested = False
+            self._loop_active = False
+            self._running_since = None
+            self._loop_wakes_at = 0.0
+            self._cond.notify_all()  # stop() may be waiting for this loop to end
+            try:
+                with self._work:
+                    self._emit(EventType.OPERATION_DISPATCHER_STOPPED)
+            except JournalError as exc:
+                self._log.error("the dispatcher stopped, but the journal missed it: %s", exc)
 
     def start(self) -> None:
-        """Run the loop on a named background thread; returns once the loop is running."""
-        with self._work:
-            if self._loop_active or (self._thread is not None and self._thread.is_alive()):
+        """Run the loop on a named background thread; returns once the loop is running.
+
+        Raises JournalError when the start cannot be journaled (the disk is full, the journal
+        was closed): then nothing runs, and start() may be called again once the cause is gone.
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
                 raise RuntimeError("operation dispatcher is already running")
-            ready = threading.Event()
-
-            def run_then_signal() -> None:
-                try:
-                    self._run(ready)
-                finally:
-                    ready.set()  # also when _run refused to start: start() must not hang
-
+            self._begin_loop()
             thread = threading.Thread(
-                target=run_then_signal,
-                name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
+                target=self._loop, name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
             )
             self._thread = thread
-            thread.start()
-        ready.wait()
-        if not thread.is_alive() and not self._loop_active:
-            raise RuntimeError("operation dispatcher is already running")
+            try:
+                thread.start()
+            except BaseException:  # no thread to be had: not running
+                self._thread = None
+                self._end_loop()
+                raise
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""
@@ -762,7 +813,10 @@ class OperationDispatcher(DispatchCore):
         self._callbacks.stop(min(remaining() or 1.0, 1.0))
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path."""
+        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path.
+
+        Then close() is final: start() afterwards raises JournalError ("is closed").
+        """
         self.stop(timeout)
         if self._owns_journal and self._journal is not None:
             with self._work:

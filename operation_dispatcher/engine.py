@@ -180,7 +180,11 @@ class DispatchCore:
         self._executor_gate: str | None = None
         self._orphan_executor: str | None = None
         self._recovery = recovery
+        # Set when a failed write could not be undone in memory (the journal could not be read
+        # back): memory may then hold a change the file does not, so nothing starts any more.
+        self._journal_failure: str | None = None
         if journal is not None:
+            journal.claim(resource_id)
             self._recover(journal.load(operation_retention), recovery)
         self._signals = signals if signals is not None else SignalBoard()
         self._subscribe_to_signals()
@@ -216,6 +220,10 @@ class DispatchCore:
         JournalError goes to whoever made the change.
         """
         events = self._unit_events
+        if self._journal_failure is not None and (events or self._unit_ops):
+            self._drop_unit()
+            assert self._journal is not None
+            raise JournalError(self._journal.path, self._journal_failure)
         if not events and not self._unit_ops and not self._unit_retry and not (
             self._unit_retry_reset or self._unit_paused
         ):
@@ -233,10 +241,8 @@ class DispatchCore:
                     retry_reset=reset,
                     paused=self._paused if paused_changed else None,
                 )
-            except JournalError:
-                self._log.exception("journal write failed; reloading the last committed state")
-                self._restore(self._journal.load(self._operation_retention))
-                self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
+            except JournalError as exc:
+                self._undo_unit(exc)
                 raise
         for event in events:
             if self._events is not None:
@@ -248,6 +254,30 @@ class DispatchCore:
                     level, "%s %s %s", self._resource_id, event.event_type.value,
                     event.operation_id or "",
                 )
+
+    def _drop_unit(self) -> None:
+        self._unit_events, self._unit_ops, self._unit_retry = [], {}, set()
+        self._unit_retry_reset = self._unit_paused = False
+
+    def _undo_unit(self, exc: JournalError) -> None:
+        """After a failed write: make memory what the journal holds again (lock held).
+
+        When the journal cannot even be read back (it was closed, or the disk fails), memory
+        may keep a change the file does not have: the dispatcher then starts nothing and refuses
+        every further change, and says why, until it is opened again.
+        """
+        assert self._journal is not None
+        self._log.error("%s; reloading the last committed state", exc)
+        try:
+            self._restore(self._journal.load(self._operation_retention))
+        except Exception as reload_error:
+            cause = getattr(reload_error, "cause", None) or repr(reload_error)
+            self._journal_failure = (
+                f"unusable: a failed write could not be undone in memory ({cause}); "
+                "open the dispatcher again"
+            )
+            self._log.critical("journal %s: %s", self._journal.path, self._journal_failure)
+        self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
 
     def _wait(self, condition: threading.Condition, timeout: float | None) -> None:
         """Wait on ``condition`` (lock held): flush first, and let other threads' units run.
@@ -458,6 +488,8 @@ class DispatchCore:
 
         Returns how long the loop may sleep (None: until woken). Lock held.
         """
+        if self._journal_failure is not None:
+            return None  # memory may disagree with the journal: start nothing (see _undo_unit)
         for kind, key in self._deadlines.pop_due():
             self._on_deadline(kind, key)
         request = self._start_request
