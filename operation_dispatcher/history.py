@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from .models import (
+    ChangeRecord,
     DispatchEvent,
     EventType,
     ExecutionOutcome,
@@ -23,12 +24,43 @@ from .models import (
     History,
     Operation,
     TimeWindow,
+    change_record,
+    copy_json,
     to_utc,
 )
 
+_CONTAINERS = (dict, list)
+
+
+def _copy_change(change: ChangeRecord) -> ChangeRecord:
+    """A ChangeRecord is frozen, but a payload it carries is a dict: copy those values."""
+    old, new = change.old_value, change.new_value
+    if type(old) not in _CONTAINERS and type(new) not in _CONTAINERS:
+        return change
+    return change_record(change.field, copy_json(old), copy_json(new))
+
+
+def copy_event(event: DispatchEvent) -> DispatchEvent:
+    """An independent snapshot of an event: changing its meta_data or changes (or the values
+    they hold) changes nothing in the original. Cheap: no re-validation, scalars shared."""
+    changes = event.changes
+    return DispatchEvent.trusted(
+        event.resource_id,
+        event.event_type,
+        event.operation_id,
+        [_copy_change(c) for c in changes] if changes else [],
+        copy_json(event.meta_data) if event.meta_data else {},
+        id=event.id,
+        created_at=event.created_at,
+    )
+
 
 class EventLog:
-    """The most recent ``retention`` events, in emission order, indexed by operation id."""
+    """The most recent ``retention`` events, in emission order, indexed by operation id.
+
+    It keeps its own copy of every event it is given and hands out copies, so neither a
+    subscriber holding the published event nor a reader can change the history.
+    """
 
     def __init__(self, retention: int | None = 10_000) -> None:
         if retention is not None and retention < 1:
@@ -42,6 +74,7 @@ class EventLog:
         return self._retention
 
     def append(self, event: DispatchEvent) -> None:
+        event = copy_event(event)
         self._events.append(event)
         if event.operation_id is not None:
             per_op = self._by_operation.get(event.operation_id)
@@ -57,8 +90,8 @@ class EventLog:
                     del self._by_operation[old.operation_id]
 
     def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
-        """The retained events of one operation, oldest first."""
-        return list(self._by_operation.get(operation_id, ()))
+        """Snapshots of the retained events of one operation, oldest first."""
+        return [copy_event(e) for e in self._by_operation.get(operation_id, ())]
 
     def select(
         self,
@@ -66,7 +99,8 @@ class EventLog:
         to_time: datetime | None = None,
         limit: int | None = None,
     ) -> list[DispatchEvent]:
-        """Events with from_time <= created_at <= to_time, the most recent ``limit`` of them."""
+        """Snapshots of the events with from_time <= created_at <= to_time, the most recent
+        ``limit`` of them."""
         if limit is not None and limit <= 0:
             return []
         window = TimeWindow(start=from_time, end=to_time)
@@ -75,13 +109,15 @@ class EventLog:
         else:
             events = [e for e in self._events if window.contains(e.created_at)]
         selected = list(events)
-        return selected if limit is None else selected[-limit:]
+        if limit is not None:
+            selected = selected[-limit:]
+        return [copy_event(e) for e in selected]
 
     def __len__(self) -> int:
         return len(self._events)
 
     def __iter__(self) -> Any:
-        return iter(list(self._events))
+        return iter([copy_event(e) for e in self._events])
 
 
 def build_history(
@@ -258,4 +294,4 @@ class HistoryAnalyzer:
         }
 
 
-__all__ = ["EventLog", "HistoryAnalyzer", "build_history"]
+__all__ = ["EventLog", "HistoryAnalyzer", "build_history", "copy_event"]
