@@ -145,6 +145,9 @@ class OperationDispatcher(DispatchCore):
             "must be > 0",
         )
         _require(recovery in ("fail", "pause"), "recovery", "must be 'fail' or 'pause'")
+        # flags that decide whether the machine may start are never read from a truthy value
+        _require(type(start_paused) is bool, "start_paused", "must be True or False")
+        _require(type(strict_order) is bool, "strict_order", "must be True or False")
         fields = UPDATABLE_FIELDS if updatable_fields is None else frozenset(updatable_fields)
         unsupported = sorted(fields - UPDATABLE_FIELDS - LIFECYCLE_FIELDS)
         if unsupported:

@@ -157,7 +157,11 @@ class DispatchCore:
         )
         if on_notification_callback is not None:
             self._bus.subscribe(on_notification_callback)
-        self._callbacks = CallbackRunner(f"operation-dispatcher-requests[{resource_id}]", self._log)
+        # workers outlive their job only while the loop runs: after stop() nothing stays alive
+        self._callbacks = CallbackRunner(
+            f"operation-dispatcher-requests[{resource_id}]", self._log,
+            keep_idle=lambda: self._loop_active,
+        )
         self._desk = ApprovalDesk(self._answered)
         self._retry = RetryPolicy(max_retries, retry_cooldown_seconds)
         self._deadlines = Deadlines()

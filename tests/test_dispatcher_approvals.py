@@ -17,9 +17,11 @@ from operation_dispatcher import (
     EventType,
     ExecutionState,
     Operation,
+    OperationDispatcher,
     RequestClosed,
     RequestDecision,
     UnknownRequest,
+    ValidationError,
 )
 
 R = "robot-1"
@@ -783,3 +785,11 @@ def test_decide_copies_its_data(make_dispatcher) -> None:
     data["operator"]["name"] = "mallory"
     denied = [e for e in d.list_events(added.id) if e.event_type is DENIED][0]
     assert denied.meta_data["decision_data"] == {"operator": {"name": "ann"}}
+
+
+@pytest.mark.parametrize("field_name", ["start_paused", "strict_order"])
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None])
+def test_start_flags_are_never_read_from_truthy_values(field_name, value) -> None:
+    """``start_paused="false"`` used to mean paused, ``start_paused=0`` running: only a bool."""
+    with pytest.raises(ValidationError, match=f"{field_name} must be True or False"):
+        OperationDispatcher(R, **{field_name: value})

@@ -355,3 +355,31 @@ def test_stop_delivers_what_came_before_it_and_holds_the_rest(reopen) -> None:
     if not reopen:
         assert delivered == before
         assert bus.drain(1) is False
+
+
+REQUEST_THREADS = f"operation-dispatcher-requests[{R}]"
+
+
+def test_after_stop_a_handshake_leaves_no_request_worker_alive(make_dispatcher) -> None:
+    asked = threading.Event()
+
+    def callback(event):
+        if event.event_type is EventType.OPERATION_CANCEL_REQUESTED:
+            asked.set()
+            return False
+        return True
+
+    d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=0)
+    rec = EventRecorder(d)
+    d.start()
+    running = d.add_operation(op())
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=running.id)
+    d.stop()
+    assert d.cancel_operation(running.id) is None  # the callback still answers after stop()
+    assert asked.is_set()
+    assert d.pause_operation(running.id) is True
+    workers = [t for t in threading.enumerate() if t.name.startswith(REQUEST_THREADS)]
+    for thread in workers:  # each ran one job for a caller and ends with it
+        thread.join(5)
+    assert [t.name for t in workers if t.is_alive()] == []
+    assert event_threads_alive() == []
