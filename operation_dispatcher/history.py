@@ -40,26 +40,36 @@ def _copy_change(change: ChangeRecord) -> ChangeRecord:
     return change_record(change.field, copy_json(old), copy_json(new))
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
 def copy_event(event: DispatchEvent) -> DispatchEvent:
     """An independent snapshot of an event: changing its meta_data or changes (or the values
-    they hold) changes nothing in the original. Cheap: no re-validation, scalars shared."""
+    they hold) changes nothing in the original.
+
+    Straight-line code, since every read copies every event it returns: no re-validation,
+    scalars and frozen change records shared.
+    """
+    clone = _new(DispatchEvent)
+    _set(clone, "resource_id", event.resource_id)
+    _set(clone, "event_type", event.event_type)
+    _set(clone, "id", event.id)
+    _set(clone, "operation_id", event.operation_id)
     changes = event.changes
-    return DispatchEvent.trusted(
-        event.resource_id,
-        event.event_type,
-        event.operation_id,
-        [_copy_change(c) for c in changes] if changes else [],
-        copy_json(event.meta_data) if event.meta_data else {},
-        id=event.id,
-        created_at=event.created_at,
-    )
+    _set(clone, "changes", [_copy_change(c) for c in changes] if changes else [])
+    meta = event.meta_data
+    _set(clone, "meta_data", copy_json(meta) if meta else {})
+    _set(clone, "created_at", event.created_at)
+    return clone
 
 
 class EventLog:
     """The most recent ``retention`` events, in emission order, indexed by operation id.
 
-    It keeps its own copy of every event it is given and hands out copies, so neither a
-    subscriber holding the published event nor a reader can change the history.
+    Every read hands out copies, so a reader cannot change the history. The stored event is the
+    one the subscribers were given (a copy per event cost ~8 % CPU per dispatched operation):
+    a subscriber must not change its event.
     """
 
     def __init__(self, retention: int | None = 10_000) -> None:
@@ -74,7 +84,6 @@ class EventLog:
         return self._retention
 
     def append(self, event: DispatchEvent) -> None:
-        event = copy_event(event)
         self._events.append(event)
         if event.operation_id is not None:
             per_op = self._by_operation.get(event.operation_id)
