@@ -25,6 +25,7 @@ from uuid import UUID
 from .approvals import (
     PendingRequest,
     RequestKind,
+    decision_from_arguments,
 )
 from .engine import DispatchCore, HistoryCallback, RequestCallback
 
@@ -53,6 +54,7 @@ from .models import (
     Operation,
     OperationDispatcherState,
     TerminationReason,
+    copy_json,
     to_utc,
     to_uuid,
     utcnow,
@@ -150,6 +152,9 @@ class OperationDispatcher(DispatchCore):
             "must be > 0",
         )
         _require(recovery in ("fail", "pause"), "recovery", "must be 'fail' or 'pause'")
+        # flags that decide whether the machine may start are never read from a truthy value
+        _require(type(start_paused) is bool, "start_paused", "must be True or False")
+        _require(type(strict_order) is bool, "strict_order", "must be True or False")
         fields = UPDATABLE_FIELDS if updatable_fields is None else frozenset(updatable_fields)
         unsupported = sorted(fields - UPDATABLE_FIELDS - LIFECYCLE_FIELDS)
         if unsupported:
@@ -233,7 +238,12 @@ class OperationDispatcher(DispatchCore):
         return self._bus.subscribe(handler, include_requests=include_requests)
 
     def drain_events(self, timeout: float | None = None) -> bool:
-        """Wait until every event emitted so far has reached the subscribers."""
+        """Wait until every event emitted so far has reached the subscribers.
+
+        False on timeout, and at once after :meth:`stop`: events emitted while the dispatcher is
+        stopped are held for the next :meth:`start`. Raises RuntimeError when called from a
+        notification handler (on the event thread), where it would wait for itself forever.
+        """
         return self._bus.drain(timeout)
 
     # ================================================================== adding
@@ -462,7 +472,7 @@ class OperationDispatcher(DispatchCore):
             if op is None or op.is_finished:
                 return None
             decision = self._handshake(RequestKind.CANCEL, op, meta_data)
-            if decision is None or not decision.accepted:
+            if decision is None or decision.accepted is not True:
                 return None
             op = self._queue.get(key)  # the lock was released while we waited
             if op is None or op.is_finished:
@@ -508,7 +518,7 @@ class OperationDispatcher(DispatchCore):
             if op.state is not needed:
                 raise InvalidTransition(op.id, op.state, trigger, (needed,))
             decision = self._handshake(kind, op, meta_data)
-            if decision is None or not decision.accepted:
+            if decision is None or decision.accepted is not True:
                 return False
             if self._queue.pulled_operation is not op or op.state is not needed:
                 return False  # finished or changed while we waited for the answer
@@ -558,6 +568,9 @@ class OperationDispatcher(DispatchCore):
         key = to_uuid(operation_id, "operation_id")
         if not isinstance(updates, dict):
             raise ValidationError("updates", "must be an object of field -> value")
+        # copied before anything else: the caller's later edits of updates["payload"] (or of a
+        # list inside it) must not reach the stored operation
+        updates = {name: copy_json(value) for name, value in updates.items()}
         with self._work:
             op = self._queue.get(key)
             if op is None:
@@ -584,8 +597,12 @@ class OperationDispatcher(DispatchCore):
                 self._queue.check_dependencies([candidate])
             if not changed:
                 return op.copy()
-            records = [
-                ChangeRecord(field=name, old_value=getattr(op, name), new_value=getattr(candidate, name))
+            records = [  # copies: a subscriber editing its event must not edit the operation
+                ChangeRecord(
+                    field=name,
+                    old_value=copy_json(getattr(op, name)),
+                    new_value=copy_json(getattr(candidate, name)),
+                )
                 for name in changed
             ]
             if "dependencies" in changed:
@@ -619,8 +636,10 @@ class OperationDispatcher(DispatchCore):
         """Answer a request the callback left PENDING (from any thread).
 
         Raises UnknownRequest for an unknown id and RequestClosed when it was already answered or
-        timed out.
+        timed out; TypeError, before anything changes, when ``accepted`` is not a real bool (only
+        ``True`` approves: ``decide(id, "no")`` is an error, never an approval).
         """
+        decision_from_arguments(accepted, reasoning, data)  # raises before the lock is taken
         with self._work:
             request = self._desk.decide(request_id, accepted, reasoning, data)
             if request is self._start_request:

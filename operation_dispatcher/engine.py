@@ -36,7 +36,7 @@ from .approvals import (
 from .deadlines import Deadlines
 from .errors import JournalError, OperationNotCurrent
 from .events import EventBus, EventHandler, call_maybe_async
-from .history import EventLog
+from .history import EventLog, copy_event
 from .lifecycle import OperationLifecycle
 from .models import (
     ChangeRecord,
@@ -49,6 +49,7 @@ from .models import (
     Operation,
     OperationDependency,
     TerminationReason,
+    copy_json,
     utcnow,
 )
 from .queue import DispatchQueue, SortRule
@@ -148,10 +149,19 @@ class DispatchCore:
         # memory and restart time (the journal's select is indexed)
         log = EventLog(event_retention)  # built either way: it checks event_retention
         self._events: EventLog | None = None if journal is not None else log
-        self._bus = EventBus(f"operation-dispatcher-events[{resource_id}]", self._log)
+        # stop() closes the bus; the loop's OPERATION_DISPATCHER_STARTED reopens it, so events
+        # emitted while stopped wait for the next start instead of restarting the thread
+        self._bus = EventBus(
+            f"operation-dispatcher-events[{resource_id}]", self._log,
+            opens_on=EventType.OPERATION_DISPATCHER_STARTED,
+        )
         if on_notification_callback is not None:
             self._bus.subscribe(on_notification_callback)
-        self._callbacks = CallbackRunner(f"operation-dispatcher-requests[{resource_id}]", self._log)
+        # workers outlive their job only while the loop runs: after stop() nothing stays alive
+        self._callbacks = CallbackRunner(
+            f"operation-dispatcher-requests[{resource_id}]", self._log,
+            keep_idle=lambda: self._loop_active,
+        )
         self._desk = ApprovalDesk(self._answered)
         self._retry = RetryPolicy(max_retries, retry_cooldown_seconds)
         self._deadlines = Deadlines()
@@ -201,7 +211,7 @@ class DispatchCore:
             event_type,
             None if operation is None else operation.id,
             list(changes),
-            dict(meta_data) if meta_data else {},
+            copy_json(dict(meta_data)) if meta_data else {},  # the caller keeps its dict
         )
         self._record(event, operation)
         return event
@@ -558,7 +568,8 @@ class DispatchCore:
         self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
     ) -> ApprovalRequest:
         event = DispatchEvent.trusted(
-            op.resource_id, kind.requested_event, op.id, [], dict(meta_data) if meta_data else {}
+            op.resource_id, kind.requested_event, op.id, [],
+            copy_json(dict(meta_data)) if meta_data else {},
         )
         request = self._desk.open(kind, event, op, self._request_timeout)
         if self._on_request is None:
@@ -571,7 +582,8 @@ class DispatchCore:
         """Runs on a callback worker, no lock held: ask the business logic, file the answer."""
         assert self._on_request is not None
         try:
-            result = call_maybe_async(self._on_request, request.event)
+            # a copy: what the callback does to its event must not reach the history
+            result = call_maybe_async(self._on_request, copy_event(request.event))
         except Exception as exc:
             self._log.exception("request callback raised on %s", request.event.event_type.value)
             decision: Any = RequestDecision(
@@ -595,7 +607,7 @@ class DispatchCore:
         """Put the *_REQUESTED event in the history, with its decision, under the id the
         callback saw (so a callback's event and the history entry can be matched)."""
         decision = request.decision or RequestDecision(False)
-        meta = dict(request.event.meta_data)
+        meta = copy_json(request.event.meta_data)
         meta["request_decision"] = decision.to_dict()
         if void_reason is not None:
             meta["void_reason"] = void_reason
@@ -614,7 +626,7 @@ class DispatchCore:
         decision = request.decision
         assert decision is not None
         op = self._queue.get(request.operation.id)
-        if not decision.accepted:
+        if decision.accepted is not True:  # only the real True starts a machine
             self._record_request(request)
             self._deny(request, op)
             return
@@ -670,9 +682,9 @@ class DispatchCore:
         if decision.reasoning is not None:
             meta["reasoning"] = decision.reasoning
         if decision.data:
-            meta["decision_data"] = dict(decision.data)
+            meta["decision_data"] = copy_json(decision.data)
         if request.event.meta_data:
-            meta["request_meta_data"] = dict(request.event.meta_data)
+            meta["request_meta_data"] = copy_json(request.event.meta_data)
         self._emit(kind.denied_event, op, meta_data=meta)
         if self._retry.exhausted(count):
             self._set_paused(True)
@@ -690,7 +702,7 @@ class DispatchCore:
         self._record_request(request)
         decision = request.decision
         assert decision is not None
-        if decision.accepted:
+        if decision.accepted is True:
             self._retry.clear(kind, op.id)
             self._unit_retry.add(op.id)
         else:
