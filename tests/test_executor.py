@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import RESOURCE, wait_until
 
 from operation_dispatcher import (
     EventType,
@@ -18,8 +19,6 @@ from operation_dispatcher import (
     ValidationError,
 )
 from operation_dispatcher.config import ConfigError, parse_config
-
-from conftest import RESOURCE, wait_until
 
 
 def _op(**kwargs) -> Operation:
