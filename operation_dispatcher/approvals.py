@@ -4,8 +4,10 @@ is cancelled, and waiting for the answer on the dispatcher's condition variable.
 The request callback gets a ``*_REQUESTED`` DispatchEvent and answers with ``True``/``False``, a
 :class:`RequestDecision`, a dict ``{"accepted", "reasoning", "data"}``, an object with an
 ``accepted`` (or ``is_allowed``) attribute, or :data:`PENDING` to answer later through
-``decide(request_id, ...)`` from any thread. Anything else denies, as in the original: ``None``
-and ``1`` and ``"yes"`` all deny. No answer by the deadline denies with reasoning ``timeout``.
+``decide(request_id, ...)`` from any thread. Fail safe: only the real ``True`` approves, in every
+form. Anything else denies with a reasoning that names it: ``None``, ``1`` and ``"yes"`` as a
+bare answer, and ``"false"``, ``[False]``, ``numpy.bool_(True)`` or a ``Mock`` as the
+``accepted`` value. No answer by the deadline denies with reasoning ``timeout``.
 
 :class:`ApprovalDesk` holds the open requests; it never calls out and it uses the dispatcher's
 own lock, so a decision arriving from an HTTP thread wakes exactly the thread that waits for it.
@@ -24,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from .errors import RequestClosed, UnknownRequest
-from .models import DispatchEvent, EventType, Operation, format_datetime
+from .models import DispatchEvent, EventType, Operation, copy_json, format_datetime
 
 
 class _Pending:
@@ -81,31 +83,95 @@ _DENIED = {
 
 @dataclass(frozen=True, slots=True)
 class RequestDecision:
-    """An answer to a request: accepted or not, why, and any data to keep with it."""
+    """An answer to a request: accepted or not, why, and any data to keep with it.
+
+    ``accepted`` must be a real ``bool`` (``RequestDecision("no")`` raises TypeError): a
+    decision that may start a machine is never read from a truthy value.
+    """
 
     accepted: bool
     reasoning: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if type(self.accepted) is not bool:
+            raise TypeError(f"RequestDecision: {_accepted_problem(self.accepted)}")
+        if self.reasoning is not None and not isinstance(self.reasoning, str):
+            raise TypeError(
+                "RequestDecision: reasoning must be a string or None, "
+                f"got {type(self.reasoning).__name__}"
+            )
+        if not isinstance(self.data, dict):
+            raise TypeError(
+                f"RequestDecision: data must be a dict, got {type(self.data).__name__}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "reasoning": self.reasoning, "data": dict(self.data)}
+        return {
+            "accepted": self.accepted, "reasoning": self.reasoning, "data": copy_json(self.data)
+        }
+
+
+#: How much of a rejected value's repr a reasoning quotes (a callback may return anything).
+_REPR_LIMIT = 80
+
+
+def _describe(value: Any) -> str:
+    """``str 'false'``: the type and a bounded repr of a value, for a reasoning."""
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not turn a denial into a crash
+        text = "<unprintable>"
+    if len(text) > _REPR_LIMIT:
+        text = text[: _REPR_LIMIT - 3] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _accepted_problem(value: Any) -> str:
+    return f"accepted must be True or False, got {_describe(value)}"
 
 
 def _decision_data(value: Any) -> dict[str, Any]:
+    """The data kept with a decision, copied so the caller's later edits change nothing."""
     if value is None:
         return {}
     if isinstance(value, dict):
-        return dict(value)
-    return {"value": value}
+        return copy_json(dict(value))
+    return {"value": copy_json(value)}
+
+
+def _invalid(problem: str, result: Any) -> RequestDecision:
+    """A denial for a malformed answer; the reasoning names what was wrong."""
+    return RequestDecision(
+        False, f"invalid_decision: {problem}", {"result_type": type(result).__name__}
+    )
+
+
+def _read_decision(result: Any, accepted: Any, reasoning: Any, data: Any) -> RequestDecision:
+    """Build the decision from the parts a dict or object gave; only ``True`` approves."""
+    if type(accepted) is not bool:
+        return _invalid(_accepted_problem(accepted), result)
+    return RequestDecision(
+        accepted, None if reasoning is None else str(reasoning), _decision_data(data)
+    )
 
 
 def normalize_decision(result: Any) -> RequestDecision | _Pending:
-    """Turn whatever a request callback returned into a decision (the original's rules).
+    """Turn whatever a request callback returned into a decision; never raises.
 
     Exactly ``True`` accepts and exactly ``False`` denies; a dict or object is read through its
-    ``accepted``/``reasoning``/``data`` (or ``is_allowed``/``reason``/``metadata``) entries;
-    anything else, ``None`` included, denies with reasoning ``invalid_callback_result``.
+    ``accepted``/``reasoning``/``data`` (or ``is_allowed``/``reason``/``metadata``) entries,
+    whose accepted value must itself be a real bool (anything else denies with reasoning
+    ``invalid_decision: ...`` naming it); any other answer, ``None`` included, denies with
+    reasoning ``invalid_callback_result: ...`` naming it.
     """
+    try:
+        return _normalize(result)
+    except Exception as exc:  # a property that raises, a broken __eq__...: deny, never crash
+        return _invalid(f"reading the answer raised {_describe(exc)}", result)
+
+
+def _normalize(result: Any) -> RequestDecision | _Pending:
     if result is PENDING:
         return PENDING
     if result is True:
@@ -113,30 +179,33 @@ def normalize_decision(result: Any) -> RequestDecision | _Pending:
     if result is False:
         return RequestDecision(False)
     if isinstance(result, RequestDecision):
-        return result
+        # frozen and checked in __post_init__, but object.__setattr__ can still forge one
+        return _read_decision(result, result.accepted, result.reasoning, result.data)
     if isinstance(result, dict):
-        reasoning = result.get("reasoning")
-        return RequestDecision(
-            bool(result.get("accepted", False)),
-            None if reasoning is None else str(reasoning),
-            _decision_data(result.get("data")),
+        if "accepted" not in result:
+            reasoning = result.get("reasoning")
+            return RequestDecision(
+                False, None if reasoning is None else str(reasoning),
+                _decision_data(result.get("data")),
+            )
+        return _read_decision(
+            result, result["accepted"], result.get("reasoning"), result.get("data")
         )
     if hasattr(result, "accepted"):
-        reasoning = getattr(result, "reasoning", None)
-        return RequestDecision(
-            bool(result.accepted),
-            None if reasoning is None else str(reasoning),
-            _decision_data(getattr(result, "data", None)),
+        return _read_decision(
+            result, result.accepted, getattr(result, "reasoning", None),
+            getattr(result, "data", None),
         )
     if hasattr(result, "is_allowed"):
-        reasoning = getattr(result, "reason", None)
-        return RequestDecision(
-            bool(result.is_allowed),
-            None if reasoning is None else str(reasoning),
-            _decision_data(getattr(result, "metadata", None)),
+        return _read_decision(
+            result, result.is_allowed, getattr(result, "reason", None),
+            getattr(result, "metadata", None),
         )
     return RequestDecision(
-        False, "invalid_callback_result", {"result_type": type(result).__name__}
+        False,
+        "invalid_callback_result: expected True, False, a RequestDecision, a dict, an object "
+        f"with 'accepted' or PENDING, got {_describe(result)}",
+        {"result_type": type(result).__name__},
     )
 
 
@@ -246,7 +315,8 @@ class ApprovalDesk:
         if not request.is_pending:
             return False
         request.decision = decision
-        request.status = RequestStatus.APPROVED if decision.accepted else RequestStatus.DENIED
+        approved = decision.accepted is True  # identity: a forged truthy value never approves
+        request.status = RequestStatus.APPROVED if approved else RequestStatus.DENIED
         self._cond.notify_all()
         return True
 
@@ -274,7 +344,12 @@ class ApprovalDesk:
         reasoning: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> ApprovalRequest:
-        """Answer a pending request from any thread; raises if unknown or no longer pending."""
+        """Answer a pending request from any thread; raises if unknown or no longer pending.
+
+        ``accepted`` must be a real bool and ``reasoning`` a string or None (TypeError, checked
+        before anything is looked up or changed): ``decide(id, "no")`` must never approve.
+        """
+        decision = decision_from_arguments(accepted, reasoning, data)
         key = request_id if isinstance(request_id, UUID) else _parse_request_id(request_id)
         with self._cond:
             request = self._open.get(key)
@@ -285,10 +360,7 @@ class ApprovalDesk:
                 raise UnknownRequest(request_id)
             if not request.is_pending:
                 raise RequestClosed(request_id, request.status.value)
-            self.resolve(
-                request,
-                RequestDecision(bool(accepted), reasoning, _decision_data(data)),
-            )
+            self.resolve(request, decision)
             return request
 
     def get(self, request_id: UUID) -> ApprovalRequest | None:
@@ -306,6 +378,21 @@ class ApprovalDesk:
     def pending(self) -> list[PendingRequest]:
         """Snapshots of the requests still waiting for an answer, oldest first."""
         return [r.snapshot() for r in self._open.values() if r.is_pending]
+
+
+def decision_from_arguments(
+    accepted: Any, reasoning: Any = None, data: Any = None
+) -> RequestDecision:
+    """The decision ``decide()`` was given, or TypeError naming what is wrong with it."""
+    if type(accepted) is not bool:
+        raise TypeError(f"decide(): {_accepted_problem(accepted)}")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise TypeError(
+            f"decide(): reasoning must be a string or None, got {type(reasoning).__name__}"
+        )
+    if data is not None and not isinstance(data, dict):
+        raise TypeError(f"decide(): data must be a dict or None, got {type(data).__name__}")
+    return RequestDecision(accepted, reasoning, _decision_data(data))
 
 
 def _parse_request_id(value: str) -> UUID:
@@ -385,5 +472,6 @@ __all__ = [
     "RequestKind",
     "RequestStatus",
     "RetryPolicy",
+    "decision_from_arguments",
     "normalize_decision",
 ]

@@ -21,7 +21,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, load_config
@@ -156,7 +156,11 @@ def serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
-        dispatcher.start()
+        try:
+            dispatcher.start()
+        except DispatcherError as exc:  # the journal cannot record the start, for one
+            print(f"{PROG}: cannot start the dispatcher: {exc}", file=sys.stderr)
+            return 1  # (after the shutdown below)
         if demo is not None:
             demo.start(dispatcher, bridges)
         for bridge in bridges:
@@ -178,15 +182,33 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         status = 1
     finally:
+        # A second SIGINT/SIGTERM while shutting down only sets ``stop`` again: the handlers
+        # stay until everything is stopped, so a shutdown never ends in a traceback.
+        status = _shut_down(server, bridges, demo, dispatcher) or status
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        server.stop()
-        for bridge in bridges:
-            bridge.stop()
-        if demo is not None:
-            demo.stop()
-        dispatcher.close(timeout=10.0)
-    print(f"{PROG}: stopped", flush=True)
+        print(f"{PROG}: stopped", flush=True)
+    return status
+
+
+def _shut_down(
+    server: Any, bridges: list[Any], demo: DemoMachine | None, dispatcher: OperationDispatcher
+) -> int:
+    """Stop the server, the bridges, the demo and the dispatcher, each even if one before
+    failed; a failure is one line on stderr (no traceback) and makes the exit status 1."""
+    steps: list[tuple[str, Callable[[], object]]] = [("the HTTP server", server.stop)]
+    steps += [(f"bridge {bridge.name}", bridge.stop) for bridge in bridges]
+    if demo is not None:
+        steps.append(("the demo", demo.stop))
+    steps.append(("the dispatcher", lambda: dispatcher.close(timeout=10.0)))
+    status = 0
+    for what, stop_it in steps:
+        try:
+            stop_it()
+        except Exception as exc:
+            log.debug("stopping %s failed", what, exc_info=True)
+            print(f"{PROG}: {what} did not stop cleanly: {exc}", file=sys.stderr)
+            status = 1
     return status
 
 

@@ -13,6 +13,7 @@ Sections (every one optional)::
     event_retention = 10000
     operation_retention = 10000
     sort_rules = [{field = "priority", direction = "desc"}]
+    default_release_conditions = { "door.closed" = true }  # every added operation gets these
 
     [journal]
     path = "./operation-dispatcher.db" # ":memory:" for none
@@ -81,6 +82,7 @@ class DispatcherSettings:
     event_retention: int = 10_000
     operation_retention: int = 10_000
     sort_rules: tuple[tuple[str, str], ...] | None = None
+    default_release_conditions: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class Config:
                 "resource_id", "start_paused", "start_request_max_retries",
                 "start_request_retry_cooldown_seconds", "request_event_timeout_seconds",
                 "default_planned_duration", "strict_order", "event_retention",
-                "operation_retention",
+                "operation_retention", "default_release_conditions",
             )
         }
         if settings.sort_rules is not None:
@@ -209,6 +211,19 @@ def _sort_rules(value: Any) -> str | None:
     return None
 
 
+def _release_conditions(value: Any) -> str | None:
+    from .errors import ValidationError
+    from .models import Operation
+
+    if not isinstance(value, dict):
+        return "must be a table of signal names to values, e.g. { \"door.closed\" = true }"
+    try:
+        Operation(resource_id="check", release_conditions=value)
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
 _SECTIONS: dict[str, dict[str, Check]] = {
     "dispatcher": {
         "resource_id": _text,
@@ -221,6 +236,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "event_retention": _integer(1),
         "operation_retention": _integer(1),
         "sort_rules": _sort_rules,
+        "default_release_conditions": _release_conditions,
     },
     "journal": {
         "path": _text,

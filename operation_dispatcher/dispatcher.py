@@ -11,12 +11,13 @@ caller's thread after the lock is released.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -24,13 +25,16 @@ from uuid import UUID
 from .approvals import (
     PendingRequest,
     RequestKind,
+    decision_from_arguments,
 )
 from .engine import DispatchCore, HistoryCallback, RequestCallback
 
 if TYPE_CHECKING:
     from .journal import Journal
 from .errors import (
+    ExecutorConflict,
     InvalidTransition,
+    JournalError,
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
@@ -52,6 +56,7 @@ from .models import (
     TerminationReason,
     check_json_data,
     check_meta_data,
+    copy_json,
     to_utc,
     to_uuid,
     utcnow,
@@ -90,13 +95,16 @@ class OperationDispatcher(DispatchCore):
     :param logger: a logger to use instead of ``operation_dispatcher.dispatcher``.
     :param signals: a shared :class:`SignalBoard` (one is made if None).
     :param journal: a journal file path (or a :class:`Journal`) that makes the state durable;
-        None or ``":memory:"`` keeps everything in memory only.
+        None or ``":memory:"`` keeps everything in memory only. A file that is not a journal,
+        or a journal written for another resource, is refused with JournalError.
     :param recovery: what becomes of an operation that was RUNNING or PAUSED when the process
         died: ``"fail"`` (FAILED, INTERRUPTED) or ``"pause"`` (kept PAUSED for an operator).
     :param strict_order: only ever consider the head of the queue, as the original did.
     :param event_retention: events kept in memory without a journal (with one, the journal
         keeps them and serves every read; none are copied into memory).
     :param operation_retention: finished operations kept in memory.
+    :param default_release_conditions: release conditions every added operation gets, unless
+        it names the same signal itself (e.g. ``{"door.closed": True}`` for a whole cell).
     """
 
     def __init__(
@@ -121,6 +129,7 @@ class OperationDispatcher(DispatchCore):
         strict_order: bool = False,
         event_retention: int = 10_000,
         operation_retention: int = 10_000,
+        default_release_conditions: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(resource_id, str) or not resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
@@ -145,10 +154,15 @@ class OperationDispatcher(DispatchCore):
             "must be > 0",
         )
         _require(recovery in ("fail", "pause"), "recovery", "must be 'fail' or 'pause'")
+        # flags that decide whether the machine may start are never read from a truthy value
+        _require(type(start_paused) is bool, "start_paused", "must be True or False")
+        _require(type(strict_order) is bool, "strict_order", "must be True or False")
         fields = UPDATABLE_FIELDS if updatable_fields is None else frozenset(updatable_fields)
         unsupported = sorted(fields - UPDATABLE_FIELDS - LIFECYCLE_FIELDS)
         if unsupported:
             raise ValidationError("updatable_fields", f"contains unsupported fields: {unsupported}")
+
+        defaults = _check_default_conditions(resource_id, default_release_conditions)
 
         opened = _open_journal(journal)
         try:
@@ -178,6 +192,7 @@ class OperationDispatcher(DispatchCore):
             raise
         self._owns_journal = self._journal is not None and self._journal is not journal
         self._poll_interval_seconds = poll_interval_seconds
+        self._default_conditions = defaults
 
     # ================================================================== properties
     @property
@@ -225,7 +240,12 @@ class OperationDispatcher(DispatchCore):
         return self._bus.subscribe(handler, include_requests=include_requests)
 
     def drain_events(self, timeout: float | None = None) -> bool:
-        """Wait until every event emitted so far has reached the subscribers."""
+        """Wait until every event emitted so far has reached the subscribers.
+
+        False on timeout, and at once after :meth:`stop`: events emitted while the dispatcher is
+        stopped are held for the next :meth:`start`. Raises RuntimeError when called from a
+        notification handler (on the event thread), where it would wait for itself forever.
+        """
         return self._bus.drain(timeout)
 
     # ================================================================== adding
@@ -274,6 +294,11 @@ class OperationDispatcher(DispatchCore):
         op = operation.copy()
         if apply_default and op.planned_duration is None and self._default_planned_duration:
             op.planned_duration = self._default_planned_duration
+        if self._default_conditions:
+            conditions = op.release_conditions
+            for name, value in self._default_conditions.items():
+                if name not in conditions:
+                    conditions[name] = copy.deepcopy(value)
         return op
 
     # ================================================================== reads
@@ -383,6 +408,53 @@ class OperationDispatcher(DispatchCore):
                     blocked.append("dispatcher_not_running")
             return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
 
+    # ================================================================== executor
+    @property
+    def executor(self) -> str | None:
+        """The name of the bridge that runs this resource's jobs, if one is attached."""
+        with self._work:
+            return self._executor
+
+    def attach_executor(self, name: str, *, online_signal: str | None = None) -> Operation | None:
+        """Make bridge ``name`` the one executor of this resource (design.md 2a).
+
+        From now on no operation starts while ``online_signal`` (default ``NAME.online``) is not
+        a fresh ``True``: ``explain`` shows it as ``release_condition:NAME.online``. Its name is
+        recorded with every start, so after a crash it can re-attach: if the journal says this
+        executor was running an operation when the last process ended, a snapshot of that
+        operation is returned and the bridge watches it finish; nothing is sent again. Attaching
+        the same name again is harmless; another name raises :class:`ExecutorConflict`.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValidationError("name", "must be a non-empty string (the bridge's name)")
+        gate = f"{name}.online" if online_signal is None else online_signal
+        if not isinstance(gate, str) or not gate:
+            raise ValidationError("online_signal", "must be a non-empty signal name")
+        with self._work:
+            if self._executor is not None and self._executor != name:
+                raise ExecutorConflict(self._resource_id, self._executor, name)
+            self._executor, self._executor_gate = name, gate
+            recovered = None
+            op = self._queue.pulled_operation
+            if self._orphan_executor == name and op is not None:
+                self._orphan_executor = None
+                recovered = op.copy()
+                self._log.warning(
+                    "executor %r re-attached to operation %s (%s); it finishes it",
+                    name, op.id, op.state.value,
+                )
+            return recovered
+
+    def detach_executor(self, name: str) -> None:
+        """``name`` no longer runs this resource's jobs; starts are no longer gated on it."""
+        with self._work:
+            if self._executor != name:
+                return
+            gate = self._executor_gate
+            self._executor = self._executor_gate = None
+            self._queue.unpark(f"release_condition:{gate}")
+            self._advance()
+
     # ================================================================== operation control
     def cancel_operation(
         self,
@@ -404,7 +476,7 @@ class OperationDispatcher(DispatchCore):
             if op is None or op.is_finished:
                 return None
             decision = self._handshake(RequestKind.CANCEL, op, meta_data)
-            if decision is None or not decision.accepted:
+            if decision is None or decision.accepted is not True:
                 return None
             op = self._queue.get(key)  # the lock was released while we waited
             if op is None or op.is_finished:
@@ -451,7 +523,7 @@ class OperationDispatcher(DispatchCore):
             if op.state is not needed:
                 raise InvalidTransition(op.id, op.state, trigger, (needed,))
             decision = self._handshake(kind, op, meta_data)
-            if decision is None or not decision.accepted:
+            if decision is None or decision.accepted is not True:
                 return False
             if self._queue.pulled_operation is not op or op.state is not needed:
                 return False  # finished or changed while we waited for the answer
@@ -504,6 +576,9 @@ class OperationDispatcher(DispatchCore):
         if not isinstance(updates, dict):
             raise ValidationError("updates", "must be an object of field -> value")
         check_meta_data(meta_data, "meta_data")
+        # copied before anything else: the caller's later edits of updates["payload"] (or of a
+        # list inside it) must not reach the stored operation
+        updates = {name: copy_json(value) for name, value in updates.items()}
         with self._work:
             op = self._queue.get(key)
             if op is None:
@@ -530,8 +605,12 @@ class OperationDispatcher(DispatchCore):
                 self._queue.check_dependencies([candidate])
             if not changed:
                 return op.copy()
-            records = [
-                ChangeRecord(field=name, old_value=getattr(op, name), new_value=getattr(candidate, name))
+            records = [  # copies: a subscriber editing its event must not edit the operation
+                ChangeRecord(
+                    field=name,
+                    old_value=copy_json(getattr(op, name)),
+                    new_value=copy_json(getattr(candidate, name)),
+                )
                 for name in changed
             ]
             if "dependencies" in changed:
@@ -565,8 +644,10 @@ class OperationDispatcher(DispatchCore):
         """Answer a request the callback left PENDING (from any thread).
 
         Raises UnknownRequest for an unknown id and RequestClosed when it was already answered or
-        timed out.
+        timed out; TypeError, before anything changes, when ``accepted`` is not a real bool (only
+        ``True`` approves: ``decide(id, "no")`` is an error, never an approval).
         """
+        decision_from_arguments(accepted, reasoning, data)  # raises before the lock is taken
         check_meta_data(data, "data")
         if reasoning is not None:
             check_json_data(reasoning, "reasoning")
@@ -610,32 +691,54 @@ class OperationDispatcher(DispatchCore):
             return None if started is None else started.copy()
 
     def run(self) -> None:
-        """Run the dispatcher loop in the calling thread until :meth:`request_stop`."""
-        self._run(None)
+        """Run the dispatcher loop in the calling thread until :meth:`request_stop`.
 
-    def _run(self, ready: threading.Event | None) -> None:
-        with self._work:
+        Raises JournalError (and runs nothing) when the start cannot be journaled.
+        """
+        self._begin_loop()
+        self._loop()
+
+    def _begin_loop(self) -> None:
+        """Mark the loop running and journal OPERATION_DISPATCHER_STARTED, or raise.
+
+        On failure (the journal cannot be written, or is closed) nothing is left half-done: the
+        dispatcher is not running and a later start() may succeed.
+        """
+        with self._lock:
             if self._loop_active:
                 raise RuntimeError("operation dispatcher is already running")
-            self._loop_active = True
-            self._running_since = utcnow()
-            self._running_since_mono = time.monotonic()
-            self._emit(EventType.OPERATION_DISPATCHER_STARTED)
-            if self._paused:
-                self._emit(EventType.OPERATION_DISPATCHER_PAUSED)
-        if ready is not None:
-            ready.set()
+            journal = self._journal
+            if journal is not None and not journal.is_open:
+                raise JournalError(
+                    journal.path, "is closed (close() was called); open a new "
+                    "OperationDispatcher on the file to start again",
+                )
+            orphan = self._orphan_executor
+            try:
+                with self._work:  # leaving it journals the events below, or raises
+                    self._loop_active = True
+                    self._running_since = utcnow()
+                    self._running_since_mono = time.monotonic()
+                    self._emit(EventType.OPERATION_DISPATCHER_STARTED)
+                    self._settle_orphan()
+                    if self._paused:
+                        self._emit(EventType.OPERATION_DISPATCHER_PAUSED)
+            except BaseException:
+                self._loop_active = False
+                self._running_since = None
+                self._orphan_executor = orphan  # settled at the next start that is recorded
+                raise
+
+    def _loop(self) -> None:
+        """The dispatcher loop (after :meth:`_begin_loop`); ends on a stop request.
+
+        A failed pass is logged and retried; should the loop end any other way, it says why and
+        ``is_running`` turns false, so nobody believes a dead loop dispatches.
+        """
         try:
             with self._work:
                 while not self._stop_requested:
-                    try:
-                        timeout = self._step_locked()
-                        self._flush()
-                    except Exception:
-                        # A bug or a failed journal write must not kill the dispatcher thread;
-                        # retry soon, loudly.
-                        self._log.exception("dispatcher step failed; retrying")
-                        timeout = 1.0
+                    timeout = self._loop_pass()
                     if self._stop_requested:
                         break
                     self._loop_wakes_at = (
@@ -643,36 +746,64 @@ class OperationDispatcher(DispatchCore):
                     )
                     self._wait(self._cond, timeout)
                     self._loop_wakes_at = 0.0
+        except BaseException as exc:
+            self._log.critical(
+                "the dispatcher loop of %s died (%s: %s); it is not running and starts "
+                "nothing until started again", self._resource_id, type(exc).__name__, exc,
+                exc_info=isinstance(exc, Exception),
+            )
+            raise
         finally:
-            with self._work:
-                self._stop_requested = False
-                self._loop_active = False
-                self._running_since = None
-                self._emit(EventType.OPERATION_DISPATCHER_STOPPED)
-                self._cond.notify_all()  # stop() may be waiting for this loop to end
+            self._end_loop()
+
+    def _loop_pass(self) -> float | None:
+        """One pass of the loop; a failure (a failed journal write, a bug) is logged, not fatal."""
+        try:
+            timeout = self._step_locked()
+            self._flush()
+            return timeout
+        except Exception:
+            self._log.exception("dispatcher step failed; retrying in 1 s")
+        try:
+            self._flush()  # a pass that failed half-way: journal (or undo) what it changed
+        except Exception:
+            self._log.exception("the failed step's changes could not be journaled")
+        return 1.0
+
+    def _end_loop(self) -> None:
+        """Mark the loop stopped (first, so that nothing below can leave it marked running)."""
+        with self._lock:
+            self._stop_requested = False
+            self._loop_active = False
+            self._running_since = None
+            self._loop_wakes_at = 0.0
+            self._cond.notify_all()  # stop() may be waiting for this loop to end
+            try:
+                with self._work:
+                    self._emit(EventType.OPERATION_DISPATCHER_STOPPED)
+            except JournalError as exc:
+                self._log.error("the dispatcher stopped, but the journal missed it: %s", exc)
 
     def start(self) -> None:
-        """Run the loop on a named background thread; returns once the loop is running."""
-        with self._work:
-            if self._loop_active or (self._thread is not None and self._thread.is_alive()):
+        """Run the loop on a named background thread; returns once the loop is running.
+
+        Raises JournalError when the start cannot be journaled (the disk is full, the journal
+        was closed): then nothing runs, and start() may be called again once the cause is gone.
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
                 raise RuntimeError("operation dispatcher is already running")
-            ready = threading.Event()
-
-            def run_then_signal() -> None:
-                try:
-                    self._run(ready)
-                finally:
-                    ready.set()  # also when _run refused to start: start() must not hang
-
+            self._begin_loop()
             thread = threading.Thread(
-                target=run_then_signal,
-                name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
+                target=self._loop, name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
             )
             self._thread = thread
-            thread.start()
-        ready.wait()
-        if not thread.is_alive() and not self._loop_active:
-            raise RuntimeError("operation dispatcher is already running")
+            try:
+                thread.start()
+            except BaseException:  # no thread to be had: not running
+                self._thread = None
+                self._end_loop()
+                raise
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""
@@ -712,7 +843,10 @@ class OperationDispatcher(DispatchCore):
         self._callbacks.stop(min(remaining() or 1.0, 1.0))
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path."""
+        """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path.
+
+        Then close() is final: start() afterwards raises JournalError ("is closed").
+        """
         self.stop(timeout)
         if self._owns_journal and self._journal is not None:
             with self._work:
@@ -747,6 +881,24 @@ def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> Journal |
     if isinstance(journal, str | os.PathLike):
         return None if str(journal) == ":memory:" else Journal(journal)
     raise ValidationError("journal", f"must be a path, a Journal or None, got {type(journal).__name__}")
+
+
+def _check_default_conditions(
+    resource_id: str, conditions: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Validated as an operation's own release_conditions are (one set of rules)."""
+    if conditions is None:
+        return {}
+    if not isinstance(conditions, Mapping):
+        raise ValidationError(
+            "default_release_conditions",
+            f"must be a mapping of signal names to values, got {type(conditions).__name__}",
+        )
+    try:
+        probe = Operation(resource_id=resource_id, release_conditions=dict(conditions))
+    except ValidationError as exc:
+        raise ValidationError("default_release_conditions", str(exc)) from None
+    return probe.release_conditions
 
 
 def _require(ok: bool, field_name: str, reason: str) -> None:

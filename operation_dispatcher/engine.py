@@ -36,7 +36,7 @@ from .approvals import (
 from .deadlines import Deadlines
 from .errors import JournalError, OperationNotCurrent
 from .events import EventBus, EventHandler, call_maybe_async
-from .history import EventLog
+from .history import EventLog, copy_event
 from .lifecycle import OperationLifecycle
 from .models import (
     ChangeRecord,
@@ -49,6 +49,7 @@ from .models import (
     Operation,
     OperationDependency,
     TerminationReason,
+    copy_json,
     utcnow,
 )
 from .queue import DispatchQueue, SortRule
@@ -148,10 +149,19 @@ class DispatchCore:
         # memory and restart time (the journal's select is indexed)
         log = EventLog(event_retention)  # built either way: it checks event_retention
         self._events: EventLog | None = None if journal is not None else log
-        self._bus = EventBus(f"operation-dispatcher-events[{resource_id}]", self._log)
+        # stop() closes the bus; the loop's OPERATION_DISPATCHER_STARTED reopens it, so events
+        # emitted while stopped wait for the next start instead of restarting the thread
+        self._bus = EventBus(
+            f"operation-dispatcher-events[{resource_id}]", self._log,
+            opens_on=EventType.OPERATION_DISPATCHER_STARTED,
+        )
         if on_notification_callback is not None:
             self._bus.subscribe(on_notification_callback)
-        self._callbacks = CallbackRunner(f"operation-dispatcher-requests[{resource_id}]", self._log)
+        # workers outlive their job only while the loop runs: after stop() nothing stays alive
+        self._callbacks = CallbackRunner(
+            f"operation-dispatcher-requests[{resource_id}]", self._log,
+            keep_idle=lambda: self._loop_active,
+        )
         self._desk = ApprovalDesk(self._answered)
         self._retry = RetryPolicy(max_retries, retry_cooldown_seconds)
         self._deadlines = Deadlines()
@@ -174,7 +184,17 @@ class DispatchCore:
         self._unit_retry: set[UUID] = set()
         self._unit_retry_reset = False
         self._unit_paused = False
+        # The one bridge that runs this resource's jobs (design.md 2a): its online signal gates
+        # every start; a recovered operation it was running waits for it to re-attach.
+        self._executor: str | None = None
+        self._executor_gate: str | None = None
+        self._orphan_executor: str | None = None
+        self._recovery = recovery
+        # Set when a failed write could not be undone in memory (the journal could not be read
+        # back): memory may then hold a change the file does not, so nothing starts any more.
+        self._journal_failure: str | None = None
         if journal is not None:
+            journal.claim(resource_id)
             self._recover(journal.load(operation_retention), recovery)
         self._signals = signals if signals is not None else SignalBoard()
         self._subscribe_to_signals()
@@ -191,7 +211,7 @@ class DispatchCore:
             event_type,
             None if operation is None else operation.id,
             list(changes),
-            dict(meta_data) if meta_data else {},
+            copy_json(dict(meta_data)) if meta_data else {},  # the caller keeps its dict
         )
         self._record(event, operation)
         return event
@@ -210,6 +230,10 @@ class DispatchCore:
         JournalError goes to whoever made the change.
         """
         events = self._unit_events
+        if self._journal_failure is not None and (events or self._unit_ops):
+            self._drop_unit()
+            assert self._journal is not None
+            raise JournalError(self._journal.path, self._journal_failure)
         if not events and not self._unit_ops and not self._unit_retry and not (
             self._unit_retry_reset or self._unit_paused
         ):
@@ -227,10 +251,8 @@ class DispatchCore:
                     retry_reset=reset,
                     paused=self._paused if paused_changed else None,
                 )
-            except JournalError:
-                self._log.exception("journal write failed; reloading the last committed state")
-                self._restore(self._journal.load(self._operation_retention))
-                self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
+            except JournalError as exc:
+                self._undo_unit(exc)
                 raise
         for event in events:
             if self._events is not None:
@@ -242,6 +264,30 @@ class DispatchCore:
                     level, "%s %s %s", self._resource_id, event.event_type.value,
                     event.operation_id or "",
                 )
+
+    def _drop_unit(self) -> None:
+        self._unit_events, self._unit_ops, self._unit_retry = [], {}, set()
+        self._unit_retry_reset = self._unit_paused = False
+
+    def _undo_unit(self, exc: JournalError) -> None:
+        """After a failed write: make memory what the journal holds again (lock held).
+
+        When the journal cannot even be read back (it was closed, or the disk fails), memory
+        may keep a change the file does not have: the dispatcher then starts nothing and refuses
+        every further change, and says why, until it is opened again.
+        """
+        assert self._journal is not None
+        self._log.error("%s; reloading the last committed state", exc)
+        try:
+            self._restore(self._journal.load(self._operation_retention))
+        except Exception as reload_error:
+            cause = getattr(reload_error, "cause", None) or repr(reload_error)
+            self._journal_failure = (
+                f"unusable: a failed write could not be undone in memory ({cause}); "
+                "open the dispatcher again"
+            )
+            self._log.critical("journal %s: %s", self._journal.path, self._journal_failure)
+        self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
 
     def _wait(self, condition: threading.Condition, timeout: float | None) -> None:
         """Wait on ``condition`` (lock held): flush first, and let other threads' units run.
@@ -322,8 +368,11 @@ class DispatchCore:
 
     def _recover(self, saved: SavedState, recovery: str) -> None:
         """Start from the journal; an operation that was RUNNING or PAUSED when the last process
-        died is never silently run again (at-most-once start): recovery="fail" fails it with
-        INTERRUPTED, recovery="pause" keeps it PAUSED for an operator to resume or cancel."""
+        died is never silently run again (at-most-once start). If an executor bridge was running
+        it, the operation waits for that bridge to re-attach (:meth:`attach_executor` in the
+        dispatcher; nothing is sent again) until the loop starts; otherwise, and if the bridge
+        is not back by then, recovery="fail" fails it with INTERRUPTED and recovery="pause"
+        keeps it PAUSED for an operator to resume or cancel."""
         with self._work:
             start_paused = self._paused
             self._restore(saved)
@@ -331,13 +380,40 @@ class DispatchCore:
             op = self._queue.pulled_operation
             if op is None:
                 return
-            meta = {"recovered": True, "previous_state": op.state.value}
-            if recovery == "fail":
-                self._finish(op, "fail", EventType.OPERATION_FAILED,
-                             TerminationReason.INTERRUPTED, meta)
-            elif op.state is ExecutionState.RUNNING:
-                changes = self._lifecycle.fire(op, "pause")
-                self._emit(EventType.OPERATION_PAUSED, op, changes, meta)
+            assert self._journal is not None
+            executor = self._journal.executor_of(op.id)
+            if executor is not None:
+                self._orphan_executor = executor
+                self._log.warning(
+                    "operation %s was %s on executor %r when the last process ended; it waits "
+                    "for %r to re-attach (nothing is sent again)",
+                    op.id, op.state.value, executor, executor,
+                )
+                return
+            self._apply_recovery(op, {})
+
+    def _apply_recovery(self, op: Operation, meta: dict[str, Any]) -> None:
+        """The recovery policy for an interrupted operation nobody re-attached to (lock held)."""
+        meta = {"recovered": True, "previous_state": op.state.value, **meta}
+        if self._recovery == "fail":
+            self._finish(op, "fail", EventType.OPERATION_FAILED,
+                         TerminationReason.INTERRUPTED, meta)
+        elif op.state is ExecutionState.RUNNING:
+            changes = self._lifecycle.fire(op, "pause")
+            self._emit(EventType.OPERATION_PAUSED, op, changes, meta)
+
+    def _settle_orphan(self) -> None:
+        """At loop start: the executor of a recovered operation did not re-attach, so the
+        recovery policy applies to it now (lock held)."""
+        executor, self._orphan_executor = self._orphan_executor, None
+        op = self._queue.pulled_operation
+        if executor is None or op is None:
+            return
+        self._log.warning(
+            "executor %r did not re-attach to operation %s; recovery %r applies",
+            executor, op.id, self._recovery,
+        )
+        self._apply_recovery(op, {"executor": executor, "executor_reattached": False})
 
     def _advance(self) -> None:
         """Run a dispatch step in the calling thread, right after it changed something.
@@ -384,6 +460,11 @@ class DispatchCore:
                 return blockers, dep.depends_on_operation_id
             if status == "wait":
                 blockers.append(f"dependency:{dep.depends_on_operation_id}")
+        gate = self._executor_gate
+        if gate is not None and not self._signals.holds(gate, True):
+            blocker = f"release_condition:{gate}"
+            if blocker not in blockers:
+                blockers.append(blocker)  # nothing is sent to an executor that is offline
         if self._retry.cooldown_remaining(RequestKind.START, op.id) > 0:
             blockers.append("cooldown")
         return blockers, None
@@ -417,6 +498,8 @@ class DispatchCore:
 
         Returns how long the loop may sleep (None: until woken). Lock held.
         """
+        if self._journal_failure is not None:
+            return None  # memory may disagree with the journal: start nothing (see _undo_unit)
         for kind, key in self._deadlines.pop_due():
             self._on_deadline(kind, key)
         request = self._start_request
@@ -485,7 +568,8 @@ class DispatchCore:
         self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
     ) -> ApprovalRequest:
         event = DispatchEvent.trusted(
-            op.resource_id, kind.requested_event, op.id, [], dict(meta_data) if meta_data else {}
+            op.resource_id, kind.requested_event, op.id, [],
+            copy_json(dict(meta_data)) if meta_data else {},
         )
         request = self._desk.open(kind, event, op, self._request_timeout)
         if self._on_request is None:
@@ -498,7 +582,8 @@ class DispatchCore:
         """Runs on a callback worker, no lock held: ask the business logic, file the answer."""
         assert self._on_request is not None
         try:
-            result = call_maybe_async(self._on_request, request.event)
+            # a copy: what the callback does to its event must not reach the history
+            result = call_maybe_async(self._on_request, copy_event(request.event))
         except Exception as exc:
             self._log.exception("request callback raised on %s", request.event.event_type.value)
             decision: Any = RequestDecision(
@@ -522,7 +607,7 @@ class DispatchCore:
         """Put the *_REQUESTED event in the history, with its decision, under the id the
         callback saw (so a callback's event and the history entry can be matched)."""
         decision = request.decision or RequestDecision(False)
-        meta = dict(request.event.meta_data)
+        meta = copy_json(request.event.meta_data)
         meta["request_decision"] = decision.to_dict()
         if void_reason is not None:
             meta["void_reason"] = void_reason
@@ -541,7 +626,7 @@ class DispatchCore:
         decision = request.decision
         assert decision is not None
         op = self._queue.get(request.operation.id)
-        if not decision.accepted:
+        if decision.accepted is not True:  # only the real True starts a machine
             self._record_request(request)
             self._deny(request, op)
             return
@@ -565,7 +650,9 @@ class DispatchCore:
         assert op is not None
         self._queue.pull(op.id)
         changes = self._lifecycle.fire(op, "start")
-        self._emit(EventType.OPERATION_STARTED, op, changes)
+        # the journal keeps who runs it: after a crash that executor re-attaches to it
+        meta = None if self._executor is None else {"executor": self._executor}
+        self._emit(EventType.OPERATION_STARTED, op, changes, meta)
         self._last_started = op
         self._schedule_timeout(op)
         self._queue.unpark(f"dependency:{op.id}")  # START_TO_START dependents may go now
@@ -595,9 +682,9 @@ class DispatchCore:
         if decision.reasoning is not None:
             meta["reasoning"] = decision.reasoning
         if decision.data:
-            meta["decision_data"] = dict(decision.data)
+            meta["decision_data"] = copy_json(decision.data)
         if request.event.meta_data:
-            meta["request_meta_data"] = dict(request.event.meta_data)
+            meta["request_meta_data"] = copy_json(request.event.meta_data)
         self._emit(kind.denied_event, op, meta_data=meta)
         if self._retry.exhausted(count):
             self._set_paused(True)
@@ -615,7 +702,7 @@ class DispatchCore:
         self._record_request(request)
         decision = request.decision
         assert decision is not None
-        if decision.accepted:
+        if decision.accepted is True:
             self._retry.clear(kind, op.id)
             self._unit_retry.add(op.id)
         else:

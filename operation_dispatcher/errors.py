@@ -137,6 +137,19 @@ class JournalError(DispatcherError, RuntimeError):
         super().__init__(f"journal {path}: {cause}")
 
 
+class ExecutorConflict(DispatcherError, ValueError):
+    """A second bridge asked to run the jobs of a resource that already has an executor."""
+
+    def __init__(self, resource_id: str, attached: str, refused: str) -> None:
+        self.resource_id = resource_id
+        self.attached = attached
+        self.refused = refused
+        super().__init__(
+            f"bridge {refused!r} cannot run the jobs of resource {resource_id!r}: bridge "
+            f"{attached!r} already does (one executor per resource; set executor only on one)"
+        )
+
+
 class ThreadDidNotStop(DispatcherError, RuntimeError):
     """A thread the dispatcher started was still alive after the stop timeout."""
 
@@ -151,6 +164,7 @@ __all__ = [
     "DependencyError",
     "DispatcherError",
     "DuplicateOperation",
+    "ExecutorConflict",
     "InvalidTransition",
     "JournalError",
     "OperationNotCurrent",

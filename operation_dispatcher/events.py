@@ -5,6 +5,11 @@ later on the bus thread, with no dispatcher lock held, so a subscriber may call 
 dispatcher (complete an operation from a notification) and a slow one cannot stall dispatching.
 A subscriber that raises is logged and kept. ``*_REQUESTED`` events reach only subscribers that
 ask for them, as the original kept them out of the notification callback.
+
+:meth:`EventBus.stop` is final until the dispatcher starts again: events published after it are
+held (at most :data:`HELD_EVENTS_LIMIT`, oldest dropped first, with a warning) and delivered, in
+order, once the ``opens_on`` event (the dispatcher's ``OPERATION_DISPATCHER_STARTED``) is
+published; nothing restarts the thread before that.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .models import DispatchEvent
+from .models import DispatchEvent, EventType
 
 logger = logging.getLogger(__name__)
+
+#: Events a stopped bus holds for its next start; beyond it the oldest are dropped (and a warning
+#: logged), so a stopped dispatcher that keeps being used cannot grow without bound.
+HELD_EVENTS_LIMIT = 10_000
 
 EventHandler = Callable[[DispatchEvent], Any]
 
@@ -48,19 +57,37 @@ def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class EventBus:
-    """Ordered, asynchronous delivery of events to subscribers (one thread per bus)."""
+    """Ordered, asynchronous delivery of events to subscribers (one thread per bus).
 
-    def __init__(self, name: str, log: logging.Logger | None = None) -> None:
+    The bus starts open: the first event starts its thread. :meth:`stop` closes it; a closed
+    bus holds what is published and starts no thread until an ``opens_on`` event reopens it.
+    Every event gets a sequence number, so :meth:`drain` knows exactly what is still to come.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        log: logging.Logger | None = None,
+        *,
+        opens_on: EventType | None = None,
+        held_limit: int = HELD_EVENTS_LIMIT,
+    ) -> None:
         self._name = name
         self._log = log or logger
+        self._opens_on = opens_on
+        self._held_limit = held_limit
         self._cond = threading.Condition(threading.Lock())
-        self._pending: deque[DispatchEvent] = deque()
+        self._pending: deque[tuple[int, DispatchEvent]] = deque()
         self._subscribers: tuple[_Subscription, ...] = ()
         self._wants_requests = False
         self._thread: threading.Thread | None = None
-        self._stopping = False
+        self._running = False  # a thread is in _deliver (set and cleared under _cond)
+        self._in_flight = 0  # sequence number of the event being delivered (0: none)
+        self._closed = False  # stop() was called and no opens_on event came since
+        self._stop_after = 0  # while closed, only events up to this number are delivered
+        self._held = 0  # pending events published after stop() (all after the others)
+        self._dropped = 0  # held events dropped since the last warning
         self._published = 0
-        self._delivered = 0
 
     def subscribe(
         self, handler: EventHandler, *, include_requests: bool = False
@@ -79,49 +106,111 @@ class EventBus:
         return unsubscribe
 
     def publish(self, event: DispatchEvent) -> None:
-        """Queue ``event`` for delivery; starts the delivery thread on first use."""
+        """Queue ``event`` for delivery; starts the delivery thread unless the bus is closed."""
         if event.event_type.is_request and not self._wants_requests:
             return  # nobody listens for *_REQUESTED events: do not wake the thread for them
         with self._cond:
-            self._pending.append(event)
             self._published += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._stopping = False
-                self._thread = threading.Thread(target=self._deliver, name=self._name, daemon=True)
-                self._thread.start()
+            self._pending.append((self._published, event))
+            if self._closed:
+                if event.event_type is not self._opens_on or self._opens_on is None:
+                    self._hold()
+                    return  # stopped: nothing runs until the dispatcher starts again
+                self._closed = False  # started again: deliver what was held, in order
+                self._held = self._dropped = 0
+            if not self._running:
+                self._spawn()
             self._cond.notify_all()
 
-    def _deliver(self) -> None:
+    def _spawn(self) -> None:
+        """Start a delivery thread (lock held)."""
+        self._running = True
+        self._thread = threading.Thread(target=self._deliver, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _hold(self) -> None:
+        """Keep an event published while closed; beyond the limit drop the oldest held one."""
+        self._held += 1
+        if self._held <= self._held_limit:
+            return
+        del self._pending[len(self._pending) - self._held]  # the oldest held event
+        self._held -= 1
+        if not self._dropped:
+            self._log.warning(
+                "%s is stopped and already holds %d events for its next start; "
+                "dropping the oldest", self._name, self._held_limit,
+            )
+        self._dropped += 1
+
+    def _next(self) -> tuple[int, DispatchEvent] | None:
+        """The next event to deliver, or None when the thread should end (lock held)."""
         while True:
+            if self._pending:
+                if self._closed and self._pending[0][0] > self._stop_after:
+                    return None  # only held events are left: they wait for the next start
+                return self._pending.popleft()
+            if self._closed:
+                return None
+            self._cond.wait()
+
+    def _deliver(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    item = self._next()
+                    if item is None:
+                        return
+                    self._in_flight = item[0]
+                    subscribers = self._subscribers
+                self._deliver_one(item[1], subscribers)
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+        finally:
             with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                event = self._pending.popleft()
-                subscribers = self._subscribers
-            is_request = event.event_type.is_request
-            for sub in subscribers:
-                if is_request and not sub.include_requests:
-                    continue
-                try:
-                    call_maybe_async(sub.handler, event)
-                except Exception:
-                    self._log.exception(
-                        "event subscriber %r failed on %s", sub.handler, event.event_type.value
-                    )
-            with self._cond:
-                self._delivered += 1
-                self._cond.notify_all()
+                self._running = False
+                self._in_flight = 0
+                if self._pending and not self._closed:
+                    self._spawn()  # reopened while this thread was on its way out
+                self._cond.notify_all()  # drain() may wait for this
+
+    def _deliver_one(self, event: DispatchEvent, subscribers: tuple[_Subscription, ...]) -> None:
+        is_request = event.event_type.is_request
+        for sub in subscribers:
+            if is_request and not sub.include_requests:
+                continue
+            try:
+                call_maybe_async(sub.handler, event)
+            except Exception:
+                self._log.exception(
+                    "event subscriber %r failed on %s", sub.handler, event.event_type.value
+                )
+
+    def _done_up_to(self, target: int) -> bool:
+        """True when no event numbered <= target is pending or being delivered (lock held)."""
+        if self._in_flight and self._in_flight <= target:
+            return False
+        return not self._pending or self._pending[0][0] > target
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every event published so far has been delivered; False on timeout."""
+        """Wait until every event published so far has been delivered.
+
+        False on timeout, and at once when events are held by a stopped bus (they wait for the
+        next start). Raises RuntimeError on the event thread itself (from a subscriber): it would
+        wait for the very delivery it is part of, forever.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "drain_events() was called from a notification handler, on the event thread "
+                f"{self._name!r}: it would wait for its own delivery forever; "
+                "call it from another thread"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._published
-            while self._delivered < target:
-                if self._thread is None or not self._thread.is_alive():
-                    return False
+            while not self._done_up_to(target):
+                if not self._running:
+                    return False  # stopped with events held: they come after the next start
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -132,11 +221,20 @@ class EventBus:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
+    @property
+    def is_closed(self) -> bool:
+        """True after :meth:`stop` until the next ``opens_on`` event."""
+        return self._closed
+
     def stop(self, timeout: float | None = None) -> bool:
-        """Deliver what is queued, then end the thread; False if it is still busy after timeout."""
+        """Deliver what was published so far, end the thread, and hold later events until the
+        bus is reopened; False if the thread is still busy after timeout."""
         with self._cond:
             thread = self._thread
-            self._stopping = True
+            if not self._closed:
+                self._closed = True
+                self._stop_after = self._published
+                self._held = 0
             self._cond.notify_all()
         if thread is None:
             return True
@@ -146,4 +244,4 @@ class EventBus:
         return not thread.is_alive()
 
 
-__all__ = ["EventBus", "call_maybe_async"]
+__all__ = ["HELD_EVENTS_LIMIT", "EventBus", "call_maybe_async"]

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from .models import (
+    ChangeRecord,
     DispatchEvent,
     EventType,
     ExecutionOutcome,
@@ -23,12 +24,53 @@ from .models import (
     History,
     Operation,
     TimeWindow,
+    change_record,
+    copy_json,
     to_utc,
 )
 
+_CONTAINERS = (dict, list)
+
+
+def _copy_change(change: ChangeRecord) -> ChangeRecord:
+    """A ChangeRecord is frozen, but a payload it carries is a dict: copy those values."""
+    old, new = change.old_value, change.new_value
+    if type(old) not in _CONTAINERS and type(new) not in _CONTAINERS:
+        return change
+    return change_record(change.field, copy_json(old), copy_json(new))
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def copy_event(event: DispatchEvent) -> DispatchEvent:
+    """An independent snapshot of an event: changing its meta_data or changes (or the values
+    they hold) changes nothing in the original.
+
+    Straight-line code, since every read copies every event it returns: no re-validation,
+    scalars and frozen change records shared.
+    """
+    clone = _new(DispatchEvent)
+    _set(clone, "resource_id", event.resource_id)
+    _set(clone, "event_type", event.event_type)
+    _set(clone, "id", event.id)
+    _set(clone, "operation_id", event.operation_id)
+    changes = event.changes
+    _set(clone, "changes", [_copy_change(c) for c in changes] if changes else [])
+    meta = event.meta_data
+    _set(clone, "meta_data", copy_json(meta) if meta else {})
+    _set(clone, "created_at", event.created_at)
+    return clone
+
 
 class EventLog:
-    """The most recent ``retention`` events, in emission order, indexed by operation id."""
+    """The most recent ``retention`` events, in emission order, indexed by operation id.
+
+    Every read hands out copies, so a reader cannot change the history. The stored event is the
+    one the subscribers were given (a copy per event cost ~8 % CPU per dispatched operation):
+    a subscriber must not change its event.
+    """
 
     def __init__(self, retention: int | None = 10_000) -> None:
         if retention is not None and retention < 1:
@@ -57,8 +99,8 @@ class EventLog:
                     del self._by_operation[old.operation_id]
 
     def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
-        """The retained events of one operation, oldest first."""
-        return list(self._by_operation.get(operation_id, ()))
+        """Snapshots of the retained events of one operation, oldest first."""
+        return [copy_event(e) for e in self._by_operation.get(operation_id, ())]
 
     def select(
         self,
@@ -66,7 +108,8 @@ class EventLog:
         to_time: datetime | None = None,
         limit: int | None = None,
     ) -> list[DispatchEvent]:
-        """Events with from_time <= created_at <= to_time, the most recent ``limit`` of them."""
+        """Snapshots of the events with from_time <= created_at <= to_time, the most recent
+        ``limit`` of them."""
         if limit is not None and limit <= 0:
             return []
         window = TimeWindow(start=from_time, end=to_time)
@@ -75,13 +118,15 @@ class EventLog:
         else:
             events = [e for e in self._events if window.contains(e.created_at)]
         selected = list(events)
-        return selected if limit is None else selected[-limit:]
+        if limit is not None:
+            selected = selected[-limit:]
+        return [copy_event(e) for e in selected]
 
     def __len__(self) -> int:
         return len(self._events)
 
     def __iter__(self) -> Any:
-        return iter(list(self._events))
+        return iter([copy_event(e) for e in self._events])
 
 
 def build_history(
@@ -258,4 +303,4 @@ class HistoryAnalyzer:
         }
 
 
-__all__ = ["EventLog", "HistoryAnalyzer", "build_history"]
+__all__ = ["EventLog", "HistoryAnalyzer", "build_history", "copy_event"]

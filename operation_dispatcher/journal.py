@@ -10,12 +10,19 @@ so a reader never sees half of it.
 The file is opened in SQLite's exclusive locking mode: a second dispatcher on the same file fails
 at once with a clear error instead of interleaving writes. The schema is versioned with
 ``PRAGMA user_version``; :data:`MIGRATIONS` holds the steps from each version to the next.
+
+A file is looked at before anything is written to it: only a new or empty file, or one that is
+already an operation-dispatcher journal (``PRAGMA application_id`` = :data:`APPLICATION_ID`, or
+exactly the tables its ``user_version`` implies), is used; any other file is refused untouched.
+The journal records the resource it was written for, so it never serves another resource.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -26,7 +33,9 @@ from typing import Any
 from uuid import UUID
 
 from .errors import JournalError
-from .models import DispatchEvent, ExecutionState, Operation
+from .models import DispatchEvent, EventType, ExecutionState, Operation
+
+log = logging.getLogger(__name__)
 
 #: The schema this code writes. A file with a higher user_version was written by a newer release.
 SCHEMA_VERSION = 1
@@ -64,6 +73,11 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
+#: ``PRAGMA application_id`` of every journal ("ODJ1"): how a journal says whose file it is.
+APPLICATION_ID = 0x4F444A31
+
+_NOT_OURS = "not an operation-dispatcher journal"
+
 _ACTIVE_STATES = (ExecutionState.RUNNING.value, ExecutionState.PAUSED.value)
 
 
@@ -90,6 +104,16 @@ class SavedState:
 
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _tables_of(version: int) -> set[str]:
+    """The tables a journal of schema ``version`` holds (those its migrations create)."""
+    return {
+        match.group(1)
+        for target in range(1, version + 1)
+        for statement in MIGRATIONS[target]
+        if (match := re.match(r"\s*CREATE TABLE (\w+)", statement))
+    }
 
 
 class Journal:
@@ -122,6 +146,8 @@ class Journal:
         self._commits = 0
         self._position = 0
         self._conn: sqlite3.Connection | None = None
+        #: The resource this journal serves, once :meth:`claim` recorded or checked it.
+        self.resource_id: str | None = None
         if not Path(self.path).parent.exists():
             raise JournalError(self.path, "its folder does not exist")
         try:
@@ -143,13 +169,7 @@ class Journal:
 
     # ------------------------------------------------------------------ opening
     def _setup(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                self.path,
-                f"schema version {version} is newer than this release understands "
-                f"({SCHEMA_VERSION}); upgrade operation-dispatcher or use another file",
-            )
+        version = self._inspect(conn)
         # Exclusive locking: the first write below takes the lock and keeps it until close(), so
         # a second dispatcher on this file fails here, at once, instead of interleaving writes.
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -166,6 +186,7 @@ class Journal:
             # Written even when unchanged: a real write, so that a read-only file (which SQLite
             # opens read-only without a word) fails here, at start, not at the first change.
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise JournalError(self.path, f"file is damaged: {check}")
@@ -176,6 +197,85 @@ class Journal:
             raise
         row = conn.execute("SELECT MAX(position) FROM operations").fetchone()
         self._position = (row[0] or 0) + 1
+
+    def _inspect(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version, read without writing; refuse a file that is not ours.
+
+        Nothing is written before this check passes (no WAL switch, no table, no user_version),
+        so another application's database is left byte for byte as it was.
+        """
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        entries = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+        tables = {name for kind, name in entries if kind == "table" and not name.startswith("sqlite_")}
+        others = sorted(name for kind, name in entries if kind in ("view", "trigger"))
+        if app_id not in (0, APPLICATION_ID):
+            self._refuse(f"its application_id is {app_id:#x}, a journal's is {APPLICATION_ID:#x}")
+        if version > SCHEMA_VERSION:
+            if app_id == APPLICATION_ID or _tables_of(SCHEMA_VERSION) <= tables:
+                raise JournalError(
+                    self.path,
+                    f"schema version {version} is newer than this release understands "
+                    f"({SCHEMA_VERSION}); upgrade operation-dispatcher or use another file",
+                )
+            self._refuse(f"its user_version is {version}")
+        if version < 0:
+            self._refuse(f"its user_version is {version}")
+        expected = _tables_of(version)
+        if tables != expected or others:
+            found = ", ".join(sorted(tables) + others) or "none"
+            self._refuse(
+                f"user_version {version}; tables found: {found}"
+                + (f"; a journal has {', '.join(sorted(expected))}" if expected else "")
+            )
+        return version
+
+    def _refuse(self, detail: str) -> None:
+        raise JournalError(
+            self.path,
+            f"{_NOT_OURS} ({detail}); the file was left untouched: give the dispatcher a new "
+            "or empty file",
+        )
+
+    # ------------------------------------------------------------------ the resource
+    def claim(self, resource_id: str) -> None:
+        """Record the resource this journal is written for, or refuse another one.
+
+        A journal holds one resource's queue; opened for another resource, that resource would
+        take over (and start) jobs meant for a different machine. A journal from a release that
+        did not record the resource takes the resource of its operations, or else the first
+        dispatcher's.
+        """
+        conn = self._db()
+        try:
+            row = conn.execute(
+                "SELECT value FROM dispatcher_state WHERE key = 'resource_id'"
+            ).fetchone()
+            owner = row[0] if row is not None else self._owner_of_operations(conn)
+            if owner is not None and owner != resource_id:
+                raise JournalError(
+                    self.path,
+                    f"was written for resource {owner!r}, not {resource_id!r}: each resource "
+                    f"needs its own journal file, and this one holds the operations of {owner!r}",
+                )
+            if row is None:
+                conn.execute(
+                    "INSERT INTO dispatcher_state VALUES ('resource_id', ?)", (resource_id,)
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(self.path, _explain(exc)) from None
+        self.resource_id = resource_id
+
+    @staticmethod
+    def _owner_of_operations(conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT data FROM operations LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            owner = json.loads(row[0]).get("resource_id")
+        except (ValueError, AttributeError):
+            return None  # a damaged row: load() names it
+        return owner if isinstance(owner, str) else None
 
     @property
     def is_open(self) -> bool:
@@ -207,79 +307,119 @@ class Journal:
         retry_reset: bool = False,
         paused: bool | None = None,
     ) -> None:
-        """Commit one unit of work; on any failure nothing of it is kept and JournalError says why."""
+        """Commit one unit of work; on any failure nothing of it is kept and JournalError says why.
+
+        Any failure: SQLite's (disk full, I/O) or not (a payload ``json`` cannot encode, say).
+        The transaction is rolled back in every case, so the next write starts clean.
+        """
         conn = self._db()
+        position = self._position
         try:
+            op_rows, event_rows, retry_rows = self._rows(operations, events, retry or {})
             conn.execute("BEGIN IMMEDIATE")
-            op_rows = []
-            for op in operations:
-                op_rows.append(
-                    (
-                        str(op.id),
-                        op.state.value,
-                        self._position,
-                        None if op.finish_time is None else op.finish_time.timestamp(),
-                        _dumps(op.to_dict()),
-                    )
-                )
-                self._position += 1
-            if op_rows:
-                # The position of the first write is kept: it is the insertion order.
-                conn.executemany(
-                    "INSERT INTO operations (id, state, position, finished_ts, data) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                    "state=excluded.state, finished_ts=excluded.finished_ts, data=excluded.data",
-                    op_rows,
-                )
-            event_rows = [
-                (
-                    str(e.id),
-                    None if e.operation_id is None else str(e.operation_id),
-                    e.event_type.value,
-                    e.created_at.timestamp(),
-                    _dumps(e.to_dict()),
-                )
-                for e in events
-            ]
-            if event_rows:
-                conn.executemany(
-                    "INSERT INTO events (id, operation_id, event_type, created_ts, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    event_rows,
-                )
-            if retry_reset:
-                conn.execute("DELETE FROM retry_state")
-            retry = retry or {}
-            if retry:
-                conn.executemany(
-                    "DELETE FROM retry_state WHERE operation_id = ?",
-                    [(str(op_id),) for op_id in retry],
-                )
-            retry_rows = [
-                (r.kind, str(r.operation_id), r.denials, r.cooldown_until)
-                for rows in retry.values()
-                for r in rows
-            ]
-            if retry_rows:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO retry_state VALUES (?, ?, ?, ?)", retry_rows
-                )
-            if paused is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO dispatcher_state VALUES ('paused', ?)",
-                    ("true" if paused else "false",),
-                )
+            self._write_rows(conn, op_rows, event_rows, retry or {}, retry_rows, retry_reset, paused)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise JournalError(self.path, f"write failed, change not made: {_explain(exc)}") from None
+        except BaseException as exc:
+            self._position = position
+            self._rollback(conn)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like: rolled back, passed on as they are
+            cause = _explain(exc) if isinstance(exc, sqlite3.Error) else (
+                f"{type(exc).__name__}: {exc}"
+            )
+            raise JournalError(self.path, f"write failed, change not made: {cause}") from (
+                None if isinstance(exc, sqlite3.Error) else exc
+            )
         self._commits += 1
         if self._prune_every and self._commits % self._prune_every == 0:
-            self.prune()
+            try:
+                self.prune()
+            except JournalError as exc:  # the unit is committed: a failed prune must not undo it
+                log.warning("%s; tried again after %d commits", exc, self._prune_every)
+
+    def _rows(
+        self,
+        operations: Iterable[Operation],
+        events: Iterable[DispatchEvent],
+        retry: dict[UUID, list[RetryRow]],
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The rows of one unit, encoded before the transaction begins."""
+        op_rows = []
+        for op in operations:
+            op_rows.append(
+                (
+                    str(op.id),
+                    op.state.value,
+                    self._position,
+                    None if op.finish_time is None else op.finish_time.timestamp(),
+                    _dumps(op.to_dict()),
+                )
+            )
+            self._position += 1
+        event_rows = [
+            (
+                str(e.id),
+                None if e.operation_id is None else str(e.operation_id),
+                e.event_type.value,
+                e.created_at.timestamp(),
+                _dumps(e.to_dict()),
+            )
+            for e in events
+        ]
+        retry_rows = [
+            (r.kind, str(r.operation_id), r.denials, r.cooldown_until)
+            for rows in retry.values()
+            for r in rows
+        ]
+        return op_rows, event_rows, retry_rows
+
+    @staticmethod
+    def _write_rows(
+        conn: sqlite3.Connection,
+        op_rows: list[tuple[Any, ...]],
+        event_rows: list[tuple[Any, ...]],
+        retry: dict[UUID, list[RetryRow]],
+        retry_rows: list[tuple[Any, ...]],
+        retry_reset: bool,
+        paused: bool | None,
+    ) -> None:
+        if op_rows:
+            # The position of the first write is kept: it is the insertion order.
+            conn.executemany(
+                "INSERT INTO operations (id, state, position, finished_ts, data) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "state=excluded.state, finished_ts=excluded.finished_ts, data=excluded.data",
+                op_rows,
+            )
+        if event_rows:
+            conn.executemany(
+                "INSERT INTO events (id, operation_id, event_type, created_ts, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                event_rows,
+            )
+        if retry_reset:
+            conn.execute("DELETE FROM retry_state")
+        if retry:
+            conn.executemany(
+                "DELETE FROM retry_state WHERE operation_id = ?",
+                [(str(op_id),) for op_id in retry],
+            )
+        if retry_rows:
+            conn.executemany("INSERT OR REPLACE INTO retry_state VALUES (?, ?, ?, ?)", retry_rows)
+        if paused is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO dispatcher_state VALUES ('paused', ?)",
+                ("true" if paused else "false",),
+            )
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """End an open transaction; a rollback that fails too leaves SQLite to undo it."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def prune(self) -> int:
         """Drop finished operations (and their events) beyond the age and count limits."""
@@ -316,9 +456,8 @@ class Journal:
                     (time.time() - self.prune_max_age_seconds,),
                 )
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except Exception as exc:
+            self._rollback(conn)
             raise JournalError(self.path, f"prune failed: {_explain(exc)}") from None
         return len(doomed)
 
@@ -367,6 +506,18 @@ class Journal:
         ).fetchone()
         return row is not None
 
+    def executor_of(self, operation_id: UUID) -> str | None:
+        """The executor bridge named by the operation's last OPERATION_STARTED event, if any."""
+        row = self._db().execute(
+            "SELECT data FROM events WHERE operation_id = ? AND event_type = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (str(operation_id), EventType.OPERATION_STARTED.value),
+        ).fetchone()
+        if row is None:
+            return None
+        executor = json.loads(row[0]).get("meta_data", {}).get("executor")
+        return executor if isinstance(executor, str) else None
+
     def events_for(self, operation_id: UUID) -> list[DispatchEvent]:
         """Every journaled event of one operation, oldest first."""
         rows = self._db().execute(
@@ -407,19 +558,31 @@ class Journal:
         }
 
 
-def _explain(exc: sqlite3.Error) -> str:
+def _explain(exc: BaseException) -> str:
     """SQLite's message, with the usual cause spelled out."""
     text = str(exc)
     lowered = text.lower()
     if "locked" in lowered or "busy" in lowered:
         return f"{text} (another dispatcher has this journal open)"
-    if "not a database" in lowered or "malformed" in lowered:
+    if "not a database" in lowered:
+        return f"{text} ({_NOT_OURS}, or a damaged one; the file was left untouched)"
+    if "malformed" in lowered:
         return f"{text} (the file is damaged or is not a journal)"
     if "readonly" in lowered or "read-only" in lowered:
         return f"{text} (the file or its folder is not writable)"
     if "full" in lowered:
         return f"{text} (the disk is full)"
+    if "i/o error" in lowered:
+        return f"{text} (the disk failed or is full, or the file size limit was reached)"
     return text
 
 
-__all__ = ["Journal", "JournalError", "MIGRATIONS", "RetryRow", "SCHEMA_VERSION", "SavedState"]
+__all__ = [
+    "APPLICATION_ID",
+    "Journal",
+    "JournalError",
+    "MIGRATIONS",
+    "RetryRow",
+    "SCHEMA_VERSION",
+    "SavedState",
+]

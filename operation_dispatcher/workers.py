@@ -26,9 +26,18 @@ _STOP = object()
 class CallbackRunner:
     """A pool of worker threads that grows when every worker is busy (or stuck)."""
 
-    def __init__(self, name: str, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        log: logging.Logger | None = None,
+        keep_idle: Callable[[], bool] | None = None,
+    ) -> None:
         self._name = name
         self._log = log or logger
+        # asked on every submit: False runs the job on a thread of its own that ends with it, so
+        # a stopped dispatcher keeps no idle worker alive after, say, a cancel's handshake
+        self._keep_idle = keep_idle or (lambda: True)
+        self._one_shots: set[threading.Thread] = set()
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -40,6 +49,9 @@ class CallbackRunner:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on a worker; never blocks the caller."""
+        if not self._keep_idle():
+            self._run_once(fn, args)
+            return
         with self._lock:
             self._queued += 1
             self._jobs.put((fn, args))
@@ -51,6 +63,25 @@ class CallbackRunner:
                 )
                 self._threads.append(thread)
                 thread.start()
+
+    def _run_once(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run one job on a thread of its own, outside the pool; the thread ends with it."""
+
+        def once() -> None:
+            try:
+                fn(*args)
+            except Exception:  # the jobs handle their own errors; this is a last guard
+                self._log.exception("callback job %r failed", fn)
+            finally:
+                with self._lock:
+                    self._one_shots.discard(threading.current_thread())
+
+        with self._lock:
+            thread = threading.Thread(
+                target=once, name=f"{self._name}-{next(self._numbers)}", daemon=True
+            )
+            self._one_shots.add(thread)
+        thread.start()
 
     def _work(self) -> None:
         while True:
@@ -87,6 +118,7 @@ class CallbackRunner:
         """Stop every idle worker; return the names of workers still stuck in a callback."""
         threads = self.threads
         with self._lock:
+            one_shots = [t for t in self._one_shots if t is not threading.current_thread()]
             for _ in threads:
                 self._queued += 1
                 self._jobs.put(_STOP)
@@ -95,7 +127,9 @@ class CallbackRunner:
         for thread in threads:
             if thread is not me:
                 thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive() and t is not me]
+        for thread in one_shots:  # each ends with its job; wait for them like for the pool
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in (*threads, *one_shots) if t.is_alive() and t is not me]
         for name in stuck:
             self._log.warning("request callback on thread %s never returned; abandoned", name)
         with self._lock:

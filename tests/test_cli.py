@@ -7,6 +7,7 @@ that a failing test left behind.
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from served import Served
 
+from operation_dispatcher import Operation, OperationDispatcher
 from operation_dispatcher.cli import main
 
 
@@ -170,3 +172,62 @@ def test_restart_on_the_same_journal_keeps_the_operations(
     events = again.get(f"/operations/{waiting['id']}/events").json()
     assert events[0]["event_type"] == "operation_added"
     assert again.stop()[0] == 0
+
+
+def test_serve_refuses_a_journal_of_another_resource(tmp_path: Path) -> None:
+    # issue 10, C.10: press-9 opened lathe-1's journal and took over its queued jobs
+    journal = tmp_path / "lathe.db"
+    lathe = OperationDispatcher("lathe-1", journal=journal)
+    lathe.add_operation(Operation(resource_id="lathe-1"))
+    lathe.close()
+    proc = subprocess.run(  # a subprocess: were it not refused, it would serve until killed
+        [sys.executable, "-m", "operation_dispatcher", "serve", "--port", "0",
+         "--resource-id", "press-9", "--journal", str(journal)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "'lathe-1'" in proc.stderr and "'press-9'" in proc.stderr
+    assert str(journal) in proc.stderr
+    lathe = OperationDispatcher("lathe-1", journal=journal)  # its jobs are still its own
+    assert len(lathe.get_schedule()) == 1
+    lathe.close()
+
+
+def test_serve_survives_a_full_journal_and_sigterm_ends_it_cleanly(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    # issue 10, C.7: with the journal unwritable, POST /dispatcher/start answered 202 while the
+    # loop thread was dead, and SIGTERM then ended serve with a ThreadDidNotStop traceback.
+    # ``ulimit -f`` of the running server (prlimit) stands in for a full disk: a fresh journal
+    # lives in its WAL file, so a limit at the WAL's size makes the next commit fail.
+    journal = tmp_path / "state.db"
+    server = serve("--journal", str(journal))
+    pid = server.proc.pid
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+
+    def fill_disk() -> None:
+        sizes = [p.stat().st_size for p in tmp_path.iterdir() if p.name.startswith("state.db")]
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(sizes), hard))
+
+    assert server.post("/dispatcher/stop").status_code == 202
+    fill_disk()
+    started = server.post("/dispatcher/start")
+    assert started.status_code == 503, started.text
+    assert started.json()["code"] == "journal_unavailable"
+    assert started.json()["state"]["is_running"] is False
+    assert server.get("/health").json()["dispatcher_running"] is False
+    added = server.post("/operations/add", json=[{"payload": {"n": 1}}])
+    assert added.status_code == 503 and added.json()["code"] == "journal_unavailable"
+
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))  # room again
+    assert server.post("/dispatcher/start").status_code == 202
+    assert server.get("/health").json()["dispatcher_running"] is True
+    added = server.post("/operations/add", json=[{"payload": {"n": 2}}])
+    assert added.json()[0]["operation"]["state"] == "RUNNING"
+
+    fill_disk()  # and full again when SIGTERM comes
+    status, out, err = server.stop(signal.SIGTERM)
+    assert "Traceback" not in err, err
+    assert status == 0, err
+    assert "stopped" in out

@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import MagicMock, Mock
 
 import pytest
 from conftest import EventRecorder
@@ -16,9 +17,11 @@ from operation_dispatcher import (
     EventType,
     ExecutionState,
     Operation,
+    OperationDispatcher,
     RequestClosed,
     RequestDecision,
     UnknownRequest,
+    ValidationError,
 )
 
 R = "robot-1"
@@ -78,16 +81,34 @@ DENYING = [
     pytest.param({"accepted": False, "reasoning": 42, "data": 7}, "42", {"value": 7}, id="dict"),
     pytest.param({"reasoning": "no key"}, "no key", {}, id="dict-without-accepted"),
     pytest.param(
-        SimpleNamespace(accepted=0, reasoning="zero", data={"a": 1}), "zero", {"a": 1},
+        SimpleNamespace(accepted=False, reasoning="zero", data={"a": 1}), "zero", {"a": 1},
         id="accepted-attr",
     ),
     pytest.param(
         SimpleNamespace(is_allowed=False, reason="nope", metadata={"m": 2}), "nope", {"m": 2},
         id="is_allowed",
     ),
-    pytest.param(None, "invalid_callback_result", {"result_type": "NoneType"}, id="None"),
-    pytest.param(1, "invalid_callback_result", {"result_type": "int"}, id="1"),
-    pytest.param("yes", "invalid_callback_result", {"result_type": "str"}, id="yes"),
+    pytest.param(
+        None,
+        "invalid_callback_result: expected True, False, a RequestDecision, a dict, an object "
+        "with 'accepted' or PENDING, got NoneType None",
+        {"result_type": "NoneType"},
+        id="None",
+    ),
+    pytest.param(
+        1,
+        "invalid_callback_result: expected True, False, a RequestDecision, a dict, an object "
+        "with 'accepted' or PENDING, got int 1",
+        {"result_type": "int"},
+        id="1",
+    ),
+    pytest.param(
+        "yes",
+        "invalid_callback_result: expected True, False, a RequestDecision, a dict, an object "
+        "with 'accepted' or PENDING, got str 'yes'",
+        {"result_type": "str"},
+        id="yes",
+    ),
 ]
 
 
@@ -111,6 +132,162 @@ def test_denying_callback_results(make_dispatcher, result, reasoning, data) -> N
     assert requested[0].meta_data["request_decision"] == {
         "accepted": False, "reasoning": reasoning, "data": data,
     }
+
+
+# ------------------------------------------------------------------------ fail safe (issue 10 A.1)
+
+
+class NumpyLikeBool:
+    """Behaves like ``numpy.bool_(True)``: truthy and equal to True, yet not ``True``."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return other is True or other == 1
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return "np.True_"
+
+
+class RaisingAccepted:
+    """An answer whose ``accepted`` property blows up when read."""
+
+    @property
+    def accepted(self) -> bool:
+        raise KeyError("backend gone")
+
+
+def forged_decision(accepted: Any) -> RequestDecision:
+    """A RequestDecision whose validation was bypassed (it is frozen, not sealed)."""
+    decision = RequestDecision(False)
+    object.__setattr__(decision, "accepted", accepted)
+    return decision
+
+
+#: (callback answer, what the denial's reasoning must name); every one of them used to START.
+FAIL_OPEN = [
+    pytest.param({"accepted": "false"}, "got str 'false'", id="dict-str-false"),
+    pytest.param({"accepted": "no"}, "got str 'no'", id="dict-str-no"),
+    pytest.param({"accepted": [False]}, "got list [False]", id="dict-list"),
+    pytest.param({"accepted": 1}, "got int 1", id="dict-int-1"),
+    pytest.param({"accepted": NumpyLikeBool()}, "got NumpyLikeBool np.True_", id="dict-numpy"),
+    pytest.param(SimpleNamespace(accepted="False"), "got str 'False'", id="attr-str"),
+    pytest.param(SimpleNamespace(is_allowed="no"), "got str 'no'", id="is_allowed-str"),
+    pytest.param(SimpleNamespace(is_allowed=1.0), "got float 1.0", id="is_allowed-float"),
+    pytest.param(forged_decision("no"), "got str 'no'", id="forged-RequestDecision"),
+    pytest.param(Mock(), "got Mock <Mock", id="Mock"),
+    pytest.param(MagicMock(), "got MagicMock <MagicMock", id="MagicMock"),
+    pytest.param(RaisingAccepted(), "raised KeyError", id="raising-property"),
+]
+
+
+@pytest.mark.parametrize(("result", "named"), FAIL_OPEN)
+def test_only_a_real_true_starts_the_machine(make_dispatcher, result, named) -> None:
+    d = make_dispatcher(
+        on_request_callback=lambda event: result, start_request_retry_cooldown_seconds=30
+    )
+    rec = EventRecorder(d)
+    d.start()
+    added = d.add_operation(op())
+    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    reasoning = denied.meta_data["reasoning"]
+    assert reasoning.startswith("invalid_decision: "), reasoning
+    assert named in reasoning
+    assert denied.meta_data["decision_data"] == {"result_type": type(result).__name__}
+    assert d.get_operation(added.id).state is ExecutionState.QUEUED
+    assert STARTED not in rec.types()
+    requested = [e for e in d.list_events(added.id) if e.event_type is REQUESTED][0]
+    assert requested.meta_data["request_decision"]["accepted"] is False
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param({"accepted": "yes"}, id="dict-str"),
+        pytest.param(SimpleNamespace(is_allowed="no"), id="is_allowed-str"),
+        pytest.param(Mock(), id="Mock"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["cancel", "pause", "resume"])
+def test_only_a_real_true_cancels_pauses_or_resumes(make_dispatcher, kind, answer) -> None:
+    asked = f"operation_{kind}_requested"
+
+    def callback(event):
+        return answer if event.event_type.value == asked else True
+
+    d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=30)
+    rec = EventRecorder(d)
+    d.start()
+    added = d.add_operation(op())
+    rec.wait_for(STARTED, operation_id=added.id)
+    if kind == "resume":
+        assert d.pause_operation(added.id) is True
+    before = d.get_operation(added.id).state
+    if kind == "cancel":
+        assert d.cancel_operation(added.id) is None
+    elif kind == "pause":
+        assert d.pause_operation(added.id) is False
+    else:
+        assert d.resume_operation(added.id) is False
+    denied = rec.wait_for(EventType(f"operation_{kind}_denied"), operation_id=added.id)[0]
+    assert denied.meta_data["reasoning"].startswith("invalid_decision: accepted must be True")
+    assert d.get_operation(added.id).state is before
+
+
+def test_request_decision_refuses_a_non_bool() -> None:
+    with pytest.raises(TypeError, match="accepted must be True or False, got str 'no'"):
+        RequestDecision("no")
+    with pytest.raises(TypeError, match="got int 1"):
+        RequestDecision(1)
+    with pytest.raises(TypeError, match="reasoning must be a string or None"):
+        RequestDecision(True, 5)
+    with pytest.raises(TypeError, match="data must be a dict"):
+        RequestDecision(True, None, [1])
+    assert RequestDecision(True).accepted is True
+
+
+def test_a_callback_building_a_bad_request_decision_denies(make_dispatcher) -> None:
+    d = make_dispatcher(
+        on_request_callback=lambda event: RequestDecision("no"),
+        start_request_retry_cooldown_seconds=30,
+    )
+    rec = EventRecorder(d)
+    d.start()
+    added = d.add_operation(op())
+    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    assert denied.meta_data["reasoning"] == "request_callback_exception"
+    assert "got str 'no'" in denied.meta_data["decision_data"]["error"]
+    assert d.get_operation(added.id).state is ExecutionState.QUEUED
+
+
+@pytest.mark.parametrize("accepted", ["no", "yes", 1, 0, None, [True], NumpyLikeBool()])
+def test_decide_with_a_non_bool_raises_and_leaves_the_request_open(
+    make_dispatcher, accepted
+) -> None:
+    callback = PendingCallback()
+    d = make_dispatcher(on_request_callback=callback, request_event_timeout_seconds=30)
+    rec = EventRecorder(d)
+    with pytest.raises(TypeError, match="accepted must be True or False"):
+        d.decide("00000000-0000-0000-0000-000000000000", accepted)  # checked before the lookup
+    d.start()
+    added = d.add_operation(op())
+    event = callback.wait_for()[0]
+    with pytest.raises(TypeError, match="accepted must be True or False"):
+        d.decide(event.id, accepted)
+    assert [r.request_id for r in d.pending_requests()] == [event.id]
+    assert d.explain(added.id)["blocked_by"] == ["awaiting_approval"]
+    with pytest.raises(TypeError, match="reasoning must be a string"):
+        d.decide(event.id, True, reasoning=7)
+    with pytest.raises(TypeError, match="data must be a dict"):
+        d.decide(event.id, True, data=[1])
+    assert d.pending_requests() != []
+    d.decide(event.id, True, "operator ok")
+    rec.wait_for(STARTED, operation_id=added.id)
+    assert DENIED not in rec.types()
 
 
 def test_callback_that_raises_denies_with_request_callback_exception(make_dispatcher) -> None:
@@ -569,3 +746,50 @@ def test_an_approval_voided_by_a_change_still_ends_the_run_of_denials(make_dispa
     assert d.step_dispatch() is None  # denied (2 in a row): max retries reached
     assert d.get_state().is_paused
     assert d.get_operation(queued.id).priority == 1
+
+
+# ------------------------------------------------------------------------ snapshots (issue 10 E.18)
+
+
+def test_decision_data_and_the_callbacks_event_are_copies(make_dispatcher) -> None:
+    shared = {"slots": [1, 2], "cell": {"id": 7}}
+
+    def callback(event):
+        event.meta_data["forged"] = True  # the callback's event is its own copy
+        return RequestDecision(False, "busy", shared)
+
+    d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=30)
+    rec = EventRecorder(d)
+    d.start()
+    added = d.add_operation(op())
+    rec.wait_for(DENIED, operation_id=added.id)
+    shared["slots"].append(3)
+    shared["cell"]["id"] = 8
+    events = d.list_events(added.id)
+    requested = [e for e in events if e.event_type is REQUESTED][0]
+    assert "forged" not in requested.meta_data
+    assert requested.meta_data["request_decision"]["data"] == {"slots": [1, 2], "cell": {"id": 7}}
+    denied = [e for e in events if e.event_type is DENIED][0]
+    assert denied.meta_data["decision_data"] == {"slots": [1, 2], "cell": {"id": 7}}
+
+
+def test_decide_copies_its_data(make_dispatcher) -> None:
+    callback = PendingCallback()
+    d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=30)
+    rec = EventRecorder(d)
+    d.start()
+    added = d.add_operation(op())
+    data = {"operator": {"name": "ann"}}
+    d.decide(callback.wait_for()[0].id, False, "not now", data)
+    rec.wait_for(DENIED, operation_id=added.id)
+    data["operator"]["name"] = "mallory"
+    denied = [e for e in d.list_events(added.id) if e.event_type is DENIED][0]
+    assert denied.meta_data["decision_data"] == {"operator": {"name": "ann"}}
+
+
+@pytest.mark.parametrize("field_name", ["start_paused", "strict_order"])
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None])
+def test_start_flags_are_never_read_from_truthy_values(field_name, value) -> None:
+    """``start_paused="false"`` used to mean paused, ``start_paused=0`` running: only a bool."""
+    with pytest.raises(ValidationError, match=f"{field_name} must be True or False"):
+        OperationDispatcher(R, **{field_name: value})

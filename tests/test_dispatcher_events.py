@@ -6,9 +6,17 @@ import logging
 import threading
 from typing import Any
 
+import pytest
 from conftest import EventRecorder
 
-from operation_dispatcher import EventType, ExecutionOutcome, Operation, TerminationReason
+from operation_dispatcher import (
+    DispatchEvent,
+    EventType,
+    ExecutionOutcome,
+    Operation,
+    TerminationReason,
+)
+from operation_dispatcher.events import EventBus
 
 R = "robot-1"
 
@@ -51,8 +59,9 @@ def test_notifications_arrive_in_emission_order_on_the_event_thread(make_dispatc
     assert set(notes.threads) == {f"operation-dispatcher-events[{R}]"}
     history = [e for e in d.get_history().events if not e.event_type.is_request]
     assert [e.id for e in notes.events] == [e.id for e in history]
-    # the same event objects as in history
-    assert all(a is b for a, b in zip(notes.events, history, strict=True))
+    # equal to the history's events, but never the same objects: the history keeps its own
+    assert notes.events == history
+    assert not any(a is b for a, b in zip(notes.events, history, strict=True))
     started = [e.operation_id for e in notes.events if e.event_type is EventType.OPERATION_STARTED]
     assert started == [o.id for o in ops]
     assert notes.events[0].event_type is EventType.OPERATION_DISPATCHER_STARTED
@@ -206,3 +215,171 @@ def test_list_events_per_operation(make_dispatcher) -> None:
         EventType.OPERATION_STARTED,
     ]
     assert d.list_events(op().id) == []
+
+
+# ------------------------------------------------------------------------ issue 10 E.16, E.17
+
+EVENT_THREAD = f"operation-dispatcher-events[{R}]"
+
+
+def event_threads_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == EVENT_THREAD and t.is_alive()]
+
+
+def test_drain_events_in_a_notification_handler_raises_instead_of_deadlocking(
+    make_dispatcher,
+) -> None:
+    errors: list[Exception] = []
+    results: list[Any] = []
+    d = make_dispatcher()
+
+    def handler(event) -> None:
+        if event.event_type is not EventType.OPERATION_ADDED or errors or results:
+            return
+        for timeout in (2.0, None):  # the old code waited 2 s for itself, then said False
+            try:
+                results.append(d.drain_events(timeout))
+            except RuntimeError as exc:
+                errors.append(exc)
+                if timeout is not None:
+                    continue
+            break
+
+    d.subscribe(handler)
+    rec = EventRecorder(d)
+    first = d.add_operation(op())
+    rec.wait_for(EventType.OPERATION_ADDED, operation_id=first.id)
+    second = d.add_operation(op())  # later events still reach every subscriber
+    rec.wait_for(EventType.OPERATION_ADDED, operation_id=second.id)
+    assert d.drain_events(5) is True  # from another thread it works as before
+    assert results == []
+    assert len(errors) == 2
+    assert "notification handler" in str(errors[0]) and EVENT_THREAD in str(errors[0])
+
+
+def test_after_stop_no_event_restarts_the_event_thread(make_dispatcher) -> None:
+    d = make_dispatcher()
+    rec = EventRecorder(d)
+    d.start()
+    first = d.add_operation(op())
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=first.id)
+    d.stop()
+    assert event_threads_alive() == []
+    seen = len(rec.events)
+
+    d.complete_operation(first.id)
+    second = d.add_operation(op())
+    d.update_operation(second.id, {"priority": 3})
+    d.pause_dispatcher_runtime()
+    d.resume_dispatcher_runtime()
+    d.signals.set("door.closed", True)
+    assert event_threads_alive() == []  # nothing runs until start()
+    assert len(rec.events) == seen
+    assert d.drain_events(1) is False  # held for the next start, and says so at once
+    d.stop()  # stopping again is harmless and keeps the events held
+    assert event_threads_alive() == []
+
+    d.start()  # the held events come first, in order, then the new run
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=second.id)
+    assert rec.types()[seen:seen + 7] == [
+        EventType.OPERATION_COMPLETED,
+        EventType.OPERATION_ADDED,
+        EventType.OPERATION_UPDATED,
+        EventType.OPERATION_DISPATCHER_PAUSED,
+        EventType.OPERATION_DISPATCHER_RESUMED,
+        EventType.OPERATION_DISPATCHER_STARTED,
+        EventType.OPERATION_START_REQUESTED,
+    ]
+    d.stop()
+    assert event_threads_alive() == []
+
+
+def _event(event_type: EventType = EventType.OPERATION_ADDED) -> DispatchEvent:
+    return DispatchEvent(resource_id=R, event_type=event_type)
+
+
+def test_a_stopped_bus_holds_a_bounded_number_of_events(caplog) -> None:
+    bus = EventBus("bus-under-test", opens_on=EventType.OPERATION_DISPATCHER_STARTED, held_limit=3)
+    delivered: list[DispatchEvent] = []
+    bus.subscribe(delivered.append)
+    first = _event()
+    bus.publish(first)
+    assert bus.drain(5) is True
+    assert bus.stop(5) is True
+    held = [_event() for _ in range(5)]
+    with caplog.at_level(logging.WARNING, logger="operation_dispatcher.events"):
+        for event in held:
+            bus.publish(event)
+    assert bus.thread is not None and not bus.thread.is_alive()
+    assert bus.is_closed and bus.drain(5) is False
+    warnings = [r for r in caplog.records if "dropping the oldest" in r.getMessage()]
+    assert len(warnings) == 1  # once per stop, not once per event
+    started = _event(EventType.OPERATION_DISPATCHER_STARTED)
+    bus.publish(started)
+    assert bus.drain(5) is True
+    assert delivered == [first, *held[2:], started]  # the oldest two were dropped
+    assert bus.stop(5) is True
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_stop_delivers_what_came_before_it_and_holds_the_rest(reopen) -> None:
+    """A slow subscriber is still busy when stop() comes: earlier events are delivered,
+    later ones wait for the reopening event."""
+    bus = EventBus("bus-under-test", opens_on=EventType.OPERATION_DISPATCHER_STARTED)
+    release = threading.Event()
+    delivered: list[DispatchEvent] = []
+
+    def slow(event: DispatchEvent) -> None:
+        release.wait(5)
+        delivered.append(event)
+
+    bus.subscribe(slow)
+    before = [_event(), _event()]
+    for event in before:
+        bus.publish(event)
+    stopper = threading.Thread(target=bus.stop, args=(5,), name="stopper")
+    stopper.start()
+    while not bus.is_closed:  # bounded by the thread above, which closes at once
+        stopper.join(0.001)
+    after = _event()
+    bus.publish(after)
+    if reopen:
+        bus.publish(_event(EventType.OPERATION_DISPATCHER_STARTED))
+    release.set()
+    if reopen:  # reopened before the first stop() finished: it keeps running until stopped again
+        assert bus.drain(5) is True
+        assert delivered[:3] == [*before, after]
+        assert bus.stop(5) is True
+    stopper.join(5)
+    assert not stopper.is_alive()
+    if not reopen:
+        assert delivered == before
+        assert bus.drain(1) is False
+
+
+REQUEST_THREADS = f"operation-dispatcher-requests[{R}]"
+
+
+def test_after_stop_a_handshake_leaves_no_request_worker_alive(make_dispatcher) -> None:
+    asked = threading.Event()
+
+    def callback(event):
+        if event.event_type is EventType.OPERATION_CANCEL_REQUESTED:
+            asked.set()
+            return False
+        return True
+
+    d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=0)
+    rec = EventRecorder(d)
+    d.start()
+    running = d.add_operation(op())
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=running.id)
+    d.stop()
+    assert d.cancel_operation(running.id) is None  # the callback still answers after stop()
+    assert asked.is_set()
+    assert d.pause_operation(running.id) is True
+    workers = [t for t in threading.enumerate() if t.name.startswith(REQUEST_THREADS)]
+    for thread in workers:  # each ran one job for a caller and ends with it
+        thread.join(5)
+    assert [t.name for t in workers if t.is_alive()] == []
+    assert event_threads_alive() == []

@@ -467,3 +467,92 @@ def test_concurrent_handshakes_run_in_callers_threads(running, gate) -> None:
     gate.set()
     canceller.join(5)
     assert result["c"].outcome is ExecutionOutcome.CANCELLED
+
+
+# ------------------------------------------------------------------------ snapshots (issue 10 E.18)
+
+
+def test_update_copies_the_callers_values(make_dispatcher) -> None:
+    d = make_dispatcher()
+    added = d.add_operation(op(payload={"task": "pick"}))
+    updates: dict[str, Any] = {
+        "payload": {"task": "place", "points": [[0, 0], [1, 2]]},
+        "release_conditions": {"door": {"state": "closed"}},
+    }
+    d.update_operation(added.id, updates)
+    updates["payload"]["task"] = "drill"
+    updates["payload"]["points"][1].append(99)
+    updates["payload"]["extra"] = True
+    updates["release_conditions"]["door"]["state"] = "open"
+    stored = d.get_operation(added.id)
+    assert stored.payload == {"task": "place", "points": [[0, 0], [1, 2]]}
+    assert stored.release_conditions == {"door": {"state": "closed"}}
+    assert d.get_schedule()[0].payload == stored.payload
+
+
+def _mutate(event: Any) -> None:
+    """Everything a careless caller could change in an event it was given."""
+    event.meta_data["evil"] = True
+    for change in event.changes:
+        for value in (change.old_value, change.new_value):
+            if isinstance(value, dict):
+                value["evil"] = True
+            elif isinstance(value, list):
+                value.append("evil")
+    event.changes.append(ChangeRecord(field="evil"))
+
+
+def _updated_operation(d: Any) -> Operation:
+    added = d.add_operation(op(payload={"task": "pick"}), meta_data={"who": {"name": "ann"}})
+    d.update_operation(added.id, {"payload": {"task": "place", "tools": ["gripper"]}})
+    return added
+
+
+def _assert_untouched(d: Any, added: Operation) -> None:
+    assert d.get_operation(added.id).payload == {"task": "place", "tools": ["gripper"]}
+    events = d.list_events(added.id)
+    assert events[0].meta_data == {"who": {"name": "ann"}}
+    updated = events[1]
+    assert updated.event_type is EventType.OPERATION_UPDATED
+    assert updated.meta_data == {}
+    assert [c.to_dict() for c in updated.changes] == [{
+        "field": "payload",
+        "old_value": {"task": "pick"},
+        "new_value": {"task": "place", "tools": ["gripper"]},
+    }]
+    for event in d.get_history().events:
+        assert "evil" not in event.meta_data
+        assert all(c.field != "evil" for c in event.changes)
+
+
+def test_list_events_and_get_history_return_snapshots(make_dispatcher) -> None:
+    d = make_dispatcher()
+    added = _updated_operation(d)
+    for event in d.list_events(added.id):
+        _mutate(event)
+    history = d.get_history(resolve_operations=True)
+    for event in history.events:
+        _mutate(event)
+    history.operations[0].payload["evil"] = True
+    _assert_untouched(d, added)
+
+
+def test_a_subscriber_editing_its_event_cannot_change_the_operation(make_dispatcher) -> None:
+    """The change records of OPERATION_UPDATED carried the operation's own payload dict."""
+    d = make_dispatcher()
+    d.subscribe(_mutate)
+    added = _updated_operation(d)
+    assert d.drain_events(5) is True
+    assert d.get_operation(added.id).payload == {"task": "place", "tools": ["gripper"]}
+    assert d.get_schedule()[0].payload == {"task": "place", "tools": ["gripper"]}
+
+
+def test_meta_data_is_copied_where_it_enters(make_dispatcher) -> None:
+    d = make_dispatcher()
+    meta = {"who": {"name": "ann", "roles": ["operator"]}}
+    added = d.add_operation(op(), meta_data=meta)
+    d.update_operation(added.id, {"priority": 2}, meta_data=meta)
+    meta["who"]["name"] = "mallory"
+    meta["who"]["roles"].append("admin")
+    for event in d.list_events(added.id):
+        assert event.meta_data == {"who": {"name": "ann", "roles": ["operator"]}}

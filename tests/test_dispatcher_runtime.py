@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +15,7 @@ from operation_dispatcher import (
     PENDING,
     EventType,
     ExecutionState,
+    JournalError,
     Operation,
     OperationDispatcher,
 )
@@ -397,3 +401,106 @@ def test_stop_from_a_request_callback(make_dispatcher) -> None:
     assert errors == []
     assert not d.is_running
     assert d.get_operation(added.id).state is ExecutionState.QUEUED
+
+
+# ---------------------------------------------------------------------------- a start that fails
+
+# Run in a child process: RLIMIT_FSIZE (``ulimit -f``) is how a full disk looks to SQLite, and it
+# would limit pytest's own files too. SIGXFSZ is ignored, so a write past the limit fails (EFBIG)
+# instead of killing the process. A fresh journal lives in its WAL file until the first
+# checkpoint, so limiting the file size to the WAL's size makes the next commit fail.
+_START_ON_A_FULL_DISK = r"""
+import json, os, resource, signal, sys, urllib.error, urllib.request
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from operation_dispatcher import JournalError, Operation, OperationDispatcher
+from operation_dispatcher.http import ApiServer, create_app
+
+path = sys.argv[1]
+out = {}
+dispatcher = OperationDispatcher("robot-1", journal=path)
+server = ApiServer(create_app(dispatcher), "127.0.0.1", 0)
+server.start()
+
+def call(method, route):
+    body = b"" if method == "POST" else None
+    request = urllib.request.Request(server.url + route, method=method, data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except Exception as exc:
+        out[name] = f"{type(exc).__name__}: {exc}"
+
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+full = max(os.path.getsize(path), os.path.getsize(path + "-wal"))
+resource.setrlimit(resource.RLIMIT_FSIZE, (full, hard))
+attempt("start", dispatcher.start)
+out["running_after_failed_start"] = dispatcher.is_running
+out["threads_after_failed_start"] = sorted(t.name for t in __import__("threading").enumerate()
+                                           if t.name.startswith("operation-dispatcher["))
+attempt("stop", lambda: dispatcher.stop(timeout=5.0))
+out["http_start"] = call("POST", "/dispatcher/start")
+out["health"] = call("GET", "/health")[1]
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again
+out["http_start_again"] = call("POST", "/dispatcher/start")[0]
+out["running"] = dispatcher.is_running
+out["health_again"] = call("GET", "/health")[1]
+added = dispatcher.add_operation(Operation(resource_id="robot-1"))
+out["added_state"] = dispatcher.get_operation(added.id).state.value
+server.stop()
+attempt("close", lambda: dispatcher.close(timeout=5.0))
+print(json.dumps(out))
+"""
+
+
+def test_a_start_the_journal_cannot_record_raises_and_can_be_retried(tmp_path) -> None:
+    # issue 10, C.7: start() returned, is_running said true, the loop thread was dead, stop()
+    # raised ThreadDidNotStop forever and start() said "already running".
+    done = subprocess.run(
+        [sys.executable, "-c", _START_ON_A_FULL_DISK, str(tmp_path / "state.db")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["start"].startswith("JournalError: journal "), out
+    assert "write failed, change not made" in out["start"]
+    assert out["running_after_failed_start"] is False
+    assert out["threads_after_failed_start"] == []  # no loop thread was left behind
+    assert out["stop"] == "ok"
+    status, body = out["http_start"]
+    assert status == 503 and body["code"] == "journal_unavailable", body
+    assert body["state"]["is_running"] is False and body["state"]["runtime_thread_alive"] is False
+    assert "journal" in body["state"]["runtime_last_error"]
+    assert out["health"]["dispatcher_running"] is False
+    # once the disk has room, the same dispatcher starts and dispatches
+    assert out["http_start_again"] == 202
+    assert out["running"] is True and out["health_again"]["dispatcher_running"] is True
+    assert out["added_state"] == "RUNNING"
+    assert out["close"] == "ok"
+
+
+def test_start_after_close_is_a_clear_error(tmp_path) -> None:
+    # issue 10, C.7: start() after close() wedged the dispatcher like a full disk did
+    d = OperationDispatcher(R, journal=tmp_path / "state.db")
+    d.start()
+    d.close(timeout=5.0)
+    with pytest.raises(JournalError, match="is closed") as caught:
+        d.start()
+    assert str(tmp_path / "state.db") in str(caught.value)
+    with pytest.raises(JournalError, match="is closed"):
+        d.run()
+    assert d.is_running is False and d.get_state().is_running is False
+    d.stop(timeout=5.0)  # returns: nothing runs
+    d.close(timeout=5.0)  # and closing twice is fine
+    again = OperationDispatcher(R, journal=tmp_path / "state.db")  # the file was released
+    again.start()
+    assert again.is_running
+    again.close(timeout=5.0)
+

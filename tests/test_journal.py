@@ -32,7 +32,7 @@ from operation_dispatcher import (
     TerminationReason,
     ValidationError,
 )
-from operation_dispatcher.journal import MIGRATIONS, SCHEMA_VERSION
+from operation_dispatcher.journal import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 R = "robot-1"
 E = EventType
@@ -764,3 +764,193 @@ def test_memory_journal_means_no_journal(tmp_path, monkeypatch, open_dispatcher)
 def test_a_journal_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(ValidationError):
         OperationDispatcher(R, journal=42)
+
+
+# ------------------------------------------------------------------------------ any error in a write
+
+HUGE = 10**5000  # json cannot encode it (int to str is limited to 4,300 digits): a ValueError
+
+
+def test_any_error_in_a_write_rolls_back_file_and_memory(path, open_dispatcher) -> None:
+    # issue 10, C.8: a ValueError from json left the transaction open and the operation RUNNING
+    # in memory (never written, never announced); the next add failed with "cannot start a
+    # transaction within a transaction".
+    dispatcher = open_dispatcher(path)
+    recorder = EventRecorder(dispatcher)
+    dispatcher.start()
+    counts = dispatcher.journal.counts()
+    bad = op(payload={"n": HUGE})
+    with pytest.raises(JournalError) as caught:
+        dispatcher.add_operation(bad)
+    assert "ValueError" in str(caught.value) and "change not made" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert dispatcher.journal._conn.in_transaction is False
+    assert dispatcher.journal.counts() == counts
+    assert dispatcher.get_operation(bad.id) is None  # not queued, not RUNNING: not there
+    assert dispatcher.current_operation is None and dispatcher.get_schedule() == []
+
+    good = dispatcher.add_operation(op())  # the next, unrelated add works and starts
+    recorder.wait_for(E.OPERATION_STARTED, operation_id=good.id)
+    assert dispatcher.current_operation.id == good.id
+    assert not recorder.matching(E.OPERATION_ADDED, operation_id=bad.id)
+    dispatcher.close()
+    reopened = open_dispatcher(path)
+    assert reopened.get_operation(bad.id) is None
+    assert reopened.get_operation(good.id) is not None
+
+
+def test_a_completion_that_cannot_be_written_leaves_the_operation_running(
+    path, open_dispatcher
+) -> None:
+    dispatcher = open_dispatcher(path)
+    running = dispatcher.add_operation(op())
+    assert dispatcher.step_dispatch().id == running.id
+    with pytest.raises(JournalError, match="ValueError"):
+        dispatcher.complete_operation(running.id, meta_data={"report": HUGE})
+    assert dispatcher.journal._conn.in_transaction is False
+    assert dispatcher.current_operation.state is ExecutionState.RUNNING
+    assert E.OPERATION_COMPLETED not in types(dispatcher.list_events(running.id))
+    done = dispatcher.complete_operation(running.id, meta_data={"report": "ok"})
+    assert done.outcome is ExecutionOutcome.SUCCESS
+
+
+def test_a_journal_that_cannot_be_read_back_stops_starting(path, open_dispatcher) -> None:
+    # A failed write is undone by reading the journal back; when even that fails (here: the
+    # journal was closed under the dispatcher), memory may disagree with the file, so the
+    # dispatcher starts nothing more and every change says why.
+    journal = Journal(path)
+    dispatcher = open_dispatcher(journal)
+    dispatcher.add_operations([op(), op()])
+    journal.close()
+    with pytest.raises(JournalError, match="is closed"):
+        dispatcher.step_dispatch()
+    with pytest.raises(JournalError, match="could not be undone"):
+        dispatcher.pause_dispatcher_runtime()
+    assert dispatcher.step_dispatch() is None
+
+
+# ------------------------------------------------------------------------------ foreign files
+
+
+def _sqlite_file(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def _other_app(path: Path) -> None:
+    _sqlite_file(path, "CREATE TABLE users (name TEXT)", "INSERT INTO users VALUES ('ann')")
+
+
+def _other_user_version(path: Path) -> None:
+    _sqlite_file(path, "PRAGMA user_version = 7")
+
+
+def _our_version_other_tables(path: Path) -> None:
+    _sqlite_file(path, "CREATE TABLE operations (x)", "PRAGMA user_version = 1")
+
+
+def _journal_plus_a_table(path: Path) -> None:
+    Journal(path).close()
+    _sqlite_file(path, "CREATE TABLE extra (x)")
+
+
+def _other_application_id(path: Path) -> None:
+    _sqlite_file(path, "PRAGMA application_id = 1234")
+
+
+def _not_sqlite(path: Path) -> None:
+    path.write_text("name,age\nann,42\n" * 50, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "make, detail",
+    [
+        (_other_app, "tables found: users"),
+        (_other_user_version, "user_version is 7"),
+        (_our_version_other_tables, "tables found: operations"),
+        (_journal_plus_a_table, "extra"),
+        (_other_application_id, "application_id is 0x4d2"),
+        (_not_sqlite, "file is not a database"),
+    ],
+)
+def test_a_file_that_is_not_a_journal_is_refused_untouched(tmp_path, make, detail) -> None:
+    # issue 10, C.9: another application's SQLite file got four tables, a user_version and WAL
+    path = tmp_path / "other.db"
+    make(path)
+    before = path.read_bytes()
+    stamp = path.stat().st_mtime_ns
+    with pytest.raises(JournalError) as caught:
+        OperationDispatcher(R, journal=path)
+    message = str(caught.value)
+    assert "not an operation-dispatcher journal" in message and detail in message, message
+    assert str(path) in message and "untouched" in message
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, -shm, -journal
+
+
+def test_an_empty_database_becomes_a_journal(path, open_dispatcher) -> None:
+    _sqlite_file(path, "PRAGMA page_size = 8192", "VACUUM")  # a database without tables
+    assert path.stat().st_size > 0
+    dispatcher = open_dispatcher(path)
+    added = dispatcher.add_operation(op())
+    dispatcher.close()
+    assert open_dispatcher(path).get_operation(added.id) is not None
+
+
+def test_a_journal_of_the_previous_release_is_still_opened(path, open_dispatcher) -> None:
+    dispatcher = open_dispatcher(path)
+    added = dispatcher.add_operation(op())
+    dispatcher.close()
+    # the previous release set no application_id and recorded no resource id
+    _sqlite_file(path, "PRAGMA application_id = 0", "DELETE FROM dispatcher_state")
+    reopened = open_dispatcher(path)
+    assert reopened.get_schedule()[0].id == added.id
+    reopened.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute(
+            "SELECT value FROM dispatcher_state WHERE key = 'resource_id'"
+        ).fetchone() == (R,)
+    conn.close()
+
+
+# ------------------------------------------------------------------------------ one resource
+
+
+def test_a_journal_refuses_another_resource(path) -> None:
+    # issue 10, C.10: a journal written for lathe-1 opened under press-9, which then owned
+    # lathe-1's queued jobs
+    lathe = OperationDispatcher("lathe-1", journal=path)
+    queued = lathe.add_operation(Operation(resource_id="lathe-1"))
+    lathe.close()
+    with Journal(path) as journal:
+        assert journal.resource_id is None  # known once a dispatcher claimed it
+    with pytest.raises(JournalError) as caught:
+        OperationDispatcher("press-9", journal=path)
+    message = str(caught.value)
+    assert "'lathe-1'" in message and "'press-9'" in message and str(path) in message
+    assert "\n" not in message
+    again = OperationDispatcher("lathe-1", journal=path)  # refused, and the file released
+    assert again.get_schedule()[0].id == queued.id
+    assert again.journal.resource_id == "lathe-1"
+    again.close()
+
+
+def test_an_old_journal_without_a_resource_id_takes_its_operations_resource(path) -> None:
+    lathe = OperationDispatcher("lathe-1", journal=path)
+    lathe.add_operation(Operation(resource_id="lathe-1"))
+    lathe.close()
+    _sqlite_file(path, "DELETE FROM dispatcher_state WHERE key = 'resource_id'")
+    with pytest.raises(JournalError, match="'lathe-1', not 'press-9'"):
+        OperationDispatcher("press-9", journal=path)
+
+
+def test_an_old_empty_journal_without_a_resource_id_adopts_the_first(path) -> None:
+    OperationDispatcher("lathe-1", journal=path).close()
+    _sqlite_file(path, "DELETE FROM dispatcher_state WHERE key = 'resource_id'")
+    OperationDispatcher("press-9", journal=path).close()  # adopted
+    with pytest.raises(JournalError, match="'press-9', not 'lathe-1'"):
+        OperationDispatcher("lathe-1", journal=path)

@@ -88,11 +88,12 @@ def test_meta_data_and_decision_data_refuse_what_json_cannot_carry(
         lambda: dispatcher.resume_operation(queued.id, meta_data=meta),
         lambda: dispatcher.complete_operation(queued.id, meta_data=meta),
         lambda: dispatcher.fail_operation(queued.id, meta_data=meta),
-        lambda: dispatcher.decide(uuid4(), True, data=meta),
     ]
     for call in calls:
         with pytest.raises(ValidationError):
             call()
+    with pytest.raises(TypeError if isinstance(meta, str) else ValidationError):
+        dispatcher.decide(uuid4(), True, data=meta)  # decide() says TypeError for a non-dict
     with pytest.raises(ValidationError):
         dispatcher.decide(uuid4(), False, reasoning="\ud800")
     assert [op.id for op in dispatcher.get_schedule()] == [queued.id]

@@ -2,8 +2,9 @@
 
 The answers keep the original's shape ``{"message", "state"}`` (also for a refusal, 409); a
 refusal also carries the envelope's ``error`` and ``code``. Start and stop answer 202, pause
-and resume 200, as in the original. ``state`` is the dispatcher's state plus
-``runtime_thread_alive`` and ``runtime_last_error``.
+and resume 200, as in the original; a start the journal cannot record answers 503
+(``journal_unavailable``, the status of JournalError everywhere) and leaves the loop stopped.
+``state`` is the dispatcher's state plus ``runtime_thread_alive`` and ``runtime_last_error``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
-from ..errors import DispatcherError
+from ..errors import DispatcherError, JournalError
 from .errors import status_of
 from .schemas import OperationDispatcherRuntimeActionResponse, OperationDispatcherState
 from .state import ApiState, api_blueprint, json_response
@@ -60,6 +61,11 @@ class RuntimeControl:
                                     "dispatcher_already_running")
             try:
                 self._dispatcher.start()
+            except JournalError as exc:  # not running; a later start may succeed
+                self.last_error = str(exc)
+                log.error("the dispatcher failed to start: %s", exc)
+                status, code = status_of(exc)
+                return self._answer(status, f"operation dispatcher failed to start: {exc}", code)
             except RuntimeError as exc:  # started by someone else between the check and here
                 if self._dispatcher.is_running:
                     return self._answer(409, "operation dispatcher is already running",
@@ -110,7 +116,8 @@ def runtime_blueprint(state: ApiState) -> APIBlueprint:
         return json_response(runtime.state_payload())
 
     @bp.post("/dispatcher/start", operation_id="start_operation_dispatcher",
-             summary="Start the dispatcher loop (202)", responses={202: action, **refused})
+             summary="Start the dispatcher loop (202); 503 if the journal cannot record it",
+             responses={202: action, **refused, 503: action})
     def start_operation_dispatcher() -> Response:
         return runtime.start()
 
