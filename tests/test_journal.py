@@ -768,7 +768,15 @@ def test_a_journal_of_the_wrong_type_is_refused() -> None:
 
 # ------------------------------------------------------------------------------ any error in a write
 
-HUGE = 10**5000  # json cannot encode it (int to str is limited to 4,300 digits): a ValueError
+class _Unwritable:
+    """A payload value the models let through (shown as text) whose text raises ValueError, as
+    an int over 4,300 digits did in json before validation refused such ints (D.13)."""
+
+    def __str__(self) -> str:
+        raise ValueError("this value cannot be written")
+
+
+HUGE = _Unwritable()  # a ValueError inside the journal write
 
 
 def test_any_error_in_a_write_rolls_back_file_and_memory(path, open_dispatcher) -> None:
