@@ -44,7 +44,7 @@ TAG = Tag(name="Events", description="live events (Server-Sent Events)")
 #: Bytes one stream client may have waiting, in its queue and again unsent at the server.
 DEFAULT_STREAM_BUFFER_BYTES = 2 * 1024 * 1024
 _CLOSE = "close"  # a client's ending reason when the server shuts down
-_POLL_SECONDS = 1.0  # how often a waiting stream checks whether its client went away
+_POLL_SECONDS = 1.0  # how often a waiting stream checks whether the server closed its socket
 
 
 def format_event(event: DispatchEvent) -> str | None:
