@@ -476,8 +476,8 @@ class BaseBridge:
             )
         elif exc is not None:
             self.logger.debug("%s: still unreachable (%s)", self.thread_name, exc)
-        if exc is not None:
-            self._last_error = str(exc)
+        if exc is not None:  # a bridge error's reason: the status already names the bridge
+            self._last_error = str(getattr(exc, "reason", None) or exc)
         elif self.stopping:
             self._last_error = "the bridge is stopped"
         self._mark_offline()

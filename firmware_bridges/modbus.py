@@ -328,8 +328,10 @@ class ModbusBridge(BaseBridge):
     # ================================================================ hooks
     def _connect(self) -> None:
         _PYMODBUS_FILTER.forget()
-        self._refused = {}
-        self._plan = _batch(self._addresses())  # a new connection may be to a fixed PLC
+        # refused reads stay known (each is logged once); the plan is made again for a new
+        # connection, which may be to a PLC whose program was fixed meanwhile
+        self._refused = {key: error for key, error in self._refused.items() if key[0] != "write"}
+        self._plan = _batch(self._addresses())
         if self.transport == "rtu":
             assert self.serial_port is not None
             self._client = ModbusSerialClient(
@@ -439,13 +441,15 @@ class ModbusBridge(BaseBridge):
                 if count > 1:
                     self._split(kind, start, count)
                     return self._read_all()
-                refused[kind, start] = str(exc)
+                refused[kind, start] = exc.reason
                 continue
             values = response.bits if kind in _BIT_KINDS else response.registers
             self._count("reads")
             for offset in range(count):
                 raw[kind, start + offset] = values[offset]
         self._report_refused(refused)
+        if self._plan and not raw:  # nothing readable (a wrong device_id): not online, and why
+            raise BridgeProtocolError(self.name, self._last_error or "every read was refused")
         return raw
 
     def _split(self, kind: str, start: int, count: int) -> None:
@@ -511,7 +515,7 @@ class ModbusBridge(BaseBridge):
             self._fail_start(op_id, f"the start sequence failed ({exc}); check the machine",
                              plc_state="unknown")
             if isinstance(exc, ModbusRefused):  # the PLC answered: the connection is fine
-                self._report_refused({**self._refused, ("write", exc.address): str(exc)})
+                self._report_refused({**self._refused, ("write", exc.address): exc.reason})
                 return
             raise
         self._active = op_id

@@ -550,7 +550,7 @@ class BridgeStatus(ResponseModel):
     running: bool = Field(description="the bridge thread is alive")
     online: bool = Field(description="the device is connected and answering")
     last_error: str | None = Field(
-        None, description="why the device is offline, or a configuration error it reported "
+        description="why the device is offline, or a configuration error it reported "
                           "(a Modbus exception response with the address and code)"
     )
     counters: BridgeCounters
