@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -477,3 +478,61 @@ def test_a_device_silent_on_an_open_line_goes_offline_until_its_next_line(pty_pa
     pty_pair.write(b"SIG ready=true\n")  # the device speaks again: online, released, RUN sent
     rec.wait_for(STARTED, operation_id=held.id)
     assert pty_pair.read_line() == f"RUN {held.id} weld seam=3".encode()
+
+
+# ------------------------------------------------------------------------------ issue 10
+
+
+def test_a_device_inventing_signal_names_is_bounded_by_max_signals(
+    make_sim, make_bridge, make_api, caplog
+) -> None:
+    """D.15: ``SIG sample_N=1`` for ever-new N: the signals stop at max_signals, the excess is
+    counted as malformed and warned about once per interval, GET /signals stays small."""
+    assert SerialLineBridge(None, "x", "loop://").max_signals == 256  # the default
+    caplog.set_level(logging.WARNING, logger="firmware_bridges.serial_line")
+    sim = make_sim(signals={"alive": 1})
+    d, bridge = make_bridge(sim.url, executor=False, max_signals=8)
+    flood = 5000
+    sim.send_bytes(b"".join(b"SIG sample_%d=1\n" % i for i in range(flood)) + b"SIG alive=2\n")
+    wait_signal(d, "dev1.alive", 2)  # the line after the flood: all of it was read
+
+    names = [s.name for s in d.signals.snapshot()]
+    assert len(names) == 1 + 8 and "dev1.online" in names  # online + alive + 7 samples
+    assert "dev1.sample_6" in names and "dev1.sample_7" not in names
+    assert bridge.counters["malformed"] == flood - 7
+    warned = [r.getMessage() for r in caplog.records if "max_signals=8" in r.getMessage()]
+    assert len(warned) == 1 and "dev1.sample_7" in warned[0]
+    assert d.signals.holds("dev1.sample_0", 1)  # the signals within the bound still update
+    api = make_api(d)
+    assert len(api.get("/signals").json()) == 9
+
+
+def test_a_stalled_line_does_not_stall_the_other_subscribers(make_bridge) -> None:
+    """E.20: RUN is written on the bridge's own thread: while the device does not read (its
+    buffer full, the write blocked), every other subscriber still gets its events."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the peer
+    peer: list[socket.socket] = []
+
+    def hello(raw: bytes) -> None:
+        peer.append(listener.accept()[0])
+        peer[0].sendall(raw)
+
+    try:
+        d, bridge = make_bridge(f"socket://127.0.0.1:{listener.getsockname()[1]}",
+                                write_timeout=10.0, hello=hello)
+        rec = EventRecorder(d)
+        big = d.add_operation(op(payload={"command": "x" * 32_000_000}))  # far over any buffer
+        rec.wait_for(STARTED, operation_id=big.id)
+        ready, _, _ = select.select(peer, [], [], 5.0)
+        assert ready, "the bridge never started writing RUN"
+        assert bridge.counters["errors"] == 0  # ...and is still writing: the peer reads nothing
+
+        other = d.add_operation(op())  # events keep flowing to every other subscriber
+        rec.wait_for(EventType.OPERATION_ADDED, operation_id=other.id, timeout=3.0)
+        d.pause_operation(big.id)
+        rec.wait_for(EventType.OPERATION_PAUSED, operation_id=big.id, timeout=3.0)
+        assert bridge.counters["errors"] == 0 and bridge.is_running  # the write is still stuck
+    finally:
+        for sock in (*peer, listener):
+            sock.close()  # the write fails at once: the bridge reconnects, then stops
