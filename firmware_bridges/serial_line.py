@@ -326,6 +326,9 @@ class SerialLineBridge(BaseBridge):
 
     def _start(self, op_id: str) -> None:
         """Send ``RUN``; a payload without the command fails the operation, a write error too."""
+        if not self.is_online:  # fell silent since the start was queued: never RUN to a hung device
+            self._fail_start(op_id, "the device is offline")
+            return
         try:
             body = proto.format_run(op_id, self._command_of(op_id))
         except ValueError as exc:
