@@ -18,6 +18,7 @@ from firmware_bridges.serial_line import SerialLineBridge
 from firmware_bridges.simulators.plc import PlcSimulator
 from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
 from operation_dispatcher import EventType, ExecutionOutcome, Operation, OperationDispatcher
+from operation_dispatcher.config import ConfigError, parse_config
 from operation_dispatcher.http import create_app
 
 HOST = "127.0.0.1"
@@ -390,3 +391,13 @@ def test_a_modbus_executor_and_a_signal_only_serial_bridge_record_what_the_devic
             bridge.stop()
         device.stop()
         plc.stop()
+
+
+def test_the_default_max_age_of_http_signals_is_a_checked_config_key() -> None:
+    """A.5: ``[http] signal_max_age_seconds`` (default 60 s) is what serve gives the app."""
+    assert parse_config({}).http.signal_max_age_seconds == 60.0
+    assert parse_config({"http": {"signal_max_age_seconds": 2.5}}).http.signal_max_age_seconds == 2.5
+    for bad in (0, -1, "60", True, float("inf")):
+        with pytest.raises(ConfigError) as raised:
+            parse_config({"http": {"signal_max_age_seconds": bad}})
+        assert raised.value.errors[0].startswith("http.signal_max_age_seconds: must be a number > 0")
