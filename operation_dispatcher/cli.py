@@ -130,7 +130,7 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(
         dispatcher, token=http.token, max_body_bytes=http.max_body_bytes,
         heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
-        bridges=bridges,
+        bridges=bridges, signal_max_age_seconds=http.signal_max_age_seconds,
     )
     try:
         server = ApiServer(app, http.host, http.port, threads=http.threads)

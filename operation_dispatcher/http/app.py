@@ -29,7 +29,7 @@ from .operations import operations_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
 from .signals import signals_blueprint
-from .state import ApiState, Bridge
+from .state import DEFAULT_SIGNAL_MAX_AGE, ApiState, Bridge
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
@@ -61,6 +61,7 @@ def create_app(
     event_queue_size: int = 1000,
     stop_timeout: float = 10.0,
     bridges: Sequence[Bridge] = (),
+    signal_max_age_seconds: float | None = DEFAULT_SIGNAL_MAX_AGE,
 ) -> OpenAPI:
     """The REST API of ``dispatcher`` as a Flask (flask-openapi3) application.
 
@@ -79,6 +80,8 @@ def create_app(
     :param stop_timeout: seconds ``POST /dispatcher/stop`` waits for the dispatcher threads.
     :param bridges: the hardware bridges feeding ``dispatcher``, listed with their health and
         counters under ``/bridges`` (the app neither starts nor stops them).
+    :param signal_max_age_seconds: the max age of a signal written by ``PUT /signals/<name>``
+        without one (None: such a signal never goes stale).
     """
     if token is not None and not token:
         raise ValueError("token must be a non-empty string or None")
@@ -113,6 +116,7 @@ def create_app(
         ),
         token=token,
         max_body_bytes=max_body_bytes,
+        signal_max_age_seconds=signal_max_age_seconds,
         bridges=by_name,
     )
     app.extensions["operation_dispatcher"] = state
