@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from operation_dispatcher import DispatchEvent, OperationDispatcher, TerminationReason
+from operation_dispatcher import DispatchEvent, Operation, OperationDispatcher, TerminationReason
 from operation_dispatcher.errors import DispatcherError, ThreadDidNotStop, ValidationError
 
 __all__ = [
@@ -320,6 +320,23 @@ class BaseBridge:
     def _handles_events(self) -> bool:
         """Whether :meth:`start` subscribes :meth:`_on_event` to the dispatcher."""
         return type(self)._on_event is not BaseBridge._on_event
+
+    def _become_executor(self) -> None:
+        """Claim the dispatcher's one executor seat; a bridge that runs jobs calls this last in
+        its ``__init__``, so a second executor fails when it is built (ExecutorConflict names
+        both). From then on no operation starts while ``<name>.online`` is not a fresh True.
+        If the journal says this bridge was running an operation when the last process ended,
+        :meth:`_reattach` takes it over: the device finishes it, nothing is sent again."""
+        if self.dispatcher is None:  # check-config builds bridges without a dispatcher
+            return
+        recovered = self.dispatcher.attach_executor(self.name)
+        if recovered is not None:
+            self._reattach(recovered)
+
+    def _reattach(self, operation: Operation) -> None:
+        """Watch ``operation``, started on the device by a previous process (thread not yet
+        running, so no lock is needed)."""
+        raise NotImplementedError
 
     def _fail_start(self, op_id: Any, reason: str) -> None:
         """Fail an operation the bridge could not start (EXTERNAL_ERROR, the reason in meta_data)."""

@@ -66,7 +66,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "ModbusBridge needs pymodbus: pip install 'operation-dispatcher[modbus]'"
     ) from exc
 
-from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
+from operation_dispatcher import (
+    DispatchEvent,
+    EventType,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+)
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
 from .base import (
@@ -298,6 +304,12 @@ class ModbusBridge(BaseBridge):
         # the operation the PLC was told to start: set and cleared on the bridge thread only
         self._active: UUID | None = None
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        if self.executor is not None:
+            self._become_executor()
+
+    def _reattach(self, operation: Operation) -> None:
+        # its done / error bit finishes it; the bits carry no id, see the README
+        self._active = operation.id
 
     # ================================================================ configuration
     def _addresses(self) -> dict[str, set[int]]:

@@ -33,7 +33,13 @@ import threading
 import time
 from typing import Any
 
-from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
+from operation_dispatcher import (
+    DispatchEvent,
+    EventType,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+)
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
 from . import serial_protocol as proto
@@ -142,6 +148,12 @@ class SerialLineBridge(BaseBridge):
         # the operation the device was told to RUN: set and cleared on the bridge thread only
         self._running_id: str | None = None
         self._last_line = 0.0  # time.monotonic() of the last well-formed line
+        if executor:
+            self._become_executor()
+
+    def _reattach(self, operation: Operation) -> None:
+        # DONE <id> / ERR <id> finish it; PAUSE, RESUME and CANCEL go to the device again
+        self._running_id = str(operation.id)
 
     @property
     def endpoint(self) -> str:
