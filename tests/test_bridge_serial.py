@@ -71,10 +71,9 @@ def make_bridge(make_dispatcher) -> Iterator[Callable[..., tuple[OperationDispat
     """``make_bridge(url, **kwargs)`` -> (started dispatcher, online bridge named dev1).
 
     The bridges of this file are executors unless a test says ``executor=False`` (the class
-    default is off). An operation started while the device is offline fails at once (nothing
-    can run it), so every test waits for ``dev1.online`` (a first line from the device) before
-    adding work; ``hello(raw)`` writes that line for a peer that does not speak first (a pty).
-    Real setups put ``{"dev1.online": true}`` in the release conditions.
+    default is off). An executor's ``dev1.online`` gates every start, so every test waits for
+    it (a first line from the device) before adding work; ``hello(raw)`` writes that line for a
+    peer that does not speak first (a pty).
     """
     made: list[SerialLineBridge] = []
 
@@ -475,6 +474,23 @@ def test_a_device_silent_on_an_open_line_goes_offline_until_its_next_line(pty_pa
     pty_pair.write(b"SIG ready=true\n")  # the device speaks again: online, released, RUN sent
     rec.wait_for(STARTED, operation_id=held.id)
     assert pty_pair.read_line() == f"RUN {held.id} weld seam=3".encode()
+
+
+def test_a_start_that_reaches_a_silent_device_fails_and_sends_nothing(pty_pair: Pty, make_bridge) -> None:
+    """Should a start reach the bridge while the device is offline (here: the executor was
+    detached, so nothing gates it), it fails at once; no RUN is kept for the device's return."""
+    d, bridge = make_bridge(pty_pair.path, max_age_seconds=0.3, hello=pty_pair.write)
+    rec = EventRecorder(d)
+    wait_signal(d, "dev1.online", False)
+    d.detach_executor("dev1")
+    nothing_runs = d.add_operation(op())
+    failed = rec.wait_for(FAILED, operation_id=nothing_runs.id)[0]
+    assert failed.meta_data["reason"] == "the device is offline"
+    pty_pair.write(b"SIG ready=true\n")
+    wait_signal(d, "dev1.online", True)
+    after = d.add_operation(op())
+    rec.wait_for(STARTED, operation_id=after.id)
+    assert pty_pair.read_line() == f"RUN {after.id} weld seam=3".encode()  # the first line sent
 
 
 # ------------------------------------------------------------------------------ issue 10
