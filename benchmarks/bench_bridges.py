@@ -455,12 +455,13 @@ def serial_latencies(probe: LineProbe, repeat: int, warmup: int) -> tuple[list[f
             completed_at[event.operation_id] = time.perf_counter()
             completed.set()
 
-    sim = SerialDeviceSimulator(run_seconds=None, ack=False, repeat_seconds=None)
+    # a signal repeated each second: the bridge is online only while the device talks
+    sim = SerialDeviceSimulator(run_seconds=None, ack=False, signals={"alive": 1}, repeat_seconds=1.0)
     url = sim.listen_tcp()
     sim.start()
     dispatcher = OperationDispatcher(RESOURCE)  # no request callback: every start approved
     dispatcher.subscribe(on_event)
-    bridge = SerialLineBridge(dispatcher, "dev1", url)
+    bridge = SerialLineBridge(dispatcher, "dev1", url, executor=True)
     ours: list[float] = []
     base: list[float] = []
     try:

@@ -25,28 +25,36 @@ fills in the I/O hooks:
     read (for example pyserial's ``cancel_read()``). Everything else stays on the bridge thread.
 ``_on_event(event)``
     optional; every dispatcher event except ``*_REQUESTED`` ones, on the dispatcher's event
-    thread. Executor bridges override it and queue commands for the bridge thread (no I/O
-    there: one client, one thread). The base subscribes on :meth:`start` only when the
-    subclass overrides it (or ``_handles_events()`` says so) and unsubscribes on :meth:`stop`.
+    thread. Executor bridges override it and queue commands for the bridge thread with
+    :meth:`BaseBridge._queue_command` (no I/O there: the event thread is shared by every
+    subscriber, SSE streams and user callbacks included, and a stalled device must not stall
+    them); the bridge thread takes them with ``_next_command()``. The base subscribes on
+    :meth:`start` only when the subclass overrides it (or ``_handles_events()`` says so) and
+    unsubscribes on :meth:`stop`.
 
 Every signal a bridge writes goes through :meth:`BaseBridge.set_signal`, which names it
 ``<bridge>.<local name>`` and stamps it with the bridge's ``max_age_seconds``: when the device
 falls silent its signals go stale and no release condition stays true on old data. When the
 bridge notices the device is gone it expires every signal it wrote at once (their last values
-stay on show, stale), whether or not they have a max age.
+stay on show, stale), whether or not they have a max age. A bridge writes at most
+``max_signals`` distinct signals besides ``<name>.online`` (a device inventing names must not
+grow memory without bound); more are dropped and counted as ``malformed``. The bridge claims its
+prefix ``<name>.`` on the dispatcher's signal board, so nobody else (the HTTP API) writes its
+signals.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from operation_dispatcher import DispatchEvent, OperationDispatcher
+from operation_dispatcher import DispatchEvent, Operation, OperationDispatcher, TerminationReason
 from operation_dispatcher.errors import DispatcherError, ThreadDidNotStop, ValidationError
 
 __all__ = [
@@ -58,6 +66,8 @@ __all__ = [
 ]
 
 COUNTER_NAMES = ("reads", "errors", "reconnects", "malformed")
+#: default bound on the distinct signals one bridge writes (``<name>.online`` not counted)
+DEFAULT_MAX_SIGNALS = 256
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a signal prefix and a URL path segment
 
 
@@ -106,6 +116,8 @@ class BaseBridge:
         the bridge goes offline).
     :param reconnect_initial: the first wait after a failed or lost connection, in seconds.
     :param reconnect_max: the backoff doubles up to this many seconds.
+    :param max_signals: most distinct signals the bridge writes besides ``<name>.online``;
+        more are dropped, counted as ``malformed`` and warned about once per interval.
     :param logger: a logger to use instead of ``firmware_bridges.<module>``.
     """
 
@@ -125,6 +137,7 @@ class BaseBridge:
         max_age_seconds: float | None = None,
         reconnect_initial: float = 0.1,
         reconnect_max: float = 5.0,
+        max_signals: int = DEFAULT_MAX_SIGNALS,
         logger: logging.Logger | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
@@ -138,11 +151,14 @@ class BaseBridge:
             raise ValidationError(
                 "reconnect_max", f"must be >= reconnect_initial ({reconnect_initial}), got {reconnect_max!r}"
             )
+        if type(max_signals) is not int or not 1 <= max_signals <= 1_000_000:
+            raise ValidationError("max_signals", f"must be an integer 1..1000000, got {max_signals!r}")
         self.dispatcher = dispatcher
         self.name = name
         self.max_age_seconds = max_age_seconds
         self.reconnect_initial = float(reconnect_initial)
         self.reconnect_max = float(reconnect_max)
+        self.max_signals = max_signals
         self.logger = logger or logging.getLogger(type(self).__module__)
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -154,6 +170,11 @@ class BaseBridge:
         self._online: bool | None = None  # None: no connection attempt yet
         self._confirmed = False  # this connection has had a successful exchange
         self._unsubscribe: Callable[[], None] | None = None
+        # (command, operation id, argument): queued on the event thread, run on the bridge thread
+        self._commands: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self._last_error: str | None = None  # why the bridge is offline, or a configuration error
+        if dispatcher is not None:  # None: check-config only builds the bridge to check it
+            dispatcher.signals.claim(f"{name}.", self.owner)
 
     # ================================================================ public API
     @property
@@ -180,14 +201,26 @@ class BaseBridge:
         """Where the device is, for people: ``tcp://host:port``, a serial URL, ..."""
         return ""
 
+    @property
+    def owner(self) -> str:
+        """How the signal board names this bridge as the owner of ``<name>.*``."""
+        return f"bridge {self.name}"
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the device is offline, or a configuration error it reported; None when fine."""
+        return self._last_error
+
     def status(self) -> dict[str, Any]:
-        """A snapshot for the API and dashboards: name, kind, endpoint, running, online, counters."""
+        """A snapshot for the API and dashboards: name, kind, endpoint, running, online,
+        last_error, counters."""
         return {
             "name": self.name,
             "kind": self.kind,
             "endpoint": self.endpoint,
             "running": self.is_running,
             "online": self.is_online,
+            "last_error": self.last_error,
             "counters": self.counters,
         }
 
@@ -239,14 +272,28 @@ class BaseBridge:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def set_signal(self, local_name: str, value: Any) -> None:
-        """Write ``<name>.<local_name>`` with the bridge's max age (goes stale when silent)."""
+    def set_signal(self, local_name: str, value: Any) -> bool:
+        """Write ``<name>.<local_name>`` with the bridge's max age (goes stale when silent).
+
+        Returns False, counting it as ``malformed``, for a new name beyond ``max_signals``.
+        """
         if not self._confirmed and threading.current_thread() is self._thread:
             self._confirm_online()  # data from the device: the exchange worked, online first
         full = f"{self.name}.{local_name}"
+        online = f"{self.name}.online"
         with self._counters_lock:  # set_signal is public: any thread may write a bridge signal
-            self._written.add(full)
+            over = (full not in self._written and full != online
+                    and len(self._written - {online}) >= self.max_signals)
+            if not over:
+                self._written.add(full)
+        if over:
+            self._count("malformed")
+            self._warn_limited("signals over max_signals", (
+                f"dropped signal {full!r}: the bridge already writes max_signals="
+                f"{self.max_signals} signals"))
+            return False
         self.dispatcher.signals.set(full, value, max_age_seconds=self.max_age_seconds)
+        return True
 
     def __repr__(self) -> str:
         state = "online" if self._online else "offline"
@@ -274,6 +321,37 @@ class BaseBridge:
         """Whether :meth:`start` subscribes :meth:`_on_event` to the dispatcher."""
         return type(self)._on_event is not BaseBridge._on_event
 
+    def _become_executor(self) -> None:
+        """Claim the dispatcher's one executor seat; a bridge that runs jobs calls this last in
+        its ``__init__``, so a second executor fails when it is built (ExecutorConflict names
+        both). From then on no operation starts while ``<name>.online`` is not a fresh True.
+        If the journal says this bridge was running an operation when the last process ended,
+        :meth:`_reattach` takes it over: the device finishes it, nothing is sent again."""
+        if self.dispatcher is None:  # check-config builds bridges without a dispatcher
+            return
+        recovered = self.dispatcher.attach_executor(self.name)
+        if recovered is not None:
+            self._reattach(recovered)
+
+    def _reattach(self, operation: Operation) -> None:
+        """Watch ``operation``, started on the device by a previous process (thread not yet
+        running, so no lock is needed)."""
+        raise NotImplementedError
+
+    def _fail_start(self, op_id: Any, reason: str) -> None:
+        """Fail an operation the bridge could not start (EXTERNAL_ERROR, the reason in meta_data)."""
+        try:
+            self.dispatcher.fail_operation(
+                op_id, TerminationReason.EXTERNAL_ERROR,
+                meta_data={"bridge": self.name, "reason": reason},
+            )
+        except DispatcherError:
+            self.logger.debug("%s: operation %s already finished", self.thread_name, op_id)
+
+    def _forget_command(self, command: str, op_id: Any) -> None:
+        """A queued command other than a start was dropped with its connection (see
+        :meth:`_drop_queued_starts`): update what the bridge tracks, if it must."""
+
     def _serve(self) -> None:
         """The loop of one connection: poll, confirm the health signal, wait, until stopped."""
         while not self._stop_event.is_set():
@@ -284,18 +362,54 @@ class BaseBridge:
 
     # ================================================================ helpers for subclasses
     def _confirm_online(self) -> None:
-        """Call after every successful exchange with the device (a poll, a read).
+        """Call after every successful exchange with the device (a poll, a line read).
 
         A bridge counts as online only from its first successful exchange, not from the
         moment the connection opened: a device that accepts and hangs up at once (a PLC at its
         connection limit, a busy serial-over-TCP server) must stay one outage, with growing
-        backoff and one warning, and must never show ``<name>.online`` true.
+        backoff and one warning, and must never show ``<name>.online`` true. A device that
+        fell silent on an open connection (:meth:`_went_silent`) is online again here.
         """
-        if self._confirmed:
+        self._confirmed = True
+        if self._online is True:
             self.set_signal("online", True)
         else:
-            self._confirmed = True
             self._went_online()
+
+    def _went_silent(self, reason: str) -> None:
+        """The connection is open but the device stopped talking: offline until it speaks.
+
+        Logged once; its signals are expired and ``<name>.online`` is false, as for a lost
+        connection, and ``last_error`` says why.
+        """
+        if self._online is not False:
+            self.logger.warning("%s: %s; offline until it speaks again", self.thread_name, reason)
+        self._last_error = reason
+        self._mark_offline()
+
+    def _queue_command(self, command: str, op_id: Any, argument: Any = None) -> None:
+        """Event thread: hand a command to the bridge thread (which alone talks to the device)."""
+        self._commands.put((command, op_id, argument))
+
+    def _next_command(self) -> tuple[str, Any, Any] | None:
+        """Bridge thread: the next queued command, or None."""
+        try:
+            return self._commands.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _drop_queued_starts(self) -> None:
+        """Fail the starts queued for a connection that is gone; forget the other commands.
+
+        A start is never kept for a later connection: the device would start the job
+        unexpectedly on its return.
+        """
+        while (item := self._next_command()) is not None:
+            command, op_id, _ = item
+            if command == "start":
+                self._fail_start(op_id, "the connection to the device was lost before the start")
+            else:
+                self._forget_command(command, op_id)
 
     def _warn_limited(self, topic: str, message: str) -> None:
         """Log a warning of ``topic`` (see :attr:`warning_interval`); held ones go to DEBUG."""
@@ -337,8 +451,8 @@ class BaseBridge:
                 try:
                     self._connect()
                     self._serve()
-                except (OSError, BridgeConnectionError) as exc:
-                    self._count("errors")
+                except (OSError, BridgeConnectionError, BridgeProtocolError) as exc:
+                    self._count("errors")  # a refusal the subclass did not handle: no traceback
                     self._went_offline(exc)
                 except Exception as exc:  # a bug or a protocol surprise: log it, keep the bridge
                     self._count("errors")
@@ -368,6 +482,7 @@ class BaseBridge:
             else:
                 self.logger.info("%s: connected", self.thread_name)
         self._online = True
+        self._last_error = None
         self.set_signal("online", True)
 
     def _went_offline(self, exc: BaseException | None, *, log: bool = True) -> None:
@@ -378,6 +493,14 @@ class BaseBridge:
             )
         elif exc is not None:
             self.logger.debug("%s: still unreachable (%s)", self.thread_name, exc)
+        if exc is not None:  # a bridge error's reason: the status already names the bridge
+            self._last_error = str(getattr(exc, "reason", None) or exc)
+        elif self.stopping:
+            self._last_error = "the bridge is stopped"
+        self._mark_offline()
+
+    def _mark_offline(self) -> None:
+        """``<name>.online`` false and every other signal of the bridge stale at once."""
         self._online = False
         signals = self.dispatcher.signals
         online = f"{self.name}.online"

@@ -21,6 +21,10 @@ Checking a table builds the bridge without starting it (no device is opened), so
 ``check-config`` reports exactly what ``serve`` would refuse, each problem with its key
 (``bridges[0].signals.ready.kind: must be one of ...``). The bridge modules, and so pymodbus
 and pyserial, are imported only for the types a config uses.
+
+No bridge runs jobs unless its table says so (a ``[bridges.executor]`` table for Modbus,
+``executor = true`` for serial), and at most one bridge may: two executors would both act on
+every started operation, so a config with two is refused, naming both.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def bridge_errors(tables: Sequence[Any]) -> list[str]:
     """Every problem of the ``[[bridges]]`` tables, each as ``bridges[i].key: reason``."""
     errors: list[str] = []
     names: dict[str, int] = {}
+    executors: list[int] = []
     for index, table in enumerate(tables):
         where = f"bridges[{index}]"
         if not isinstance(table, Mapping):
@@ -84,12 +89,20 @@ def bridge_errors(tables: Sequence[Any]) -> list[str]:
             errors.append(f"{where}.name: {name!r} is already the name of bridges[{names[name]}]")
         elif isinstance(name, str):
             names[name] = index
+        if table.get("executor") not in (None, False):
+            executors.append(index)
         if _type is None or problems:
             continue
         try:
             _construct(None, _type, table)
         except ValidationError as exc:
             errors.append(f"{where}{'.' if exc.field else ''}{exc.field}: {exc.reason}")
+    if len(executors) > 1:
+        named = " and ".join(f"bridges[{i}] ({tables[i].get('name')!r})" for i in executors)
+        errors.append(
+            f"bridges[{executors[-1]}].executor: only one bridge may run the machine's jobs, "
+            f"but {named} {'both' if len(executors) == 2 else 'all'} have an executor"
+        )
     return errors
 
 

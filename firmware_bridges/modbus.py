@@ -51,7 +51,6 @@ enabled for DEBUG (for troubleshooting a line); records from any other thread pa
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,12 +66,25 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "ModbusBridge needs pymodbus: pip install 'operation-dispatcher[modbus]'"
     ) from exc
 
-from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
+from operation_dispatcher import (
+    DispatchEvent,
+    EventType,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+)
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
-from .base import BaseBridge, BridgeConnectionError, BridgeError, BridgeProtocolError, check_seconds
+from .base import (
+    DEFAULT_MAX_SIGNALS,
+    BaseBridge,
+    BridgeConnectionError,
+    BridgeError,
+    BridgeProtocolError,
+    check_seconds,
+)
 
-__all__ = ["ModbusBridge", "SignalSpec"]
+__all__ = ["EXCEPTION_CODES", "ModbusBridge", "ModbusRefused", "SignalSpec"]
 
 KINDS = ("coil", "discrete_input", "holding_register", "input_register")
 _BIT_KINDS = frozenset({"coil", "discrete_input"})
@@ -227,6 +239,7 @@ class ModbusBridge(BaseBridge):
     :param executor: the executor mapping, or None for a read-only bridge.
     :param max_age_seconds: max age of the signals written (default: 5 poll intervals, >= 0.5 s).
     :param timeout: the client's timeout per request, in seconds; it also bounds stop latency.
+    :param max_signals: most signals the bridge may configure (see :class:`BaseBridge`).
     """
 
     kind = "modbus"
@@ -252,6 +265,7 @@ class ModbusBridge(BaseBridge):
         timeout: float = 1.0,
         reconnect_initial: float = 0.1,
         reconnect_max: float = 5.0,
+        max_signals: int = DEFAULT_MAX_SIGNALS,
         logger: logging.Logger | None = None,
     ) -> None:
         _check_connection(transport, host, port, serial_port, {
@@ -264,7 +278,8 @@ class ModbusBridge(BaseBridge):
             max_age_seconds = max(5 * poll_interval, 0.5)
         super().__init__(
             dispatcher, name, max_age_seconds=max_age_seconds,
-            reconnect_initial=reconnect_initial, reconnect_max=reconnect_max, logger=logger,
+            reconnect_initial=reconnect_initial, reconnect_max=reconnect_max,
+            max_signals=max_signals, logger=logger,
         )
         self.transport = transport
         self.host = host
@@ -278,11 +293,23 @@ class ModbusBridge(BaseBridge):
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
         self.signal_specs = _check_signals(signals)
+        if len(self.signal_specs) > max_signals:
+            raise ValidationError(
+                "signals", f"{len(self.signal_specs)} signals is more than max_signals={max_signals}"
+            )
         self.executor = _check_executor(executor)
         self._plan = _batch(self._addresses())
-        self._commands: queue.SimpleQueue[tuple[str, UUID, Any]] = queue.SimpleQueue()
+        # requests the PLC refused with an exception response: (kind, address) -> the error
+        self._refused: dict[tuple[str, int], str] = {}
+        # the operation the PLC was told to start: set and cleared on the bridge thread only
         self._active: UUID | None = None
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        if self.executor is not None:
+            self._become_executor()
+
+    def _reattach(self, operation: Operation) -> None:
+        # its done / error bit finishes it; the bits carry no id, see the README
+        self._active = operation.id
 
     # ================================================================ configuration
     def _addresses(self) -> dict[str, set[int]]:
@@ -313,6 +340,10 @@ class ModbusBridge(BaseBridge):
     # ================================================================ hooks
     def _connect(self) -> None:
         _PYMODBUS_FILTER.forget()
+        # refused reads stay known (each is logged once); the plan is made again for a new
+        # connection, which may be to a PLC whose program was fixed meanwhile
+        self._refused = {key: error for key, error in self._refused.items() if key[0] != "write"}
+        self._plan = _batch(self._addresses())
         if self.transport == "rtu":
             assert self.serial_port is not None
             self._client = ModbusSerialClient(
@@ -349,22 +380,15 @@ class ModbusBridge(BaseBridge):
         client, self._client = self._client, None
         if client is not None:
             client.close()
-        self._drop_queued_starts()
-
-    def _drop_queued_starts(self) -> None:
-        """Fail the starts queued for a connection that is gone (see ``_on_event``)."""
-        while True:
-            try:
-                command, op_id, _ = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if command == "start":
-                self._fail_start(op_id, "the connection to the PLC was lost before the start")
+        self._drop_queued_starts()  # (BaseBridge) fail the starts queued for this connection
 
     def _poll_once(self) -> None:
         self._run_commands()
         raw = self._read_all()
         for spec in self.signal_specs:
+            if (spec.kind, spec.address) not in raw:  # refused: never written, or stale
+                self.dispatcher.signals.expire(f"{self.name}.{spec.name}")
+                continue
             value, understood = spec.convert(raw[spec.kind, spec.address])
             if not understood:
                 self._count("malformed")
@@ -388,15 +412,14 @@ class ModbusBridge(BaseBridge):
                 return
             op = self.dispatcher.get_operation(op_id)
             payload = op.payload if op is not None else {}
-            self._commands.put(("start", op_id, payload.get(self.executor["program_key"])))
+            self._queue_command("start", op_id, payload.get(self.executor["program_key"]))
         elif kind is EventType.OPERATION_PAUSED:
-            self._commands.put(("pause", op_id, None))
+            self._queue_command("pause", op_id)
         elif kind is EventType.OPERATION_RESUMED:
-            self._commands.put(("resume", op_id, None))
+            self._queue_command("resume", op_id)
         elif kind in (EventType.OPERATION_CANCELLED, EventType.OPERATION_FAILED,
                       EventType.OPERATION_COMPLETED):
-            self._commands.put(("cancel" if kind is EventType.OPERATION_CANCELLED else "ended",
-                                op_id, None))
+            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
 
     # ================================================================ Modbus I/O
     def _request(self, method: str, address: int, **kwargs: Any) -> Any:
@@ -411,20 +434,57 @@ class ModbusBridge(BaseBridge):
             detail = f"{exc} ({cause})" if cause is not None else str(exc)
             raise BridgeConnectionError(self.name, f"{self.endpoint}: {detail}") from exc
         if response.isError():
-            raise BridgeProtocolError(
-                self.name, f"{method}({address}, {kwargs}) was refused by the PLC: {response}"
-            )
+            raise ModbusRefused(self.name, method, address, kwargs, self.device_id,
+                                getattr(response, "exception_code", None))
         return response
 
     def _read_all(self) -> dict[tuple[str, int], int | bool]:
+        """Read every planned range; a range the PLC refuses is reported, the rest still read.
+
+        A refused range of several addresses is split into single reads once, so one bad
+        address (outside the PLC's range) takes only its own signal with it.
+        """
         raw: dict[tuple[str, int], int | bool] = {}
-        for kind, start, count in self._plan:
-            response = self._request(f"read_{kind}s", start, count=count)
+        refused: dict[tuple[str, int], str] = {}
+        for kind, start, count in list(self._plan):
+            try:
+                response = self._request(f"read_{kind}s", start, count=count)
+            except ModbusRefused as exc:
+                if count > 1:
+                    self._split(kind, start, count)
+                    return self._read_all()
+                refused[kind, start] = exc.reason
+                continue
             values = response.bits if kind in _BIT_KINDS else response.registers
             self._count("reads")
             for offset in range(count):
                 raw[kind, start + offset] = values[offset]
+        self._report_refused(refused)
+        if self._plan and not raw:  # nothing readable (a wrong device_id): not online, and why
+            raise BridgeProtocolError(self.name, self._last_error or "every read was refused")
         return raw
+
+    def _split(self, kind: str, start: int, count: int) -> None:
+        """Replace one planned range by single-address reads."""
+        at = self._plan.index((kind, start, count))
+        self._plan[at:at + 1] = [(kind, start + offset, 1) for offset in range(count)]
+
+    def _report_refused(self, refused: dict[tuple[str, int], str]) -> None:
+        """A configuration error: logged once per address (no traceback), shown in last_error.
+
+        A refused write (executor coils) stays on show until the bridge reconnects; a refused
+        read until a poll reads that address.
+        """
+        refused = {**{k: v for k, v in self._refused.items() if k[0] == "write"}, **refused}
+        for key, error in refused.items():
+            if key not in self._refused:
+                self._count("errors")
+                self.logger.warning("%s: configuration error: %s", self.thread_name, error)
+        self._refused = refused
+        self._last_error = (
+            "configuration error: " + "; ".join(refused[key] for key in sorted(refused))
+            if refused else None
+        )
 
     def _pulse(self, coil: int) -> None:
         self._request("write_coil", coil, value=True)
@@ -432,11 +492,8 @@ class ModbusBridge(BaseBridge):
 
     # ================================================================ executor
     def _run_commands(self) -> None:
-        while True:
-            try:
-                command, op_id, argument = self._commands.get_nowait()
-            except queue.Empty:
-                return
+        while (item := self._next_command()) is not None:
+            command, op_id, argument = item
             ex = self.executor
             assert ex is not None
             if command == "start":
@@ -469,6 +526,9 @@ class ModbusBridge(BaseBridge):
         except BridgeError as exc:  # half a start sequence: whether the PLC runs is unknown
             self._fail_start(op_id, f"the start sequence failed ({exc}); check the machine",
                              plc_state="unknown")
+            if isinstance(exc, ModbusRefused):  # the PLC answered: the connection is fine
+                self._report_refused({**self._refused, ("write", exc.address): exc.reason})
+                return
             raise
         self._active = op_id
 
@@ -480,10 +540,10 @@ class ModbusBridge(BaseBridge):
         ex = self.executor
         assert ex is not None and self._active is not None
         op_id = self._active
-        if raw["coil", ex["done_coil"]]:
+        if raw.get(("coil", ex["done_coil"])):  # a refused coil (last_error) ends nothing
             self._active = None
             self._finish(op_id, None, None)
-        elif raw["coil", ex["error_coil"]]:
+        elif raw.get(("coil", ex["error_coil"])):
             self._active = None
             code = raw.get(("holding_register", ex.get("error_code_register", -1)))
             self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"plc_error_code": code})
@@ -496,6 +556,32 @@ class ModbusBridge(BaseBridge):
                 self.dispatcher.fail_operation(op_id, reason, meta_data={"bridge": self.name, **(meta or {})})
         except DispatcherError as exc:  # no longer current: cancelled or finished meanwhile
             self.logger.info("%s: operation %s was not finished by the PLC: %s", self.thread_name, op_id, exc)
+
+
+#: Modbus exception codes (Modbus application protocol v1.1b3, section 7)
+EXCEPTION_CODES: Mapping[int, str] = {
+    1: "ILLEGAL FUNCTION", 2: "ILLEGAL DATA ADDRESS", 3: "ILLEGAL DATA VALUE",
+    4: "SERVER DEVICE FAILURE", 5: "ACKNOWLEDGE", 6: "SERVER DEVICE BUSY",
+    8: "MEMORY PARITY ERROR", 10: "GATEWAY PATH UNAVAILABLE",
+    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
+}
+
+
+class ModbusRefused(BridgeProtocolError):
+    """The PLC answered a request with a Modbus exception response (usually a config error:
+    an address outside its range, a wrong device_id behind a gateway)."""
+
+    def __init__(self, bridge: str, method: str, address: int, kwargs: Mapping[str, Any],
+                 device_id: int, code: int | None) -> None:
+        self.method = method
+        self.address = address
+        self.code = code
+        name = EXCEPTION_CODES.get(code, "unknown") if code is not None else "no code"
+        count = f", count {kwargs['count']}" if "count" in kwargs else ""
+        super().__init__(bridge, (
+            f"the PLC refused {method} at address {address}{count} (device_id {device_id}) "
+            f"with Modbus exception code {code} ({name})"
+        ))
 
 
 def _check_int(field: str, value: Any, low: int, high: int) -> None:

@@ -7,8 +7,16 @@ traffic dump.
 
 Device to host: ``SIG name=value`` sets ``<bridge>.name``; ``DONE <id>`` completes and
 ``ERR <id> <reason>`` fails (EXTERNAL_ERROR, ``meta_data={"reason": ...}``) the running
-operation. Host to device, when the dispatcher starts, pauses, resumes or cancels the current
-operation: ``RUN <id> <payload[command_key]>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``.
+operation. Host to device, only with ``executor=True`` (off by default: one machine has one
+executor, and a bridge that runs jobs must be chosen, not defaulted into), when the dispatcher
+starts, pauses, resumes or cancels the current operation: ``RUN <id> <payload[command_key]>``,
+``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued by the dispatcher's event thread and
+written by the bridge's own thread, so a stalled line stalls no other subscriber.
+
+Online means "a well-formed line arrived within ``max_age_seconds``": a hung firmware keeps a
+USB port open, so the open connection proves nothing. A device that falls silent goes offline
+(``<bridge>.online`` false, its signals stale, ``last_error`` says why) and is online again at
+its next line.
 
 Partial lines are buffered; bytes that are not UTF-8, lines over ``max_line`` bytes, unknown
 messages and bad checksums are counted (``counters["malformed"]``) and logged, never fatal.
@@ -22,13 +30,20 @@ import json
 import logging
 import select
 import threading
+import time
 from typing import Any
 
-from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher, TerminationReason
+from operation_dispatcher import (
+    DispatchEvent,
+    EventType,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+)
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
 from . import serial_protocol as proto
-from .base import BaseBridge, BridgeConnectionError
+from .base import DEFAULT_MAX_SIGNALS, BaseBridge, BridgeConnectionError, check_seconds
 
 try:
     import serial
@@ -64,12 +79,17 @@ class SerialLineBridge(BaseBridge):
     :param max_line: longest accepted line in bytes, terminator excluded.
     :param checksum: expect and send the ``*XX`` XOR checksum on every line.
     :param max_age_seconds: max age of the signals written (see :class:`BaseBridge`): the
-        device must repeat its ``SIG`` lines within it, or they go stale. A hung firmware keeps
-        a USB port open, so staleness, not the connection, is what notices it. None trusts a
-        value until the line drops.
+        device must repeat its ``SIG`` lines within it, or they go stale, and must send some
+        line within it, or the bridge goes offline. A hung firmware keeps a USB port open, so
+        silence, not the connection, is what notices it. None trusts a value, and the device,
+        until the line drops.
     :param command_key: the payload key whose value is sent in ``RUN <id> <command>``.
     :param terminator: the line terminator (default ``"\\n"``).
-    :param executor: send RUN/PAUSE/RESUME/CANCEL for the dispatcher's operations.
+    :param executor: send RUN/PAUSE/RESUME/CANCEL for the dispatcher's operations (default
+        off: only the one bridge that runs the machine's jobs says so).
+    :param write_timeout: seconds a write may block on a stalled line before the connection
+        counts as lost.
+    :param max_signals: most distinct ``SIG`` names (see :class:`BaseBridge`).
     """
 
     kind = "serial"
@@ -86,15 +106,19 @@ class SerialLineBridge(BaseBridge):
         max_age_seconds: float | None = DEFAULT_MAX_AGE,
         command_key: str = "command",
         terminator: str = proto.DEFAULT_TERMINATOR,
-        executor: bool = True,
+        executor: bool = False,
+        write_timeout: float = 1.0,
         reconnect_initial: float = 0.1,
         reconnect_max: float = 5.0,
+        max_signals: int = DEFAULT_MAX_SIGNALS,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(
             dispatcher, name, max_age_seconds=max_age_seconds,
-            reconnect_initial=reconnect_initial, reconnect_max=reconnect_max, logger=logger,
+            reconnect_initial=reconnect_initial, reconnect_max=reconnect_max,
+            max_signals=max_signals, logger=logger,
         )
+        check_seconds("write_timeout", write_timeout)
         if not isinstance(url, str) or not url:
             raise ValidationError("url", f"must be a pyserial URL or device path, got {url!r}")
         if type(baudrate) is not int or baudrate < 1:
@@ -115,12 +139,21 @@ class SerialLineBridge(BaseBridge):
         self.command_key = command_key
         self.terminator = terminator
         self.executor = executor
+        self.write_timeout = float(write_timeout)
         self._counters.setdefault("rejected", 0)
         self._framer = proto.LineFramer(terminator, max_line)
         self._write_lock = threading.Lock()  # also guards _port against a concurrent close
         self._port: Any = None
         self._fileno: int | None = None  # the port's file descriptor, when it has one
-        self._running_id: str | None = None  # the operation the device was told to RUN
+        # the operation the device was told to RUN: set and cleared on the bridge thread only
+        self._running_id: str | None = None
+        self._last_line = 0.0  # time.monotonic() of the last well-formed line
+        if executor:
+            self._become_executor()
+
+    def _reattach(self, operation: Operation) -> None:
+        # DONE <id> / ERR <id> finish it; PAUSE, RESUME and CANCEL go to the device again
+        self._running_id = str(operation.id)
 
     @property
     def endpoint(self) -> str:
@@ -130,7 +163,8 @@ class SerialLineBridge(BaseBridge):
     def _connect(self) -> None:
         try:
             port = serial.serial_for_url(
-                self.url, baudrate=self.baudrate, timeout=_READ_WAIT, write_timeout=1.0
+                self.url, baudrate=self.baudrate, timeout=_READ_WAIT,
+                write_timeout=self.write_timeout,
             )
         except serial.SerialException as exc:
             raise BridgeConnectionError(self.name, f"cannot open {self.url!r}: {exc}") from exc
@@ -148,6 +182,7 @@ class SerialLineBridge(BaseBridge):
             port, self._port = self._port, None
         if port is not None:
             port.close()
+        self._drop_queued_starts()
 
     def _interrupt(self) -> None:
         port = self._port
@@ -161,6 +196,7 @@ class SerialLineBridge(BaseBridge):
     def _serve(self) -> None:
         port, fileno = self._port, self._fileno
         while not self.stopping:
+            self._run_commands()
             try:
                 if fileno is not None:  # wait <= 0.1 s for data, then take all of it in one go
                     ready, _, _ = select.select([fileno], [], [], _READ_WAIT)
@@ -177,7 +213,19 @@ class SerialLineBridge(BaseBridge):
                 self._count("reads")
                 for line in self._framer.feed(data):
                     self._handle(line)
-            self._confirm_online()
+            self._check_silence()
+
+    def _check_silence(self) -> None:
+        """Offline once no well-formed line arrived for ``max_age_seconds`` (port still open)."""
+        limit = self.max_age_seconds
+        if limit is None or self._online is not True:
+            return
+        silent = time.monotonic() - self._last_line
+        if silent > limit:
+            self._went_silent(
+                f"the device sent no line for {silent:.1f} s (max_age_seconds={limit:g}) "
+                "although the port is open"
+            )
 
     def _poll_once(self) -> None:  # _serve() replaces the poll loop
         raise NotImplementedError
@@ -200,6 +248,8 @@ class SerialLineBridge(BaseBridge):
         except proto.MalformedLine as exc:
             self._malformed(line, exc.reason)
             return
+        self._last_line = time.monotonic()  # the device talks: online (again)
+        self._confirm_online()
         if msg.kind == "SIG":
             try:
                 self.set_signal(msg.name, msg.value)
@@ -240,7 +290,7 @@ class SerialLineBridge(BaseBridge):
             try:
                 self._port.write(raw)
                 self._port.flush()
-            except serial.SerialException as exc:
+            except (serial.SerialException, OSError) as exc:
                 raise BridgeConnectionError(self.name, f"write to {self.url!r} failed: {exc}") from exc
 
     def _command_of(self, operation_id: Any) -> str:
@@ -252,39 +302,62 @@ class SerialLineBridge(BaseBridge):
         return command if isinstance(command, str) else json.dumps(command, separators=(",", ":"))
 
     def _on_event(self, event: DispatchEvent) -> None:
-        op_id = None if event.operation_id is None else str(event.operation_id)
+        """Event thread: queue what the bridge thread must write; no I/O here."""
+        if event.operation_id is None:
+            return
+        op_id = str(event.operation_id)
         kind = event.event_type
-        try:
-            if kind is EventType.OPERATION_STARTED:
-                self._running_id = op_id
-                try:
-                    body = proto.format_run(op_id, self._command_of(op_id))
-                except ValueError as exc:
-                    self._fail_start(op_id, str(exc))
-                    return
-                self.send(body)
-            elif op_id is None or op_id != self._running_id:
+        if kind is EventType.OPERATION_STARTED:
+            if not self.is_online:  # never queue a start for later: the device would run it
+                self._fail_start(op_id, "the device is offline")  # unexpectedly on its return
                 return
-            elif kind is EventType.OPERATION_PAUSED:
-                self.send(proto.format_pause())
-            elif kind is EventType.OPERATION_RESUMED:
-                self.send(proto.format_resume())
-            elif kind in _FINISHED:
-                self._running_id = None
-                if kind is EventType.OPERATION_CANCELLED:
-                    self.send(proto.format_cancel(op_id))
-        except (OSError, BridgeConnectionError) as exc:
-            self._count("errors")
-            self.logger.warning("%s: cannot send %s: %s", self.thread_name, kind.value, exc)
-            if kind is EventType.OPERATION_STARTED:
-                self._fail_start(op_id, f"cannot send RUN: {exc}")
+            self._queue_command("start", op_id)
+        elif kind is EventType.OPERATION_PAUSED:
+            self._queue_command("pause", op_id)
+        elif kind is EventType.OPERATION_RESUMED:
+            self._queue_command("resume", op_id)
+        elif kind in _FINISHED:
+            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
 
-    def _fail_start(self, op_id: str | None, reason: str) -> None:
-        self._running_id = None
+    def _run_commands(self) -> None:
+        """Bridge thread: write the queued commands; the current job is ``_running_id``."""
+        while (item := self._next_command()) is not None:
+            command, op_id, _ = item
+            if command == "start":
+                self._start(op_id)
+            elif op_id != self._running_id:
+                continue
+            elif command == "pause":
+                self.send(proto.format_pause())
+            elif command == "resume":
+                self.send(proto.format_resume())
+            else:  # cancel / ended: the job is over for the dispatcher
+                self._running_id = None
+                if command == "cancel":
+                    self.send(proto.format_cancel(op_id))
+
+    def _start(self, op_id: str) -> None:
+        """Send ``RUN``; a payload without the command fails the operation, a write error too."""
+        if not self.is_online:  # fell silent since the start was queued: never RUN to a hung device
+            self._fail_start(op_id, "the device is offline")
+            return
         try:
-            self.dispatcher.fail_operation(
-                op_id, TerminationReason.EXTERNAL_ERROR,
-                meta_data={"bridge": self.name, "reason": reason},
-            )
-        except DispatcherError:
-            self.logger.debug("%s: operation %s already finished", self.thread_name, op_id)
+            body = proto.format_run(op_id, self._command_of(op_id))
+        except ValueError as exc:
+            self._fail_start(op_id, str(exc))
+            return
+        try:
+            self.send(body)
+        except BridgeConnectionError as exc:
+            self._count("errors")
+            self._fail_start(op_id, f"cannot send RUN: {exc}")
+            raise
+        self._running_id = op_id
+
+    def _forget_command(self, command: str, op_id: Any) -> None:
+        if command in ("cancel", "ended") and op_id == self._running_id:
+            self._running_id = None
+
+    def _fail_start(self, op_id: Any, reason: str) -> None:
+        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, reason)
+        super()._fail_start(op_id, reason)

@@ -132,7 +132,7 @@ def serve(args: argparse.Namespace) -> int:
         dispatcher, token=http.token, max_body_bytes=http.max_body_bytes,
         stream_buffer_bytes=http.stream_buffer_bytes,
         heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
-        bridges=bridges,
+        bridges=bridges, signal_max_age_seconds=http.signal_max_age_seconds,
     )
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:

@@ -31,6 +31,7 @@ Sections (every one optional)::
     max_event_streams = 4
     heartbeat_seconds = 15.0
     max_body_bytes = 1048576
+    signal_max_age_seconds = 60.0      # max age of a PUT /signals/<name> that names none
 
     [mcp]                              # reserved for the MCP server (not validated yet)
 
@@ -104,6 +105,7 @@ class HttpSettings:
     max_event_streams: int = 4
     heartbeat_seconds: float = 15.0
     max_body_bytes: int = 1024 * 1024
+    signal_max_age_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "max_event_streams": _integer(0, 1000),
         "heartbeat_seconds": _number(0, inclusive=False),
         "max_body_bytes": _integer(1),
+        "signal_max_age_seconds": _number(0, inclusive=False),
     },
 }
 _RESERVED = ("mcp", "bridges")

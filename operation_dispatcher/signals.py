@@ -80,6 +80,7 @@ class SignalBoard:
         self._lock = threading.Lock()
         self._signals: dict[str, Signal] = {}
         self._listeners: list[SignalListener] = []
+        self._owners: dict[str, str] = {}  # name prefix -> owner (a bridge)
 
     def set(self, name: str, value: Any, max_age_seconds: float | None = None) -> Signal:
         """Write (or re-confirm) a signal; listeners hear of it if its value or freshness changed."""
@@ -167,6 +168,35 @@ class SignalBoard:
                     self._listeners.remove(listener)
 
         return unsubscribe
+
+    def claim(self, prefix: str, owner: str) -> None:
+        """Record that ``owner`` (a bridge) alone writes the signals whose names start with ``prefix``.
+
+        The board itself does not enforce it (the owner writes through :meth:`set`); front ends
+        such as the HTTP API ask :meth:`owner_of` and refuse to write an owned signal. Claiming
+        again for the same owner is a no-op; a prefix overlapping another owner's raises
+        :class:`ValidationError`.
+        """
+        if not isinstance(prefix, str) or not prefix:
+            raise ValidationError("prefix", "must be a non-empty signal name prefix")
+        if not isinstance(owner, str) or not owner:
+            raise ValidationError("owner", "must be a non-empty string")
+        with self._lock:
+            for claimed, holder in self._owners.items():
+                overlap = claimed.startswith(prefix) or prefix.startswith(claimed)
+                if overlap and holder != owner:
+                    raise ValidationError(
+                        "prefix", f"signals {prefix}* overlap {claimed}* which {holder} owns"
+                    )
+            self._owners[prefix] = owner
+
+    def owner_of(self, name: str) -> str | None:
+        """Who owns the signal ``name`` (see :meth:`claim`), or None if anyone may write it."""
+        with self._lock:
+            for prefix, owner in self._owners.items():
+                if name.startswith(prefix):
+                    return owner
+        return None
 
     def __contains__(self, name: object) -> bool:
         with self._lock:

@@ -406,6 +406,7 @@ def test_an_rtu_modbus_bridge_is_checked_without_opening_its_serial_port(
         ("port = 70000", "port"),                    # ports are 1..65535
         ("port = true", "port"),                     # not port 1
         ("device_id = 300", "device_id"),            # device ids are 0..247
+        ("max_signals = 0", "max_signals"),          # issue 10, D.15: a bound of 1 at least
     ],
 )
 def test_a_modbus_value_of_the_wrong_type_is_reported_with_its_key(
@@ -427,6 +428,9 @@ def test_a_modbus_value_of_the_wrong_type_is_reported_with_its_key(
         ('command_key = ""', "command_key"),
         ('reconnect_initial = "1"', "reconnect_initial"),
         ("max_age_seconds = true", "max_age_seconds"),
+        ('max_signals = "256"', "max_signals"),
+        ("max_signals = true", "max_signals"),
+        ("write_timeout = 0", "write_timeout"),
     ],
 )
 def test_a_serial_value_of_the_wrong_type_is_reported_with_its_key(
@@ -435,3 +439,77 @@ def test_a_serial_value_of_the_wrong_type_is_reported_with_its_key(
     path = write(tmp_path, f'[[bridges]]\ntype = "serial"\nname = "mcu"\nurl = "loop://"\n{line}\n')
     errors = check_config(path)
     assert len(errors) == 1 and errors[0].startswith(f"bridges[0].{key}: "), errors
+
+
+# ------------------------------------------------------------------------------ one executor (issue 10, A.2)
+
+TWO_EXECUTORS = """
+[[bridges]]
+type = "modbus"
+name = "plc"
+host = "127.0.0.1"
+port = 1502
+[bridges.executor]
+program_register = 0
+start_coil = 0
+done_coil = 1
+error_coil = 2
+
+[[bridges]]
+type = "serial"
+name = "probe"
+url = "loop://"
+
+[[bridges]]
+type = "serial"
+name = "mcu"
+url = "loop://"
+executor = true
+"""
+
+
+def test_no_bridge_runs_jobs_unless_its_table_says_so(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    """Every kind defaults to signals only: a serial table without ``executor`` sends no RUN."""
+    tables = [{"type": "serial", "name": "mcu", "url": "loop://"},
+              {"type": "modbus", "name": "plc", "host": "127.0.0.1"}]
+    assert bridge_errors(tables) == []
+    serial, modbus = build_bridges(make_dispatcher(), tables)
+    assert serial.executor is False and modbus.executor is None
+    assert not serial._handles_events() and not modbus._handles_events()  # not even subscribed
+    assert SerialLineBridge(None, "x", "loop://").executor is False
+
+
+def test_two_executors_are_an_error_naming_both(
+    tmp_path: Path, make_dispatcher: Callable[..., OperationDispatcher],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write(tmp_path, TWO_EXECUTORS)
+    expected = ("bridges[2].executor: only one bridge may run the machine's jobs, but "
+                "bridges[0] ('plc') and bridges[2] ('mcu') both have an executor")
+    assert check_config(path) == [expected]
+    assert main(["check-config", str(path)]) == 1
+    assert capsys.readouterr().out == f"{path}: {expected}\n"
+    with pytest.raises(ValidationError) as raised:
+        build_bridges(make_dispatcher(), load_config_tables(TWO_EXECUTORS, tmp_path))
+    assert expected in raised.value.reason
+    assert bridge_threads() == []
+    one = TWO_EXECUTORS.replace("executor = true", "executor = false")
+    assert check_config(write(tmp_path, one, "one.toml")) == []
+
+
+def test_a_modbus_bridge_configures_no_more_signals_than_max_signals() -> None:
+    """Issue 10, D.15: the bound holds for a PLC too (its signals are fixed by the config)."""
+    signals = {"a": {"kind": "coil", "address": 0}, "b": {"kind": "coil", "address": 1}}
+    tables = [{"type": "modbus", "name": "plc", "host": "127.0.0.1", "signals": signals,
+               "max_signals": 1}]
+    assert bridge_errors(tables) == ["bridges[0].signals: 2 signals is more than max_signals=1"]
+    assert ModbusBridge(None, "plc", "127.0.0.1", signals=signals).max_signals == 256
+
+
+def load_config_tables(text: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """The ``[[bridges]]`` tables of ``text`` as parsed TOML, unchecked."""
+    import tomllib
+
+    return tomllib.loads(text)["bridges"]

@@ -30,6 +30,7 @@ from firmware_bridges.simulators.plc import PlcSimulator, free_port
 from operation_dispatcher import (
     DispatchEvent,
     EventType,
+    ExecutionState,
     Operation,
     OperationDispatcher,
     TerminationReason,
@@ -347,16 +348,38 @@ def test_pause_resume_and_cancel_pulse_their_coils_and_the_plc_obeys(make_dispat
         assert slow_plc.programs_run == [1, 2] and slow_plc.cycles == 1  # the cancelled one never ended
 
 
-def test_an_operation_started_while_the_plc_is_offline_fails_and_never_runs_later(
-    make_dispatcher, make_bridge
-):
-    """No start is queued for the PLC's return: it would start the machine unexpectedly."""
+def test_an_operation_added_while_the_plc_is_offline_waits_for_it(make_dispatcher, make_bridge):
+    """The executor's health gates the start (issue 10 A.3): nothing is sent to an offline PLC,
+    and the operation runs once the PLC is back, instead of failing at once."""
     with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
         dispatcher, recorder = started(make_dispatcher)
         make_bridge(dispatcher, plc_, executor=EXECUTOR,
                     reconnect_initial=0.02, reconnect_max=0.05)
         plc_.stop()
         wait_signal(dispatcher, "plc1.online", False)
+        op = Operation(resource_id=RESOURCE, payload={"program": 4})
+        dispatcher.add_operation(op)
+        assert dispatcher.explain(op.id)["blocked_by"] == ["release_condition:plc1.online"]
+        assert dispatcher.get_operation(op.id).state is ExecutionState.QUEUED
+
+        plc_.start()
+        recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=op.id)
+        assert plc_.programs_run == [4]
+
+
+def test_a_start_that_reaches_an_offline_plc_fails_and_never_runs_later(
+    make_dispatcher, make_bridge
+):
+    """Should a start reach the bridge while the PLC is offline (here: the executor detached,
+    so nothing gates it), no start is queued for the PLC's return: it would start the machine
+    unexpectedly."""
+    with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
+        dispatcher, recorder = started(make_dispatcher)
+        make_bridge(dispatcher, plc_, executor=EXECUTOR,
+                    reconnect_initial=0.02, reconnect_max=0.05)
+        plc_.stop()
+        wait_signal(dispatcher, "plc1.online", False)
+        dispatcher.detach_executor("plc1")
         op = Operation(resource_id=RESOURCE, payload={"program": 4})
         dispatcher.add_operation(op)
         failed = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=op.id)[0]

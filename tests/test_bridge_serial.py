@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,7 @@ def make_sim() -> Iterator[Callable[..., SerialDeviceSimulator]]:
     made: list[SerialDeviceSimulator] = []
 
     def factory(**kwargs: Any) -> SerialDeviceSimulator:
+        kwargs.setdefault("signals", {"alive": 1})  # repeated each second: the device is alive
         sim = SerialDeviceSimulator(**kwargs)
         sim.listen_tcp()
         made.append(sim.start())
@@ -66,23 +68,33 @@ def make_sim() -> Iterator[Callable[..., SerialDeviceSimulator]]:
 
 @pytest.fixture
 def make_bridge(make_dispatcher) -> Iterator[Callable[..., tuple[OperationDispatcher, SerialLineBridge]]]:
-    """``make_bridge(url, **kwargs)`` -> (started dispatcher, connected bridge named dev1).
+    """``make_bridge(url, **kwargs)`` -> (started dispatcher, online bridge named dev1).
 
-    An operation started while the device is offline fails at once (nothing can run it), so
-    every test waits for ``dev1.online`` before adding work; real setups put
-    ``{"dev1.online": true}`` in the release conditions.
+    The bridges of this file are executors unless a test says ``executor=False`` (the class
+    default is off). An executor's ``dev1.online`` gates every start, so every test waits for
+    it (a first line from the device) before adding work; ``hello(raw)`` writes that line for a
+    peer that does not speak first (a pty).
     """
     made: list[SerialLineBridge] = []
 
-    def factory(url: str, dispatcher: OperationDispatcher | None = None, **kwargs: Any):
+    def factory(url: str, dispatcher: OperationDispatcher | None = None, *,
+                hello: Callable[[bytes], Any] | None = None, **kwargs: Any):
         d = dispatcher or make_dispatcher()
         if not d.is_running:
             d.start()
         kwargs.setdefault("reconnect_initial", 0.05)
+        kwargs.setdefault("executor", True)
+        hook = kwargs.pop("hook", None)
         bridge = SerialLineBridge(d, "dev1", url, **kwargs)
         made.append(bridge)
+        if hook is not None:
+            hook(bridge)
         bridge.start()
-        wait_signal(d, "dev1.online", True)  # connected: operations may start now
+        if hello is not None:  # once the port is open (opening a pty drops what was queued)
+            wait_until(lambda: bridge._port is not None, what="the port to open")
+            hello(proto.encode_line("SIG alive=1", terminator=bridge.terminator,
+                                    use_checksum=bridge.use_checksum))
+        wait_signal(d, "dev1.online", True)  # a line arrived: operations may start now
         return d, bridge
 
     yield factory
@@ -232,7 +244,7 @@ def test_without_a_command_key_the_operation_fails(make_sim, make_bridge) -> Non
 
 
 def test_pty_sig_done_and_run(pty_pair: Pty, make_bridge) -> None:
-    d, bridge = make_bridge(pty_pair.path)
+    d, bridge = make_bridge(pty_pair.path, hello=pty_pair.write)
     rec = EventRecorder(d)
     held = d.add_operation(op(release_conditions={"dev1.ready": True}))
 
@@ -247,7 +259,7 @@ def test_pty_sig_done_and_run(pty_pair: Pty, make_bridge) -> None:
 
 
 def test_pty_garbage_overlong_and_unknown_lines_are_counted(pty_pair: Pty, make_bridge) -> None:
-    d, bridge = make_bridge(pty_pair.path, max_line=64)
+    d, bridge = make_bridge(pty_pair.path, max_line=64, hello=pty_pair.write)
     rec = EventRecorder(d)
 
     pty_pair.write(b"\xff\xfe\x80garbage\n")  # not UTF-8
@@ -256,8 +268,8 @@ def test_pty_garbage_overlong_and_unknown_lines_are_counted(pty_pair: Pty, make_
     pty_pair.write(b"HELLO world\n")  # unknown message
     pty_pair.write(b"SIG no-equals-sign\n")
     pty_pair.write(b"\x00\x01\x02\n")  # control bytes
-    pty_pair.write(b"SIG alive=1\n")
-    wait_signal(d, "dev1.alive", 1)
+    pty_pair.write(b"SIG alive=2\n")
+    wait_signal(d, "dev1.alive", 2)
     assert bridge.counters["malformed"] == 5
     assert d.signals.get("dev1.long") is None
 
@@ -268,7 +280,7 @@ def test_pty_garbage_overlong_and_unknown_lines_are_counted(pty_pair: Pty, make_
 
 
 def test_pty_checksum_mode_rejects_bad_checksums(pty_pair: Pty, make_bridge) -> None:
-    d, bridge = make_bridge(pty_pair.path, checksum=True, terminator="\r\n")
+    d, bridge = make_bridge(pty_pair.path, checksum=True, terminator="\r\n", hello=pty_pair.write)
     rec = EventRecorder(d)
 
     pty_pair.write(b"SIG ready=true*00\r\n")  # wrong checksum
@@ -327,7 +339,9 @@ def test_simulator_command_line(make_bridge) -> None:
 
 def test_a_port_without_a_file_descriptor_is_read_by_blocking_reads(make_bridge) -> None:
     """loop:// has no fileno (no select): the bridge falls back to read(1) + in_waiting."""
-    d, bridge = make_bridge("loop://", executor=False)
+    loop: list[SerialLineBridge] = []  # loop:// hands the host's own line back as a device line
+    d, bridge = make_bridge("loop://", executor=False, hello=lambda raw: loop[0]._port.write(raw),
+                            hook=loop.append)
     assert bridge._fileno is None
     bridge.send("SIG echoed=41")  # loop:// hands the host's own line back as a device line
     bridge.send("SIG echoed=42")
@@ -444,17 +458,94 @@ def test_a_noisy_line_is_counted_in_full_but_logged_once_per_interval(make_sim, 
     assert len(warnings) == 2 and "and 49 more malformed lines in the last" in warnings[1]
 
 
-def test_a_silent_device_on_an_open_line_goes_stale(make_sim, make_bridge) -> None:
-    """A hung firmware keeps the port open: only the max age notices its silence."""
+def test_a_device_silent_on_an_open_line_goes_offline_until_its_next_line(pty_pair: Pty, make_bridge) -> None:
+    """A.4: a hung firmware keeps the port open; online means "a line within max_age_seconds"."""
     assert SerialLineBridge(None, "x", "loop://").max_age_seconds == 5.0  # the default: on
-    sim = make_sim(run_seconds=None)
-    d, bridge = make_bridge(sim.url, max_age_seconds=0.2)
+    d, bridge = make_bridge(pty_pair.path, max_age_seconds=0.3, hello=pty_pair.write)  # one line...
     rec = EventRecorder(d)
-    sim.send_signal("ready", True)  # once, then silence
-    wait_signal(d, "dev1.ready", True)
-    wait_until(lambda: d.signals.get("dev1.ready").is_stale(), what="dev1.ready to go stale")
-    held = d.add_operation(op(release_conditions={"dev1.ready": True}))
-    assert "release_condition:dev1.ready" in d.explain(held.id)["blocked_by"]
-    assert d.signals.holds("dev1.online", True)  # the line itself is still there
-    sim.send_signal("ready", True)  # the device speaks again: released
+    wait_signal(d, "dev1.online", False)  # ...then silence, the pty still open
+    status = bridge.status()
+    assert status["running"] and not status["online"]
+    assert "sent no line" in status["last_error"] and "max_age_seconds=0.3" in status["last_error"]
+    assert d.signals.get("dev1.alive").is_stale()
+    held = d.add_operation(op())  # the executor is offline: its health holds the start
+    assert "release_condition:dev1.online" in d.explain(held.id)["blocked_by"]
+
+    pty_pair.write(b"SIG ready=true\n")  # the device speaks again: online, released, RUN sent
     rec.wait_for(STARTED, operation_id=held.id)
+    assert pty_pair.read_line() == f"RUN {held.id} weld seam=3".encode()
+
+
+def test_a_start_that_reaches_a_silent_device_fails_and_sends_nothing(pty_pair: Pty, make_bridge) -> None:
+    """Should a start reach the bridge while the device is offline (here: the executor was
+    detached, so nothing gates it), it fails at once; no RUN is kept for the device's return."""
+    d, bridge = make_bridge(pty_pair.path, max_age_seconds=0.3, hello=pty_pair.write)
+    rec = EventRecorder(d)
+    wait_signal(d, "dev1.online", False)
+    d.detach_executor("dev1")
+    nothing_runs = d.add_operation(op())
+    failed = rec.wait_for(FAILED, operation_id=nothing_runs.id)[0]
+    assert failed.meta_data["reason"] == "the device is offline"
+    pty_pair.write(b"SIG ready=true\n")
+    wait_signal(d, "dev1.online", True)
+    after = d.add_operation(op())
+    rec.wait_for(STARTED, operation_id=after.id)
+    assert pty_pair.read_line() == f"RUN {after.id} weld seam=3".encode()  # the first line sent
+
+
+# ------------------------------------------------------------------------------ issue 10
+
+
+def test_a_device_inventing_signal_names_is_bounded_by_max_signals(
+    make_sim, make_bridge, make_api, caplog
+) -> None:
+    """D.15: ``SIG sample_N=1`` for ever-new N: the signals stop at max_signals, the excess is
+    counted as malformed and warned about once per interval, GET /signals stays small."""
+    assert SerialLineBridge(None, "x", "loop://").max_signals == 256  # the default
+    caplog.set_level(logging.WARNING, logger="firmware_bridges.serial_line")
+    sim = make_sim(signals={"alive": 1})
+    d, bridge = make_bridge(sim.url, executor=False, max_signals=8)
+    flood = 5000
+    sim.send_bytes(b"".join(b"SIG sample_%d=1\n" % i for i in range(flood)) + b"SIG alive=2\n")
+    wait_signal(d, "dev1.alive", 2)  # the line after the flood: all of it was read
+
+    names = [s.name for s in d.signals.snapshot()]
+    assert len(names) == 1 + 8 and "dev1.online" in names  # online + alive + 7 samples
+    assert "dev1.sample_6" in names and "dev1.sample_7" not in names
+    assert bridge.counters["malformed"] == flood - 7
+    warned = [r.getMessage() for r in caplog.records if "max_signals=8" in r.getMessage()]
+    assert len(warned) == 1 and "dev1.sample_7" in warned[0]
+    assert d.signals.holds("dev1.sample_0", 1)  # the signals within the bound still update
+    api = make_api(d)
+    assert len(api.get("/signals").json()) == 9
+
+
+def test_a_stalled_line_does_not_stall_the_other_subscribers(make_bridge) -> None:
+    """E.20: RUN is written on the bridge's own thread: while the device does not read (its
+    buffer full, the write blocked), every other subscriber still gets its events."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the peer
+    peer: list[socket.socket] = []
+
+    def hello(raw: bytes) -> None:
+        peer.append(listener.accept()[0])
+        peer[0].sendall(raw)
+
+    try:
+        d, bridge = make_bridge(f"socket://127.0.0.1:{listener.getsockname()[1]}",
+                                write_timeout=10.0, hello=hello)
+        rec = EventRecorder(d)
+        big = d.add_operation(op(payload={"command": "x" * 32_000_000}))  # far over any buffer
+        rec.wait_for(STARTED, operation_id=big.id)
+        ready, _, _ = select.select(peer, [], [], 5.0)
+        assert ready, "the bridge never started writing RUN"
+        assert bridge.counters["errors"] == 0  # ...and is still writing: the peer reads nothing
+
+        other = d.add_operation(op())  # events keep flowing to every other subscriber
+        rec.wait_for(EventType.OPERATION_ADDED, operation_id=other.id, timeout=3.0)
+        d.pause_operation(big.id)
+        rec.wait_for(EventType.OPERATION_PAUSED, operation_id=big.id, timeout=3.0)
+        assert bridge.counters["errors"] == 0 and bridge.is_running  # the write is still stuck
+    finally:
+        for sock in (*peer, listener):
+            sock.close()  # the write fails at once: the bridge reconnects, then stops

@@ -166,3 +166,19 @@ def test_the_demo_reports_a_busy_plc_port_and_exits_1(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "simulated PLC cannot listen on 127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_refuses_two_executors_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10, A.2: two bridges that both run jobs would both act on every started operation."""
+    config = tmp_path / "two.toml"
+    config.write_text(
+        '[[bridges]]\ntype = "modbus"\nname = "plc"\nhost = "127.0.0.1"\n'
+        '[bridges.executor]\nprogram_register = 0\nstart_coil = 0\ndone_coil = 1\nerror_coil = 2\n'
+        '[[bridges]]\ntype = "serial"\nname = "mcu"\nurl = "loop://"\nexecutor = true\n'
+    )
+    assert main(["serve", "--config", str(config), "--journal", ":memory:", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "only one bridge may run the machine's jobs" in err
+    assert "bridges[0] ('plc') and bridges[1] ('mcu')" in err

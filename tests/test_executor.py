@@ -201,3 +201,48 @@ def test_an_operation_run_by_hand_is_recovered_at_once(tmp_path):
         assert dispatcher.get_operation(op.id).termination_reason is TerminationReason.INTERRUPTED
     finally:
         dispatcher.close()
+
+
+def test_a_serial_executor_reattaches_and_done_finishes_the_job(tmp_path, make_recorder):
+    """The serial device keeps running a job while its controller restarts; the new bridge is
+    told which job it was, sends no RUN again, and the device's DONE <id> completes it."""
+    from firmware_bridges.serial_line import SerialLineBridge
+    from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
+
+    path = tmp_path / "journal.db"
+    with SerialDeviceSimulator(run_seconds=None, signals={"alive": 1}, repeat_seconds=0.05) as sim:
+        url = sim.listen_tcp()
+        sim.start()
+        dispatcher = OperationDispatcher(RESOURCE, journal=path)
+        bridge = SerialLineBridge(dispatcher, "mcu", url, executor=True)
+        recorder = make_recorder(dispatcher)
+        with bridge:
+            dispatcher.start()
+            op = dispatcher.add_operation(_op(payload={"command": "weld"}))
+            recorder.wait_for(EventType.OPERATION_STARTED, operation_id=op.id)
+            sim.wait_until(lambda s: any(m.kind == "RUN" for m in s.received))
+        dispatcher.close()  # the controller goes away with the job running on the device
+
+        dispatcher = OperationDispatcher(RESOURCE, journal=path)
+        try:
+            recorder = make_recorder(dispatcher)
+            with SerialLineBridge(dispatcher, "mcu", url, executor=True):
+                dispatcher.start()
+                assert dispatcher.get_operation(op.id).state is ExecutionState.RUNNING
+                sim.send_done(op.id)
+                recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=op.id)
+            assert [m.kind for m in sim.received].count("RUN") == 1
+            assert recorder.matching(EventType.OPERATION_STARTED) == []
+        finally:
+            dispatcher.close()
+
+
+def test_a_second_executor_bridge_is_refused_when_built(make_dispatcher):
+    from firmware_bridges.serial_line import SerialLineBridge
+
+    dispatcher = make_dispatcher()
+    SerialLineBridge(dispatcher, "mcu", "loop://", executor=True)
+    SerialLineBridge(dispatcher, "display", "loop://")  # signals only: fine
+    with pytest.raises(ExecutorConflict) as caught:
+        SerialLineBridge(dispatcher, "board", "loop://", executor=True)
+    assert "'mcu'" in str(caught.value) and "'board'" in str(caught.value)

@@ -58,8 +58,8 @@ def test_a_killed_controller_reattaches_to_the_running_plc_job(
     events = second.get(f"/operations/{op_id}/events").json()
     events = events if isinstance(events, list) else events["events"]
     types = [e["event_type"] for e in events]
-    assert types.count("OPERATION_STARTED") == 1, types
-    assert "OPERATION_FAILED" not in types and "OPERATION_PAUSED" not in types, types
+    assert types.count("operation_started") == 1, types
+    assert "operation_failed" not in types and "operation_paused" not in types, types
     assert events[-1]["meta_data"]["bridge"] == "plc"
     status, _, err = second.stop()
     assert status == 0, err

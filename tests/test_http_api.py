@@ -598,7 +598,7 @@ def test_signals(make_api: Callable[..., Any]) -> None:
     listed = api.get("/signals").json()
     assert [s["name"] for s in listed] == ["mode", "plc.ready"]
     assert listed[0]["value"] == {"speed": "slow", "zones": [1, 2]}
-    assert listed[0]["max_age_seconds"] is None
+    assert listed[0]["max_age_seconds"] == 60.0  # the default for HTTP writes without one
 
 
 def test_signal_releases_an_operation(make_api: Callable[..., Any]) -> None:

@@ -4,23 +4,25 @@ a TCP port), each answer checked against the app's own ``/openapi.json``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import schemathesis
-from conftest import assert_error, wait_until
+from conftest import EventRecorder, assert_error, wait_signal, wait_until
 
 from firmware_bridges.base import BaseBridge
 from firmware_bridges.modbus import ModbusBridge
 from firmware_bridges.serial_line import SerialLineBridge
 from firmware_bridges.simulators.plc import PlcSimulator
 from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
-from operation_dispatcher import OperationDispatcher
+from operation_dispatcher import EventType, ExecutionOutcome, Operation, OperationDispatcher
+from operation_dispatcher.config import ConfigError, parse_config
 from operation_dispatcher.http import create_app
 
 HOST = "127.0.0.1"
-STATUS_KEYS = {"name", "kind", "endpoint", "running", "online", "counters"}
+STATUS_KEYS = {"name", "kind", "endpoint", "running", "online", "last_error", "counters"}
 COUNTERS = {"reads", "errors", "reconnects", "malformed"}
 
 
@@ -246,3 +248,156 @@ def test_with_a_token_the_bridge_routes_answer_401_without_it(
     assert [b["name"] for b in listed.json()] == ["mcu"]
     assert api.get("/bridges/mcu", headers=good).json()["endpoint"] == "loop://"
     assert_error(api.get("/bridges/nope", headers=good), 404, "bridge_not_found", known=["mcu"])
+
+
+# ------------------------------------------------------------------------------ issue 10
+
+
+def test_bridge_signals_are_read_only_over_http_and_others_get_a_default_max_age(
+    make_api: Callable[..., Any],
+    make_dispatcher: Callable[..., OperationDispatcher],
+    device: SerialDeviceSimulator,
+    bridges: list[BaseBridge],
+) -> None:
+    """A.5: PUT /signals/<bridge>.* answers 409 naming the owner and changes nothing; any
+    other signal written without a max age gets the server's default, so it goes stale."""
+    dispatcher = make_dispatcher()
+    serial = serial_bridge(dispatcher, device.url)
+    bridges.append(serial)
+    api = make_api(dispatcher, bridges=bridges, signal_max_age_seconds=0.2)
+    serial.start()
+    wait_until(lambda: dispatcher.signals.holds("mcu.ready", True), what="mcu.ready")
+
+    for name in ("mcu.online", "mcu.ready", "mcu.not_sent_yet"):
+        response = api.put(f"/signals/{name}", json={"value": False, "max_age_seconds": 1e6})
+        body = assert_error(response, 409, "signal_owned", owner="bridge mcu")
+        assert f"'{name}'" in body["message"] and "read-only" in body["message"]
+    assert dispatcher.signals.holds("mcu.online", True) and dispatcher.signals.holds("mcu.ready", True)
+    assert dispatcher.signals.get("mcu.not_sent_yet") is None
+
+    door = api.put("/signals/door.closed", json={"value": True})  # nobody owns door.*
+    assert door.status_code == 200, door.text
+    assert door.json()["max_age_seconds"] == 0.2  # the default: a client that dies is noticed
+    wait_until(lambda: dispatcher.signals.get("door.closed").is_stale(), what="door.closed stale")
+    explicit = api.put("/signals/door.closed", json={"value": True, "max_age_seconds": 30})
+    assert explicit.json()["max_age_seconds"] == 30
+
+
+def test_a_modbus_exception_response_is_a_configuration_error_in_last_error(
+    make_api: Callable[..., Any],
+    make_dispatcher: Callable[..., OperationDispatcher],
+    plc: PlcSimulator,
+    bridges: list[BaseBridge],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """E.19: a register outside the PLC's range: logged once without a traceback, reported in
+    GET /bridges with its address and exception code; the valid signals keep flowing. A wrong
+    device_id (every read refused) is offline, with the same reason."""
+    caplog.set_level(logging.WARNING, logger="firmware_bridges.modbus")
+    dispatcher = make_dispatcher()
+    modbus = ModbusBridge(
+        dispatcher, "plc", HOST, plc.port, poll_interval=0.01, timeout=0.5,
+        reconnect_initial=0.02, reconnect_max=0.1,
+        signals={
+            "ready": {"kind": "discrete_input", "address": PlcSimulator.READY_INPUT},
+            "cycles": {"kind": "input_register", "address": 0},
+            "beyond": {"kind": "input_register", "address": 1}, "far": {"kind": "input_register",
+                                                                         "address": 500},
+        },
+    )
+    wrong_id = ModbusBridge(
+        dispatcher, "plc9", HOST, plc.port, device_id=9, poll_interval=0.01, timeout=0.5,
+        reconnect_initial=0.02, reconnect_max=0.1,
+        signals={"ready": {"kind": "discrete_input", "address": PlcSimulator.READY_INPUT}},
+    )
+    bridges.extend([modbus, wrong_id])
+    api = make_api(dispatcher, bridges=bridges)
+    conformance = Conformance(api)
+    for bridge in bridges:
+        bridge.start()
+
+    status = wait_until(lambda: (s := api.get("/bridges/plc").json())["last_error"] and s,
+                        what="the configuration error in GET /bridges/plc")
+    conformance.check("/bridges/{name}", api.get("/bridges/plc"))
+    assert status["online"] is True
+    assert "address 500" in status["last_error"] and "exception code 2" in status["last_error"]
+    assert "ILLEGAL DATA ADDRESS" in status["last_error"]
+    reads = status["counters"]["reads"]
+    wait_until(lambda: modbus.counters["reads"] > reads + 20, what="polls to go on")
+    assert dispatcher.signals.holds("plc.ready", True)  # the valid signals keep flowing
+    assert not dispatcher.signals.get("plc.cycles").is_stale()
+    assert not dispatcher.signals.get("plc.beyond").is_stale()  # its neighbour's refusal aside
+    assert dispatcher.signals.get("plc.far") is None
+
+    nine = wait_until(lambda: (s := api.get("/bridges/plc9").json())["last_error"] and s,
+                      what="the wrong device_id reported")
+    assert nine["online"] is False and not dispatcher.signals.holds("plc9.online", True)
+    assert "device_id 9" in nine["last_error"] and "exception code" in nine["last_error"]
+    wait_until(lambda: wrong_id.counters["reconnects"] >= 3, what="retries of plc9")
+
+    records = [r for r in caplog.records if r.name == "firmware_bridges.modbus"]
+    assert all(r.exc_info is None for r in records)  # no traceback
+    far = [r for r in records if "address 500" in r.getMessage()]
+    assert len(far) == 1 and "configuration error" in far[0].getMessage()
+    nine_logs = [r for r in records if "device_id 9" in r.getMessage()]
+    assert 1 <= len(nine_logs) <= 2  # the refusal, and plc9 going offline: not once per retry
+
+
+def test_a_modbus_executor_and_a_signal_only_serial_bridge_record_what_the_devices_did(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    bridges: list[BaseBridge],
+) -> None:
+    """A.2: the serial bridge (executor left at its default, off) feeds signals only; the PLC runs
+    the job, and the dispatcher records the PLC's outcome (a success, then a failure)."""
+    plc = PlcSimulator(HOST, cycle_time=0.05, ready=True, failing_programs={7: 42})
+    device = SerialDeviceSimulator(run_seconds=0.01, signals={"tray": 1}, repeat_seconds=0.05)
+    device.listen_tcp(HOST)
+    plc.start()
+    device.start()
+    try:
+        dispatcher = make_dispatcher()
+        recorder = EventRecorder(dispatcher)
+        modbus = ModbusBridge(
+            dispatcher, "plc", HOST, plc.port, poll_interval=0.01, timeout=0.5,
+            signals={"ready": {"kind": "discrete_input", "address": PlcSimulator.READY_INPUT}},
+            executor={"program_register": 0, "start_coil": 0, "done_coil": 1, "error_coil": 2,
+                      "error_code_register": 1},
+        )
+        serial = serial_bridge(dispatcher, device.url)
+        assert serial.executor is False
+        bridges.extend([modbus, serial])
+        for bridge in bridges:
+            bridge.start()
+        dispatcher.start()
+        wait_signal(dispatcher, "plc.online", True)
+        wait_signal(dispatcher, "mcu.tray", 1)
+        gate = {"plc.ready": True, "mcu.tray": 1}
+
+        ok = dispatcher.add_operation(Operation(resource_id=dispatcher.resource_id,
+                                                payload={"program": 3}, release_conditions=gate))
+        done = recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=ok.id)[0]
+        assert done.meta_data == {"bridge": "plc"}
+        bad = dispatcher.add_operation(Operation(resource_id=dispatcher.resource_id,
+                                                 payload={"program": 7}, release_conditions=gate))
+        failed = recorder.wait_for(EventType.OPERATION_FAILED, operation_id=bad.id)[0]
+        assert failed.meta_data == {"bridge": "plc", "plc_error_code": 42}
+        assert plc.programs_run == [3, 7]  # what the PLC did, once each
+        assert [m for m in device.received if m.kind == "RUN"] == []  # the serial device ran nothing
+        assert dispatcher.get_operation(ok.id).outcome is ExecutionOutcome.SUCCESS
+        assert dispatcher.get_operation(bad.id).outcome is ExecutionOutcome.FAILURE
+        assert recorder.types(ok.id).count(EventType.OPERATION_FAILED) == 0
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+        device.stop()
+        plc.stop()
+
+
+def test_the_default_max_age_of_http_signals_is_a_checked_config_key() -> None:
+    """A.5: ``[http] signal_max_age_seconds`` (default 60 s) is what serve gives the app."""
+    assert parse_config({}).http.signal_max_age_seconds == 60.0
+    assert parse_config({"http": {"signal_max_age_seconds": 2.5}}).http.signal_max_age_seconds == 2.5
+    for bad in (0, -1, "60", True, float("inf")):
+        with pytest.raises(ConfigError) as raised:
+            parse_config({"http": {"signal_max_age_seconds": bad}})
+        assert raised.value.errors[0].startswith("http.signal_max_age_seconds: must be a number > 0")

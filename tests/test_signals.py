@@ -10,6 +10,7 @@ import pytest
 from conftest import EventRecorder
 
 from operation_dispatcher import EventType, ExecutionState, Operation, Signal, SignalBoard
+from operation_dispatcher.errors import ValidationError
 from operation_dispatcher.signals import same_value
 
 R = "robot-1"
@@ -243,3 +244,19 @@ def test_shared_board_serves_two_dispatchers(make_dispatcher) -> None:
     board.set("line.go", True)
     rec1.wait_for(STARTED, operation_id=a.id)
     rec2.wait_for(STARTED, operation_id=b.id)
+
+
+def test_a_claimed_prefix_names_its_owner_and_cannot_be_claimed_by_another() -> None:
+    """Issue 10, A.5: a bridge claims ``<name>.``; front ends ask owner_of before writing."""
+    board = SignalBoard()
+    board.claim("plc.", "bridge plc")
+    board.claim("plc.", "bridge plc")  # again by the same owner: fine
+    assert board.owner_of("plc.online") == "bridge plc"
+    assert board.owner_of("plc.never_written") == "bridge plc"
+    assert board.owner_of("plc2.ready") is None and board.owner_of("door") is None
+    with pytest.raises(ValidationError, match="bridge plc"):
+        board.claim("plc.", "bridge other")
+    with pytest.raises(ValidationError):
+        board.claim("", "bridge x")
+    board.set("plc.ready", True)  # the board does not enforce it: the owner writes through set()
+    assert board.holds("plc.ready", True)

@@ -6,7 +6,7 @@ on CPython behind a real pseudo-terminal (``tests/micropython_board.py`` stands 
 ``machine.Pin`` and ``time.ticks_*``) and drives it through ``SerialLineBridge``. It talks over
 the USB serial console (``sys.stdin``/``sys.stdout``), so on the host::
 
-    SerialLineBridge(dispatcher, "dev1", "/dev/ttyACM0")
+    SerialLineBridge(dispatcher, "dev1", "/dev/ttyACM0", executor=True)
 
 Device to host: ``SIG ready=<true|false>`` every second (from the READY_PIN input) and on
 every change, ``DONE <id>`` / ``ERR <id> <reason>`` when a job ends, ``ACK`` / ``NAK``.

@@ -31,7 +31,7 @@ from .operations import operations_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
 from .signals import signals_blueprint
-from .state import ApiState, Bridge
+from .state import DEFAULT_SIGNAL_MAX_AGE, ApiState, Bridge
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
@@ -64,6 +64,7 @@ def create_app(
     stream_buffer_bytes: int = DEFAULT_STREAM_BUFFER_BYTES,
     stop_timeout: float = 10.0,
     bridges: Sequence[Bridge] = (),
+    signal_max_age_seconds: float | None = DEFAULT_SIGNAL_MAX_AGE,
 ) -> OpenAPI:
     """The REST API of ``dispatcher`` as a Flask (flask-openapi3) application.
 
@@ -85,6 +86,8 @@ def create_app(
     :param stop_timeout: seconds ``POST /dispatcher/stop`` waits for the dispatcher threads.
     :param bridges: the hardware bridges feeding ``dispatcher``, listed with their health and
         counters under ``/bridges`` (the app neither starts nor stops them).
+    :param signal_max_age_seconds: the max age of a signal written by ``PUT /signals/<name>``
+        without one (None: such a signal never goes stale).
     """
     if token is not None and not token:
         raise ValueError("token must be a non-empty string or None")
@@ -120,6 +123,7 @@ def create_app(
         ),
         token=token,
         max_body_bytes=max_body_bytes,
+        signal_max_age_seconds=signal_max_age_seconds,
         bridges=by_name,
     )
     app.extensions["operation_dispatcher"] = state

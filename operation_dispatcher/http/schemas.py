@@ -404,7 +404,8 @@ class SignalUpdate(RequestModel):
 
     value: Any = Field(description="any JSON value")
     max_age_seconds: Seconds | None = Field(
-        None, description="the signal is stale (never holds) once older than this"
+        None, description="the signal is stale (never holds) once older than this; left out "
+                          "or null: the server's default ([http] signal_max_age_seconds, 60 s)"
     )
     error_code: ClassVar[str] = "invalid_signal"
 
@@ -558,6 +559,10 @@ class BridgeStatus(ResponseModel):
     endpoint: str = Field(description="where the device is: tcp://host:port, a serial URL, ...")
     running: bool = Field(description="the bridge thread is alive")
     online: bool = Field(description="the device is connected and answering")
+    last_error: str | None = Field(
+        description="why the device is offline, or a configuration error it reported "
+                          "(a Modbus exception response with the address and code)"
+    )
     counters: BridgeCounters
 
 

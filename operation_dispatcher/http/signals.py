@@ -7,7 +7,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from ..errors import ValidationError
 from .errors import ApiError
-from .schemas import Signal, SignalList, SignalPath, SignalUpdate
+from .schemas import ErrorResponse, Signal, SignalList, SignalPath, SignalUpdate
 from .state import ApiState, api_blueprint, body_error_code, json_response
 
 TAG = Tag(name="Signals", description="named live values with staleness")
@@ -25,11 +25,21 @@ def signals_blueprint(state: ApiState) -> APIBlueprint:
 
     @bp.put("/signals/<name>", operation_id="set_signal",
             summary="Write (or re-confirm) a signal; a change wakes the dispatcher",
-            responses={200: Signal})
+            description="A signal a bridge owns (`<bridge>.*`) is read-only here (409). Without "
+                        "`max_age_seconds` the server's default max age applies.",
+            responses={200: Signal, 409: ErrorResponse})
     @body_error_code("invalid_signal")
     def set_signal(path: SignalPath, body: SignalUpdate) -> Response:
+        owner = board.owner_of(path.name)
+        if owner is not None:  # the device is the only source of truth for its signals
+            raise ApiError(409, "signal_owned",
+                           f"signal {path.name!r} is written by {owner}; it is read-only over HTTP",
+                           {"owner": owner})
+        max_age = body.max_age_seconds
+        if max_age is None:
+            max_age = state.signal_max_age_seconds
         try:
-            signal = board.set(path.name, body.value, max_age_seconds=body.max_age_seconds)
+            signal = board.set(path.name, body.value, max_age_seconds=max_age)
         except ValidationError as exc:
             raise ApiError.from_exc(exc, "invalid_signal") from None
         return json_response(signal.to_dict())

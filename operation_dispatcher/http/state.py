@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from .runtime import RuntimeControl
 
 
+#: seconds until a signal written by ``PUT /signals/<name>`` without a max age goes stale
+DEFAULT_SIGNAL_MAX_AGE = 60.0
+
+
 class Bridge(Protocol):
     """What the API needs of a hardware bridge (``firmware_bridges.base.BaseBridge`` has it)."""
 
@@ -33,6 +37,9 @@ class ApiState:
     token: str | None = None
     max_body_bytes: int = 1024 * 1024
     bridges: Mapping[str, Bridge] = field(default_factory=dict)
+    #: the max age of a signal written over HTTP without one (a client that dies must not
+    #: leave a release condition true forever)
+    signal_max_age_seconds: float | None = DEFAULT_SIGNAL_MAX_AGE
 
     def close(self) -> None:
         """End every open event stream (the server is going away)."""
