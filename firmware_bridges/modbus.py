@@ -51,6 +51,7 @@ enabled for DEBUG (for troubleshooting a line); records from any other thread pa
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -194,8 +195,12 @@ class SignalSpec:
             raise ValidationError(where, f"bit and scale apply to registers, not to a {kind}")
         if bit is not None and (type(bit) is not int or not 0 <= bit <= 15):
             raise ValidationError(f"{where}.bit", f"must be an integer 0..15, got {bit!r}")
-        if scale is not None and (type(scale) not in (int, float) or scale == 0):
-            raise ValidationError(f"{where}.scale", f"must be a non-zero number, got {scale!r}")
+        if scale is not None and (
+            type(scale) not in (int, float) or scale == 0 or not math.isfinite(scale)
+        ):
+            raise ValidationError(
+                f"{where}.scale", f"must be a finite non-zero number, got {scale!r}"
+            )
         if enum is not None:
             if not isinstance(enum, Mapping):
                 raise ValidationError(f"{where}.enum", f"must map raw values to labels, got {enum!r}")

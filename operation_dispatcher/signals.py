@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ValidationError
-from .models import check_json_data, format_datetime, utcnow
+from .models import check_json_data, copy_json, format_datetime, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ class Signal:
         }
 
 
+def _copy(signal: Signal) -> Signal:
+    """A snapshot: a dict or list value is copied, so a reader's edit changes nothing inside."""
+    if type(signal.value) in (dict, list):
+        return dataclasses.replace(signal, value=copy_json(signal.value))
+    return signal
+
+
 class SignalBoard:
     """Named live values with timestamps and staleness, safe to use from any thread.
 
@@ -95,6 +102,7 @@ class SignalBoard:
             raise ValidationError(
                 "max_age_seconds", f"must be a finite number > 0 or None, got {max_age_seconds!r}"
             )
+        value = copy_json(value)  # the caller's dict, edited later, must not change the board
         now = time.monotonic()
         signal = Signal(name, value, utcnow(), max_age_seconds, now)
         with self._lock:
@@ -110,15 +118,16 @@ class SignalBoard:
         if changed:
             for listener in listeners:  # outside the lock: a listener may read the board
                 try:
-                    listener(signal)
+                    listener(_copy(signal))
                 except Exception:
                     logger.exception("signal listener %r failed for %s", listener, name)
-        return signal
+        return _copy(signal)
 
     def get(self, name: str) -> Signal | None:
-        """The signal called ``name``, or None if it was never written."""
+        """A snapshot of the signal called ``name``, or None if it was never written."""
         with self._lock:
-            return self._signals.get(name)
+            signal = self._signals.get(name)
+        return None if signal is None else _copy(signal)
 
     def value(self, name: str, default: Any = None) -> Any:
         """The signal's value, or ``default`` if it was never written."""
@@ -127,7 +136,8 @@ class SignalBoard:
 
     def holds(self, name: str, required: Any) -> bool:
         """True if the signal exists, is fresh and equals ``required`` (``True`` is not ``1``)."""
-        signal = self.get(name)
+        with self._lock:
+            signal = self._signals.get(name)
         return (
             signal is not None
             and not signal.is_stale()
@@ -153,9 +163,10 @@ class SignalBoard:
             return self._signals.pop(name, None) is not None
 
     def snapshot(self) -> list[Signal]:
-        """Every signal, sorted by name."""
+        """Snapshots of every signal, sorted by name."""
         with self._lock:
-            return sorted(self._signals.values(), key=lambda s: s.name)
+            signals = sorted(self._signals.values(), key=lambda s: s.name)
+        return [_copy(signal) for signal in signals]
 
     def subscribe(self, listener: SignalListener) -> Callable[[], None]:
         """Call ``listener(signal)`` on every change; returns a function that unsubscribes."""

@@ -310,6 +310,10 @@ def test_configuration_errors_name_the_field(make_dispatcher):
     with pytest.raises(ValidationError, match="bit and scale apply to registers"):
         ModbusBridge(dispatcher, "plc1", "127.0.0.1", 502,
                      signals={"x": {"kind": "coil", "address": 0, "bit": 1}})
+    for scale in (float("inf"), float("nan"), 0, "0.1"):  # inf is valid TOML
+        with pytest.raises(ValidationError, match="signals.x.scale"):
+            ModbusBridge(dispatcher, "plc1", "127.0.0.1", 502,
+                         signals={"x": {"kind": "input_register", "address": 0, "scale": scale}})
     with pytest.raises(ValidationError, match="needs"):
         ModbusBridge(dispatcher, "plc1", "127.0.0.1", 502, executor={"start_coil": 0})
     with pytest.raises(ValidationError, match="name"):

@@ -260,3 +260,17 @@ def test_a_claimed_prefix_names_its_owner_and_cannot_be_claimed_by_another() -> 
         board.claim("", "bridge x")
     board.set("plc.ready", True)  # the board does not enforce it: the owner writes through set()
     assert board.holds("plc.ready", True)
+
+
+def test_the_board_keeps_copies_of_container_values() -> None:
+    """A dict written and later edited by its writer, or edited by a reader, changes nothing
+    on the board (issue 10 E.18: every read a snapshot, every write a copy)."""
+    board = SignalBoard()
+    recipe = {"tool": "T1", "steps": [1, 2]}
+    board.set("cell.recipe", recipe)
+    recipe["steps"].append(3)
+    recipe["tool"] = "T9"
+    assert board.holds("cell.recipe", {"tool": "T1", "steps": [1, 2]})
+    board.get("cell.recipe").value["steps"].clear()
+    board.snapshot()[0].value["tool"] = "T7"
+    assert board.value("cell.recipe") == {"tool": "T1", "steps": [1, 2]}
