@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import RESOURCE, wait_signal, wait_until
+from conftest import RESOURCE, EventRecorder, wait_signal, wait_until
 from plc_helpers import EXECUTOR, PLC, READY, bridge_factory, started
 from pymodbus.client import ModbusTcpClient
 
@@ -352,15 +352,22 @@ def test_pause_resume_and_cancel_pulse_their_coils_and_the_plc_obeys(make_dispat
         assert slow_plc.programs_run == [1, 2] and slow_plc.cycles == 1  # the cancelled one never ended
 
 
+def executor_of_a_vanished_plc(
+    make_dispatcher, make_bridge, plc_: PlcSimulator
+) -> tuple[OperationDispatcher, EventRecorder]:
+    """A started dispatcher whose executor bridge plc1 has just seen its PLC go away."""
+    dispatcher, recorder = started(make_dispatcher)
+    make_bridge(dispatcher, plc_, executor=EXECUTOR, reconnect_initial=0.02, reconnect_max=0.05)
+    plc_.stop()
+    wait_signal(dispatcher, "plc1.online", False)
+    return dispatcher, recorder
+
+
 def test_an_operation_added_while_the_plc_is_offline_waits_for_it(make_dispatcher, make_bridge):
     """The executor's health gates the start (issue 10 A.3): nothing is sent to an offline PLC,
     and the operation runs once the PLC is back, instead of failing at once."""
     with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
-        dispatcher, recorder = started(make_dispatcher)
-        make_bridge(dispatcher, plc_, executor=EXECUTOR,
-                    reconnect_initial=0.02, reconnect_max=0.05)
-        plc_.stop()
-        wait_signal(dispatcher, "plc1.online", False)
+        dispatcher, recorder = executor_of_a_vanished_plc(make_dispatcher, make_bridge, plc_)
         op = Operation(resource_id=RESOURCE, payload={"program": 4})
         dispatcher.add_operation(op)
         assert dispatcher.explain(op.id)["blocked_by"] == ["release_condition:plc1.online"]
@@ -378,11 +385,7 @@ def test_a_start_that_reaches_an_offline_plc_fails_and_never_runs_later(
     so nothing gates it), no start is queued for the PLC's return: it would start the machine
     unexpectedly."""
     with PlcSimulator(cycle_time=0.05, ready=True) as plc_:
-        dispatcher, recorder = started(make_dispatcher)
-        make_bridge(dispatcher, plc_, executor=EXECUTOR,
-                    reconnect_initial=0.02, reconnect_max=0.05)
-        plc_.stop()
-        wait_signal(dispatcher, "plc1.online", False)
+        dispatcher, recorder = executor_of_a_vanished_plc(make_dispatcher, make_bridge, plc_)
         dispatcher.detach_executor("plc1")
         op = Operation(resource_id=RESOURCE, payload={"program": 4})
         dispatcher.add_operation(op)

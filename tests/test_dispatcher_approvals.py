@@ -34,6 +34,18 @@ def op(**kwargs: Any) -> Operation:
     return Operation(resource_id=R, **kwargs)
 
 
+def first_denial(make_dispatcher, callback, **kwargs: Any) -> tuple[Any, Operation, Any]:
+    """Start a dispatcher asking ``callback`` (30 s cooldown), add one operation, and wait for
+    its first START_DENIED: (dispatcher, the operation, the denial)."""
+    d = make_dispatcher(
+        on_request_callback=callback, start_request_retry_cooldown_seconds=30, **kwargs
+    )
+    rec = EventRecorder(d)
+    d.start()
+    added = d.add_operation(op())
+    return d, added, rec.wait_for(DENIED, operation_id=added.id)[0]
+
+
 class PendingCallback:
     """Answers every request with PENDING and remembers the events it was given."""
 
@@ -114,20 +126,14 @@ DENYING = [
 
 @pytest.mark.parametrize(("result", "reasoning", "data"), DENYING)
 def test_denying_callback_results(make_dispatcher, result, reasoning, data) -> None:
-    d = make_dispatcher(
-        on_request_callback=lambda event: result, start_request_retry_cooldown_seconds=30
-    )
-    rec = EventRecorder(d)
-    d.start()
-    added = d.add_operation(op())
-    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    d, added, denied = first_denial(make_dispatcher, lambda event: result)
     assert denied.meta_data.get("reasoning") == reasoning
     assert denied.meta_data.get("decision_data", {}) == data
     assert denied.meta_data["retry_count"] == 1
     assert denied.meta_data["max_retries"] == 5
     assert denied.meta_data["cooldown_seconds"] == 30
     assert d.get_operation(added.id).state is ExecutionState.QUEUED
-    assert STARTED not in rec.types()
+    assert STARTED not in [e.event_type for e in d.list_events(added.id)]
     requested = [e for e in d.list_events(added.id) if e.event_type is REQUESTED]
     assert requested[0].meta_data["request_decision"] == {
         "accepted": False, "reasoning": reasoning, "data": data,
@@ -187,19 +193,13 @@ FAIL_OPEN = [
 
 @pytest.mark.parametrize(("result", "named"), FAIL_OPEN)
 def test_only_a_real_true_starts_the_machine(make_dispatcher, result, named) -> None:
-    d = make_dispatcher(
-        on_request_callback=lambda event: result, start_request_retry_cooldown_seconds=30
-    )
-    rec = EventRecorder(d)
-    d.start()
-    added = d.add_operation(op())
-    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    d, added, denied = first_denial(make_dispatcher, lambda event: result)
     reasoning = denied.meta_data["reasoning"]
     assert reasoning.startswith("invalid_decision: "), reasoning
     assert named in reasoning
     assert denied.meta_data["decision_data"] == {"result_type": type(result).__name__}
     assert d.get_operation(added.id).state is ExecutionState.QUEUED
-    assert STARTED not in rec.types()
+    assert STARTED not in [e.event_type for e in d.list_events(added.id)]
     requested = [e for e in d.list_events(added.id) if e.event_type is REQUESTED][0]
     assert requested.meta_data["request_decision"]["accepted"] is False
 
@@ -251,14 +251,7 @@ def test_request_decision_refuses_a_non_bool() -> None:
 
 
 def test_a_callback_building_a_bad_request_decision_denies(make_dispatcher) -> None:
-    d = make_dispatcher(
-        on_request_callback=lambda event: RequestDecision("no"),
-        start_request_retry_cooldown_seconds=30,
-    )
-    rec = EventRecorder(d)
-    d.start()
-    added = d.add_operation(op())
-    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    d, added, denied = first_denial(make_dispatcher, lambda event: RequestDecision("no"))
     assert denied.meta_data["reasoning"] == "request_callback_exception"
     assert "got str 'no'" in denied.meta_data["decision_data"]["error"]
     assert d.get_operation(added.id).state is ExecutionState.QUEUED
@@ -294,11 +287,7 @@ def test_callback_that_raises_denies_with_request_callback_exception(make_dispat
     def callback(event):
         raise ConnectionError("plc unreachable")
 
-    d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=30)
-    rec = EventRecorder(d)
-    d.start()
-    added = d.add_operation(op())
-    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    d, added, denied = first_denial(make_dispatcher, callback)
     assert denied.meta_data["reasoning"] == "request_callback_exception"
     assert denied.meta_data["decision_data"] == {"error": "plc unreachable"}
     assert d.is_running
@@ -401,7 +390,7 @@ def test_pending_request_names_what_it_waits_for(make_dispatcher, gate) -> None:
     assert denied.meta_data["reasoning"] == "operator was faster"
     gate.set()
     d.stop()
-    assert STARTED not in rec.types()
+    assert STARTED not in [e.event_type for e in d.list_events(added.id)]
 
 
 def test_decide_denial_counts_as_a_denial(make_dispatcher) -> None:
@@ -462,15 +451,7 @@ def test_slow_callback_times_out_and_late_answer_is_ignored(make_dispatcher, gat
         gate.wait()
         return True
 
-    d = make_dispatcher(
-        on_request_callback=callback,
-        request_event_timeout_seconds=0.2,
-        start_request_retry_cooldown_seconds=30,
-    )
-    rec = EventRecorder(d)
-    d.start()
-    added = d.add_operation(op())
-    denied = rec.wait_for(DENIED, operation_id=added.id)[0]
+    d, added, denied = first_denial(make_dispatcher, callback, request_event_timeout_seconds=0.2)
     assert denied.meta_data["reasoning"] == "timeout"
     assert "request callback" in denied.meta_data["decision_data"]["error"]
     gate.set()
