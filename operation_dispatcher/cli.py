@@ -9,8 +9,8 @@ API (waitress) until SIGINT or SIGTERM, then stops the server, the bridges, the 
 the journal, and exits 0. Command-line options win over the config file; the token may also
 come from ``OPERATION_DISPATCHER_TOKEN``. ``--demo`` attaches a simulated machine and feeds it a
 trickle of operations, approved by a simulated operator (with an occasional denial), so the API
-shows live traffic; with a Modbus executor bridge on a loopback address in the config, the demo
-simulates that PLC (see :mod:`.demo`).
+shows live traffic; with a bridge whose device a plug-in can simulate (a Modbus executor bridge
+on a loopback address, for one), the demo simulates that device (see :mod:`.demo`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, load_config
-from .demo import LOOPBACK, DemoMachine
+from .demo import LOOPBACK, DemoMachine, DemoUnavailable
 from .errors import DispatcherError
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def serve(args: argparse.Namespace) -> int:
         if http.host not in LOOPBACK and not http.token:
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
         stop.wait()
-    except OSError as exc:  # the demo's PLC cannot listen, for one
+    except (OSError, DemoUnavailable) as exc:  # the demo's PLC cannot listen, for one
         print(f"{PROG}: {exc}", file=sys.stderr)
         status = 1
     finally:
@@ -216,7 +216,7 @@ def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]
     """The bridges of the config's ``[[bridges]]`` tables (built, not started)."""
     if not config.bridges:
         return []
-    from firmware_bridges.config import build_bridges
+    from .bridges import build_bridges
 
     return build_bridges(dispatcher, config.bridges)
 

@@ -35,7 +35,7 @@ Sections (every one optional)::
 
     [mcp]                              # reserved for the MCP server (not validated yet)
 
-    [[bridges]]                        # one table per hardware bridge, see firmware_bridges.config
+    [[bridges]]                        # one table per hardware bridge, see operation_dispatcher.bridges
     type = "modbus"                    # or "serial"
     name = "plc"                       # its signals are plc.<signal>, its health plc.online
     host = "127.0.0.1"                 # ...every other key is an argument of the bridge class
@@ -307,7 +307,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         errors.append("bridges: must be a list of tables ([[bridges]])")
         bridges = []
     elif bridges:
-        from firmware_bridges.config import bridge_errors  # imports only the types used
+        from .bridges import bridge_errors  # imports only the kinds used (entry points)
 
         errors.extend(bridge_errors(bridges))
     if errors:

@@ -3,14 +3,18 @@
 A trickle of operations and an operator who approves them, so the API shows live traffic. Who
 executes the operations depends on the config:
 
-* a Modbus executor bridge on a loopback address (``examples/plc.toml``): the demo starts the
-  PLC simulator (pymodbus' own server) on that address, so every operation runs through a real
-  Modbus connection on 127.0.0.1: the bridge writes the program number, pulses start and
-  completes the operation when the PLC raises done. Program 13 makes the PLC raise its error
-  bit (code 42), which shows an ``EXTERNAL_ERROR`` failure. The PLC's ready bit goes off now
-  and then, holding the operations released by ``<bridge>.ready``.
+* a bridge for which a plug-in provides a simulated device: the demo asks the entry-point group
+  ``operation_dispatcher.demo_devices`` for a factory of each bridge's ``kind`` (the core names
+  no bridge package) and runs the first device one returns. ``firmware_bridges`` provides one
+  for a Modbus executor bridge on a loopback address (``examples/plc.toml``): the PLC simulator
+  on that address, so every operation runs through a real Modbus connection (see
+  ``firmware_bridges.simulators.demo_plc``). The device's ready bit goes off now and then,
+  holding the operations released by its ``release_signal``.
 * otherwise a :class:`~operation_dispatcher.simulation.SimulatedOperationRunner` in-process,
   and the signal ``demo.door_closed`` opens and closes now and then.
+
+A demo-device factory is called as ``factory(bridge, cycle_time=seconds)`` and returns a
+:class:`DemoDevice`, or None when it cannot simulate that bridge's device.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import queue
 import random
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .approvals import PENDING
 from .errors import DispatcherError, RequestClosed, UnknownRequest
@@ -30,10 +35,56 @@ if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
 
 log = logging.getLogger(__name__)
-#: addresses that only this machine reaches (the demo simulates a PLC only there)
+#: addresses that only this machine reaches (a demo device may be simulated only there)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-#: the program that the simulated PLC fails, and the error code it reports
-FAILING_PROGRAM, FAILING_CODE = 13, 42
+#: the entry-point group of demo-device factories, by bridge kind
+DEMO_DEVICE_GROUP = "operation_dispatcher.demo_devices"
+
+
+class DemoDevice(Protocol):
+    """A simulated device that runs the demo's operations through a real bridge."""
+
+    #: the signal that holds some of the demo's operations (``set_ready`` flips it)
+    release_signal: str
+    #: the bridge's health signal: every demo operation waits for it
+    online_signal: str
+
+    def start(self) -> None:
+        """Start simulating; OSError when the device cannot listen where the bridge looks."""
+
+    def stop(self) -> None: ...
+
+    def set_ready(self, ready: bool) -> None: ...
+
+    def payload(self, task_number: int, failing: bool) -> dict[str, Any]:
+        """What an operation of task ``task_number`` (1-based) tells the device; ``failing``
+        asks for a job the device fails, to show a failure."""
+        ...
+
+
+class DemoUnavailable(RuntimeError):
+    """A demo-device plug-in cannot be loaded or used (the message says which and why)."""
+
+
+def demo_device_for(bridges: Sequence[Any], cycle_time: float) -> DemoDevice | None:
+    """The first simulated device a plug-in provides for one of ``bridges``, or None."""
+    factories: dict[str, Any] = {}
+    for entry_point in entry_points(group=DEMO_DEVICE_GROUP):
+        factories.setdefault(entry_point.name, entry_point)  # the first declaration wins
+    for bridge in bridges:
+        entry_point = factories.get(getattr(bridge, "kind", None))  # type: ignore[arg-type]
+        if entry_point is None:
+            continue
+        try:
+            device = entry_point.load()(bridge, cycle_time=cycle_time)
+        except Exception as exc:  # a broken plug-in: say so instead of a traceback
+            raise DemoUnavailable(
+                f"the demo device for {bridge.kind} bridges ({entry_point.value}) cannot be "
+                f"used: {type(exc).__name__}: {exc}"
+            ) from exc
+        if device is not None:
+            return device  # type: ignore[no-any-return]
+    return None
 
 
 class DemoMachine:
@@ -44,19 +95,19 @@ class DemoMachine:
     denied, which shows the denial, its cooldown and the retry. Cancel, pause and resume are
     approved at once.
 
-    :param plc_bridge: a Modbus executor bridge whose PLC the demo simulates (see the module
-        docstring), or None for the in-process simulated machine; :meth:`start` picks one
-        from the bridges it is given when this is None.
+    :param device: the simulated device that runs the operations (see the module docstring),
+        or None: :meth:`start` asks the demo-device plug-ins for one of the bridges it is
+        given, and without one runs the in-process simulated machine.
     """
 
     TASKS = (("pick", 2.0), ("place", 1.5), ("inspect", 3.0), ("weld", 4.0), ("polish", 2.5))
     SIGNAL = "demo.door_closed"
 
     def __init__(
-        self, *, plc_bridge: Any = None, interval: float = 2.0, answer_after: float = 0.8,
+        self, *, device: DemoDevice | None = None, interval: float = 2.0, answer_after: float = 0.8,
         deny_every: int = 7, max_queued: int = 8, cycle_time: float = 2.0, seed: int | None = None,
     ) -> None:
-        self.plc_bridge = plc_bridge
+        self.device = device
         self.interval = interval
         self.answer_after = answer_after
         self.deny_every = deny_every
@@ -67,27 +118,14 @@ class DemoMachine:
         self._requests: queue.Queue[Any] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._runner: Any = None
-        self._plc: Any = None
-        self._plc_ready = True
+        self._device_started = False
+        self._device_ready = True
         self._asked = 0
-
-    @staticmethod
-    def plc_bridge_among(bridges: Sequence[Any]) -> Any:
-        """The first Modbus TCP executor bridge on a loopback address, or None."""
-        for bridge in bridges:
-            if (
-                getattr(bridge, "kind", None) == "modbus"
-                and getattr(bridge, "executor", None) is not None
-                and getattr(bridge, "transport", "tcp") == "tcp"
-                and bridge.host in LOOPBACK
-            ):
-                return bridge
-        return None
 
     @property
     def release_signal(self) -> str:
         """The signal that holds some of the demo's operations."""
-        return f"{self.plc_bridge.name}.ready" if self.plc_bridge is not None else self.SIGNAL
+        return self.device.release_signal if self.device is not None else self.SIGNAL
 
     def on_request(self, event: DispatchEvent) -> Any:
         """The dispatcher's request callback."""
@@ -97,34 +135,18 @@ class DemoMachine:
         return True
 
     def start(self, dispatcher: OperationDispatcher, bridges: Sequence[Any] = ()) -> None:
-        """Start the simulated machine (PLC or in-process runner) and the feeder and operator.
+        """Start the simulated machine (a plug-in's device or the in-process runner) and the
+        feeder and operator.
 
-        Call it before the bridges start, so the bridge finds its PLC at the first attempt.
-        Raises OSError when the simulated PLC cannot listen on the bridge's address.
+        Call it before the bridges start, so a bridge finds its device at the first attempt.
+        Raises OSError when the simulated device cannot listen on the bridge's address, and
+        DemoUnavailable when a demo-device plug-in cannot be used.
         """
-        if self.plc_bridge is None:
-            self.plc_bridge = self.plc_bridge_among(bridges)
-        if self.plc_bridge is not None:
-            from firmware_bridges.simulators.plc import PlcSimulator
-
-            ex = self.plc_bridge.executor
-            self._plc = PlcSimulator(
-                self.plc_bridge.host, self.plc_bridge.port, cycle_time=self.cycle_time,
-                device_id=self.plc_bridge.device_id, ready=True,
-                failing_programs={FAILING_PROGRAM: FAILING_CODE},
-            )
-            if (ex["program_register"], ex["start_coil"], ex["done_coil"], ex["error_coil"]) != (
-                self._plc.PROGRAM_REGISTER, self._plc.START_COIL, self._plc.DONE_COIL,
-                self._plc.ERROR_COIL,
-            ):
-                log.warning("demo: the bridge's executor map differs from the simulated PLC's")
-            try:
-                self._plc.start()
-            except RuntimeError as exc:  # the simulator's "could not listen"
-                where = f"{self.plc_bridge.host}:{self.plc_bridge.port}"
-                raise OSError(f"the demo's simulated PLC cannot listen on {where} "
-                              f"(is something else using the port?): {exc.__cause__ or exc}") from exc
-            log.info("demo: simulated PLC on %s:%s", self.plc_bridge.host, self.plc_bridge.port)
+        if self.device is None:
+            self.device = demo_device_for(bridges, self.cycle_time)
+        if self.device is not None:
+            self._device_started = True  # stop() stops even a half-started device
+            self.device.start()
         else:
             from .simulation import SimulatedOperationRunner
 
@@ -145,38 +167,38 @@ class DemoMachine:
             thread.join(5.0)
         if self._runner is not None:
             self._runner.stop()
-        if self._plc is not None:
-            self._plc.stop()
+        if self.device is not None and self._device_started:
+            self.device.stop()
 
     # ------------------------------------------------------------------ threads
     def _toggle_release(self, dispatcher: OperationDispatcher) -> None:
-        """The door opens or closes (or the PLC's ready bit flips)."""
-        if self._plc is not None:
-            self._plc_ready = not self._plc_ready
-            self._plc.set_ready(self._plc_ready)
+        """The door opens or closes (or the simulated device's ready bit flips)."""
+        if self.device is not None:
+            self._device_ready = not self._device_ready
+            self.device.set_ready(self._device_ready)
         else:
             dispatcher.signals.set(self.SIGNAL, not dispatcher.signals.value(self.SIGNAL))
 
     def _payload(self, task: str) -> dict[str, Any]:
         payload: dict[str, Any] = {"task": task, "part": self._rng.randint(100, 999)}
-        if self.plc_bridge is not None:
-            key = self.plc_bridge.executor["program_key"]
+        if self.device is not None:
             failing = self._rng.random() < 0.1
-            payload[key] = FAILING_PROGRAM if failing else 1 + [t for t, _ in self.TASKS].index(task)
+            payload.update(self.device.payload(1 + [t for t, _ in self.TASKS].index(task), failing))
         return payload
 
     def _conditions(self) -> dict[str, Any]:
-        """Some operations wait for the door (or the PLC's ready bit); PLC ones for the PLC."""
+        """Some operations wait for the door (or the device's ready bit); all of a simulated
+        device's wait for its bridge to be online."""
         conditions: dict[str, Any] = {}
-        if self.plc_bridge is not None:  # a start while the PLC is offline would fail at once
-            conditions[f"{self.plc_bridge.name}.online"] = True
+        if self.device is not None:  # a start while the device is offline would fail at once
+            conditions[self.device.online_signal] = True
         if self._rng.random() < 0.3:
             conditions[self.release_signal] = True
         return conditions
 
     def _feed(self, dispatcher: OperationDispatcher) -> None:
         rng, cycle = self._rng, 0
-        if self._plc is None:
+        if self.device is None:
             dispatcher.signals.set(self.SIGNAL, True)
         while not self._stop.is_set():
             cycle += 1
@@ -185,7 +207,7 @@ class DemoMachine:
             try:
                 if dispatcher.get_state().queue_size < self.max_queued:
                     task, seconds = rng.choice(self.TASKS)
-                    planned = self.cycle_time if self._plc is not None else seconds
+                    planned = self.cycle_time if self.device is not None else seconds
                     dispatcher.add_operation(Operation(
                         resource_id=dispatcher.resource_id,
                         job_id=f"demo-{cycle}",
@@ -214,4 +236,4 @@ class DemoMachine:
                 pass  # answered through the API first, or timed out
 
 
-__all__ = ["DemoMachine"]
+__all__ = ["DEMO_DEVICE_GROUP", "LOOPBACK", "DemoDevice", "DemoMachine", "DemoUnavailable", "demo_device_for"]

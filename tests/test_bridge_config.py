@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from firmware_bridges.config import bridge_errors, build_bridges
 from firmware_bridges.modbus import ModbusBridge, SignalSpec
 from firmware_bridges.serial_line import SerialLineBridge
 from firmware_bridges.simulators.plc import free_port
 from operation_dispatcher import OperationDispatcher
+from operation_dispatcher.bridges import bridge_errors, build_bridges
 from operation_dispatcher.cli import main
 from operation_dispatcher.config import ConfigError, check_config, load_config, parse_config
 from operation_dispatcher.errors import ValidationError
@@ -261,7 +261,7 @@ def test_a_type_that_is_not_a_type_name_is_reported_not_raised(
     tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write(tmp_path, f'[[bridges]]\ntype = {value}\nname = "plc"\nhost = "127.0.0.1"\n')
-    errors = check_config(path)  # an array or a table is unhashable: `in BRIDGE_TYPES` raises
+    errors = check_config(path)  # an array or a table is unhashable: `in` a dict of kinds raises
     assert len(errors) == 1, errors
     assert errors[0].startswith("bridges[0].type: must be one of 'modbus', 'serial', got "), errors
     assert main(["check-config", str(path)]) == 1
