@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test bench demo lint clean
+.PHONY: test test-fast bench demo lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,14 @@ $(VENV)/.dev-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# `make test` runs the whole suite (CI calls it). `make test-fast` skips the tests marked
+# `@pytest.mark.slow` (load, crash, schemathesis, concurrency, the fresh-venv import): the
+# edit-run loop, under a minute; run `make test` before pushing.
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.dev-installed
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks

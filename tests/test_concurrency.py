@@ -459,6 +459,7 @@ def check_stream(h: Harness, d: OperationDispatcher) -> dict[str, int]:
     return dict(stats)
 
 
+@pytest.mark.slow
 def test_eight_threads_ten_thousand_operations(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="operation_dispatcher")
     h = Harness()

@@ -35,6 +35,7 @@ def _config(tmp_path: Path, port: int, recovery: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recovery", ["fail", "pause"])
 def test_a_killed_controller_reattaches_to_the_running_plc_job(
     serve: Callable[..., Served], slow_plc: PlcSimulator, tmp_path: Path, recovery: str

@@ -171,6 +171,7 @@ def test_idle_sockets_neither_block_the_api_nor_stay(
             sock.close()
 
 
+@pytest.mark.slow
 def test_an_event_stream_is_not_idle(
     make_server: Callable[..., tuple[OperationDispatcher, ApiServer]],
 ) -> None:
@@ -226,6 +227,7 @@ def test_a_stream_client_that_stops_reading_is_dropped_by_its_byte_budget(
         stuck.close()
 
 
+@pytest.mark.slow
 def test_a_client_that_takes_nothing_is_dropped_by_the_write_deadline(
     make_server: Callable[..., tuple[OperationDispatcher, ApiServer]],
     caplog: pytest.LogCaptureFixture,
@@ -354,6 +356,7 @@ class Readers:
         self.selector.close()
 
 
+@pytest.mark.slow
 def test_500_idle_sockets_and_200_stream_clients_half_never_reading(
     serve: Callable[..., Served], tmp_path: Path,
 ) -> None:

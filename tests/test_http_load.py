@@ -121,6 +121,7 @@ def client(url: str, index: int, ids: list[str], results: collections.Counter,
         session.close()
 
 
+@pytest.mark.slow
 def test_sixteen_clients_mixed_requests(
     make_api: Callable[..., Any], make_dispatcher: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,

@@ -49,6 +49,7 @@ def rejects_negative_data(ctx: Any, response: Any, case: Any) -> bool | None:
     return negative_data_rejection(ctx, response, case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_requests_get_documented_answers(
     make_api: Callable[..., Any], make_dispatcher: Callable[..., Any], mode: GenerationMode

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import operation_dispatcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +60,7 @@ def test_public_names_resolve() -> None:
     assert set(operation_dispatcher.__all__) <= set(namespace)
 
 
+@pytest.mark.slow
 def test_imports_in_a_fresh_venv_with_only_transitions(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run(
@@ -92,3 +95,20 @@ def test_imports_in_a_fresh_venv_with_only_transitions(tmp_path: Path) -> None:
     assert Path(report["transitions"]).resolve().is_relative_to(venv.resolve())
     assert report["missing"] == list(OPTIONAL)  # the venv really holds none of them
     assert report["state"] == "RUNNING"
+
+
+def test_a_config_imports_only_the_bridge_kinds_it_uses(tmp_path: Path) -> None:
+    """Kinds are entry points, loaded by name: a serial config imports no pymodbus, and the
+    core itself no bridge package until a config names a kind."""
+    code = (
+        "import json, sys\n"
+        "from operation_dispatcher.config import parse_config\n"
+        "import operation_dispatcher.cli\n"
+        "before = sorted(m for m in sys.modules if m.startswith('firmware_bridges'))\n"
+        "parse_config({'bridges': [{'type': 'serial', 'name': 'mcu', 'url': 'loop://'}]})\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(json.dumps({'before': before, 'serial': 'serial' in loaded,\n"
+        "                  'pymodbus': 'pymodbus' in loaded}))\n"
+    )
+    report = json.loads(run_python(sys.executable, code, tmp_path))
+    assert report == {"before": [], "serial": True, "pymodbus": False}

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from operation_dispatcher import Journal, OperationDispatcher
 
 CHILD = Path(__file__).with_name("journal_child.py")
@@ -198,6 +200,7 @@ def check_journal(path: Path, seen: Seen, where: str) -> None:
     seen.active = active[0] if active else None
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_starts_nothing_twice(tmp_path) -> None:
     # JOURNAL_CRASH_SEED=<seed from a failure> replays the kill moments and workload choices
     seed = int(os.environ.get("JOURNAL_CRASH_SEED") or random.randrange(1 << 30))
