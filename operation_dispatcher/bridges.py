@@ -112,11 +112,15 @@ class BridgeKind:
 
 
 def bridge_kinds() -> dict[str, list[BridgeKind]]:
-    """Every installed bridge kind by name (usually one declaration each; more is a conflict)."""
+    """Every installed bridge kind by name (usually one declaration each; more is a conflict).
+
+    Entry points exist only for installed packages: a checkout needs ``pip install -e .``
+    (``make`` does it) before its own kinds are found.
+    """
     kinds: dict[str, list[BridgeKind]] = {}
     for entry_point in entry_points(group=BRIDGE_GROUP):
         kinds.setdefault(entry_point.name, []).append(BridgeKind(entry_point.name, entry_point))
-    return dict(sorted(kinds.items()))
+    return {name: sorted(found, key=lambda k: k.provider) for name, found in sorted(kinds.items())}
 
 
 def bridge_errors(tables: Sequence[Any]) -> list[str]:

@@ -216,8 +216,8 @@ def test_a_doubtful_plug_in_is_refused_saying_why(acme: dict[str, str], tmp_path
     assert "Traceback" not in done.stderr
     assert done.stdout.splitlines() == [f"{config}: {line}" for line in (
         "bridges[0].type: 'modbus' is declared by more than one installed package "
-        "(rogue:Modbus from rogue-bridges, firmware_bridges.modbus:ModbusBridge from "
-        "operation-dispatcher): uninstall all but one",
+        "(firmware_bridges.modbus:ModbusBridge from operation-dispatcher, rogue:Modbus from "
+        "rogue-bridges): uninstall all but one",
         "bridges[1].type: the 'broken' bridge (rogue_broken:Bridge from rogue-bridges) cannot be "
         "loaded: RuntimeError: firmware 2.0 required",
         "bridges[2].type: the 'thing' bridge (rogue:thing from rogue-bridges) is not a bridge "
@@ -240,3 +240,25 @@ def test_the_demo_finds_its_plc_through_the_plug_in(
     assert isinstance(device, DemoPlc)
     assert (device.release_signal, device.online_signal) == ("plc.ready", "plc.online")
     assert device.payload(3, False) == {"program": 3} and device.payload(3, True) == {"program": 13}
+
+
+def test_a_broken_demo_device_plug_in_stops_the_demo_saying_why(
+    acme: dict[str, str], tmp_path: Path
+) -> None:
+    """The demo asks ``operation_dispatcher.demo_devices`` for a device of each bridge's kind;
+    a plug-in that fails there ends ``serve --demo`` with exit 1 and one line, no traceback."""
+    make_package(Path(acme["PYTHONPATH"]), "acme-demo", {DEMO_DEVICE_GROUP: {
+        "acme": "acme_demo:tank",
+    }}, {"acme_demo": "def tank(bridge, *, cycle_time):\n    raise RuntimeError('no tank here')\n"})
+    config = tmp_path / "tank.toml"
+    config.write_text('[[bridges]]\ntype = "acme"\nname = "tank"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "operation_dispatcher", "serve", "--demo", "--config", str(config),
+         "--journal", ":memory:", "--port", "0", "--log-level", "WARNING"],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **acme}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert ("the demo device for acme bridges (acme_demo:tank) cannot be used: "
+            "RuntimeError: no tank here") in done.stderr
+    assert "Traceback" not in done.stderr
