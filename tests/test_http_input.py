@@ -2,8 +2,8 @@
 journal that fails under every write route (issue 10, D.13, D.14, E.21).
 
 Through Flask's test client (the app parses and answers; the server adds nothing); answers are
-parsed with a strict JSON reader that
-refuses NaN and Infinity, as a browser or any other language would.
+parsed with a strict JSON reader that refuses NaN and Infinity, as a browser or any other
+language would.
 """
 
 from __future__ import annotations
