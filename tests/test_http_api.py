@@ -477,8 +477,11 @@ def test_pause_denied(
 # ------------------------------------------------------------------ dispatcher runtime
 
 
-def test_dispatcher_state_and_runtime_control(make_client: Callable[..., Any]) -> None:
+def test_dispatcher_state_and_runtime_control(
+    make_client: Callable[..., Any], make_recorder: Callable
+) -> None:
     api = make_client()
+    recorder = make_recorder(api.dispatcher)
     state = api.get("/dispatcher").json()
     expected = {f.name for f in dataclasses.fields(core.OperationDispatcherState)}
     assert set(state) == expected | {"runtime_thread_alive", "runtime_last_error"}
@@ -514,6 +517,8 @@ def test_dispatcher_state_and_runtime_control(make_client: Callable[..., Any]) -
     assert response.status_code == 202
     assert response.json()["message"] == "operation dispatcher started"
     assert response.json()["state"]["is_running"] is True
+    # the loop starts it on its own thread, a moment after the answer
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=uuid.UUID(op["id"]))
     assert api.get(f"/operations/{op['id']}").json()["operation"]["state"] == "RUNNING"
     response = api.post("/dispatcher/start")
     assert (response.status_code, response.json()["message"]) == (
