@@ -136,3 +136,19 @@ def test_each_app_gets_its_own_copy_of_the_openapi_document(
     doc_one["paths"]["/operations"]["get"]["responses"].clear()
     assert two.get("/openapi.json").json()["info"]["title"] == "operation-dispatcher (robot-1)"
     assert make_client(start=False).app.api_doc == doc_two  # the shared one is untouched
+
+
+def test_urls_are_built_right_in_every_app(make_client: Callable[..., Any]) -> None:
+    """The URL builders compiled once per process build each app's URLs (path values, query
+    arguments), and a second app's builds do not leak into the first's."""
+    from flask import url_for
+
+    one, two = make_client(start=False), make_client(start=False)
+    for client in (one, two, one):
+        with client.app.test_request_context():
+            assert url_for("operations.get_operation", operation_id="a b") == "/operations/a%20b"
+            assert url_for("signals.set_signal", name="x", n=2) == "/signals/x?n=2"
+            assert url_for("apidocs.static", filename="css/swagger-ui.css") == (
+                "/apidocs/assets/css/swagger-ui.css")
+    answered = two.get("/").json()["links"]
+    assert answered["operations"] == "/operations" and answered["apidocs"] == "/apidocs"
