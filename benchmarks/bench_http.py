@@ -10,6 +10,12 @@ connection), in alternating rounds so drift hits both alike; each figure is the 
 * ``http.list_10k``: ``GET /operations`` with 10,000 operations queued (10,000 snapshots turned
   into JSON, ~5 MB). Baseline: a bare Flask route answering the same 10,000 dicts, built once in
   advance, so the ratio is what taking the snapshots and ``to_dict()`` cost on top of the JSON.
+* ``http.create_app``: milliseconds per ``create_app(dispatcher)`` after the first in the process
+  (the blueprints and the OpenAPI document are built once per process, not per app). Baseline:
+  a bare Flask app with the same URL rules and empty views, the floor any Flask app with these
+  routes pays (werkzeug compiles every rule per app). Target: < 20 ms. ``first_ms`` is the first
+  app of the process, ``openapi_first_ms`` the first ``GET /openapi.json`` (it builds the shared
+  document), ``openapi_next_ms`` one in another app after that (a copy).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 
-from benchmarks.common import emit
+from benchmarks.common import emit, timer
 from operation_dispatcher import Operation, OperationDispatcher
 from operation_dispatcher.http import ApiServer, create_app
 
@@ -33,6 +39,7 @@ ADD_ROUNDS = 5
 QUEUED = 10_000
 LIST_REQUESTS = 8
 LIST_ROUNDS = 3
+APPS = 30  # create_app calls timed after the first
 
 
 def bare_app(list_body: list[dict[str, Any]]) -> Flask:
@@ -48,6 +55,48 @@ def bare_app(list_body: list[dict[str, Any]]) -> Flask:
         return jsonify(list_body)
 
     return app
+
+
+def bare_routes_app(rules: list[tuple[str, list[str]]]) -> Flask:
+    """A Flask app with the same URL rules (and methods) as the API, and empty views."""
+    app = Flask("bare-routes")
+    for index, (rule, methods) in enumerate(rules):
+        app.add_url_rule(rule, f"view_{index}", _empty_view, methods=methods)
+    return app
+
+
+def _empty_view(**_kwargs: Any) -> str:
+    return ""
+
+
+def create_app_ms() -> None:
+    """``http.create_app``: ms per app after the first, beside a bare Flask app's floor."""
+    dispatchers = [OperationDispatcher(RESOURCE) for _ in range(APPS + 2)]
+    with timer() as first:
+        app = create_app(dispatchers[0])
+    with timer() as openapi_first:
+        app.test_client().get("/openapi.json")
+    with timer() as openapi_next:
+        create_app(dispatchers[1]).test_client().get("/openapi.json")
+    rules = [
+        (rule.rule, sorted(rule.methods or ()))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    ]
+    ours, base = [], []
+    for dispatcher in dispatchers[2:]:
+        with timer() as timed:
+            create_app(dispatcher)
+        ours.append(timed.ms)
+        with timer() as timed:
+            bare_routes_app(rules)
+        base.append(timed.ms)
+    emit(
+        "http.create_app", statistics.median(ours), "ms", statistics.median(base),
+        target="< 20 ms", apps=APPS, routes=len(rules), first_ms=first.ms,
+        openapi_first_ms=openapi_first.ms, openapi_next_ms=openapi_next.ms,
+        baseline_desc="bare Flask app with the same URL rules and empty views",
+    )
 
 
 def rate(port: int, method: str, path: str, body: bytes | None, count: int, status: int) -> float:
@@ -69,6 +118,7 @@ def rate(port: int, method: str, path: str, body: bytes | None, count: int, stat
 
 def main() -> None:
     logging.getLogger("waitress").setLevel(logging.ERROR)
+    create_app_ms()
     add_body = json.dumps([{"payload": {"task": "pick", "bin": 7}, "priority": 3}]).encode()
 
     # --- POST /operations/add (one operation) vs a bare POST route

@@ -270,6 +270,80 @@ def make_api(
         api.close()
 
 
+class ClientResponse:
+    """A Flask test response with the parts of ``requests.Response`` the tests read."""
+
+    def __init__(self, response: Any) -> None:
+        self.wsgi = response  # the werkzeug response itself (schemathesis validates it)
+        self.status_code: int = response.status_code
+        self.headers = response.headers
+        self.content: bytes = response.get_data()
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.content)
+
+
+class ClientApi:
+    """A dispatcher's REST API called through Flask's ``test_client`` (no server, no socket),
+    with :class:`LiveApi`'s interface: for every test but those of the server itself."""
+
+    def __init__(self, dispatcher: OperationDispatcher, app: Any) -> None:
+        self.dispatcher = dispatcher
+        self.app = app
+        self.client = app.test_client()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> ClientResponse:
+        kwargs.pop("timeout", None)
+        if "params" in kwargs:
+            kwargs["query_string"] = kwargs.pop("params")
+        return ClientResponse(self.client.open(path, method=method, **kwargs))
+
+    def get(self, path: str, **kwargs: Any) -> ClientResponse:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> ClientResponse:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> ClientResponse:
+        return self.request("PUT", path, **kwargs)
+
+    def add(self, *items: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST /operations/add; the stored operations (asserts 201)."""
+        response = self.post("/operations/add", json=list(items) or [{"payload": {}}])
+        assert response.status_code == 201, response.text
+        return [status["operation"] for status in response.json()]
+
+
+@pytest.fixture
+def make_client(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> Callable[..., ClientApi]:
+    """``make_client(dispatcher=None, start=True, **create_app_kwargs)`` -> a :class:`ClientApi`.
+
+    Like ``make_api`` but through Flask's test client: no server thread, no socket. The
+    dispatcher (a new one from ``make_dispatcher`` unless given) is started unless
+    ``start=False`` and stopped at teardown by ``make_dispatcher``.
+    """
+    from operation_dispatcher.http import create_app
+
+    def factory(
+        dispatcher: OperationDispatcher | None = None, *, start: bool = True, **kwargs: Any
+    ) -> ClientApi:
+        dispatcher = dispatcher or make_dispatcher()
+        if start and not dispatcher.is_running:
+            dispatcher.start()
+        kwargs.setdefault("heartbeat_seconds", 0.2)
+        return ClientApi(dispatcher, create_app(dispatcher, **kwargs))
+
+    return factory
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """``serve(*args, env=None)`` -> a :class:`served.Served` server in ``tmp_path``; killed

@@ -1,4 +1,6 @@
-"""The REST API against a real waitress server on a loopback port, through ``requests``.
+"""The REST API through Flask's test client (``make_client``); the event streams, which need the
+server's streaming and disconnects, against a real waitress server on a loopback port, through
+``requests`` (``make_api``).
 
 Every route's happy path and its error paths, with the original's status codes, JSON shapes and
 error envelope ``{"error", "message", "code", "details"?}``.
@@ -38,8 +40,8 @@ def iso(moment: datetime) -> str:
 # ---------------------------------------------------------------------------- POST add
 
 
-def test_add_returns_201_with_operation_statuses(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_add_returns_201_with_operation_statuses(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     release = datetime.now(UTC) + timedelta(hours=1)
     response = api.post("/operations/add", json=[
         {"payload": {"task": "pick"}, "priority": 7, "job_id": "order-1",
@@ -65,9 +67,9 @@ def test_add_returns_201_with_operation_statuses(make_api: Callable[..., Any]) -
 
 
 def test_add_with_dependencies_on_each_other_and_a_running_dispatcher(
-    make_api: Callable[..., Any],
+    make_client: Callable[..., Any],
 ) -> None:
-    api = make_api()
+    api = make_client()
     first = api.add({"payload": {"n": 1}})[0]
     assert first["state"] == "RUNNING"  # no request callback: approved and started at once
     second = api.add({"payload": {"n": 2}, "dependencies": [
@@ -132,16 +134,16 @@ FAR = iso(datetime.now(UTC) + timedelta(days=365 * 150))
     ],
 )
 def test_add_rejects_bad_input(
-    make_api: Callable[..., Any], body: Any, status: int, code: str, details: dict[str, Any]
+    make_client: Callable[..., Any], body: Any, status: int, code: str, details: dict[str, Any]
 ) -> None:
-    api = make_api(start=False)
+    api = make_client(start=False)
     kwargs: dict[str, Any] = {} if body is None else {"json": body}
     assert_error(api.post("/operations/add", **kwargs), status, code, **details)
     assert api.dispatcher.get_schedule() == []  # all or nothing
 
 
-def test_add_names_the_field_and_is_all_or_nothing(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_add_names_the_field_and_is_all_or_nothing(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     body = assert_error(
         api.post("/operations/add", json=[{"payload": {}}, {"payload": {}, "prioriti": 1}]),
         400, "invalid_operation", index=1, field="prioriti",
@@ -150,8 +152,8 @@ def test_add_names_the_field_and_is_all_or_nothing(make_api: Callable[..., Any])
     assert api.dispatcher.get_schedule() == []
 
 
-def test_add_refuses_wrong_content_type_and_malformed_json(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_add_refuses_wrong_content_type_and_malformed_json(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     body = assert_error(
         api.post("/operations/add", data='[{"payload": {}}]',
                  headers={"Content-Type": "text/plain"}),
@@ -189,8 +191,8 @@ def test_add_refuses_wrong_content_type_and_malformed_json(make_api: Callable[..
 # -------------------------------------------------------------------------- GET reads
 
 
-def test_list_operations_current_first_then_dispatch_order(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_list_operations_current_first_then_dispatch_order(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     running = api.add({"payload": {"n": 0}})[0]
     low, high = api.add({"payload": {"n": 1}, "priority": 1}, {"payload": {"n": 2}, "priority": 9})
     response = api.get("/operations")
@@ -209,15 +211,15 @@ def test_list_operations_current_first_then_dispatch_order(make_api: Callable[..
 
 
 @pytest.mark.parametrize("state", ["COMPLETED", "queued", "FAILED", ""])
-def test_list_operations_rejects_other_states(make_api: Callable[..., Any], state: str) -> None:
-    api = make_api(start=False)
+def test_list_operations_rejects_other_states(make_client: Callable[..., Any], state: str) -> None:
+    api = make_client(start=False)
     body = assert_error(api.get("/operations", params={"state": state}), 400, "invalid_state",
                         valid_states=["PAUSED", "QUEUED", "RUNNING"])
     assert body["message"] == f"invalid state {state!r}"
 
 
-def test_current_operation(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_current_operation(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     assert_error(api.get("/operations/current"), 404, "no_running_operation")
     op = api.add({"payload": {}})[0]
     body = api.get("/operations/current").json()
@@ -226,8 +228,8 @@ def test_current_operation(make_api: Callable[..., Any]) -> None:
     assert_error(api.get("/operations/current"), 404, "no_running_operation")  # paused
 
 
-def test_get_operation_queued_current_and_finished(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_get_operation_queued_current_and_finished(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     current, queued = api.add({"payload": {"n": 0}}, {"payload": {"n": 1}})
     body = api.get(f"/operations/{current['id']}").json()
     assert body["is_current_operation"] is True and body["operation"]["state"] == "RUNNING"
@@ -241,17 +243,17 @@ def test_get_operation_queued_current_and_finished(make_api: Callable[..., Any])
 
 @pytest.mark.parametrize("suffix", ["", "/events", "/explain"])
 def test_operation_routes_reject_bad_and_unknown_ids(
-    make_api: Callable[..., Any], suffix: str
+    make_client: Callable[..., Any], suffix: str
 ) -> None:
-    api = make_api(start=False)
+    api = make_client(start=False)
     body = assert_error(api.get(f"/operations/not-a-uuid{suffix}"), 400, "invalid_operation_id",
                         field="operation_id")
     assert "operation_id" in body["message"]
     assert_error(api.get(f"/operations/{UNKNOWN}{suffix}"), 404, "operation_not_found")
 
 
-def test_operation_events_in_order(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_operation_events_in_order(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     op = api.add({"payload": {}})[0]
     api.dispatcher.complete_operation(op["id"])
     events = api.get(f"/operations/{op['id']}/events").json()
@@ -262,8 +264,8 @@ def test_operation_events_in_order(make_api: Callable[..., Any]) -> None:
     assert all(e["operation_id"] == op["id"] for e in events)
 
 
-def test_explain_names_the_blockers(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_explain_names_the_blockers(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     op = api.add({"payload": {}, "release_conditions": {"door.closed": True}})[0]
     body = api.get(f"/operations/{op['id']}/explain").json()
     assert body == {"operation_id": op["id"], "state": "QUEUED",
@@ -276,8 +278,8 @@ def test_explain_names_the_blockers(make_api: Callable[..., Any]) -> None:
 # -------------------------------------------------------------------------- history
 
 
-def test_history_defaults_and_window(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_history_defaults_and_window(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     before = datetime.now(UTC)
     for _ in range(30):
         op = api.add({"payload": {}})[0]
@@ -323,9 +325,9 @@ def test_history_defaults_and_window(make_api: Callable[..., Any]) -> None:
     ],
 )
 def test_history_rejects_bad_parameters(
-    make_api: Callable[..., Any], params: dict[str, str], code: str, message: str | None
+    make_client: Callable[..., Any], params: dict[str, str], code: str, message: str | None
 ) -> None:
-    api = make_api(start=False)
+    api = make_client(start=False)
     body = assert_error(api.get("/operations/history", params=params), 400, code)
     if message is not None:
         assert body["message"] == message
@@ -336,8 +338,8 @@ def test_history_rejects_bad_parameters(
 # --------------------------------------------------------------------- update / cancel
 
 
-def test_update_operation(make_api: Callable[..., Any], make_recorder: Callable) -> None:
-    api = make_api(start=False)
+def test_update_operation(make_client: Callable[..., Any], make_recorder: Callable) -> None:
+    api = make_client(start=False)
     op = api.add({"payload": {"a": 1}, "priority": 1})[0]
     response = api.post(f"/operations/{op['id']}/update", json={
         "priority": 5, "payload": {"a": 2}, "release_date": None, "timeout_seconds": 9,
@@ -351,8 +353,8 @@ def test_update_operation(make_api: Callable[..., Any], make_recorder: Callable)
     assert api.post(f"/operations/{op['id']}/update", json={}).json()["operation"] == updated
 
 
-def test_update_errors(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_update_errors(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     running = api.add({"payload": {}})[0]
     queued = api.add({"payload": {}})[0]
     url = f"/operations/{queued['id']}/update"
@@ -382,8 +384,8 @@ def test_update_errors(make_api: Callable[..., Any]) -> None:
                  409, "operation_update_denied")
 
 
-def test_cancel_operation(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_cancel_operation(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     first, second = api.add({"payload": {}}, {"payload": {}})
     response = api.post(f"/operations/{first['id']}/cancel")  # no body: the defaults
     assert response.status_code == 200, response.text
@@ -401,8 +403,8 @@ def test_cancel_operation(make_api: Callable[..., Any]) -> None:
                  "operation_cancellation_denied")
 
 
-def test_cancel_errors(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_cancel_errors(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     op = api.add({"payload": {}})[0]
     url = f"/operations/{op['id']}/cancel"
     body = assert_error(api.post(url, json={"termination_reason": "BORED"}), 400,
@@ -420,14 +422,14 @@ def test_cancel_errors(make_api: Callable[..., Any]) -> None:
 
 
 def test_cancel_denied_by_the_business_logic(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
     def on_request(event: DispatchEvent) -> Any:
         if event.event_type is EventType.OPERATION_CANCEL_REQUESTED:
             return RequestDecision(False, "not now")
         return True
 
-    api = make_api(make_dispatcher(on_request_callback=on_request), start=False)
+    api = make_client(make_dispatcher(on_request_callback=on_request), start=False)
     op = api.add({"payload": {}})[0]
     assert_error(api.post(f"/operations/{op['id']}/cancel"), 409, "operation_cancellation_denied")
 
@@ -435,8 +437,8 @@ def test_cancel_denied_by_the_business_logic(
 # ----------------------------------------------------------------------- pause / resume
 
 
-def test_pause_and_resume_operation(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_pause_and_resume_operation(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     running, queued = api.add({"payload": {}}, {"payload": {}})
     url = f"/operations/{running['id']}"
     response = api.post(url + "/pause", json={"meta_data": {"why": "jam"}})
@@ -458,12 +460,12 @@ def test_pause_and_resume_operation(make_api: Callable[..., Any]) -> None:
 
 
 def test_pause_denied(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
     def on_request(event: DispatchEvent) -> Any:
         return event.event_type is not EventType.OPERATION_PAUSE_REQUESTED
 
-    api = make_api(make_dispatcher(on_request_callback=on_request))
+    api = make_client(make_dispatcher(on_request_callback=on_request))
     op = api.add({"payload": {}})[0]
     deadline = time.monotonic() + 10
     while api.dispatcher.current_operation is None:  # the start is approved off-thread
@@ -475,8 +477,11 @@ def test_pause_denied(
 # ------------------------------------------------------------------ dispatcher runtime
 
 
-def test_dispatcher_state_and_runtime_control(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_dispatcher_state_and_runtime_control(
+    make_client: Callable[..., Any], make_recorder: Callable
+) -> None:
+    api = make_client()
+    recorder = make_recorder(api.dispatcher)
     state = api.get("/dispatcher").json()
     expected = {f.name for f in dataclasses.fields(core.OperationDispatcherState)}
     assert set(state) == expected | {"runtime_thread_alive", "runtime_last_error"}
@@ -512,6 +517,8 @@ def test_dispatcher_state_and_runtime_control(make_api: Callable[..., Any]) -> N
     assert response.status_code == 202
     assert response.json()["message"] == "operation dispatcher started"
     assert response.json()["state"]["is_running"] is True
+    # the loop starts it on its own thread, a moment after the answer
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=uuid.UUID(op["id"]))
     assert api.get(f"/operations/{op['id']}").json()["operation"]["state"] == "RUNNING"
     response = api.post("/dispatcher/start")
     assert (response.status_code, response.json()["message"]) == (
@@ -522,7 +529,7 @@ def test_dispatcher_state_and_runtime_control(make_api: Callable[..., Any]) -> N
 
 
 def test_pending_requests_approve_and_deny(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
     make_recorder: Callable,
 ) -> None:
     def on_request(event: DispatchEvent) -> Any:
@@ -532,7 +539,7 @@ def test_pending_requests_approve_and_deny(
         on_request_callback=on_request, start_request_retry_cooldown_seconds=60,
     )
     recorder = make_recorder(dispatcher)
-    api = make_api(dispatcher)
+    api = make_client(dispatcher)
     first, second = api.add({"payload": {"n": 1}, "priority": 5}, {"payload": {"n": 2}})
     pending = api.get("/requests").json()
     assert len(pending) == 1
@@ -570,8 +577,8 @@ def test_pending_requests_approve_and_deny(
     ]
 
 
-def test_request_errors(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_request_errors(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     assert api.get("/requests").json() == []
     assert_error(api.post(f"/requests/{UNKNOWN}/approve"), 404, "request_not_found")
     assert_error(api.post(f"/requests/{UNKNOWN}/deny"), 404, "request_not_found")
@@ -586,8 +593,8 @@ def test_request_errors(make_api: Callable[..., Any]) -> None:
 # --------------------------------------------------------------------------- signals
 
 
-def test_signals(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_signals(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     assert api.get("/signals").json() == []
     response = api.put("/signals/plc.ready", json={"value": True, "max_age_seconds": 30})
     assert response.status_code == 200, response.text
@@ -601,8 +608,8 @@ def test_signals(make_api: Callable[..., Any]) -> None:
     assert listed[0]["max_age_seconds"] == 60.0  # the default for HTTP writes without one
 
 
-def test_signal_releases_an_operation(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_signal_releases_an_operation(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     op = api.add({"payload": {}, "release_conditions": {"plc.ready": True}})[0]
     assert op["state"] == "QUEUED"
     api.put("/signals/plc.ready", json={"value": 1})  # 1 is not True
@@ -622,8 +629,8 @@ def test_signal_releases_an_operation(make_api: Callable[..., Any]) -> None:
         ([1], None),
     ],
 )
-def test_signal_errors(make_api: Callable[..., Any], body: Any, field: str | None) -> None:
-    api = make_api(start=False)
+def test_signal_errors(make_client: Callable[..., Any], body: Any, field: str | None) -> None:
+    api = make_client(start=False)
     kwargs = {} if body is None else {"json": body}
     details = {} if field is None else {"field": field}
     assert_error(api.put("/signals/plc.ready", **kwargs), 400, "invalid_signal", **details)
@@ -756,8 +763,8 @@ def spec_requests(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return calls
 
 
-def test_token_guards_every_route_but_health(make_api: Callable[..., Any]) -> None:
-    api = make_api(token="s3cret")
+def test_token_guards_every_route_but_health(make_client: Callable[..., Any]) -> None:
+    api = make_client(token="s3cret")
     spec = api.app.api_doc
     calls = spec_requests(spec) + [("GET", "/openapi.json"), ("GET", "/apidocs"),
                                    ("GET", "/nowhere")]
@@ -782,14 +789,14 @@ def test_token_guards_every_route_but_health(make_api: Callable[..., Any]) -> No
     assert "security" not in spec["paths"]["/health"]["get"]
 
 
-def test_without_token_everything_is_open(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_without_token_everything_is_open(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     assert api.get("/operations").status_code == 200
     assert "securitySchemes" not in api.app.api_doc.get("components", {})
 
 
-def test_openapi_document(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_openapi_document(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     spec = api.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     routes = {(m, p) for m, p in ((m.upper(), p) for p, item in spec["paths"].items()
@@ -845,8 +852,8 @@ def test_response_models_describe_the_wire_form(
         f.name for f in dataclasses.fields(core_model)} | extra
 
 
-def test_response_models_validate_real_answers(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_response_models_validate_real_answers(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     api.put("/signals/x", json={"value": 1, "max_age_seconds": 9})
     op = api.add({"payload": {"a": [1]}, "release_conditions": {"x": 1},
                   "dependencies": []}, {"payload": {}})[0]
@@ -860,7 +867,7 @@ def test_response_models_validate_real_answers(make_api: Callable[..., Any]) -> 
     schemas.ApiIndex.model_validate(api.get("/").json())
 
 
-def test_swagger_ui_is_served_from_installed_files(make_api: Callable[..., Any]) -> None:
+def test_swagger_ui_is_served_from_installed_files(make_client: Callable[..., Any]) -> None:
     from html.parser import HTMLParser
     from urllib.parse import urlsplit
 
@@ -872,7 +879,7 @@ def test_swagger_ui_is_served_from_installed_files(make_api: Callable[..., Any])
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             self.urls += [v for k, v in attrs if k in ("src", "href") and v]
 
-    api = make_api(start=False)
+    api = make_client(start=False)
     for path in ("/apidocs", "/apidocs/"):
         page = api.get(path)
         assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -889,8 +896,8 @@ def test_swagger_ui_is_served_from_installed_files(make_api: Callable[..., Any])
     assert "validatorUrl: null" in page.text  # the online validator badge would call out
 
 
-def test_index_health_and_unknown_routes(make_api: Callable[..., Any]) -> None:
-    api = make_api()
+def test_index_health_and_unknown_routes(make_client: Callable[..., Any]) -> None:
+    api = make_client()
     index = api.get("/").json()
     assert index["resource_id"] == "robot-1"
     assert index["links"]["apidocs"] == "/apidocs"

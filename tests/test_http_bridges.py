@@ -1,4 +1,4 @@
-"""``GET /bridges`` and ``GET /bridges/<name>`` on a real waitress server, with real bridges
+"""``GET /bridges`` and ``GET /bridges/<name>`` through Flask's test client, with real bridges
 talking to real peers on 127.0.0.1 (the pymodbus PLC simulator, the serial device simulator on
 a TCP port), each answer checked against the app's own ``/openapi.json``."""
 
@@ -27,7 +27,7 @@ COUNTERS = {"reads", "errors", "reconnects", "malformed"}
 
 
 class Conformance:
-    """Validates live answers against the OpenAPI document the server itself publishes."""
+    """Validates live answers against the OpenAPI document the app itself publishes."""
 
     def __init__(self, api: Any) -> None:
         response = api.get("/openapi.json")
@@ -37,7 +37,7 @@ class Conformance:
 
     def check(self, path: str, response: Any) -> Any:
         """Validate ``response`` of ``GET path`` (a templated path); return its JSON."""
-        self.schema[path]["GET"].validate_response(response)
+        self.schema[path]["GET"].validate_response(getattr(response, "wsgi", response))
         return response.json()
 
 
@@ -85,8 +85,8 @@ def serial_bridge(dispatcher: OperationDispatcher, url: str, name: str = "mcu") 
 # ------------------------------------------------------------------------------ no bridges
 
 
-def test_without_bridges_the_list_is_empty_and_any_name_is_404(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_without_bridges_the_list_is_empty_and_any_name_is_404(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     conformance = Conformance(api)
     response = api.get("/bridges")
     assert response.status_code == 200, response.text
@@ -97,8 +97,8 @@ def test_without_bridges_the_list_is_empty_and_any_name_is_404(make_api: Callabl
     conformance.check("/bridges/{name}", response)
 
 
-def test_a_name_too_long_is_refused_with_400(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_a_name_too_long_is_refused_with_400(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     response = api.get("/bridges/" + "p" * 201)
     assert_error(response, 400, "invalid_bridge_name")
     Conformance(api).check("/bridges/{name}", response)
@@ -108,7 +108,7 @@ def test_a_name_too_long_is_refused_with_400(make_api: Callable[..., Any]) -> No
 
 
 def test_bridges_report_health_and_counters_and_the_plc_going_away(
-    make_api: Callable[..., Any],
+    make_client: Callable[..., Any],
     make_dispatcher: Callable[..., OperationDispatcher],
     plc: PlcSimulator,
     device: SerialDeviceSimulator,
@@ -118,7 +118,7 @@ def test_bridges_report_health_and_counters_and_the_plc_going_away(
     modbus = modbus_bridge(dispatcher, plc.port)
     serial = serial_bridge(dispatcher, device.url)
     bridges.extend([modbus, serial])
-    api = make_api(dispatcher, bridges=bridges)
+    api = make_client(dispatcher, bridges=bridges)
     conformance = Conformance(api)
 
     # built, not started: listed in the order given, neither running nor online
@@ -192,8 +192,8 @@ def test_bridges_report_health_and_counters_and_the_plc_going_away(
 # ------------------------------------------------------------------------------ the document
 
 
-def test_openapi_documents_the_bridge_routes(make_api: Callable[..., Any]) -> None:
-    spec = Conformance(make_api(start=False)).spec
+def test_openapi_documents_the_bridge_routes(make_client: Callable[..., Any]) -> None:
+    spec = Conformance(make_client(start=False)).spec
     assert "Bridges" in [tag["name"] for tag in spec["tags"]]
     listing = spec["paths"]["/bridges"]["get"]
     one = spec["paths"]["/bridges/{name}"]["get"]
@@ -232,10 +232,10 @@ def test_two_bridges_of_the_same_name_are_refused(
 
 
 def test_with_a_token_the_bridge_routes_answer_401_without_it(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
     dispatcher = make_dispatcher()
-    api = make_api(dispatcher, start=False, token="s3cret",
+    api = make_client(dispatcher, start=False, token="s3cret",
                    bridges=[serial_bridge(dispatcher, "loop://")])
     for path in ("/bridges", "/bridges/mcu", "/bridges/nope"):
         for headers in ({}, {"Authorization": "Bearer wrong"}):
@@ -254,7 +254,7 @@ def test_with_a_token_the_bridge_routes_answer_401_without_it(
 
 
 def test_bridge_signals_are_read_only_over_http_and_others_get_a_default_max_age(
-    make_api: Callable[..., Any],
+    make_client: Callable[..., Any],
     make_dispatcher: Callable[..., OperationDispatcher],
     device: SerialDeviceSimulator,
     bridges: list[BaseBridge],
@@ -264,7 +264,7 @@ def test_bridge_signals_are_read_only_over_http_and_others_get_a_default_max_age
     dispatcher = make_dispatcher()
     serial = serial_bridge(dispatcher, device.url)
     bridges.append(serial)
-    api = make_api(dispatcher, bridges=bridges, signal_max_age_seconds=0.2)
+    api = make_client(dispatcher, bridges=bridges, signal_max_age_seconds=0.2)
     serial.start()
     wait_until(lambda: dispatcher.signals.holds("mcu.ready", True), what="mcu.ready")
 
@@ -284,7 +284,7 @@ def test_bridge_signals_are_read_only_over_http_and_others_get_a_default_max_age
 
 
 def test_a_modbus_exception_response_is_a_configuration_error_in_last_error(
-    make_api: Callable[..., Any],
+    make_client: Callable[..., Any],
     make_dispatcher: Callable[..., OperationDispatcher],
     plc: PlcSimulator,
     bridges: list[BaseBridge],
@@ -311,7 +311,7 @@ def test_a_modbus_exception_response_is_a_configuration_error_in_last_error(
         signals={"ready": {"kind": "discrete_input", "address": PlcSimulator.READY_INPUT}},
     )
     bridges.extend([modbus, wrong_id])
-    api = make_api(dispatcher, bridges=bridges)
+    api = make_client(dispatcher, bridges=bridges)
     conformance = Conformance(api)
     for bridge in bridges:
         bridge.start()

@@ -1,8 +1,9 @@
 """Hostile input over HTTP: non-finite and huge numbers, lone surrogates, broken UTF-8, and a
 journal that fails under every write route (issue 10, D.13, D.14, E.21).
 
-A real waitress server on a loopback port; answers are parsed with a strict JSON reader that
-refuses NaN and Infinity, as a browser or any other language would.
+Through Flask's test client (the app parses and answers; the server adds nothing); answers are
+parsed with a strict JSON reader that refuses NaN and Infinity, as a browser or any other
+language would.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def post_raw(api: Any, path: str, text: str | bytes) -> Any:
     ],
 )
 def test_add_refuses_non_finite_and_huge_numbers_naming_the_field(
-    make_api: Callable[..., Any], body: str, field: str
+    make_client: Callable[..., Any], body: str, field: str
 ) -> None:
-    api = make_api(start=False)
+    api = make_client(start=False)
     reply = assert_error(post_raw(api, "/operations/add", body), 400, "invalid_operations",
                          field=field)
     assert field in reply["message"]
@@ -66,8 +67,8 @@ def test_add_refuses_non_finite_and_huge_numbers_naming_the_field(
         strict_json(response.text)  # still standard JSON for every client
 
 
-def test_every_body_refuses_non_finite_numbers(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_every_body_refuses_non_finite_numbers(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     op = api.add({"payload": {}})[0]
     cases = [
         ("PUT", "/signals/plc.speed", '{"value": 1e400}', "invalid_signal", "value"),
@@ -95,7 +96,7 @@ def test_every_body_refuses_non_finite_numbers(make_api: Callable[..., Any]) -> 
 
 
 def test_a_non_finite_value_that_got_in_anyway_is_a_500_not_invalid_json(
-    make_api: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     class BrokenBridge:  # a user's bridge whose status holds an infinite number
         name = "plc"
@@ -104,7 +105,7 @@ def test_a_non_finite_value_that_got_in_anyway_is_a_500_not_invalid_json(
             return {"name": "plc", "kind": "modbus", "endpoint": "tcp://x", "running": True,
                     "online": True, "counters": {"reads": math.inf}}
 
-    api = make_api(start=False, bridges=[BrokenBridge()])
+    api = make_client(start=False, bridges=[BrokenBridge()])
     response = api.get("/bridges")
     assert_error(response, 500, "internal_error")
     strict_json(response.text)
@@ -126,8 +127,8 @@ def test_a_non_finite_value_that_got_in_anyway_is_a_500_not_invalid_json(
          "[0].release_conditions.plc.mode"),
     ],
 )
-def test_add_refuses_lone_surrogates(make_api: Callable[..., Any], body: str, field: str) -> None:
-    api = make_api(start=False)
+def test_add_refuses_lone_surrogates(make_client: Callable[..., Any], body: str, field: str) -> None:
+    api = make_client(start=False)
     reply = assert_error(post_raw(api, "/operations/add", body), 400, "invalid_operations")
     assert reply["details"]["field"].startswith(field), reply
     assert "surrogate" in reply["message"]
@@ -135,9 +136,9 @@ def test_add_refuses_lone_surrogates(make_api: Callable[..., Any], body: str, fi
 
 
 def test_other_bodies_refuse_lone_surrogates_and_broken_utf8(
-    make_api: Callable[..., Any]
+    make_client: Callable[..., Any]
 ) -> None:
-    api = make_api(start=False)
+    api = make_client(start=False)
     op = api.add({"payload": {}})[0]
     cases = [
         ("PUT", "/signals/plc.mode", '{"value": "\\ud800"}', "invalid_signal"),
@@ -170,8 +171,8 @@ def test_other_bodies_refuse_lone_surrogates_and_broken_utf8(
     strict_json(api.get("/operations").text)
 
 
-def test_valid_unicode_is_kept(make_api: Callable[..., Any]) -> None:
-    api = make_api(start=False)
+def test_valid_unicode_is_kept(make_client: Callable[..., Any]) -> None:
+    api = make_client(start=False)
     text = "Grüße ✓ 🤖 \u00e9"
     op = api.add({"payload": {text: text}, "job_id": text})[0]
     assert op["payload"] == {text: text} and op["job_id"] == text
@@ -192,12 +193,12 @@ def break_journal(dispatcher: OperationDispatcher) -> None:
 
 
 def test_a_failing_journal_is_503_journal_unavailable_on_every_write_route(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
     tmp_path: Path,
 ) -> None:
     dispatcher = make_dispatcher(journal=tmp_path / "journal.db")
     recorder = EventRecorder(dispatcher)
-    api = make_api(dispatcher)
+    api = make_client(dispatcher)
     running = api.add({"payload": {"n": 1}})[0]
     assert running["state"] == "RUNNING"
     queued = api.add({"payload": {"n": 2}})[0]
@@ -223,11 +224,11 @@ def test_a_failing_journal_is_503_journal_unavailable_on_every_write_route(
 
 
 def test_pause_with_a_failing_journal_is_503(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
     tmp_path: Path,
 ) -> None:
     dispatcher = make_dispatcher(journal=tmp_path / "journal.db")
-    api = make_api(dispatcher)
+    api = make_client(dispatcher)
     running = api.add({"payload": {"n": 1}})[0]
     assert running["state"] == "RUNNING"
     break_journal(dispatcher)

@@ -1,5 +1,6 @@
-"""Schemathesis against ``/openapi.json`` of a live server: generated valid and invalid requests
-for every operation, and each answer checked against the same document.
+"""Schemathesis against the app's ``/openapi.json``, called through WSGI (the app is under test
+here, not the server): generated valid and invalid requests for every operation, and each answer
+checked against the same document.
 
 Bounded: a handful of examples per operation and mode, so the run takes seconds. The checks:
 no 5xx, every status code and content type documented, every body valid against its schema,
@@ -52,17 +53,17 @@ def rejects_negative_data(ctx: Any, response: Any, case: Any) -> bool | None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_requests_get_documented_answers(
-    make_api: Callable[..., Any], make_dispatcher: Callable[..., Any], mode: GenerationMode
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., Any], mode: GenerationMode
 ) -> None:
     dispatcher = make_dispatcher(
         on_request_callback=on_request, request_event_timeout_seconds=1.0,
         start_request_retry_cooldown_seconds=0.01, start_request_max_retries=1000,
     )
-    api = make_api(dispatcher)
+    api = make_client(dispatcher)
     # Something to find: a few operations (one running) and a signal.
     api.add({"payload": {"task": "a"}}, {"payload": {"task": "b"}, "priority": 2})
     api.put("/signals/plc.ready", json={"value": True})
-    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json").exclude(
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", api.app).exclude(
         path="/events/stream"  # endless by design; tested in test_http_api
     )
     checks = CHECKS + ([rejects_negative_data] if mode is GenerationMode.NEGATIVE else [])
@@ -82,7 +83,7 @@ def test_generated_requests_get_documented_answers(
         )
         def run(case: Any) -> None:
             calls.append(case.method)
-            response = case.call(base_url=api.url, session=api.session, timeout=30)
+            response = case.call()
             try:
                 case.validate_response(response, checks=checks)
             except Exception as exc:  # collect them all, then report

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, url_for
 from flask_openapi3 import APIBlueprint, Tag
 
 from .schemas import ApiIndex, Health
-from .state import ApiState, api_blueprint, json_response
+from .state import api_blueprint, api_state, json_response
 
 
 def _swagger_assets() -> str:
@@ -62,72 +62,75 @@ _SWAGGER_PAGE = """<!DOCTYPE html>
 PUBLIC_ENDPOINTS = frozenset({"service.health"})
 
 
-def service_blueprint(state: ApiState) -> APIBlueprint:
-    """``/health`` (never behind the token) and ``/`` (an index of the useful URLs)."""
-    bp = APIBlueprint("service", __name__, abp_tags=[TAG])  # no token, no body: no errors
-
-    @bp.get("/health", operation_id="get_health", summary="Liveness (no token needed)",
-            responses={200: Health})
-    def health() -> Response:
-        return json_response({
-            "status": "ok",
-            "dispatcher_running": state.dispatcher.is_running,
-            "event_stream_clients": state.streams.client_count,
-        })
-
-    return bp
+#: ``/health`` (never behind the token, so it documents no errors) and ``/`` (an index of the
+#: useful URLs); shared by every app, like the other blueprints.
+service_blueprint = APIBlueprint("service", __name__, abp_tags=[TAG])
+index_blueprint: APIBlueprint = api_blueprint("index", __name__, TAG)
+#: ``/openapi.json`` and the Swagger UI (plain Flask routes: not part of the spec).
+apidocs_blueprint = Blueprint(
+    "apidocs", __name__, static_folder=_swagger_assets(), static_url_path="/apidocs/assets",
+)
 
 
-def index_blueprint(state: ApiState) -> APIBlueprint:
-    bp = api_blueprint("index", __name__, TAG, state)
-
-    @bp.get("/", operation_id="get_index", summary="Where things are",
-            responses={200: ApiIndex})
-    def index() -> Response:
-        return json_response({
-            "name": "operation-dispatcher",
-            "resource_id": state.dispatcher.resource_id,
-            "links": {
-                "apidocs": url_for("apidocs.swagger_ui"),
-                "openapi": url_for("apidocs.openapi_json"),
-                "events": url_for("events.stream_events"),
-                "health": url_for("service.health"),
-                "operations": url_for("operations.list_operations"),
-                "dispatcher": url_for("runtime.get_dispatcher_state"),
-            },
-        })
-
-    return bp
+@service_blueprint.get("/health", operation_id="get_health", summary="Liveness (no token needed)",
+                       responses={200: Health})
+def health() -> Response:
+    state = api_state()
+    return json_response({
+        "status": "ok",
+        "dispatcher_running": state.dispatcher.is_running,
+        "event_stream_clients": state.streams.client_count,
+    })
 
 
-def apidocs_blueprint(title: str) -> Blueprint:
-    """``/openapi.json`` and the Swagger UI (plain Flask routes: not part of the spec)."""
-    bp = Blueprint(
-        "apidocs", __name__,
-        static_folder=_swagger_assets(), static_url_path="/apidocs/assets",
+@index_blueprint.get("/", operation_id="get_index", summary="Where things are",
+                     responses={200: ApiIndex})
+def index() -> Response:
+    return json_response({
+        "name": "operation-dispatcher",
+        "resource_id": api_state().dispatcher.resource_id,
+        "links": {
+            "apidocs": url_for("apidocs.swagger_ui"),
+            "openapi": url_for("apidocs.openapi_json"),
+            "events": url_for("events.stream_events"),
+            "health": url_for("service.health"),
+            "operations": url_for("operations.list_operations"),
+            "dispatcher": url_for("runtime.get_dispatcher_state"),
+        },
+    })
+
+
+def api_title(resource_id: str) -> str:
+    """The API's title, in the OpenAPI document and on the Swagger page."""
+    return f"operation-dispatcher ({resource_id})"
+
+
+@apidocs_blueprint.get("/openapi.json")
+def openapi_json() -> Response:
+    return json_response(current_app.api_doc)  # type: ignore[attr-defined]
+
+
+@apidocs_blueprint.get("/apidocs/")
+@apidocs_blueprint.get("/apidocs")
+def swagger_ui() -> Response:
+    def asset(name: str) -> str:
+        return escape(url_for("apidocs.static", filename=name))
+
+    page = _SWAGGER_PAGE.format(
+        title=escape(api_title(api_state().dispatcher.resource_id)),
+        icon=asset("images/swagger.svg"),
+        css=asset("css/swagger-ui.css"),
+        bundle=asset("js/swagger-ui-bundle.js"),
+        preset=asset("js/swagger-ui-standalone-preset.js"),
+        spec=escape(url_for("apidocs.openapi_json")),
     )
-
-    @bp.get("/openapi.json")
-    def openapi_json() -> Response:
-        return json_response(current_app.api_doc)  # type: ignore[attr-defined]
-
-    @bp.get("/apidocs/")
-    @bp.get("/apidocs")
-    def swagger_ui() -> Response:
-        def asset(name: str) -> str:
-            return escape(url_for("apidocs.static", filename=name))
-
-        page = _SWAGGER_PAGE.format(
-            title=escape(title),
-            icon=asset("images/swagger.svg"),
-            css=asset("css/swagger-ui.css"),
-            bundle=asset("js/swagger-ui-bundle.js"),
-            preset=asset("js/swagger-ui-standalone-preset.js"),
-            spec=escape(url_for("apidocs.openapi_json")),
-        )
-        return Response(page, mimetype="text/html")
-
-    return bp
+    return Response(page, mimetype="text/html")
 
 
-__all__ = ["PUBLIC_ENDPOINTS", "apidocs_blueprint", "index_blueprint", "service_blueprint"]
+__all__ = [
+    "PUBLIC_ENDPOINTS",
+    "api_title",
+    "apidocs_blueprint",
+    "index_blueprint",
+    "service_blueprint",
+]

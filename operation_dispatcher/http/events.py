@@ -33,7 +33,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from .errors import ApiError
 from .schemas import ErrorResponse, EventStreamQuery
 from .server import UNSENT_BYTES_KEY
-from .state import ApiState, api_blueprint
+from .state import api_blueprint, api_state
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
@@ -250,35 +250,33 @@ class _StreamBody:
         self._streams.release(self._client)
 
 
-def events_blueprint(state: ApiState) -> APIBlueprint:
-    """The ``/events/stream`` route."""
-    bp = api_blueprint("events", __name__, TAG, state)
-    streams = state.streams
+#: The ``/events/stream`` route, shared by every app; the view reads its app's streams.
+events_blueprint: APIBlueprint = api_blueprint("events", __name__, TAG)
 
-    @bp.get(
-        "/events/stream", operation_id="stream_events",
-        summary="Every event from now on, as Server-Sent Events (with heartbeats)",
-        responses={
-            200: {
-                "description": "an endless text/event-stream; one message per event",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            },
-            503: ErrorResponse,
+
+@events_blueprint.get(
+    "/events/stream", operation_id="stream_events",
+    summary="Every event from now on, as Server-Sent Events (with heartbeats)",
+    responses={
+        200: {
+            "description": "an endless text/event-stream; one message per event",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
+        503: ErrorResponse,
+    },
+)
+def stream_events(query: EventStreamQuery) -> Response:
+    streams = api_state().streams
+    environ = request.environ
+    peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
+    client = streams.open(query.include_requests, peer)
+    return Response(
+        streams.response_body(
+            client, environ.get(UNSENT_BYTES_KEY), environ.get("waitress.client_disconnected")
+        ),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    def stream_events(query: EventStreamQuery) -> Response:
-        environ = request.environ
-        peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
-        client = streams.open(query.include_requests, peer)
-        return Response(
-            streams.response_body(
-                client, environ.get(UNSENT_BYTES_KEY), environ.get("waitress.client_disconnected")
-            ),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    return bp
 
 
 __all__ = ["DEFAULT_STREAM_BUFFER_BYTES", "EventStreams", "events_blueprint", "format_event"]

@@ -7,7 +7,7 @@ The original's routes, parameters, status codes and JSON shapes (reference secti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from flask import Response
@@ -41,218 +41,245 @@ from .schemas import (
     OperationStatusList,
     UpdateOperationItem,
 )
-from .state import ApiState, api_blueprint, body_error_code, json_response
+from .state import api_blueprint, api_state, body_error_code, json_response
+
+if TYPE_CHECKING:
+    from ..dispatcher import OperationDispatcher
 
 TAG = Tag(name="Operations", description="queue, inspect and steer the operations")
 _ACTIVE = (ExecutionState.RUNNING, ExecutionState.PAUSED)
 _LISTED = (ExecutionState.QUEUED, *_ACTIVE)
 
 
-def operations_blueprint(state: ApiState) -> APIBlueprint:
-    """The ``/operations`` routes for ``state.dispatcher``."""
-    bp = api_blueprint("operations", __name__, TAG, state)
-    dispatcher = state.dispatcher
+#: The ``/operations`` routes, shared by every app; each view reads its app's dispatcher.
+operations_blueprint: APIBlueprint = api_blueprint("operations", __name__, TAG)
+_NOT_FOUND: dict[int, Any] = {404: ErrorResponse}
+_REFUSABLE: dict[int, Any] = {200: OperationStatus, **_NOT_FOUND, 409: ErrorResponse}
 
-    def current_id() -> UUID | None:
-        current = dispatcher.current_operation
-        return None if current is None else current.id
 
-    def status(op: CoreOperation, current: UUID | None) -> dict[str, Any]:
-        return {"operation": op.to_dict(), "is_current_operation": op.id == current}
+def _dispatcher() -> OperationDispatcher:
+    return api_state().dispatcher
 
-    def find(operation_id: UUID) -> CoreOperation:
-        op = dispatcher.get_operation(operation_id)
-        if op is None:
-            raise ApiError.from_exc(OperationNotFound(operation_id), message="operation not found",
-                                    details={"operation_id": str(operation_id)})
-        return op
 
-    not_found = {404: ErrorResponse}
+def _current_id() -> UUID | None:
+    current = _dispatcher().current_operation
+    return None if current is None else current.id
 
-    @bp.get(
-        "/operations", operation_id="list_operations",
-        summary="The current operation, then the queued ones in dispatch order",
-        responses={200: OperationStatusList},
+
+def _status(op: CoreOperation, current: UUID | None) -> dict[str, Any]:
+    return {"operation": op.to_dict(), "is_current_operation": op.id == current}
+
+
+def _find(operation_id: UUID) -> CoreOperation:
+    op = _dispatcher().get_operation(operation_id)
+    if op is None:
+        raise ApiError.from_exc(OperationNotFound(operation_id), message="operation not found",
+                                details={"operation_id": str(operation_id)})
+    return op
+
+
+@operations_blueprint.get(
+    "/operations", operation_id="list_operations",
+    summary="The current operation, then the queued ones in dispatch order",
+    responses={200: OperationStatusList},
+)
+def list_operations(query: ListOperationsQuery) -> Response:
+    dispatcher = _dispatcher()
+    schedule = dispatcher.get_schedule()
+    current = dispatcher.current_operation  # read second: one that started meanwhile is
+    ops: list[CoreOperation] = []  # in both, and listed once, as current
+    current_key = None
+    if current is not None and current.state in _ACTIVE:
+        ops.append(current)
+        current_key = current.id
+    ops.extend(op for op in schedule if op.id != current_key and op.state in _LISTED)
+    if query.state is not None:
+        ops = [op for op in ops if op.state.value == query.state]
+    return json_response([_status(op, current_key) for op in ops])
+
+
+@operations_blueprint.get(
+    "/operations/current", operation_id="get_current_operation",
+    summary="The operation that is RUNNING now (404 when none is, or it is paused)",
+    responses={200: OperationStatus, **_NOT_FOUND},
+)
+def get_current_operation() -> Response:
+    dispatcher = _dispatcher()
+    current = dispatcher.current_operation
+    if current is None or current.state is not ExecutionState.RUNNING:
+        raise ApiError(404, "no_running_operation", "no running operation")
+    return json_response(_status(current, current.id))
+
+
+@operations_blueprint.get(
+    "/operations/history", operation_id="get_history",
+    summary="Events of a time window, the most recent `limit` of them",
+    responses={200: History},
+)
+def get_history(query: HistoryQuery) -> Response:
+    dispatcher = _dispatcher()
+    if (
+        query.from_time is not None
+        and query.to_time is not None
+        and query.from_time > query.to_time
+    ):
+        raise ApiError(400, "invalid_time_range",
+                       "from_time must be less than or equal to to_time")
+    history = dispatcher.get_history(
+        from_time=query.from_time, to_time=query.to_time,
+        resolve_operations=query.resolve_operations, limit=query.limit,
     )
-    def list_operations(query: ListOperationsQuery) -> Response:
-        schedule = dispatcher.get_schedule()
-        current = dispatcher.current_operation  # read second: one that started meanwhile is
-        ops: list[CoreOperation] = []  # in both, and listed once, as current
-        current_key = None
-        if current is not None and current.state in _ACTIVE:
-            ops.append(current)
-            current_key = current.id
-        ops.extend(op for op in schedule if op.id != current_key and op.state in _LISTED)
-        if query.state is not None:
-            ops = [op for op in ops if op.state.value == query.state]
-        return json_response([status(op, current_key) for op in ops])
+    return json_response(history.to_dict())
 
-    @bp.get(
-        "/operations/current", operation_id="get_current_operation",
-        summary="The operation that is RUNNING now (404 when none is, or it is paused)",
-        responses={200: OperationStatus, **not_found},
-    )
-    def get_current_operation() -> Response:
-        current = dispatcher.current_operation
-        if current is None or current.state is not ExecutionState.RUNNING:
-            raise ApiError(404, "no_running_operation", "no running operation")
-        return json_response(status(current, current.id))
 
-    @bp.get(
-        "/operations/history", operation_id="get_history",
-        summary="Events of a time window, the most recent `limit` of them",
-        responses={200: History},
-    )
-    def get_history(query: HistoryQuery) -> Response:
-        if (
-            query.from_time is not None
-            and query.to_time is not None
-            and query.from_time > query.to_time
-        ):
-            raise ApiError(400, "invalid_time_range",
-                           "from_time must be less than or equal to to_time")
-        history = dispatcher.get_history(
-            from_time=query.from_time, to_time=query.to_time,
-            resolve_operations=query.resolve_operations, limit=query.limit,
-        )
-        return json_response(history.to_dict())
+@operations_blueprint.get(
+    "/operations/<operation_id>", operation_id="get_operation",
+    summary="One operation: queued, current or finished",
+    responses={200: OperationStatus, **_NOT_FOUND},
+)
+def get_operation(path: OperationPath) -> Response:
+    op = _find(path.operation_id)
+    return json_response(_status(op, _current_id()))
 
-    @bp.get(
-        "/operations/<operation_id>", operation_id="get_operation",
-        summary="One operation: queued, current or finished",
-        responses={200: OperationStatus, **not_found},
-    )
-    def get_operation(path: OperationPath) -> Response:
-        op = find(path.operation_id)
-        return json_response(status(op, current_id()))
 
-    @bp.get(
-        "/operations/<operation_id>/events", operation_id="get_operation_events",
-        summary="The events of one operation, oldest first",
-        responses={200: DispatchEventList, **not_found},
-    )
-    def get_operation_events(path: OperationPath) -> Response:
-        find(path.operation_id)
-        events = dispatcher.list_events(path.operation_id)
-        return json_response([event.to_dict() for event in events])
+@operations_blueprint.get(
+    "/operations/<operation_id>/events", operation_id="get_operation_events",
+    summary="The events of one operation, oldest first",
+    responses={200: DispatchEventList, **_NOT_FOUND},
+)
+def get_operation_events(path: OperationPath) -> Response:
+    dispatcher = _dispatcher()
+    _find(path.operation_id)
+    events = dispatcher.list_events(path.operation_id)
+    return json_response([event.to_dict() for event in events])
 
-    @bp.get(
-        "/operations/<operation_id>/explain", operation_id="explain_operation",
-        summary="Why an operation is not running (empty blocked_by: nothing blocks it)",
-        responses={200: ExplainResponse, **not_found},
-    )
-    def explain_operation(path: OperationPath) -> Response:
+
+@operations_blueprint.get(
+    "/operations/<operation_id>/explain", operation_id="explain_operation",
+    summary="Why an operation is not running (empty blocked_by: nothing blocks it)",
+    responses={200: ExplainResponse, **_NOT_FOUND},
+)
+def explain_operation(path: OperationPath) -> Response:
+    dispatcher = _dispatcher()
+    try:
+        return json_response(dispatcher.explain(path.operation_id))
+    except OperationNotFound as exc:
+        raise ApiError.from_exc(exc, message="operation not found") from None
+
+
+@operations_blueprint.post(
+    "/operations/add", operation_id="add_operation",
+    summary="Queue operations (all or none); the dispatcher's resource_id is used",
+    responses={201: OperationStatusList},
+)
+@body_error_code("invalid_operations")
+def add_operation(body: AddOperationItems) -> Response:
+    dispatcher = _dispatcher()
+    ops = []
+    for index, item in enumerate(body.root):
         try:
-            return json_response(dispatcher.explain(path.operation_id))
-        except OperationNotFound as exc:
-            raise ApiError.from_exc(exc, message="operation not found") from None
+            ops.append(CoreOperation(resource_id=dispatcher.resource_id, **item.model_dump()))
+        except ValidationError as exc:
+            raise ApiError.from_exc(exc, "invalid_operation",
+                                    details={"index": index, "field": exc.field}) from None
+    try:
+        stored = dispatcher.add_operations(ops)
+    except (ValidationError, DependencyError, DuplicateOperation, ResourceMismatch) as exc:
+        details: dict[str, Any] = {}
+        failed = getattr(exc, "operation_id", None)
+        for index, op in enumerate(ops):
+            if op.id == failed:
+                details["index"] = index
+        raise ApiError.from_exc(exc, "operation_rejected", details=details) from None
+    return json_response([_status(op, None) for op in stored], 201)
 
-    @bp.post(
-        "/operations/add", operation_id="add_operation",
-        summary="Queue operations (all or none); the dispatcher's resource_id is used",
-        responses={201: OperationStatusList},
+
+@operations_blueprint.post(
+    "/operations/<operation_id>/update", operation_id="update_operation",
+    summary="Change fields of a queued (or paused) operation",
+    responses=_REFUSABLE,
+)
+@body_error_code("invalid_updates")
+def update_operation(path: OperationPath, body: UpdateOperationItem) -> Response:
+    dispatcher = _dispatcher()
+    updates = body.model_dump(exclude_unset=True)
+    # Only the code is chosen here; the status is the table's (errors.STATUS_BY_ERROR), and
+    # every other error (a JournalError: 503 journal_unavailable) goes to the handlers.
+    try:
+        op = dispatcher.update_operation(path.operation_id, updates)
+    except OperationNotUpdatable as exc:
+        raise ApiError.from_exc(exc, "operation_update_denied") from None
+    except (ValidationError, DependencyError) as exc:
+        raise ApiError.from_exc(
+            exc, "invalid_updates", details={"field": getattr(exc, "field", "dependencies")}
+        ) from None
+    if op is None:
+        _find(path.operation_id)  # raises the 404
+        raise ApiError.from_exc(OperationNotFound(path.operation_id),
+                                message="operation not found")
+    return json_response(_status(op, _current_id()))
+
+
+@operations_blueprint.post(
+    "/operations/<operation_id>/cancel", operation_id="cancel_operation",
+    summary="Cancel a queued or the current operation, if the business logic agrees",
+    responses=_REFUSABLE,
+)
+@body_error_code("invalid_request_body")
+def cancel_operation(path: OperationPath, body: CancelOperationCommand) -> Response:
+    dispatcher = _dispatcher()
+    _find(path.operation_id)
+    op = dispatcher.cancel_operation(
+        path.operation_id, body.termination_reason, body.meta_data or None
     )
-    @body_error_code("invalid_operations")
-    def add_operation(body: AddOperationItems) -> Response:
-        ops = []
-        for index, item in enumerate(body.root):
-            try:
-                ops.append(CoreOperation(resource_id=dispatcher.resource_id, **item.model_dump()))
-            except ValidationError as exc:
-                raise ApiError.from_exc(exc, "invalid_operation",
-                                        details={"index": index, "field": exc.field}) from None
-        try:
-            stored = dispatcher.add_operations(ops)
-        except (ValidationError, DependencyError, DuplicateOperation, ResourceMismatch) as exc:
-            details: dict[str, Any] = {}
-            failed = getattr(exc, "operation_id", None)
-            for index, op in enumerate(ops):
-                if op.id == failed:
-                    details["index"] = index
-            raise ApiError.from_exc(exc, "operation_rejected", details=details) from None
-        return json_response([status(op, None) for op in stored], 201)
+    if op is None:
+        raise ApiError(409, "operation_cancellation_denied", "operation cancellation denied")
+    return json_response(_status(op, _current_id()))
 
-    @bp.post(
-        "/operations/<operation_id>/update", operation_id="update_operation",
-        summary="Change fields of a queued (or paused) operation",
-        responses={200: OperationStatus, **not_found, 409: ErrorResponse},
+
+def _pause_or_resume(operation_id: UUID, meta: dict[str, Any], pause: bool) -> Response:
+    dispatcher = _dispatcher()
+    needed, verb = (
+        (ExecutionState.RUNNING, "pause") if pause else (ExecutionState.PAUSED, "resume")
     )
-    @body_error_code("invalid_updates")
-    def update_operation(path: OperationPath, body: UpdateOperationItem) -> Response:
-        updates = body.model_dump(exclude_unset=True)
-        # Only the code is chosen here; the status is the table's (errors.STATUS_BY_ERROR), and
-        # every other error (a JournalError: 503 journal_unavailable) goes to the handlers.
-        try:
-            op = dispatcher.update_operation(path.operation_id, updates)
-        except OperationNotUpdatable as exc:
-            raise ApiError.from_exc(exc, "operation_update_denied") from None
-        except (ValidationError, DependencyError) as exc:
-            raise ApiError.from_exc(
-                exc, "invalid_updates", details={"field": getattr(exc, "field", "dependencies")}
-            ) from None
-        if op is None:
-            find(path.operation_id)  # raises the 404
-            raise ApiError.from_exc(OperationNotFound(path.operation_id),
-                                    message="operation not found")
-        return json_response(status(op, current_id()))
-
-    @bp.post(
-        "/operations/<operation_id>/cancel", operation_id="cancel_operation",
-        summary="Cancel a queued or the current operation, if the business logic agrees",
-        responses={200: OperationStatus, **not_found, 409: ErrorResponse},
+    wrong_state = (
+        ("operation_not_running", "operation is not running")
+        if pause else ("operation_not_paused", "operation is not paused")
     )
-    @body_error_code("invalid_request_body")
-    def cancel_operation(path: OperationPath, body: CancelOperationCommand) -> Response:
-        find(path.operation_id)
-        op = dispatcher.cancel_operation(
-            path.operation_id, body.termination_reason, body.meta_data or None
-        )
-        if op is None:
-            raise ApiError(409, "operation_cancellation_denied", "operation cancellation denied")
-        return json_response(status(op, current_id()))
+    op = _find(operation_id)
+    if op.state is not needed:
+        raise ApiError(409, *wrong_state, {"state": op.state.value})
+    action = dispatcher.pause_operation if pause else dispatcher.resume_operation
+    try:
+        done = action(operation_id, meta_data=meta or None)
+    except InvalidTransition as exc:
+        raise ApiError.from_exc(exc, wrong_state[0], wrong_state[1],
+                                {"state": exc.state}) from None
+    except OperationNotCurrent as exc:
+        raise ApiError.from_exc(exc, f"operation_{verb}_failed") from None
+    if not done:
+        raise ApiError(409, f"operation_{verb}_denied", f"operation {verb} denied")
+    return json_response(_status(_find(operation_id), _current_id()))
 
-    def pause_or_resume(operation_id: UUID, meta: dict[str, Any], pause: bool) -> Response:
-        needed, verb = (
-            (ExecutionState.RUNNING, "pause") if pause else (ExecutionState.PAUSED, "resume")
-        )
-        wrong_state = (
-            ("operation_not_running", "operation is not running")
-            if pause else ("operation_not_paused", "operation is not paused")
-        )
-        op = find(operation_id)
-        if op.state is not needed:
-            raise ApiError(409, *wrong_state, {"state": op.state.value})
-        action = dispatcher.pause_operation if pause else dispatcher.resume_operation
-        try:
-            done = action(operation_id, meta_data=meta or None)
-        except InvalidTransition as exc:
-            raise ApiError.from_exc(exc, wrong_state[0], wrong_state[1],
-                                    {"state": exc.state}) from None
-        except OperationNotCurrent as exc:
-            raise ApiError.from_exc(exc, f"operation_{verb}_failed") from None
-        if not done:
-            raise ApiError(409, f"operation_{verb}_denied", f"operation {verb} denied")
-        return json_response(status(find(operation_id), current_id()))
 
-    @bp.post(
-        "/operations/<operation_id>/pause", operation_id="pause_operation",
-        summary="Pause the RUNNING current operation, if the business logic agrees",
-        responses={200: OperationStatus, **not_found, 409: ErrorResponse},
-    )
-    @body_error_code("invalid_request_body")
-    def pause_operation(path: OperationPath, body: LifecycleCommand) -> Response:
-        return pause_or_resume(path.operation_id, body.meta_data, pause=True)
+@operations_blueprint.post(
+    "/operations/<operation_id>/pause", operation_id="pause_operation",
+    summary="Pause the RUNNING current operation, if the business logic agrees",
+    responses=_REFUSABLE,
+)
+@body_error_code("invalid_request_body")
+def pause_operation(path: OperationPath, body: LifecycleCommand) -> Response:
+    return _pause_or_resume(path.operation_id, body.meta_data, pause=True)
 
-    @bp.post(
-        "/operations/<operation_id>/resume", operation_id="resume_operation",
-        summary="Resume the PAUSED current operation, if the business logic agrees",
-        responses={200: OperationStatus, **not_found, 409: ErrorResponse},
-    )
-    @body_error_code("invalid_request_body")
-    def resume_operation(path: OperationPath, body: LifecycleCommand) -> Response:
-        return pause_or_resume(path.operation_id, body.meta_data, pause=False)
 
-    return bp
+@operations_blueprint.post(
+    "/operations/<operation_id>/resume", operation_id="resume_operation",
+    summary="Resume the PAUSED current operation, if the business logic agrees",
+    responses=_REFUSABLE,
+)
+@body_error_code("invalid_request_body")
+def resume_operation(path: OperationPath, body: LifecycleCommand) -> Response:
+    return _pause_or_resume(path.operation_id, body.meta_data, pause=False)
 
 
 __all__ = ["operations_blueprint"]

@@ -19,7 +19,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from ..errors import DispatcherError, JournalError
 from .errors import status_of
 from .schemas import OperationDispatcherRuntimeActionResponse, OperationDispatcherState
-from .state import ApiState, api_blueprint, json_response
+from .state import api_blueprint, api_state, json_response
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
@@ -103,43 +103,57 @@ class RuntimeControl:
         return self._answer(200, "operation dispatcher resumed")
 
 
-def runtime_blueprint(state: ApiState) -> APIBlueprint:
-    """The ``/dispatcher`` routes."""
-    bp = api_blueprint("runtime", __name__, TAG, state)
-    runtime = state.runtime
-    action = OperationDispatcherRuntimeActionResponse
-    refused = {409: action}
+#: The ``/dispatcher`` routes, shared by every app; each view reads its app's runtime control.
+runtime_blueprint: APIBlueprint = api_blueprint("runtime", __name__, TAG)
+_ACTION = OperationDispatcherRuntimeActionResponse
+_REFUSED: dict[int, Any] = {409: _ACTION}
 
-    @bp.get("/dispatcher", operation_id="get_dispatcher_state",
-            summary="The dispatcher's state", responses={200: OperationDispatcherState})
-    def get_dispatcher_state() -> Response:
-        return json_response(runtime.state_payload())
 
-    @bp.post("/dispatcher/start", operation_id="start_operation_dispatcher",
-             summary="Start the dispatcher loop (202); 503 if the journal cannot record it",
-             responses={202: action, **refused, 503: action})
-    def start_operation_dispatcher() -> Response:
-        return runtime.start()
+def _runtime() -> RuntimeControl:
+    return api_state().runtime
 
-    @bp.post("/dispatcher/stop", operation_id="stop_operation_dispatcher",
-             summary="Stop the dispatcher loop (202); queued operations stay queued",
-             responses={202: action, **refused})
-    def stop_operation_dispatcher() -> Response:
-        return runtime.stop()
 
-    @bp.post("/dispatcher/pause", operation_id="pause_operation_dispatcher",
-             summary="Start no new operations (the current one goes on)",
-             responses={200: action, **refused})
-    def pause_operation_dispatcher() -> Response:
-        return runtime.pause()
+@runtime_blueprint.get("/dispatcher", operation_id="get_dispatcher_state",
+                       summary="The dispatcher's state",
+                       responses={200: OperationDispatcherState})
+def get_dispatcher_state() -> Response:
+    return json_response(_runtime().state_payload())
 
-    @bp.post("/dispatcher/resume", operation_id="resume_operation_dispatcher",
-             summary="Start operations again; clears every retry count and cooldown",
-             responses={200: action, **refused})
-    def resume_operation_dispatcher() -> Response:
-        return runtime.resume()
 
-    return bp
+@runtime_blueprint.post(
+    "/dispatcher/start", operation_id="start_operation_dispatcher",
+    summary="Start the dispatcher loop (202); 503 if the journal cannot record it",
+    responses={202: _ACTION, **_REFUSED, 503: _ACTION},
+)
+def start_operation_dispatcher() -> Response:
+    return _runtime().start()
+
+
+@runtime_blueprint.post(
+    "/dispatcher/stop", operation_id="stop_operation_dispatcher",
+    summary="Stop the dispatcher loop (202); queued operations stay queued",
+    responses={202: _ACTION, **_REFUSED},
+)
+def stop_operation_dispatcher() -> Response:
+    return _runtime().stop()
+
+
+@runtime_blueprint.post(
+    "/dispatcher/pause", operation_id="pause_operation_dispatcher",
+    summary="Start no new operations (the current one goes on)",
+    responses={200: _ACTION, **_REFUSED},
+)
+def pause_operation_dispatcher() -> Response:
+    return _runtime().pause()
+
+
+@runtime_blueprint.post(
+    "/dispatcher/resume", operation_id="resume_operation_dispatcher",
+    summary="Start operations again; clears every retry count and cooldown",
+    responses={200: _ACTION, **_REFUSED},
+)
+def resume_operation_dispatcher() -> Response:
+    return _runtime().resume()
 
 
 __all__ = ["RuntimeControl", "runtime_blueprint"]

@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - part of the api extra
         "ApiServer needs waitress: pip install 'operation-dispatcher[api]'"
     ) from None
 
+from .state import STATE_KEY
+
 log = logging.getLogger(__name__)
 
 #: Sockets served at once (waitress's default, 100, is reached by a hundred idle sockets).
@@ -179,7 +181,7 @@ class ApiServer:
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop accepting, end open event streams, finish the requests in progress, join."""
-        state = getattr(self.app, "extensions", {}).get("operation_dispatcher")
+        state = getattr(self.app, "extensions", {}).get(STATE_KEY)
         if state is not None:
             state.close()  # event streams would otherwise hold their threads until a heartbeat
         self._stopping.set()

@@ -1,4 +1,10 @@
-"""What every blueprint of one app shares: the dispatcher, the runtime control, the streams."""
+"""What every view of one app reads: the dispatcher, the runtime control, the streams.
+
+The blueprints are built once, at import, and shared by every app (building them per app re-ran
+the OpenAPI schema generation: ~110 ms per ``create_app``). So a view never closes over an app's
+objects: it reads them from :func:`api_state`, the :class:`ApiState` kept in the handling app's
+``extensions``. Two apps with two dispatchers in one process never see each other's state.
+"""
 
 from __future__ import annotations
 
@@ -46,22 +52,26 @@ class ApiState:
         self.streams.close_all()
 
 
-def api_blueprint(name: str, import_name: str, tag: Tag, state: ApiState) -> APIBlueprint:
-    """An APIBlueprint whose routes document the common errors (and the token, if any)."""
+def api_blueprint(name: str, import_name: str, tag: Tag) -> APIBlueprint:
+    """An APIBlueprint whose routes document the common errors.
+
+    The token's 401 answer and security requirement depend on the app, so they are not here:
+    the app adds them to its OpenAPI document (see ``app._token_spec``).
+    """
     from .schemas import ErrorResponse
 
     responses: dict[int, Any] = {400: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse}
-    if state.token:
-        responses[401] = ErrorResponse
-    return APIBlueprint(
-        name, import_name, abp_tags=[tag], abp_responses=responses,
-        abp_security=[{"bearerAuth": []}] if state.token else [],
-    )
+    return APIBlueprint(name, import_name, abp_tags=[tag], abp_responses=responses)
+
+
+#: The key of the :class:`ApiState` in ``app.extensions``.
+STATE_KEY = "operation_dispatcher"
 
 
 def api_state() -> ApiState:
     """The :class:`ApiState` of the app handling the current request."""
-    return current_app.extensions["operation_dispatcher"]
+    state: ApiState = current_app.extensions[STATE_KEY]
+    return state
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -84,4 +94,12 @@ def body_error_code(code: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return mark
 
 
-__all__ = ["ApiState", "Bridge", "api_state", "body_error_code", "json_response"]
+__all__ = [
+    "STATE_KEY",
+    "ApiState",
+    "Bridge",
+    "api_blueprint",
+    "api_state",
+    "body_error_code",
+    "json_response",
+]
