@@ -252,9 +252,10 @@ class _Rule(Rule):
     """
 
     def _compile_builder(self, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
-        if self.defaults:
+        trace = getattr(self, "_trace", None)  # werkzeug's private parse; without it: as usual
+        if self.defaults or not isinstance(trace, list):
             return super()._compile_builder(append_unknown)
-        key = (self.rule, tuple(self._trace), append_unknown)
+        key = (self.rule, tuple(trace), append_unknown)
         builder = _BUILDERS.get(key)
         if builder is None:
             builder = _BUILDERS.setdefault(key, super()._compile_builder(append_unknown))
