@@ -180,7 +180,7 @@ def to_utc(value: Any, name: str) -> datetime:
 def not_too_far(value: datetime, name: str, now: datetime | None = None) -> datetime:
     """Refuse a (UTC) release date more than :data:`MAX_RELEASE_AHEAD` from now."""
     if value - (datetime.now(UTC) if now is None else now) > MAX_RELEASE_AHEAD:
-        raise ValidationError(name, "must be less than 100 years from now")
+        raise ValidationError(name, f"must be less than {MAX_RELEASE_AHEAD.days // 365} years from now")
     return value
 
 

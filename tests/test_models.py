@@ -927,3 +927,12 @@ def test_python_api_refuses_durations_over_1e9_seconds(name: str) -> None:
             make_op(**{name: bad})
         assert raised.value.field == name
 
+
+
+def test_the_http_limits_are_the_cores() -> None:
+    """One set of limits: the HTTP schemas take the core's constants instead of restating them."""
+    from operation_dispatcher import _checks
+    from operation_dispatcher.http import schemas
+
+    assert schemas.MAX_SECONDS is _checks.MAX_SECONDS
+    assert schemas.MAX_RELEASE_AHEAD is _checks.MAX_RELEASE_AHEAD
