@@ -37,7 +37,22 @@ _NUMBERS = (int, float)
 # ------------------------------------------------------------------------------ scalars
 
 
-def integer(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+def _refuse(name: str, rule: str, value: Any, got: bool) -> ValidationError:
+    """The error for a broken rule; with ``got``, the value shown (cut short) after it."""
+    if got:
+        if type(value) is int and not -INT_LIMIT < value < INT_LIMIT:  # repr() would raise
+            shown = f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+        else:
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        rule = f"{rule}, got {shown}"
+    return ValidationError(name, rule)
+
+
+def integer(
+    value: Any, name: str, minimum: int | None = None, maximum: int | None = None,
+    *, got: bool = True,
+) -> int:
     """An int (never a bool: True would pass for 1) within the bounds, if any."""
     if (
         type(value) is not int
@@ -45,7 +60,7 @@ def integer(value: Any, name: str, minimum: int | None = None, maximum: int | No
         or (maximum is not None and value > maximum)
         or not -INT_LIMIT < value < INT_LIMIT
     ):
-        raise ValidationError(name, f"must be an integer{_bounds(minimum, maximum)}")
+        raise _refuse(name, f"must be an integer{_bounds(minimum, maximum)}", value, got)
     return value
 
 
@@ -62,7 +77,7 @@ def _bounds(minimum: int | None, maximum: int | None) -> str:
 
 
 def seconds(
-    value: Any, name: str, *, optional: bool = False, zero: bool = False
+    value: Any, name: str, *, optional: bool = False, zero: bool = False, got: bool = True
 ) -> float | int | None:
     """A finite number of seconds, > 0 (>= 0 with ``zero``) and <= :data:`MAX_SECONDS`.
 
@@ -75,24 +90,26 @@ def seconds(
     ):
         low = ">= 0" if zero else "> 0"
         none = " or None" if optional else ""
-        raise ValidationError(name, f"must be a number {low} and <= {MAX_SECONDS:g}{none}")
+        raise _refuse(name, f"must be a number {low} and <= {MAX_SECONDS:g}{none}", value, got)
     return value
 
 
-def boolean(value: Any, name: str, words: tuple[str, str] = ("True", "False")) -> bool:
+def boolean(
+    value: Any, name: str, words: tuple[str, str] = ("True", "False"), *, got: bool = True
+) -> bool:
     """Exactly True or False: a flag that may start a machine is never read from a truthy value.
 
     ``words`` spells them as the caller's language does (TOML says ``true``/``false``).
     """
     if type(value) is not bool:
-        raise ValidationError(name, f"must be {words[0]} or {words[1]}")
+        raise _refuse(name, f"must be {words[0]} or {words[1]}", value, got)
     return value
 
 
-def text(value: Any, name: str) -> str:
+def text(value: Any, name: str, *, got: bool = True) -> str:
     """A non-empty string of valid Unicode (no lone surrogates)."""
     if not isinstance(value, str) or not value:
-        raise ValidationError(name, "must be a non-empty string")
+        raise _refuse(name, "must be a non-empty string", value, got)
     check_text(value, name)
     return value
 
@@ -106,10 +123,10 @@ def optional_text(value: Any, name: str) -> str | None:
     return value
 
 
-def one_of(value: Any, name: str, choices: Collection[str]) -> str:
+def one_of(value: Any, name: str, choices: Collection[str], *, got: bool = True) -> str:
     """One of a few fixed words."""
     if type(value) is not str or value not in choices:
-        raise ValidationError(name, f"must be one of {', '.join(repr(c) for c in choices)}")
+        raise _refuse(name, f"must be one of {', '.join(repr(c) for c in choices)}", value, got)
     return value
 
 

@@ -151,20 +151,27 @@ class Config:
 Check = Callable[[Any, str], Any]
 
 
+# Each error line already names its key in the user's own file: it states the rule only.
+
+
 def _integer(minimum: int, maximum: int | None = None) -> Check:
-    return partial(_checks.integer, minimum=minimum, maximum=maximum)
+    return partial(_checks.integer, minimum=minimum, maximum=maximum, got=False)
 
 
 def _seconds(*, zero: bool = False) -> Check:
-    return partial(_checks.seconds, zero=zero)
+    return partial(_checks.seconds, zero=zero, got=False)
 
 
 def _boolean(value: Any, name: str) -> bool:
-    return _checks.boolean(value, name, ("true", "false"))  # as TOML spells them
+    return _checks.boolean(value, name, ("true", "false"), got=False)  # as TOML spells them
+
+
+def _text(value: Any, name: str) -> str:
+    return _checks.text(value, name, got=False)
 
 
 def _one_of(*choices: str) -> Check:
-    return partial(_checks.one_of, choices=choices)
+    return partial(_checks.one_of, choices=choices, got=False)
 
 
 def _sort_rules(value: Any, name: str) -> None:
@@ -197,7 +204,7 @@ def _release_conditions(value: Any, name: str) -> None:
 
 _SECTIONS: dict[str, dict[str, Check]] = {
     "dispatcher": {
-        "resource_id": _checks.text,
+        "resource_id": _text,
         "start_paused": _boolean,
         "start_request_max_retries": _integer(1),
         "start_request_retry_cooldown_seconds": _seconds(zero=True),
@@ -210,13 +217,13 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "default_release_conditions": _release_conditions,
     },
     "journal": {
-        "path": _checks.text,
+        "path": _text,
         "recovery": _one_of("fail", "pause"),
     },
     "http": {
-        "host": _checks.text,
+        "host": _text,
         "port": _integer(0, 65535),
-        "token": _checks.text,
+        "token": _text,
         "threads": _integer(1, 1000),
         "connection_limit": _integer(1, 1_000_000),
         "idle_timeout_seconds": _integer(1, 86_400),
