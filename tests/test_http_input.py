@@ -290,3 +290,47 @@ def test_http_refuses_what_the_core_refuses_with_the_same_limits(
     with pytest.raises(ValidationError) as raised:
         Operation(resource_id="robot-1", **item)
     assert raised.value.field == field
+
+
+def test_request_schemas_accept_exactly_what_the_core_accepts() -> None:
+    """The HTTP field types are the core's rules: same fields, same bounds, same verdicts."""
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    from operation_dispatcher import _checks
+    from operation_dispatcher.errors import ValidationError
+    from operation_dispatcher.http.schemas import (
+        AddOperationItem,
+        ReleaseDate,
+        Seconds,
+        UpdateOperationItem,
+    )
+    from operation_dispatcher.models import UPDATABLE_FIELDS
+
+    assert set(UpdateOperationItem.model_fields) == UPDATABLE_FIELDS
+    assert set(AddOperationItem.model_fields) == UPDATABLE_FIELDS | {"job_id"}
+
+    def verdicts(type_: Any, check: Callable[[Any], Any], values: list[Any]) -> None:
+        adapter = TypeAdapter(type_)
+        for value in values:
+            try:
+                check(value)
+            except ValidationError:
+                core = False
+            else:
+                core = True
+            try:
+                adapter.validate_python(value)
+            except PydanticError:
+                http = False
+            else:
+                http = True
+            assert http is core, (value, http, core)
+
+    verdicts(Seconds, lambda v: _checks.seconds(v, "s"),
+             [0, -1, 0.1, 5, 1e9, 1e9 + 1, math.nan, math.inf, True, "5"])
+    now = datetime.now(UTC)
+    verdicts(ReleaseDate, lambda v: _checks.not_too_far(v, "release_date"),
+             [now, now + timedelta(days=365 * 99), now + timedelta(days=365 * 101)])
