@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from time import time
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from .errors import ValidationError
 MAX_SECONDS = 1e9
 #: How far ahead a release date may lie (the dispatcher waits for it on a condition variable).
 MAX_RELEASE_AHEAD = timedelta(days=365 * 100)
+_MAX_AHEAD_SECONDS = MAX_RELEASE_AHEAD.total_seconds()
 #: How deeply JSON data may nest; deeper data is refused rather than hitting the recursion limit.
 MAX_NESTING = 64
 #: Integers with more decimal digits than this are refused: Python cannot turn them into text
@@ -194,9 +196,12 @@ def to_utc(value: Any, name: str) -> datetime:
     raise ValidationError(name, f"must be a datetime, got {type(value).__name__}")
 
 
-def not_too_far(value: datetime, name: str, now: datetime | None = None) -> datetime:
-    """Refuse a (UTC) release date more than :data:`MAX_RELEASE_AHEAD` from now."""
-    if value - (datetime.now(UTC) if now is None else now) > MAX_RELEASE_AHEAD:
+def not_too_far(value: datetime, name: str) -> datetime:
+    """Refuse an aware release date more than :data:`MAX_RELEASE_AHEAD` from now.
+
+    Compared as POSIX seconds: no datetime is built per call (operations are made by the 100k).
+    """
+    if value.timestamp() - time() > _MAX_AHEAD_SECONDS:
         raise ValidationError(name, f"must be less than {MAX_RELEASE_AHEAD.days // 365} years from now")
     return value
 
@@ -279,11 +284,14 @@ def meta_data(value: Any, name: str) -> dict[str, Any] | None:
 
 def release_conditions(value: Any, name: str) -> dict[str, Any]:
     """Signal name -> required value: non-empty names, JSON values."""
-    if not isinstance(value, Mapping):
+    if type(value) is dict:
+        conditions = value
+    elif isinstance(value, Mapping):
+        conditions = dict(value)
+    else:
         raise ValidationError(
             name, f"must be a mapping of signal names to values, got {type(value).__name__}"
         )
-    conditions = value if type(value) is dict else dict(value)
     for key in conditions:
         if not isinstance(key, str) or not key:
             raise ValidationError(name, "keys must be non-empty signal names")

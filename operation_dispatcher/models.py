@@ -317,8 +317,8 @@ class Operation(_Model):
         if self.release_date is not None:
             self.release_date = _not_too_far(to_utc(self.release_date, "release_date"),
                                              "release_date")
-        self.planned_duration = _check_seconds(self.planned_duration, "planned_duration",
-                                               optional=True)
+        if self.planned_duration is not None:
+            _check_seconds(self.planned_duration, "planned_duration")
         self.due_date = _opt_utc(self.due_date, "due_date")
         deps = self.dependencies
         if type(deps) is not list:
@@ -348,8 +348,8 @@ class Operation(_Model):
         if type(conditions) is not dict or conditions:
             conditions = _release_conditions(conditions, "release_conditions")
         self.release_conditions = conditions
-        self.timeout_seconds = _check_seconds(self.timeout_seconds, "timeout_seconds",
-                                              optional=True)
+        if self.timeout_seconds is not None:
+            _check_seconds(self.timeout_seconds, "timeout_seconds")
         # cross-field rules
         if (
             self.release_date is not None
