@@ -334,3 +334,26 @@ def test_request_schemas_accept_exactly_what_the_core_accepts() -> None:
     now = datetime.now(UTC)
     verdicts(ReleaseDate, lambda v: _checks.not_too_far(v, "release_date"),
              [now, now + timedelta(days=365 * 99), now + timedelta(days=365 * 101)])
+
+
+def test_an_error_of_a_model_without_describe_is_still_built_from_type_and_loc() -> None:
+    """No client ever sees pydantic's own text, not even for a model no view claims."""
+    from flask import Flask
+    from pydantic import BaseModel, StrictInt
+    from pydantic import ValidationError as PydanticError
+
+    from operation_dispatcher.http.errors import validation_error_response
+
+    class Unlisted(BaseModel):
+        count: StrictInt
+
+    try:
+        Unlisted.model_validate({"count": "3"})
+    except PydanticError as exc:
+        with Flask(__name__).app_context():
+            response = validation_error_response(exc)
+    body = response.get_json()
+    assert response.status_code == 400
+    assert body == {"error": "count must be an integer (got '3')",
+                    "message": "count must be an integer (got '3')",
+                    "code": "invalid_request", "details": {"field": "count"}}
