@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from operation_dispatcher import DispatchEvent, Operation, OperationDispatcher, TerminationReason
+from operation_dispatcher import DispatchEvent, Operation, OperationDispatcher, TerminationReason, _checks
 from operation_dispatcher.errors import DispatcherError, ThreadDidNotStop, ValidationError
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "BridgeConnectionError",
     "BridgeError",
     "BridgeProtocolError",
-    "check_seconds",
 ]
 
 COUNTER_NAMES = ("reads", "errors", "reconnects", "malformed")
@@ -91,18 +90,6 @@ class BridgeProtocolError(BridgeError, ValueError):
         self.bridge = bridge
         self.reason = reason
         super().__init__(f"bridge {bridge!r}: {reason}")
-
-
-def check_seconds(field: str, value: Any, *, optional: bool = False) -> None:
-    """Raise ValidationError(field, ...) unless ``value`` is a finite number of seconds > 0.
-
-    Bridges are built from TOML tables, so a string or a bool must be named, not crash later.
-    """
-    if value is None and optional:
-        return
-    if type(value) not in (int, float) or not 0 < value < 1e9:
-        none = " (or left out)" if optional else ""
-        raise ValidationError(field, f"must be a number of seconds > 0{none}, got {value!r}")
 
 
 class BaseBridge:
@@ -144,15 +131,15 @@ class BaseBridge:
             raise ValidationError(
                 "name", f"must be a bridge name of letters, digits, '_' and '-', got {name!r}"
             )
-        check_seconds("max_age_seconds", max_age_seconds, optional=True)
-        check_seconds("reconnect_initial", reconnect_initial)
-        check_seconds("reconnect_max", reconnect_max)
+        # bridges are built from TOML tables: a string or a bool is named here, not crash later
+        _checks.seconds(max_age_seconds, "max_age_seconds", optional=True)
+        _checks.seconds(reconnect_initial, "reconnect_initial")
+        _checks.seconds(reconnect_max, "reconnect_max")
         if not reconnect_max >= reconnect_initial:
             raise ValidationError(
                 "reconnect_max", f"must be >= reconnect_initial ({reconnect_initial}), got {reconnect_max!r}"
             )
-        if type(max_signals) is not int or not 1 <= max_signals <= 1_000_000:
-            raise ValidationError("max_signals", f"must be an integer 1..1000000, got {max_signals!r}")
+        _checks.integer(max_signals, "max_signals", 1, 1_000_000)
         self.dispatcher = dispatcher
         self.name = name
         self.max_age_seconds = max_age_seconds

@@ -73,6 +73,7 @@ from operation_dispatcher import (
     Operation,
     OperationDispatcher,
     TerminationReason,
+    _checks,
 )
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
@@ -82,7 +83,6 @@ from .base import (
     BridgeConnectionError,
     BridgeError,
     BridgeProtocolError,
-    check_seconds,
 )
 
 __all__ = ["EXCEPTION_CODES", "ModbusBridge", "ModbusRefused", "SignalSpec"]
@@ -276,11 +276,11 @@ class ModbusBridge(BaseBridge):
         _check_connection(transport, host, port, serial_port, {
             "baudrate": baudrate, "parity": parity, "stopbits": stopbits, "bytesize": bytesize,
         })
-        _check_int("device_id", device_id, 0, 247)
-        check_seconds("poll_interval", poll_interval)
-        check_seconds("timeout", timeout)
-        if max_age_seconds is None:
-            max_age_seconds = max(5 * poll_interval, 0.5)
+        _checks.integer(device_id, "device_id", 0, 247)
+        _checks.seconds(poll_interval, "poll_interval")
+        _checks.seconds(timeout, "timeout")
+        if max_age_seconds is None:  # derived, so capped: a slow poll must not be blamed on it
+            max_age_seconds = min(max(5 * poll_interval, 0.5), _checks.MAX_SECONDS)
         super().__init__(
             dispatcher, name, max_age_seconds=max_age_seconds,
             reconnect_initial=reconnect_initial, reconnect_max=reconnect_max,
@@ -589,24 +589,14 @@ class ModbusRefused(BridgeProtocolError):
         ))
 
 
-def _check_int(field: str, value: Any, low: int, high: int) -> None:
-    """An int in low..high; a bool is refused (True would pass for 1 in a TOML table)."""
-    if type(value) is not int or not low <= value <= high:
-        raise ValidationError(field, f"must be an integer {low}..{high}, got {value!r}")
-
-
 def _check_connection(
     transport: Any, host: Any, port: Any, serial_port: Any, serial: Mapping[str, Any]
 ) -> None:
     """Check where the PLC is; every error names the constructor argument that is wrong."""
-    if type(transport) is not str or transport not in TRANSPORTS:
-        raise ValidationError("transport", f"must be 'tcp' or 'rtu', got {transport!r}")
-    _check_int("port", port, 1, 65535)
-    baudrate, parity = serial["baudrate"], serial["parity"]
-    if type(baudrate) is not int or baudrate <= 0:
-        raise ValidationError("baudrate", f"must be an integer > 0 (bits per second), got {baudrate!r}")
-    if type(parity) is not str or parity not in PARITIES:
-        raise ValidationError("parity", f"must be 'N', 'E' or 'O', got {parity!r}")
+    _checks.one_of(transport, "transport", TRANSPORTS)
+    _checks.integer(port, "port", 1, 65535)
+    _checks.integer(serial["baudrate"], "baudrate", 1)
+    _checks.one_of(serial["parity"], "parity", PARITIES)
     if type(serial["stopbits"]) is not int or serial["stopbits"] not in (1, 2):
         raise ValidationError("stopbits", f"must be 1 or 2, got {serial['stopbits']!r}")
     if type(serial["bytesize"]) is not int or serial["bytesize"] not in (7, 8):

@@ -39,11 +39,12 @@ from operation_dispatcher import (
     Operation,
     OperationDispatcher,
     TerminationReason,
+    _checks,
 )
 from operation_dispatcher.errors import DispatcherError, ValidationError
 
 from . import serial_protocol as proto
-from .base import DEFAULT_MAX_SIGNALS, BaseBridge, BridgeConnectionError, check_seconds
+from .base import DEFAULT_MAX_SIGNALS, BaseBridge, BridgeConnectionError
 
 try:
     import serial
@@ -118,20 +119,15 @@ class SerialLineBridge(BaseBridge):
             reconnect_initial=reconnect_initial, reconnect_max=reconnect_max,
             max_signals=max_signals, logger=logger,
         )
-        check_seconds("write_timeout", write_timeout)
+        _checks.seconds(write_timeout, "write_timeout")
         if not isinstance(url, str) or not url:
             raise ValidationError("url", f"must be a pyserial URL or device path, got {url!r}")
-        if type(baudrate) is not int or baudrate < 1:
-            raise ValidationError("baudrate", f"must be an integer > 0, got {baudrate!r}")
-        if type(max_line) is not int or max_line < 1:
-            raise ValidationError("max_line", f"must be an integer >= 1, got {max_line!r}")
-        if not isinstance(terminator, str) or not terminator:
-            raise ValidationError("terminator", f"must be a non-empty string, got {terminator!r}")
-        if not isinstance(command_key, str) or not command_key:
-            raise ValidationError("command_key", f"must be a non-empty string, got {command_key!r}")
-        for flag, value in (("checksum", checksum), ("executor", executor)):
-            if type(value) is not bool:
-                raise ValidationError(flag, f"must be true or false, got {value!r}")
+        _checks.integer(baudrate, "baudrate", 1)
+        _checks.integer(max_line, "max_line", 1)
+        _checks.text(terminator, "terminator")
+        _checks.text(command_key, "command_key")
+        _checks.boolean(checksum, "checksum", ("true", "false"))  # as TOML spells them
+        _checks.boolean(executor, "executor", ("true", "false"))
         self.url = url
         self.baudrate = baudrate
         self.max_line = max_line

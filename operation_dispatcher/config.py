@@ -46,18 +46,18 @@ whose ``errors`` list reads like ``dispatcher.start_request_max_retries: must be
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import DispatcherError
+from . import _checks
+from .errors import DispatcherError, ValidationError
 
 #: The journal file used when neither the config nor the command line names one.
 DEFAULT_JOURNAL = "./operation-dispatcher.db"
-_MAX_SECONDS = 1e9  # longer waits overflow threading's timeouts (~292 years) anyway
 
 
 class ConfigError(DispatcherError, ValueError):
@@ -146,84 +146,60 @@ class Config:
 
 # ------------------------------------------------------------------------------ checks
 
-Check = Callable[[Any], str | None]  # returns what is wrong, or None
+#: Checks the value of one key (named by the second argument) and raises ValidationError: the
+#: rules are the core's own (:mod:`._checks`), so a file and ``OperationDispatcher(...)`` agree.
+Check = Callable[[Any, str], Any]
+
+
+# Each error line already names its key in the user's own file: it states the rule only.
 
 
 def _integer(minimum: int, maximum: int | None = None) -> Check:
-    def check(value: Any) -> str | None:
-        if type(value) is not int or value < minimum or (maximum is not None and value > maximum):
-            bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-            if minimum == 1 and maximum is None:
-                bound = "> 0"
-            return f"must be an integer {bound}"
-        return None
-
-    return check
+    return partial(_checks.integer, minimum=minimum, maximum=maximum, got=False)
 
 
-def _number(minimum: float, *, inclusive: bool, optional: bool = False) -> Check:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        ok = (
-            type(value) in (int, float)
-            and math.isfinite(value)
-            and (value >= minimum if inclusive else value > minimum)
-            and value <= _MAX_SECONDS
-        )
-        if not ok:
-            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-            return f"must be a number {bound} and <= {_MAX_SECONDS:g}"
-        return None
-
-    return check
+def _seconds(*, zero: bool = False) -> Check:
+    return partial(_checks.seconds, zero=zero, got=False)
 
 
-def _boolean(value: Any) -> str | None:
-    return None if type(value) is bool else "must be true or false"
+def _boolean(value: Any, name: str) -> bool:
+    return _checks.boolean(value, name, ("true", "false"), got=False)  # as TOML spells them
 
 
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else "must be a non-empty string"
+def _text(value: Any, name: str) -> str:
+    return _checks.text(value, name, got=False)
 
 
 def _one_of(*choices: str) -> Check:
-    def check(value: Any) -> str | None:
-        if value not in choices:
-            return f"must be one of {', '.join(repr(c) for c in choices)}"
-        return None
-
-    return check
+    return partial(_checks.one_of, choices=choices, got=False)
 
 
-def _sort_rules(value: Any) -> str | None:
+def _sort_rules(value: Any, name: str) -> None:
     from .queue import SortDirection, SortField
 
     names = [f.value for f in SortField]
     directions = [d.value for d in SortDirection]
     if not isinstance(value, list) or not value:
-        return "must be a non-empty list of {field = ..., direction = ...} tables"
+        raise ValidationError(name, "must be a non-empty list of {field = ..., direction = ...} tables")
     for index, rule in enumerate(value):
         if not isinstance(rule, dict) or set(rule) != {"field", "direction"}:
-            return f"[{index}] must be a table with exactly the keys field and direction"
+            raise ValidationError(
+                name, f"[{index}] must be a table with exactly the keys field and direction"
+            )
         if rule["field"] not in names:
-            return f"[{index}].field must be one of {', '.join(names)}"
+            raise ValidationError(name, f"[{index}].field must be one of {', '.join(names)}")
         if rule["direction"] not in directions:
-            return f"[{index}].direction must be one of {', '.join(directions)}"
-    return None
+            raise ValidationError(
+                name, f"[{index}].direction must be one of {', '.join(directions)}"
+            )
 
 
-def _release_conditions(value: Any) -> str | None:
-    from .errors import ValidationError
-    from .models import Operation
-
+def _release_conditions(value: Any, name: str) -> None:
     if not isinstance(value, dict):
-        return "must be a table of signal names to values, e.g. { \"door.closed\" = true }"
-    try:
-        Operation(resource_id="check", release_conditions=value)
-    except ValidationError as exc:
-        return str(exc)
-    return None
+        raise ValidationError(
+            name, "must be a table of signal names to values, e.g. { \"door.closed\" = true }"
+        )
+    _checks.release_conditions(value, name)
 
 
 _SECTIONS: dict[str, dict[str, Check]] = {
@@ -231,9 +207,9 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "resource_id": _text,
         "start_paused": _boolean,
         "start_request_max_retries": _integer(1),
-        "start_request_retry_cooldown_seconds": _number(0, inclusive=True),
-        "request_event_timeout_seconds": _number(0, inclusive=False),
-        "default_planned_duration": _number(0, inclusive=False),
+        "start_request_retry_cooldown_seconds": _seconds(zero=True),
+        "request_event_timeout_seconds": _seconds(),
+        "default_planned_duration": _seconds(),
         "strict_order": _boolean,
         "event_retention": _integer(1),
         "operation_retention": _integer(1),
@@ -251,12 +227,12 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "threads": _integer(1, 1000),
         "connection_limit": _integer(1, 1_000_000),
         "idle_timeout_seconds": _integer(1, 86_400),
-        "write_timeout_seconds": _number(0, inclusive=False),
+        "write_timeout_seconds": _seconds(),
         "stream_buffer_bytes": _integer(1024),
         "max_event_streams": _integer(0, 1000),
-        "heartbeat_seconds": _number(0, inclusive=False),
+        "heartbeat_seconds": _seconds(),
         "max_body_bytes": _integer(1),
-        "signal_max_age_seconds": _number(0, inclusive=False),
+        "signal_max_age_seconds": _seconds(),
     },
 }
 _RESERVED = ("mcp", "bridges")
@@ -284,9 +260,10 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
                     f"{section}.{key}: unknown key (known: {', '.join(checks)})"
                 )
                 continue
-            problem = check(value)
-            if problem is not None:
-                errors.append(f"{section}.{key}: {problem}")
+            try:
+                check(value, key)
+            except ValidationError as exc:
+                errors.append(f"{section}.{exc.field}: {exc.reason}")
                 continue
             if key == "sort_rules":
                 value = tuple((rule["field"], rule["direction"]) for rule in value)

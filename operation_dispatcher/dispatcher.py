@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from . import _checks
 from .approvals import (
     PendingRequest,
     RequestKind,
@@ -131,38 +132,23 @@ class OperationDispatcher(DispatchCore):
         operation_retention: int = 10_000,
         default_release_conditions: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(resource_id, str) or not resource_id:
-            raise ValidationError("resource_id", "must be a non-empty string")
-        _require(poll_interval_seconds > 0, "poll_interval_seconds", "must be greater than 0")
-        _require(
-            type(start_request_max_retries) is int and start_request_max_retries > 0,
-            "start_request_max_retries",
-            "must be greater than 0",
+        fields, defaults = _checks.dispatcher_arguments(
+            resource_id=resource_id,
+            poll_interval_seconds=poll_interval_seconds,
+            start_request_max_retries=start_request_max_retries,
+            start_request_retry_cooldown_seconds=start_request_retry_cooldown_seconds,
+            request_event_timeout_seconds=request_event_timeout_seconds,
+            default_planned_duration=default_planned_duration,
+            recovery=recovery,
+            start_paused=start_paused,
+            strict_order=strict_order,
+            updatable_fields=updatable_fields,
+            allowed_fields=UPDATABLE_FIELDS | LIFECYCLE_FIELDS,
+            default_fields=UPDATABLE_FIELDS,
+            event_retention=event_retention,
+            operation_retention=operation_retention,
+            default_release_conditions=default_release_conditions,
         )
-        _require(
-            start_request_retry_cooldown_seconds >= 0,
-            "start_request_retry_cooldown_seconds",
-            "must be non-negative",
-        )
-        _require(
-            request_event_timeout_seconds > 0, "request_event_timeout_seconds",
-            "must be greater than 0",
-        )
-        _require(
-            default_planned_duration is None or default_planned_duration > 0,
-            "default_planned_duration",
-            "must be > 0",
-        )
-        _require(recovery in ("fail", "pause"), "recovery", "must be 'fail' or 'pause'")
-        # flags that decide whether the machine may start are never read from a truthy value
-        _require(type(start_paused) is bool, "start_paused", "must be True or False")
-        _require(type(strict_order) is bool, "strict_order", "must be True or False")
-        fields = UPDATABLE_FIELDS if updatable_fields is None else frozenset(updatable_fields)
-        unsupported = sorted(fields - UPDATABLE_FIELDS - LIFECYCLE_FIELDS)
-        if unsupported:
-            raise ValidationError("updatable_fields", f"contains unsupported fields: {unsupported}")
-
-        defaults = _check_default_conditions(resource_id, default_release_conditions)
 
         opened = _open_journal(journal)
         try:
@@ -881,29 +867,6 @@ def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> Journal |
     if isinstance(journal, str | os.PathLike):
         return None if str(journal) == ":memory:" else Journal(journal)
     raise ValidationError("journal", f"must be a path, a Journal or None, got {type(journal).__name__}")
-
-
-def _check_default_conditions(
-    resource_id: str, conditions: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Validated as an operation's own release_conditions are (one set of rules)."""
-    if conditions is None:
-        return {}
-    if not isinstance(conditions, Mapping):
-        raise ValidationError(
-            "default_release_conditions",
-            f"must be a mapping of signal names to values, got {type(conditions).__name__}",
-        )
-    try:
-        probe = Operation(resource_id=resource_id, release_conditions=dict(conditions))
-    except ValidationError as exc:
-        raise ValidationError("default_release_conditions", str(exc)) from None
-    return probe.release_conditions
-
-
-def _require(ok: bool, field_name: str, reason: str) -> None:
-    if not ok:
-        raise ValidationError(field_name, reason)
 
 
 __all__ = ["OperationDispatcher"]

@@ -17,9 +17,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
+from . import _checks
+from ._checks import (
+    MAX_INT_DIGITS,
+    MAX_NESTING,
+    check_json_data,
+    to_utc,
+    to_uuid,
+)
+from ._checks import boolean as _boolean
+from ._checks import integer as _check_int
+from ._checks import json_object as _json_object
+from ._checks import not_too_far as _not_too_far
+from ._checks import optional_text as _check_opt_str
+from ._checks import release_conditions as _release_conditions
+from ._checks import seconds as _check_seconds
+from ._checks import text as _text
+from ._checks import to_enum as _to_enum
 from .errors import ValidationError
 
 # --------------------------------------------------------------------------------------- enums
@@ -127,25 +144,6 @@ def new_id() -> UUID:
     return UUID(int=(_id_random.getrandbits(128) & _VERSION_MASK) | _VERSION_4)
 
 
-def to_utc(value: Any, field_name: str) -> datetime:
-    """Return ``value`` as an aware UTC datetime; naive means UTC, ISO 8601 text is parsed."""
-    if isinstance(value, datetime):
-        if value.tzinfo is UTC:
-            return value
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValidationError(
-                field_name, f"must be an ISO 8601 datetime, got {value!r}"
-            ) from None
-        return to_utc(parsed, field_name)
-    raise ValidationError(field_name, f"must be a datetime, got {type(value).__name__}")
-
-
 def _opt_utc(value: Any, field_name: str) -> datetime | None:
     return None if value is None else to_utc(value, field_name)
 
@@ -156,150 +154,9 @@ def format_datetime(value: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def to_uuid(value: Any, field_name: str) -> UUID:
-    """Return ``value`` as a UUID; text in any form ``uuid.UUID`` accepts is parsed."""
-    if type(value) is UUID:
-        return value
-    if isinstance(value, str):
-        try:
-            return UUID(value)
-        except ValueError:
-            raise ValidationError(field_name, f"must be a UUID, got {value!r}") from None
-    if isinstance(value, UUID):
-        return value
-    raise ValidationError(field_name, f"must be a UUID, got {type(value).__name__}")
-
-
-E = TypeVar("E", bound=StrEnum)
-
-
-def _to_enum(value: Any, enum_cls: type[E], field_name: str) -> E:
-    if type(value) is enum_cls:
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        valid = ", ".join(m.value for m in enum_cls)
-        raise ValidationError(field_name, f"must be one of {valid}; got {value!r}") from None
-
-
-def _check_int(value: Any, field_name: str) -> int:
-    if type(value) is not int:
-        raise ValidationError(field_name, f"must be an integer, got {type(value).__name__}")
-    return value
-
-
-def _check_positive_number(value: Any, field_name: str) -> float | int | None:
-    if value is None:
-        return None
-    if type(value) not in (int, float):
-        raise ValidationError(field_name, f"must be a number, got {type(value).__name__}")
-    if value != value or value == _INF:
-        raise ValidationError(field_name, f"must be a finite number > 0, got {value!r}")
-    if not value > 0:
-        raise ValidationError(field_name, "must be > 0")
-    if type(value) is int and value >= _INT_LIMIT:
-        raise ValidationError(field_name, f"is an integer of more than {MAX_INT_DIGITS} digits")
-    return value
-
-
-#: How deeply payloads may nest; deeper data is refused rather than hitting the recursion limit.
-MAX_NESTING = 64
-#: Integers with more decimal digits than this are refused: Python cannot turn them into text
-#: (``str()``, ``json.dumps``) beyond 4,300 digits by default, so they could never be answered.
-MAX_INT_DIGITS = 4300
-_INT_LIMIT = 10**MAX_INT_DIGITS
-_INF = float("inf")
-
-
-def check_json_data(value: Any, field_name: str) -> None:
-    """Refuse what standard JSON cannot carry, anywhere inside ``value``.
-
-    Non-finite floats (``inf``, ``nan``: every JSON reader chokes on ``Infinity``), integers
-    over :data:`MAX_INT_DIGITS` digits, text with lone surrogates (``"\\ud800"`` is not
-    Unicode and cannot be encoded as UTF-8), non-text object keys and nesting deeper than
-    :data:`MAX_NESTING`. The error names the path, e.g. ``payload.items[2]``. Other scalars
-    are left alone (they are shown as text).
-    """
-    try:
-        _scan(value, field_name, paths=False)  # fast: no path text built for good data
-    except ValidationError:
-        _scan(value, field_name, paths=True)  # again, to name where the problem is
-        raise
-
-
-def _scan(value: Any, field_name: str, *, paths: bool) -> None:
-    stack: list[tuple[Any, str, int]] = [(value, field_name, 1)]
-    while stack:
-        item, path, depth = stack.pop()
-        kind = type(item)
-        if kind is str:
-            _check_text(item, path)
-        elif kind is float:
-            if item != item or item in (_INF, -_INF):
-                raise ValidationError(path, f"must be a finite number, got {item!r}")
-        elif kind is int:
-            if not -_INT_LIMIT < item < _INT_LIMIT:
-                raise ValidationError(path, f"is an integer of more than {MAX_INT_DIGITS} digits")
-        elif kind is dict or kind is list or kind is tuple:
-            if depth > MAX_NESTING:
-                raise ValidationError(field_name, f"nests deeper than {MAX_NESTING} levels")
-            if kind is dict:
-                for key, child in item.items():
-                    if type(key) is not str:
-                        raise ValidationError(
-                            path, f"keys must be text, got {type(key).__name__} {key!r:.40}"
-                        )
-                    if not key.isascii():
-                        _check_text(key, f"{path} key {key[:40]!r}")
-                    if type(child) not in _SAFE_SCALARS:
-                        stack.append((child, f"{path}.{key}" if paths else path, depth + 1))
-            else:
-                for index, child in enumerate(item):
-                    if type(child) not in _SAFE_SCALARS:
-                        stack.append((child, f"{path}[{index}]" if paths else path, depth + 1))
-
-
-_SAFE_SCALARS = frozenset({bool, type(None)})
-
-
-def _check_text(text: str, field_name: str) -> None:
-    """Refuse lone surrogates (they are not characters and cannot be stored or sent)."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValidationError(
-                field_name,
-                f"contains a lone surrogate {text[exc.start]!r} at position {exc.start} "
-                "(not valid Unicode)",
-            ) from None
-
-
 def check_meta_data(value: Any, field_name: str) -> dict[str, Any] | None:
     """Meta data (and decision data) given to the dispatcher: None or a JSON object."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ValidationError(field_name, f"must be an object (dict) or None, got {type(value).__name__}")
-    check_json_data(value, field_name)
-    return value
-
-
-def _check_dict(value: Any, field_name: str) -> dict[str, Any]:
-    if type(value) is not dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ValidationError(field_name, f"must be an object (dict), got {type(value).__name__}")
-    return value
-
-
-def _check_opt_str(value: Any, field_name: str) -> str | None:
-    if value is not None:
-        if not isinstance(value, str):
-            raise ValidationError(field_name, f"must be a string, got {type(value).__name__}")
-        _check_text(value, field_name)
-    return value
+    return _checks.meta_data(value, field_name)
 
 
 def to_json_value(value: Any) -> Any:
@@ -454,16 +311,14 @@ class Operation(_Model):
     def __post_init__(self) -> None:
         self.id = to_uuid(self.id, "id")
         self.job_id = _check_opt_str(self.job_id, "job_id")
-        self.payload = _check_dict(self.payload, "payload")
-        check_json_data(self.payload, "payload")
-        if not isinstance(self.resource_id, str) or not self.resource_id:
-            raise ValidationError("resource_id", "must be a non-empty string")
-        _check_text(self.resource_id, "resource_id")
+        self.payload = _json_object(self.payload, "payload")
+        _text(self.resource_id, "resource_id")
         self.priority = _check_int(self.priority, "priority")
-        if not -_INT_LIMIT < self.priority < _INT_LIMIT:
-            raise ValidationError("priority", f"is an integer of more than {MAX_INT_DIGITS} digits")
-        self.release_date = _opt_utc(self.release_date, "release_date")
-        self.planned_duration = _check_positive_number(self.planned_duration, "planned_duration")
+        if self.release_date is not None:
+            self.release_date = _not_too_far(to_utc(self.release_date, "release_date"),
+                                             "release_date")
+        if self.planned_duration is not None:
+            _check_seconds(self.planned_duration, "planned_duration")
         self.due_date = _opt_utc(self.due_date, "due_date")
         deps = self.dependencies
         if type(deps) is not list:
@@ -485,19 +340,16 @@ class Operation(_Model):
         self.termination_reason = _to_enum(
             self.termination_reason, TerminationReason, "termination_reason"
         )
-        self.retry_count = _check_int(self.retry_count, "retry_count")
-        if self.retry_count < 0:
-            raise ValidationError("retry_count", "must be >= 0")
+        self.retry_count = _check_int(self.retry_count, "retry_count", 0)
         self.start_time = _opt_utc(self.start_time, "start_time")
         self.finish_time = _opt_utc(self.finish_time, "finish_time")
         self.created_at = to_utc(self.created_at, "created_at")
-        conditions = _check_dict(self.release_conditions, "release_conditions")
-        for name in conditions:
-            if not isinstance(name, str) or not name:
-                raise ValidationError("release_conditions", "keys must be non-empty signal names")
-        check_json_data(conditions, "release_conditions")
+        conditions = self.release_conditions
+        if type(conditions) is not dict or conditions:
+            conditions = _release_conditions(conditions, "release_conditions")
         self.release_conditions = conditions
-        self.timeout_seconds = _check_positive_number(self.timeout_seconds, "timeout_seconds")
+        if self.timeout_seconds is not None:
+            _check_seconds(self.timeout_seconds, "timeout_seconds")
         # cross-field rules
         if (
             self.release_date is not None
@@ -605,8 +457,7 @@ class DispatchEvent(_Model):
 
     def __post_init__(self) -> None:
         setter = object.__setattr__
-        if not isinstance(self.resource_id, str) or not self.resource_id:
-            raise ValidationError("resource_id", "must be a non-empty string")
+        _text(self.resource_id, "resource_id")
         setter(self, "event_type", _to_enum(self.event_type, EventType, "event_type"))
         setter(self, "id", to_uuid(self.id, "id"))
         if self.operation_id is not None:
@@ -618,8 +469,7 @@ class DispatchEvent(_Model):
             changes = [c if isinstance(c, ChangeRecord) else ChangeRecord.from_dict(c)
                        for c in changes]
         setter(self, "changes", list(changes) if type(changes) is not list else changes)
-        setter(self, "meta_data", _check_dict(self.meta_data, "meta_data"))
-        check_json_data(self.meta_data, "meta_data")
+        setter(self, "meta_data", _json_object(self.meta_data, "meta_data"))
         setter(self, "created_at", to_utc(self.created_at, "created_at"))
 
     @classmethod
@@ -677,8 +527,7 @@ class History(_Model):
     created_at: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.resource_id, str) or not self.resource_id:
-            raise ValidationError("resource_id", "must be a non-empty string")
+        _text(self.resource_id, "resource_id")
         if isinstance(self.window, dict):
             self.window = TimeWindow.from_dict(self.window)
         elif not isinstance(self.window, TimeWindow):
@@ -752,8 +601,7 @@ class OperationDispatcherState(_Model):
     uptime_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.resource_id, str) or not self.resource_id:
-            raise ValidationError("resource_id", "must be a non-empty string")
+        _text(self.resource_id, "resource_id")
         if isinstance(self.current_operation, dict):
             self.current_operation = Operation.from_dict(self.current_operation)
         elif self.current_operation is not None and not isinstance(
@@ -764,12 +612,9 @@ class OperationDispatcherState(_Model):
                 f"must be an Operation or null, got {type(self.current_operation).__name__}",
             )
         self.running_since = _opt_utc(self.running_since, "running_since")
-        for name in ("is_running", "is_paused"):
-            if type(getattr(self, name)) is not bool:
-                raise ValidationError(name, "must be a boolean")
-        self.queue_size = _check_int(self.queue_size, "queue_size")
-        if self.queue_size < 0:
-            raise ValidationError("queue_size", "must be >= 0")
+        _boolean(self.is_running, "is_running")
+        _boolean(self.is_paused, "is_paused")
+        self.queue_size = _check_int(self.queue_size, "queue_size", 0)
         uptime = self.uptime_seconds
         if uptime is not None and (type(uptime) not in (int, float) or not uptime >= 0):
             raise ValidationError("uptime_seconds", "must be a number >= 0 or null")

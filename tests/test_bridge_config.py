@@ -4,6 +4,7 @@ started. Through ``load_config`` / ``parse_config`` / ``check_config`` and ``che
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 from collections.abc import Callable
@@ -513,3 +514,31 @@ def load_config_tables(text: str, tmp_path: Path) -> list[dict[str, Any]]:
     import tomllib
 
     return tomllib.loads(text)["bridges"]
+
+
+# ------------------------------------------------------ issue 11: the core's rules for bridges
+
+
+@pytest.mark.parametrize(
+    ("toml", "value"),
+    [("1e9", 1e9), ("1.000001e9", 1.000001e9), ("0", 0), ("-1", -1), ("nan", math.nan),
+     ("inf", math.inf), ('"1"', "1"), ("true", True), ("0.25", 0.25)],
+)
+def test_bridge_durations_follow_the_cores_rule(tmp_path: Path, toml: str, value: Any) -> None:
+    """One rule for seconds: a bridge accepts exactly the durations an operation accepts."""
+    from operation_dispatcher import Operation, ValidationError
+
+    try:
+        Operation(resource_id="r", timeout_seconds=value)
+    except ValidationError:
+        core_accepts = False
+    else:
+        core_accepts = True
+    for kind, line in (("modbus", 'host = "127.0.0.1"\npoll_interval'),
+                       ("serial", 'url = "loop://"\nwrite_timeout')):
+        text = f'[[bridges]]\ntype = "{kind}"\nname = "b"\n{line} = {toml}\n'
+        errors = check_config(write(tmp_path, text))
+        assert (errors == []) is core_accepts, (kind, toml, errors)
+        if errors:
+            key = line.rsplit("\n", 1)[-1]
+            assert errors[0].startswith(f"bridges[0].{key}: must be a number > 0"), errors

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from operation_dispatcher import OperationDispatcher, SortDirection, SortField
+from operation_dispatcher import OperationDispatcher, SortDirection, SortField, ValidationError
 from operation_dispatcher.config import (
     DEFAULT_JOURNAL,
     Config,
@@ -160,3 +162,46 @@ def test_single_errors(tmp_path: Path, text: str, error: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     errors = check_config(tmp_path / "nope.toml")
     assert errors == [f"{tmp_path / 'nope.toml'}: no such file"]
+
+
+# ------------------------------------------------------ issue 11: one set of rules, one wording
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("request_event_timeout_seconds", ["5", 0, -1, True, math.nan, 2e9, 1e9, 0.5, 5]),
+        ("start_request_retry_cooldown_seconds", [-1, 0, 0.0, "1", 1e9 + 1, 3]),
+        ("default_planned_duration", [0, math.inf, 30, 1e10]),
+        ("start_request_max_retries", [0, 1, True, 2.0, 7]),
+        ("event_retention", [0, 1, 1.5, 10]),
+        ("start_paused", [0, "false", False, True]),
+        ("default_release_conditions", [{"door": math.nan}, {"": 1}, {"door": True}]),
+    ],
+)
+def test_a_config_key_and_the_constructor_argument_follow_one_rule(
+    key: str, values: list[Any]
+) -> None:
+    """What the file refuses the Python API refuses, and by the same name (one set of checks)."""
+    for value in values:
+        try:
+            parse_config({"dispatcher": {key: value}})
+        except ConfigError as exc:
+            config_error: str | None = exc.errors[0]
+        else:
+            config_error = None
+        try:
+            OperationDispatcher("r", **{key: value}).stop()
+        except ValidationError as exc:
+            assert config_error is not None, (key, value, "accepted by the file only")
+            assert config_error.startswith(f"dispatcher.{exc.field}: "), (config_error, exc)
+        else:
+            assert config_error is None, (key, value, "accepted by the constructor only")
+
+
+def test_a_bad_default_release_condition_is_named_by_its_key() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"dispatcher": {"default_release_conditions": {"door": math.inf}}})
+    assert raised.value.errors == [
+        "dispatcher.default_release_conditions.door: must be a finite number, got inf"
+    ]

@@ -296,14 +296,19 @@ def test_explain_reasons(make_dispatcher) -> None:
 
 
 def test_release_date_centuries_ahead_does_not_kill_the_loop(make_dispatcher) -> None:
-    from datetime import datetime
+    from datetime import UTC, datetime, timedelta
 
-    from operation_dispatcher import Operation
+    from operation_dispatcher import Operation, ValidationError
 
+    # issue 11: the core refuses release dates over 100 years ahead (as HTTP always did);
+    # the farthest one allowed must still not kill the loop
+    with pytest.raises(ValidationError, match="release_date"):
+        Operation(resource_id="robot-1", release_date=datetime(9000, 1, 1))
+    farthest = datetime.now(UTC) + timedelta(days=365 * 100 - 1)
     d = make_dispatcher()
     rec = EventRecorder(d)
     d.start()
-    far = d.add_operation(Operation(resource_id="robot-1", release_date=datetime(9000, 1, 1)))
+    far = d.add_operation(Operation(resource_id="robot-1", release_date=farthest))
     now = d.add_operation(Operation(resource_id="robot-1"))
     rec.wait_for(EventType.OPERATION_STARTED, operation_id=now.id)
     assert d.is_running

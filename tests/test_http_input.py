@@ -243,3 +243,118 @@ def test_views_choose_codes_never_statuses() -> None:
     )
     assert "RuntimeError" not in source
     assert "except DispatcherError" not in source
+
+
+# ------------------------------------------------- issue 11: one validation, errors by type
+
+
+def test_error_messages_come_from_the_error_type_and_ctx_never_pydantic_english() -> None:
+    """pydantic's ``msg`` may change with any release: the envelope is built without it."""
+    from operation_dispatcher.errors import ValidationError
+    from operation_dispatcher.http.schemas import describe_error
+
+    garbage = "Eingabe sollte größer sein"  # what a changed or translated pydantic might say
+    cases = [
+        ({"type": "greater_than", "ctx": {"gt": 0.0}, "input": 0},
+         "timeout_seconds must be greater than 0 (got 0)"),
+        ({"type": "less_than_equal", "ctx": {"le": 1e9}, "input": 2e9},
+         "timeout_seconds must be less than or equal to 1000000000 (got 2000000000.0)"),
+        ({"type": "too_long", "ctx": {"max_length": 1000, "actual_length": 1001}},
+         "timeout_seconds must have at most 1000 items"),
+        ({"type": "value_error",
+          "ctx": {"error": ValidationError("release_date", "must be less than 100 years from now")}},
+         "timeout_seconds must be less than 100 years from now"),
+        ({"type": "some_future_type"}, "timeout_seconds is invalid (some_future_type)"),
+    ]
+    for error, message in cases:
+        assert describe_error("timeout_seconds", {**error, "msg": garbage}) == message
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "reason"),
+    [
+        ({"release_date": "2226-01-01T00:00:00Z"}, "release_date", "less than 100 years"),
+        ({"timeout_seconds": 1e9 + 1}, "timeout_seconds", "less than or equal to 1000000000"),
+        ({"planned_duration": 0}, "planned_duration", "greater than 0"),
+    ],
+)
+def test_http_refuses_what_the_core_refuses_with_the_same_limits(
+    make_api: Callable[..., Any], item: dict[str, Any], field: str, reason: str
+) -> None:
+    """One set of limits: HTTP and the Python API refuse the same values by the same field."""
+    from operation_dispatcher import Operation, ValidationError
+
+    api = make_api(start=False)
+    reply = assert_error(api.post("/operations/add", json=[{"payload": {}, **item}]), 400,
+                         "invalid_operation", field=field, index=0)
+    assert reason in reply["message"]
+    with pytest.raises(ValidationError) as raised:
+        Operation(resource_id="robot-1", **item)
+    assert raised.value.field == field
+
+
+def test_request_schemas_accept_exactly_what_the_core_accepts() -> None:
+    """The HTTP field types are the core's rules: same fields, same bounds, same verdicts."""
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    from operation_dispatcher import _checks
+    from operation_dispatcher.errors import ValidationError
+    from operation_dispatcher.http.schemas import (
+        AddOperationItem,
+        ReleaseDate,
+        Seconds,
+        UpdateOperationItem,
+    )
+    from operation_dispatcher.models import UPDATABLE_FIELDS
+
+    assert set(UpdateOperationItem.model_fields) == UPDATABLE_FIELDS
+    assert set(AddOperationItem.model_fields) == UPDATABLE_FIELDS | {"job_id"}
+
+    def verdicts(type_: Any, check: Callable[[Any], Any], values: list[Any]) -> None:
+        adapter = TypeAdapter(type_)
+        for value in values:
+            try:
+                check(value)
+            except ValidationError:
+                core = False
+            else:
+                core = True
+            try:
+                adapter.validate_python(value)
+            except PydanticError:
+                http = False
+            else:
+                http = True
+            assert http is core, (value, http, core)
+
+    verdicts(Seconds, lambda v: _checks.seconds(v, "s"),
+             [0, -1, 0.1, 5, 1e9, 1e9 + 1, math.nan, math.inf, True, "5"])
+    now = datetime.now(UTC)
+    verdicts(ReleaseDate, lambda v: _checks.not_too_far(v, "release_date"),
+             [now, now + timedelta(days=365 * 99), now + timedelta(days=365 * 101)])
+
+
+def test_an_error_of_a_model_without_describe_is_still_built_from_type_and_loc() -> None:
+    """No client ever sees pydantic's own text, not even for a model no view claims."""
+    from flask import Flask
+    from pydantic import BaseModel, StrictInt
+    from pydantic import ValidationError as PydanticError
+
+    from operation_dispatcher.http.errors import validation_error_response
+
+    class Unlisted(BaseModel):
+        count: StrictInt
+
+    try:
+        Unlisted.model_validate({"count": "3"})
+    except PydanticError as exc:
+        with Flask(__name__).app_context():
+            response = validation_error_response(exc)
+    body = response.get_json()
+    assert response.status_code == 400
+    assert body == {"error": "count must be an integer (got '3')",
+                    "message": "count must be an integer (got '3')",
+                    "code": "invalid_request", "details": {"field": "count"}}

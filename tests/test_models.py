@@ -859,3 +859,80 @@ def test_payload_nested_too_deep_is_a_validation_error() -> None:
     with pytest.raises(ValidationError) as info:
         Operation(resource_id="r", payload=payload)
     assert info.value.field == "payload"
+
+
+# ------------------------------------------------------------------ one validation (issue 11)
+
+# Each bad constructor argument is refused with ValidationError naming the PUBLIC argument
+# (before: "5" escaped as a TypeError, -1 retention named the queue's internal history_limit).
+BAD_DISPATCHER_ARGUMENTS = [
+    ("request_event_timeout_seconds", "5"),
+    ("request_event_timeout_seconds", 2e9),
+    ("request_event_timeout_seconds", math.nan),
+    ("poll_interval_seconds", "0.1"),
+    ("start_request_retry_cooldown_seconds", None),
+    ("start_request_retry_cooldown_seconds", -1),
+    ("start_request_max_retries", True),
+    ("start_request_max_retries", 2.0),
+    ("default_planned_duration", "30"),
+    ("default_planned_duration", math.inf),
+    ("operation_retention", -1),
+    ("operation_retention", "10"),
+    ("event_retention", 0),
+    ("event_retention", None),
+    ("recovery", ["fail"]),
+    ("updatable_fields", 5),
+    ("updatable_fields", ["id"]),
+    ("default_release_conditions", {"": True}),
+    ("default_release_conditions", {"door": math.nan}),
+    ("resource_id", "robot-\ud800"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_DISPATCHER_ARGUMENTS)
+def test_dispatcher_arguments_are_refused_by_their_public_name(
+    tmp_path: Any, name: str, value: Any
+) -> None:
+    from operation_dispatcher import OperationDispatcher
+
+    journal = tmp_path / "journal.db"
+    arguments: dict[str, Any] = {"resource_id": R, "journal": journal, name: value}
+    with pytest.raises(ValidationError) as raised:
+        OperationDispatcher(**arguments)
+    assert raised.value.field == name or raised.value.field.startswith(f"{name}.")  # or a path
+    assert str(raised.value).startswith(raised.value.field)  # the message names it first
+    assert not journal.exists()  # refused before anything was opened
+
+
+def test_python_api_refuses_a_release_date_over_100_years_ahead(make_dispatcher: Any) -> None:
+    """The limit HTTP always had holds for Operation(...) and update_operation too."""
+    now = datetime.now(UTC)
+    make_op(release_date=now + timedelta(days=365 * 99))  # within the limit
+    with pytest.raises(ValidationError) as raised:
+        make_op(release_date=now + timedelta(days=365 * 200))
+    assert raised.value.field == "release_date"
+    assert "100 years" in raised.value.reason
+    dispatcher = make_dispatcher()
+    op = dispatcher.add_operation(make_op())
+    with pytest.raises(ValidationError, match="release_date"):
+        dispatcher.update_operation(op.id, {"release_date": now + timedelta(days=365 * 200)})
+    assert dispatcher.get_operation(op.id).release_date is None  # nothing changed
+
+
+@pytest.mark.parametrize("name", ["planned_duration", "timeout_seconds"])
+def test_python_api_refuses_durations_over_1e9_seconds(name: str) -> None:
+    assert getattr(make_op(**{name: 1e9}), name) == 1e9
+    for bad in (1e9 + 1, 10**12):
+        with pytest.raises(ValidationError) as raised:
+            make_op(**{name: bad})
+        assert raised.value.field == name
+
+
+
+def test_the_http_limits_are_the_cores() -> None:
+    """One set of limits: the HTTP schemas take the core's constants instead of restating them."""
+    from operation_dispatcher import _checks
+    from operation_dispatcher.http import schemas
+
+    assert schemas.MAX_SECONDS is _checks.MAX_SECONDS
+    assert schemas.MAX_RELEASE_AHEAD is _checks.MAX_RELEASE_AHEAD

@@ -12,7 +12,8 @@ envelope (``code`` per field, a message naming the field): see :meth:`RequestMod
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
@@ -26,9 +27,14 @@ from pydantic import (
     RootModel,
     StrictInt,
     StrictStr,
+    ValidationInfo,
     model_validator,
 )
 
+from .. import _checks
+from .._checks import MAX_RELEASE_AHEAD as MAX_RELEASE_AHEAD  # re-exported: the HTTP limits
+from .._checks import MAX_SECONDS
+from ..errors import ValidationError
 from ..models import (
     LIFECYCLE_FIELDS,
     DependencyType,
@@ -38,11 +44,6 @@ from ..models import (
     TerminationReason,
 )
 
-#: Seconds accepted for durations and timeouts (about 31 years). Longer waits cannot be waited
-#: for by ``threading`` (its limit is ~292 years) and make no sense for a machine.
-MAX_SECONDS = 1e9
-#: How far ahead a release date may lie (the dispatcher waits for it on a condition variable).
-MAX_RELEASE_AHEAD = timedelta(days=365 * 100)
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
 _PLUS_AS_SPACE = re.compile(r"^(\S+T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
@@ -62,24 +63,29 @@ def _iso_text_only(value: Any) -> Any:
     return _PLUS_AS_SPACE.sub(r"\1+\2", value)
 
 
-def _as_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of the representable range of datetimes") from None
+def core(check: Callable[..., Any], **options: Any) -> Callable[[Any, ValidationInfo], Any]:
+    """A pydantic validator running one of the core's checks (None passes: optional fields).
+
+    The core raises its ValidationError (a ValueError): pydantic reports it as ``value_error``
+    with the exception in ``ctx``, and :func:`describe_error` shows its ``reason``.
+    """
+
+    def validate(value: Any, info: ValidationInfo) -> Any:
+        return value if value is None else check(value, info.field_name or "value", **options)
+
+    return validate
 
 
 #: An ISO 8601 datetime with an explicit offset (``Z`` or ``+02:00``); naive ones are refused.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text_only), AfterValidator(_as_utc)]
-
-
-def _not_too_far(value: datetime | None) -> datetime | None:
-    if value is not None and value - datetime.now(UTC) > MAX_RELEASE_AHEAD:
-        raise ValueError("must be less than 100 years from now")
-    return value
-
-
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_iso_text_only), AfterValidator(core(_checks.to_utc))
+]
+#: A release date: at most :data:`~operation_dispatcher._checks.MAX_RELEASE_AHEAD` ahead.
+ReleaseDate = Annotated[Timestamp, AfterValidator(core(_checks.not_too_far))]
+#: Seconds, as the core counts them: > 0, finite, <= MAX_SECONDS (JSON Schema shows the bounds).
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
+#: The wire form is narrower than Python's ints on purpose: JSON Schema's int64, which every
+#: client language can hold (the core itself refuses only integers it cannot print).
 Priority = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 JsonObject = dict[str, Any]
 SignalName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -237,9 +243,7 @@ class AddOperationItem(RequestModel):
     payload: JsonObject = Field(description="what to do; any JSON object")
     job_id: StrictStr | None = None
     priority: Priority = Field(0, description="higher is more urgent under the default order")
-    release_date: Annotated[Timestamp | None, AfterValidator(_not_too_far)] = Field(
-        None, description="earliest start"
-    )
+    release_date: ReleaseDate | None = Field(None, description="earliest start")
     planned_duration: Seconds | None = Field(None, description="seconds (informational)")
     due_date: Timestamp | None = Field(None, description="informational")
     dependencies: list[DependencyItem] = Field(default_factory=list, max_length=1000)
@@ -313,7 +317,7 @@ class UpdateOperationItem(RequestModel):
     # Containers may be left out but not set to null (the default is never validated).
     payload: JsonObject = Field(None)  # type: ignore[assignment]
     priority: Priority = Field(None)  # type: ignore[assignment]
-    release_date: Annotated[Timestamp | None, AfterValidator(_not_too_far)] = None
+    release_date: ReleaseDate | None = None
     planned_duration: Seconds | None = None
     due_date: Timestamp | None = None
     dependencies: list[DependencyItem] = Field(None, max_length=1000)  # type: ignore[assignment]
@@ -616,48 +620,72 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return text
 
 
+#: pydantic error ``type`` -> the rule it broke, in the envelope's words. Constraint texts take
+#: their bound from the error's ``ctx`` (``{gt}``, ``{max_length}``...): pydantic's own English
+#: ``msg`` is never read, so a pydantic upgrade cannot change what clients see.
 _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
     "int_type": "must be an integer",
     "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "int_parsing_size": f"must be an integer of at most {_checks.MAX_INT_DIGITS} digits",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
     "bool_type": "must be a boolean",
     "bool_parsing": "must be a boolean",
     "string_type": "must be a string",
+    "string_unicode": "must be valid Unicode",
     "dict_type": "must be an object",
     "list_type": "must be a list",
     "model_type": "must be an object",
     "model_attributes_type": "must be an object",
     "uuid_type": "must be a UUID",
     "uuid_parsing": "must be a UUID",
+    "uuid_version": "must be a UUID",
     "timezone_aware": "must have a timezone (e.g. a trailing Z or +02:00)",
     "datetime_type": "must be an ISO 8601 datetime with a timezone",
     "datetime_parsing": "must be an ISO 8601 datetime with a timezone",
     "datetime_from_date_parsing": "must be an ISO 8601 datetime with a timezone",
-    "enum": "must be one of the listed values",
-    "literal_error": "must be one of the listed values",
+    "datetime_object_invalid": "must be an ISO 8601 datetime with a timezone",
+    "enum": "must be one of {expected}",
+    "literal_error": "must be one of {expected}",
     "json_invalid": "is not valid JSON",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be greater than or equal to {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be less than or equal to {le}",
+    "string_too_short": "must have at least {min_length} character(s)",
+    "string_too_long": "must have at most {max_length} characters",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} items",
 }
+
+
+def _shown(value: Any) -> Any:
+    """A bound as people write it: 1e9 as 1000000000, not 1000000000.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _rule(kind: str, ctx: dict[str, Any]) -> str:
+    """The rule an error of pydantic ``type`` ``kind`` broke, from its ``ctx`` only."""
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        error = ctx["error"]  # what our own validator (or the core's check) raised
+        return error.reason if isinstance(error, ValidationError) else str(error)
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return f"is invalid ({kind})"
+    try:
+        return template.format(**{key: _shown(value) for key, value in ctx.items()})
+    except (KeyError, IndexError):  # a ctx without the bound: say the rule without it
+        return template.split(" {")[0]
 
 
 def describe_error(field: str, error: dict[str, Any]) -> str:
     """A message naming the field, e.g. ``priority must be an integer (got 'high')``."""
     kind = error["type"]
-    text = _MESSAGES.get(kind)
-    ctx = error.get("ctx") or {}
-    if kind in ("enum", "literal_error") and "expected" in ctx:
-        text = f"must be one of {ctx['expected']}"
-    elif text is None:
-        message = str(error.get("msg", "is invalid"))
-        if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
-        elif message.startswith("Input should be "):
-            message = "must be " + message[len("Input should be "):]
-        elif message.startswith("Input "):
-            message = message[len("Input "):]
-        text = message[:1].lower() + message[1:]
+    text = _rule(kind, error.get("ctx") or {})
     if kind not in ("missing", "extra_forbidden") and "input" in error:
         shown = repr(error["input"])
         if len(shown) > 60:
