@@ -29,6 +29,7 @@ from flask_openapi3 import Info, OpenAPI
 from werkzeug.routing import Rule
 
 from .. import __version__
+from .._checks import MAX_NESTING
 from ..errors import ValidationError
 from ..models import MAX_INT_DIGITS, check_json_data
 from .approvals import approvals_blueprint
@@ -56,8 +57,9 @@ TOKEN_ENV = "OPERATION_DISPATCHER_TOKEN"
 #: Requests with a body larger than this are refused with 413.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-#: Request bodies nested deeper than this are refused (deep nesting only exhausts the stack).
-MAX_JSON_DEPTH = 64
+#: Request bodies nested deeper than this are refused: the core's one limit (deep nesting only
+#: exhausts the stack).
+MAX_JSON_DEPTH = MAX_NESTING
 
 _DESCRIPTION = """\
 Queue, dispatch and supervise the operations of one resource.
