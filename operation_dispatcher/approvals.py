@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -402,9 +403,30 @@ def _parse_request_id(value: str) -> UUID:
         raise UnknownRequest(value) from None
 
 
+@dataclass(frozen=True, slots=True)
+class RetryChanges:
+    """What changed in a :class:`RetryPolicy` since it was last asked (for the journal).
+
+    ``reset``: every pair was forgotten (before ``entries`` were recorded); ``entries``: the
+    current (kind, denials, cooldown end on the monotonic clock) of each operation whose pairs
+    changed, an empty list when they were forgotten.
+    """
+
+    reset: bool = False
+    entries: dict[UUID, list[tuple[RequestKind, int, float]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.reset or bool(self.entries)
+
+
+NO_RETRY_CHANGES = RetryChanges()
+
+
 class RetryPolicy:
     """Denial counts and cooldowns per (request kind, operation), as in the original.
 
+    It records which operations' pairs changed (and whether all were forgotten), so the unit of
+    work journals exactly those (:meth:`take_changes`): no caller has to remember to mark them.
     Not thread-safe on its own: the dispatcher calls it with its lock held.
     """
 
@@ -412,6 +434,8 @@ class RetryPolicy:
         self.max_retries = max_retries
         self.cooldown_seconds = cooldown_seconds
         self._denials: dict[tuple[RequestKind, UUID], tuple[int, float]] = {}
+        self._dirty: set[UUID] = set()
+        self._reset = False
 
     def cooldown_remaining(self, kind: RequestKind, operation_id: UUID) -> float:
         """Seconds until this pair may be asked again (0 when it may be asked now)."""
@@ -428,21 +452,27 @@ class RetryPolicy:
         """Count a denial and start its cooldown; returns the new count."""
         count = self.count(kind, operation_id) + 1
         self._denials[(kind, operation_id)] = (count, time.monotonic() + self.cooldown_seconds)
+        self._dirty.add(operation_id)
         return count
 
     def exhausted(self, count: int) -> bool:
         return count >= self.max_retries
 
     def clear(self, kind: RequestKind, operation_id: UUID) -> None:
-        self._denials.pop((kind, operation_id), None)
+        if self._denials.pop((kind, operation_id), None) is not None:
+            self._dirty.add(operation_id)
 
     def clear_operation(self, operation_id: UUID) -> None:
         """Forget every pair of a finished operation, so the table cannot grow without bound."""
         for kind in RequestKind:
-            self._denials.pop((kind, operation_id), None)
+            if self._denials.pop((kind, operation_id), None) is not None:
+                self._dirty.add(operation_id)
 
     def clear_all(self) -> None:
+        """Forget every pair (the dispatcher was resumed by hand)."""
         self._denials.clear()
+        self._dirty.clear()
+        self._reset = True
 
     def entries(self, operation_id: UUID) -> list[tuple[RequestKind, int, float]]:
         """(kind, denials, cooldown end on the monotonic clock) of one operation, for the journal."""
@@ -453,11 +483,23 @@ class RetryPolicy:
                 out.append((kind, entry[0], entry[1]))
         return out
 
-    def restore(
-        self, kind: RequestKind, operation_id: UUID, count: int, cooldown_until: float
-    ) -> None:
-        """Put back a pair read from the journal (cooldown end on the monotonic clock)."""
-        self._denials[(kind, operation_id)] = (count, cooldown_until)
+    def load(self, rows: Iterable[tuple[RequestKind, UUID, int, float]]) -> None:
+        """Replace every pair by what the journal holds (cooldown ends on the monotonic clock);
+        what was loaded is not a change to journal."""
+        self._denials = {(kind, op_id): (count, until) for kind, op_id, count, until in rows}
+        self.forget_changes()
+
+    def take_changes(self) -> RetryChanges:
+        """What changed since the last call (and forget it): the unit of work journals it."""
+        if not self._dirty and not self._reset:
+            return NO_RETRY_CHANGES
+        changes = RetryChanges(self._reset, {op_id: self.entries(op_id) for op_id in self._dirty})
+        self.forget_changes()
+        return changes
+
+    def forget_changes(self) -> None:
+        self._dirty = set()
+        self._reset = False
 
     def __len__(self) -> int:
         return len(self._denials)
@@ -471,6 +513,7 @@ __all__ = [
     "RequestDecision",
     "RequestKind",
     "RequestStatus",
+    "RetryChanges",
     "RetryPolicy",
     "decision_from_arguments",
     "normalize_decision",

@@ -83,6 +83,27 @@ class EventLog:
     def retention(self) -> int | None:
         return self._retention
 
+    # ---- the EventStore protocol (see store.py): the in-memory store keeps events only
+    durable = False
+
+    def commit(
+        self,
+        operations: Iterable[Operation],
+        events: list[DispatchEvent],
+        retry: Any,
+        paused: bool | None,
+    ) -> None:
+        """Keep a unit's events; operations, retry state and the pause flag live in memory."""
+        for event in events:
+            self.append(event)
+
+    def find_operation(self, operation_id: UUID) -> Operation | None:
+        """Nothing beyond the queue's own memory: without a journal, forgotten means gone."""
+        return None
+
+    def knows(self, operation_id: UUID) -> bool:
+        return False
+
     def append(self, event: DispatchEvent) -> None:
         self._events.append(event)
         if event.operation_id is not None:

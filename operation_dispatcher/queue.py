@@ -166,8 +166,9 @@ class DispatchQueue:
     :param operations: operations to add at once (validated as one batch).
     :param sort_rules: the dispatch order; None gives :data:`DEFAULT_SORT_RULES`.
     :param history_limit: how many finished operations the archive keeps (None: all).
-    :param lookup: finds operations the queue no longer holds (e.g. in a journal), so that
-        dependencies on them are accepted and their ids are not reused.
+    :param lookup: says (truthy) whether an id belongs to an operation the queue no longer
+        holds (e.g. in a journal), so that dependencies on it are accepted and its id is not
+        reused.
 
     >>> q = DispatchQueue("robot-1")
     >>> q.add(Operation(resource_id="robot-1", priority=10))
@@ -181,7 +182,7 @@ class DispatchQueue:
         sort_rules: Iterable[SortRule] | None = None,
         *,
         history_limit: int | None = 10_000,
-        lookup: Callable[[UUID], object | None] | None = None,
+        lookup: Callable[[UUID], object] | None = None,
     ) -> None:
         if not isinstance(resource_id, str) or not resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
@@ -275,7 +276,7 @@ class DispatchQueue:
     def _knows(self, operation_id: UUID) -> bool:
         if self.get(operation_id) is not None:
             return True
-        return self._lookup is not None and self._lookup(operation_id) is not None
+        return self._lookup is not None and bool(self._lookup(operation_id))
 
     def check_dependencies(
         self, operations: list[Operation], batch: dict[UUID, Operation] | None = None
