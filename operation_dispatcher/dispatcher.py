@@ -51,7 +51,6 @@ from .errors import (
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
-    ThreadDidNotStop,
     ValidationError,
 )
 from .events import EventBus, EventHandler
@@ -74,10 +73,10 @@ from .models import (
     copy_json,
     to_utc,
     to_uuid,
-    utcnow,
 )
 from .queue import DispatchQueue, SortRule
 from .recovery import Recovery
+from .runner import DispatcherLoop
 from .runstate import LoopState, PauseSwitch
 from .signals import Signal, SignalBoard
 from .store import EventStore, JournalEventStore
@@ -288,7 +287,6 @@ class OperationDispatcher:
             unit=self._work, pause=self._pause, loop=self._run, wake=self._cond,
             strict=strict_order, log=self._log,
         )
-        self._thread: threading.Thread | None = None
         self._recovery: Recovery | None = None
         if journal is not None:
             self._recovery = Recovery(
@@ -299,6 +297,11 @@ class OperationDispatcher:
             )
             journal.claim(resource_id)
             self._recovery.recover()
+        self._runner = DispatcherLoop(
+            resource_id, unit=self._work, wake=self._cond, run=self._run, engine=self._engine,
+            pause=self._pause, recovery=self._recovery, journal=journal, bus=self._bus,
+            callbacks=callbacks, log=self._log,
+        )
         self._subscribe_to_signals()
 
     # ================================================================== the one lookup
@@ -811,97 +814,8 @@ class OperationDispatcher:
 
         Raises JournalError (and runs nothing) when the start cannot be journaled.
         """
-        self._begin_loop()
-        self._loop()
-
-    def _begin_loop(self) -> None:
-        """Mark the loop running and journal OPERATION_DISPATCHER_STARTED, or raise.
-
-        On failure (the journal cannot be written, or is closed) nothing is left half-done: the
-        dispatcher is not running and a later start() may succeed.
-        """
-        with self._lock:
-            if self._run.active:
-                raise RuntimeError("operation dispatcher is already running")
-            journal = self._journal
-            if journal is not None and not journal.is_open:
-                raise JournalError(
-                    journal.path, "is closed (close() was called); open a new "
-                    "OperationDispatcher on the file to start again",
-                )
-            recovery = self._recovery
-            orphan = None if recovery is None else recovery.orphan_executor
-            try:
-                with self._work:  # leaving it journals the events below, or raises
-                    self._run.active = True
-                    self._run.running_since = utcnow()
-                    self._run.running_since_mono = time.monotonic()
-                    self._work.emit(EventType.OPERATION_DISPATCHER_STARTED)
-                    if recovery is not None:
-                        recovery.settle_orphan()
-                    if self._pause.is_set:
-                        self._work.emit(EventType.OPERATION_DISPATCHER_PAUSED)
-            except BaseException:
-                self._run.active = False
-                self._run.running_since = None
-                if recovery is not None:  # settled at the next start that is recorded
-                    recovery.orphan_executor = orphan
-                raise
-
-    def _loop(self) -> None:
-        """The dispatcher loop (after :meth:`_begin_loop`); ends on a stop request.
-
-        A failed pass is logged and retried; should the loop end any other way, it says why and
-        ``is_running`` turns false, so nobody believes a dead loop dispatches.
-        """
-        try:
-            with self._work:
-                while not self._run.stop_requested:
-                    timeout = self._loop_pass()
-                    if self._run.stop_requested:
-                        break
-                    self._run.wakes_at = (
-                        float("inf") if timeout is None else time.monotonic() + timeout
-                    )
-                    self._work.wait(self._cond, timeout)
-                    self._run.wakes_at = 0.0
-        except BaseException as exc:
-            self._log.critical(
-                "the dispatcher loop of %s died (%s: %s); it is not running and starts "
-                "nothing until started again", self._resource_id, type(exc).__name__, exc,
-                exc_info=isinstance(exc, Exception),
-            )
-            raise
-        finally:
-            self._end_loop()
-
-    def _loop_pass(self) -> float | None:
-        """One pass of the loop; a failure (a failed journal write, a bug) is logged, not fatal."""
-        try:
-            timeout = self._engine.step()
-            self._work.flush()
-            return timeout
-        except Exception:
-            self._log.exception("dispatcher step failed; retrying in 1 s")
-        try:
-            self._work.flush()  # a pass that failed half-way: journal (or undo) what it changed
-        except Exception:
-            self._log.exception("the failed step's changes could not be journaled")
-        return 1.0
-
-    def _end_loop(self) -> None:
-        """Mark the loop stopped (first, so that nothing below can leave it marked running)."""
-        with self._lock:
-            self._run.stop_requested = False
-            self._run.active = False
-            self._run.running_since = None
-            self._run.wakes_at = 0.0
-            self._cond.notify_all()  # stop() may be waiting for this loop to end
-            try:
-                with self._work:
-                    self._work.emit(EventType.OPERATION_DISPATCHER_STOPPED)
-            except JournalError as exc:
-                self._log.error("the dispatcher stopped, but the journal missed it: %s", exc)
+        self._runner.begin()
+        self._runner.loop()
 
     def start(self) -> None:
         """Run the loop on a named background thread; returns once the loop is running.
@@ -909,26 +823,11 @@ class OperationDispatcher:
         Raises JournalError when the start cannot be journaled (the disk is full, the journal
         was closed): then nothing runs, and start() may be called again once the cause is gone.
         """
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise RuntimeError("operation dispatcher is already running")
-            self._begin_loop()
-            thread = threading.Thread(
-                target=self._loop, name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
-            )
-            self._thread = thread
-            try:
-                thread.start()
-            except BaseException:  # no thread to be had: not running
-                self._thread = None
-                self._end_loop()
-                raise
+        self._runner.start()
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""
-        with self._cond:
-            self._run.stop_requested = True
-            self._cond.notify_all()
+        self._runner.request_stop()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the loop and every thread the dispatcher started, and wait for them.
@@ -937,29 +836,7 @@ class OperationDispatcher:
         alive after ``timeout``. A request callback stuck in user code cannot be interrupted: it
         is logged and abandoned (its worker is a daemon thread).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        self.request_stop()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(remaining())
-            if thread.is_alive():
-                raise ThreadDidNotStop(thread.name, timeout)
-        with self._cond:
-            # a run() in another caller's thread: wait for it to leave the loop
-            while self._run.active and threading.current_thread() is not thread:
-                if not self._cond.wait(remaining()) and deadline is not None:
-                    if time.monotonic() >= deadline:
-                        raise ThreadDidNotStop("dispatcher run() caller", timeout)
-            self._run.stop_requested = False
-            self._thread = None
-        bus_thread = self._bus.thread
-        if not self._bus.stop(remaining() if deadline is not None else 10.0):
-            raise ThreadDidNotStop(bus_thread.name if bus_thread else "events", timeout)
-        self._callbacks.stop(min(remaining() or 1.0, 1.0))
+        self._runner.stop(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path.
