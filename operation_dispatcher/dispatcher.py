@@ -279,30 +279,36 @@ class OperationDispatcher:
             retry=retry, pause=self._pause, log=self._log,
         )
         self._signals = signals if signals is not None else SignalBoard()
+        self._compose_decisions(strict_order, journal, recovery, operation_retention)
+        self._subscribe_to_signals()
+
+    def _compose_decisions(
+        self, strict: bool, journal: Journal | None, policy: str, retention: int
+    ) -> None:
+        """The parts that decide (engine, recovery) and the loop that drives them."""
         self._deps = DependencyIndex(self._find)
         lifecycle = OperationLifecycle()
         self._engine = DispatchEngine(
             queue=self._queue, deadlines=Deadlines(), handshake=self._handshake,
             lifecycle=lifecycle, dependencies=self._deps, signals=self._signals,
             unit=self._work, pause=self._pause, loop=self._run, wake=self._cond,
-            strict=strict_order, log=self._log,
+            strict=strict, log=self._log,
         )
         self._recovery: Recovery | None = None
         if journal is not None:
             self._recovery = Recovery(
-                journal=journal, policy=recovery, retention=operation_retention,
+                journal=journal, policy=policy, retention=retention,
                 queue=self._queue, dependencies=self._deps, engine=self._engine,
                 handshake=self._handshake, lifecycle=lifecycle, pause=self._pause,
                 unit=self._work, log=self._log,
             )
-            journal.claim(resource_id)
+            journal.claim(self._resource_id)
             self._recovery.recover()
         self._runner = DispatcherLoop(
-            resource_id, unit=self._work, wake=self._cond, run=self._run, engine=self._engine,
-            pause=self._pause, recovery=self._recovery, journal=journal, bus=self._bus,
-            callbacks=callbacks, log=self._log,
+            self._resource_id, unit=self._work, wake=self._cond, run=self._run,
+            engine=self._engine, pause=self._pause, recovery=self._recovery, journal=journal,
+            bus=self._bus, callbacks=self._callbacks, log=self._log,
         )
-        self._subscribe_to_signals()
 
     # ================================================================== the one lookup
     def _find(self, operation_id: UUID) -> Operation | None:
