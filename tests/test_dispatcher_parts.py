@@ -235,3 +235,36 @@ def test_explain_reports_plain_strings_for_every_blocker(
         "dispatcher_not_running",
     ]
     assert all(type(b) is str for b in blocked)  # JSON and equality as before, no enum leaks
+
+
+# ---------------------------------------------------------------- item 8: leaner hot path
+def test_the_in_memory_event_store_keeps_no_container_per_single_event_operation() -> None:
+    # A deque per operation in the per-operation index cost ~790 B of the ~2,000 B a queued
+    # operation took (tracemalloc); an operation with one event now costs one dict slot.
+    import gc
+    import tracemalloc
+
+    from operation_dispatcher.models import DispatchEvent
+
+    count = 5_000
+    events = [
+        DispatchEvent.trusted(RESOURCE, EventType.OPERATION_ADDED, uuid.uuid4(), [], {})
+        for _ in range(count)
+    ]
+    log = EventLog(retention=count)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for event in events:
+            log.append(event)
+        per_event = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert per_event < 200, f"{per_event:.0f} B per event"
+    some = events[10]
+    assert [e.id for e in log.for_operation(some.operation_id)] == [some.id]
+    second = DispatchEvent.trusted(RESOURCE, EventType.OPERATION_UPDATED, some.operation_id, [], {})
+    log.append(second)  # evicts the first event of all; the index follows
+    assert [e.id for e in log.for_operation(some.operation_id)] == [some.id, second.id]
+    assert log.for_operation(events[0].operation_id) == []
