@@ -566,24 +566,18 @@ class OperationDispatcher:
         if not isinstance(gate, str) or not gate:
             raise ValidationError("online_signal", "must be a non-empty signal name")
         with self._work:
-            engine = self._engine
-            if engine.executor is not None and engine.executor != name:
-                raise ExecutorConflict(self._resource_id, engine.executor, name)
-            engine.executor, engine.executor_gate = name, gate
+            attached = self._engine.executor
+            if attached is not None and attached != name:
+                raise ExecutorConflict(self._resource_id, attached, name)
+            self._engine.attach_executor(name, gate)
             recovered = None if self._recovery is None else self._recovery.reattach(name)
             return None if recovered is None else recovered.copy()
 
     def detach_executor(self, name: str) -> None:
         """``name`` no longer runs this resource's jobs; starts are no longer gated on it."""
         with self._work:
-            engine = self._engine
-            if engine.executor != name:
-                return
-            gate = engine.executor_gate
-            engine.executor = engine.executor_gate = None
-            if gate is not None:
-                self._queue.unpark(Blocker.condition(gate))
-            self._engine.advance()
+            if self._engine.detach_executor(name):
+                self._engine.advance()
 
     # ================================================================== operation control
     def cancel_operation(
@@ -779,8 +773,7 @@ class OperationDispatcher:
             check_json_data(reasoning, "reasoning")
         with self._work:
             request = self._handshake.desk.decide(request_id, accepted, reasoning, data)
-            if request is self._engine.start_request:
-                self._engine.advance()
+            self._engine.answered(request)
 
     # ================================================================== dispatcher runtime
     def pause_dispatcher_runtime(self) -> bool:
@@ -806,13 +799,7 @@ class OperationDispatcher:
         with self._work:
             if self._run.active:
                 raise RuntimeError("step_dispatch cannot be used while the dispatcher loop runs")
-            self._engine.last_started = None
-            self._engine.step()
-            while self._engine.start_request is not None:
-                request = self._engine.start_request
-                self._handshake.await_decision(request)
-                self._engine.conclude_start(request)
-            started, self._engine.last_started = self._engine.last_started, None
+            started = self._engine.step_once(self._handshake.await_decision)
             return None if started is None else started.copy()
 
     def run(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -72,11 +73,11 @@ class DispatchEngine:
         self._strict = strict
         self._log = log
         self.start_request: ApprovalRequest | None = None
-        self.last_started: Operation | None = None
+        self._last_started: Operation | None = None
         #: the one bridge that runs this resource's jobs and the signal that says it is online
         self.executor: str | None = None
-        self.executor_gate: str | None = None
-        handshake.on_answer = self._on_answer
+        self._executor_gate: str | None = None
+        handshake.on_answer = self.answered
 
     # ------------------------------------------------------------------ eligibility
     def blockers(self, op: Operation) -> tuple[list[str], UUID | None]:
@@ -93,7 +94,7 @@ class DispatchEngine:
                 return blockers, dep.depends_on_operation_id
             if status is DependencyStatus.WAIT:
                 blockers.append(Blocker.dependency(dep.depends_on_operation_id))
-        gate = self.executor_gate
+        gate = self._executor_gate
         if gate is not None and not self._signals.holds(gate, True):
             blocker = Blocker.condition(gate)
             if blocker not in blockers:
@@ -170,9 +171,36 @@ class DispatchEngine:
         if wait is not None and time.monotonic() + wait < loop.wakes_at:
             self._wake.notify()
 
-    def _on_answer(self, request: ApprovalRequest) -> None:
+    def answered(self, request: ApprovalRequest) -> None:
+        """A request was answered (callback or decide()): if it is the start request, act on
+        it here, in the answering thread: no hand-off to the dispatcher thread."""
         if request is self.start_request:
-            self.advance()  # act on the answer here: no hand-off to the dispatcher thread
+            self.advance()
+
+    def step_once(self, await_decision: Callable[[ApprovalRequest], None]) -> Operation | None:
+        """One dispatch attempt without the loop: ask, wait for the answer, start if approved;
+        the operation started, or None."""
+        self._last_started = None
+        self.step()
+        while self.start_request is not None:
+            request = self.start_request
+            await_decision(request)
+            self.conclude_start(request)
+        started, self._last_started = self._last_started, None
+        return started
+
+    def attach_executor(self, name: str, gate: str) -> None:
+        """From now on every start needs signal ``gate`` to be a fresh True."""
+        self.executor, self._executor_gate = name, gate
+
+    def detach_executor(self, name: str) -> bool:
+        """Starts are no longer gated on ``name``'s signal; False if it was not attached."""
+        if self.executor != name:
+            return False
+        gate, self.executor, self._executor_gate = self._executor_gate, None, None
+        if gate is not None:
+            self._queue.unpark(Blocker.condition(gate))
+        return True
 
     def on_signal(self, signal: Signal) -> None:
         with self._unit:
@@ -247,7 +275,7 @@ class DispatchEngine:
         # the journal keeps who runs it: after a crash that executor re-attaches to it
         meta = None if self.executor is None else {"executor": self.executor}
         self._unit.emit(EventType.OPERATION_STARTED, op, changes, meta)
-        self.last_started = op
+        self._last_started = op
         self.schedule_timeout(op)
         self._queue.unpark(Blocker.dependency(op.id))  # START_TO_START dependents may go now
 
