@@ -464,6 +464,8 @@ class RetryPolicy:
 
     def clear_operation(self, operation_id: UUID) -> None:
         """Forget every pair of a finished operation, so the table cannot grow without bound."""
+        if not self._denials:
+            return  # nothing was ever denied: the common case on the hot path
         for kind in RequestKind:
             if self._denials.pop((kind, operation_id), None) is not None:
                 self._dirty.add(operation_id)

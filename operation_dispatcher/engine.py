@@ -166,8 +166,7 @@ class DispatchEngine:
         loop = self._loop
         if not loop.active or loop.stop_requested:
             return
-        self.step()
-        wait = self._deadlines.seconds_until_next()
+        wait = self.step()
         if wait is not None and time.monotonic() + wait < loop.wakes_at:
             self._wake.notify()
 

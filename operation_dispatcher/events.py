@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,17 +107,27 @@ class EventBus:
 
     def publish(self, event: DispatchEvent) -> None:
         """Queue ``event`` for delivery; starts the delivery thread unless the bus is closed."""
-        if event.event_type.is_request and not self._wants_requests:
-            return  # nobody listens for *_REQUESTED events: do not wake the thread for them
+        self.publish_many((event,))
+
+    def publish_many(self, events: Iterable[DispatchEvent]) -> None:
+        """Queue events in order under one lock and one wake-up (a unit of work's events)."""
+        wants_requests = self._wants_requests
+        # nobody listens for *_REQUESTED events: do not wake the thread for them
+        wanted = [e for e in events if wants_requests or not e.event_type.is_request]
+        if not wanted:
+            return
         with self._cond:
-            self._published += 1
-            self._pending.append((self._published, event))
+            for event in wanted:
+                self._published += 1
+                self._pending.append((self._published, event))
+                if self._closed:
+                    if event.event_type is not self._opens_on or self._opens_on is None:
+                        self._hold()
+                        continue  # stopped: nothing runs until the dispatcher starts again
+                    self._closed = False  # started again: deliver what was held, in order
+                    self._held = self._dropped = 0
             if self._closed:
-                if event.event_type is not self._opens_on or self._opens_on is None:
-                    self._hold()
-                    return  # stopped: nothing runs until the dispatcher starts again
-                self._closed = False  # started again: deliver what was held, in order
-                self._held = self._dropped = 0
+                return
             if not self._running:
                 self._spawn()
             self._cond.notify_all()

@@ -294,6 +294,9 @@ class DispatchQueue:
                 if provider not in batch and not self._knows(provider):
                     raise DependencyError(op.id, provider, "no such operation is known")
 
+        if not any(op.dependencies for op in operations):
+            return  # no new edge, so no new cycle (the common case: skip the walk)
+
         def providers_of(operation_id: UUID) -> list[UUID]:
             op = replaced.get(operation_id)
             if op is None and self.is_queued(operation_id):

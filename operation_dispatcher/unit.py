@@ -126,9 +126,9 @@ class UnitOfWork:
         self._publish(events)
 
     def _publish(self, events: list[DispatchEvent]) -> None:
-        log, bus = self._log, self._bus
+        self._bus.publish_many(events)
+        log = self._log
         for event in events:
-            bus.publish(event)
             level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
             if log.isEnabledFor(level):
                 log.log(
