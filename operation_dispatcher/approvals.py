@@ -11,7 +11,8 @@ bare answer, and ``"false"``, ``[False]``, ``numpy.bool_(True)`` or a ``Mock`` a
 
 :class:`ApprovalDesk` holds the open requests; it never calls out and it uses the dispatcher's
 own lock, so a decision arriving from an HTTP thread wakes exactly the thread that waits for it.
-:class:`RetryPolicy` counts denials per (request kind, operation) and times the cooldowns.
+:class:`~.retry.RetryPolicy` (in retry.py, importable from here) counts denials per (request
+kind, operation) and times the cooldowns.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,6 +28,7 @@ from uuid import UUID
 
 from .errors import RequestClosed, UnknownRequest
 from .models import DispatchEvent, EventType, Operation, copy_json, format_datetime
+from .retry import RetryChanges, RetryPolicy  # kept importable from here (design.md layout)
 
 
 class _Pending:
@@ -401,110 +402,6 @@ def _parse_request_id(value: str) -> UUID:
         return UUID(str(value))
     except ValueError:
         raise UnknownRequest(value) from None
-
-
-@dataclass(frozen=True, slots=True)
-class RetryChanges:
-    """What changed in a :class:`RetryPolicy` since it was last asked (for the journal).
-
-    ``reset``: every pair was forgotten (before ``entries`` were recorded); ``entries``: the
-    current (kind, denials, cooldown end on the monotonic clock) of each operation whose pairs
-    changed, an empty list when they were forgotten.
-    """
-
-    reset: bool = False
-    entries: dict[UUID, list[tuple[RequestKind, int, float]]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return self.reset or bool(self.entries)
-
-
-NO_RETRY_CHANGES = RetryChanges()
-
-
-class RetryPolicy:
-    """Denial counts and cooldowns per (request kind, operation), as in the original.
-
-    It records which operations' pairs changed (and whether all were forgotten), so the unit of
-    work journals exactly those (:meth:`take_changes`): no caller has to remember to mark them.
-    Not thread-safe on its own: the dispatcher calls it with its lock held.
-    """
-
-    def __init__(self, max_retries: int, cooldown_seconds: float) -> None:
-        self.max_retries = max_retries
-        self.cooldown_seconds = cooldown_seconds
-        self._denials: dict[tuple[RequestKind, UUID], tuple[int, float]] = {}
-        self._dirty: set[UUID] = set()
-        self._reset = False
-
-    def cooldown_remaining(self, kind: RequestKind, operation_id: UUID) -> float:
-        """Seconds until this pair may be asked again (0 when it may be asked now)."""
-        entry = self._denials.get((kind, operation_id))
-        if entry is None:
-            return 0.0
-        return max(0.0, entry[1] - time.monotonic())
-
-    def count(self, kind: RequestKind, operation_id: UUID) -> int:
-        entry = self._denials.get((kind, operation_id))
-        return 0 if entry is None else entry[0]
-
-    def record_denial(self, kind: RequestKind, operation_id: UUID) -> int:
-        """Count a denial and start its cooldown; returns the new count."""
-        count = self.count(kind, operation_id) + 1
-        self._denials[(kind, operation_id)] = (count, time.monotonic() + self.cooldown_seconds)
-        self._dirty.add(operation_id)
-        return count
-
-    def exhausted(self, count: int) -> bool:
-        return count >= self.max_retries
-
-    def clear(self, kind: RequestKind, operation_id: UUID) -> None:
-        if self._denials.pop((kind, operation_id), None) is not None:
-            self._dirty.add(operation_id)
-
-    def clear_operation(self, operation_id: UUID) -> None:
-        """Forget every pair of a finished operation, so the table cannot grow without bound."""
-        if not self._denials:
-            return  # nothing was ever denied: the common case on the hot path
-        for kind in RequestKind:
-            if self._denials.pop((kind, operation_id), None) is not None:
-                self._dirty.add(operation_id)
-
-    def clear_all(self) -> None:
-        """Forget every pair (the dispatcher was resumed by hand)."""
-        self._denials.clear()
-        self._dirty.clear()
-        self._reset = True
-
-    def entries(self, operation_id: UUID) -> list[tuple[RequestKind, int, float]]:
-        """(kind, denials, cooldown end on the monotonic clock) of one operation, for the journal."""
-        out = []
-        for kind in RequestKind:
-            entry = self._denials.get((kind, operation_id))
-            if entry is not None:
-                out.append((kind, entry[0], entry[1]))
-        return out
-
-    def load(self, rows: Iterable[tuple[RequestKind, UUID, int, float]]) -> None:
-        """Replace every pair by what the journal holds (cooldown ends on the monotonic clock);
-        what was loaded is not a change to journal."""
-        self._denials = {(kind, op_id): (count, until) for kind, op_id, count, until in rows}
-        self.forget_changes()
-
-    def take_changes(self) -> RetryChanges:
-        """What changed since the last call (and forget it): the unit of work journals it."""
-        if not self._dirty and not self._reset:
-            return NO_RETRY_CHANGES
-        changes = RetryChanges(self._reset, {op_id: self.entries(op_id) for op_id in self._dirty})
-        self.forget_changes()
-        return changes
-
-    def forget_changes(self) -> None:
-        self._dirty = set()
-        self._reset = False
-
-    def __len__(self) -> int:
-        return len(self._denials)
 
 
 __all__ = [

@@ -19,8 +19,8 @@ from uuid import UUID
 from .models import DispatchEvent, Operation
 
 if TYPE_CHECKING:
-    from .approvals import RetryChanges
     from .journal import Journal
+    from .retry import RetryChanges
 
 
 class EventStore(Protocol):

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .approvals import RetryPolicy
 from .errors import JournalError
 from .events import EventBus
 from .models import ChangeRecord, DispatchEvent, EventType, Operation, copy_json
+from .retry import RetryPolicy
 from .runstate import PauseSwitch
 from .store import EventStore
 
