@@ -38,7 +38,7 @@ PACKAGE = Path(operation_dispatcher.__file__).parent
 PARTS = (
     "queue", "deadlines", "approvals", "handshake", "lifecycle", "engine", "dependencies",
     "recovery", "unit", "store", "runstate", "runner", "keys", "history", "events", "workers",
-    "retry",
+    "retry", "ordering",
     "journal",
 )
 
