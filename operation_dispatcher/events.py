@@ -182,10 +182,7 @@ class EventBus:
                     if batch is None:
                         return
                     self._in_flight = batch[0][0]
-                for number, event in batch:
-                    # only ever raised: drain() may see the batch as done up to number - 1
-                    self._in_flight = number
-                    self._deliver_one(event, self._subscribers)
+                self._deliver_batch(batch)
                 with self._cond:
                     self._in_flight = 0
                     self._cond.notify_all()
@@ -196,6 +193,19 @@ class EventBus:
                 if self._pending and not self._closed:
                     self._spawn()  # reopened while this thread was on its way out
                 self._cond.notify_all()  # drain() may wait for this
+
+    def _deliver_batch(self, batch: list[tuple[int, DispatchEvent]]) -> None:
+        done = 0
+        try:
+            for number, event in batch:
+                # only ever raised: drain() may see the batch as done up to number - 1
+                self._in_flight = number
+                self._deliver_one(event, self._subscribers)
+                done += 1
+        except BaseException:  # the thread dies (SystemExit in a handler): keep the rest
+            with self._cond:
+                self._pending.extendleft(reversed(batch[done + 1 :]))
+            raise
 
     def _deliver_one(self, event: DispatchEvent, subscribers: tuple[_Subscription, ...]) -> None:
         is_request = event.event_type.is_request
