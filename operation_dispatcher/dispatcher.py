@@ -55,7 +55,6 @@ from .errors import (
 )
 from .events import EventBus, EventHandler
 from .history import EventLog, build_history
-from .keys import Blocker
 from .lifecycle import OperationLifecycle
 from .models import (
     LIFECYCLE_FIELDS,
@@ -286,11 +285,11 @@ class OperationDispatcher:
         self, strict: bool, journal: Journal | None, policy: str, retention: int
     ) -> None:
         """The parts that decide (engine, recovery) and the loop that drives them."""
-        self._deps = DependencyIndex(self._find)
+        dependencies = DependencyIndex(self._find)
         lifecycle = OperationLifecycle()
         self._engine = DispatchEngine(
             queue=self._queue, deadlines=Deadlines(), handshake=self._handshake,
-            lifecycle=lifecycle, dependencies=self._deps, signals=self._signals,
+            lifecycle=lifecycle, dependencies=dependencies, signals=self._signals,
             unit=self._work, pause=self._pause, loop=self._run, wake=self._cond,
             strict=strict, log=self._log,
         )
@@ -298,7 +297,7 @@ class OperationDispatcher:
         if journal is not None:
             self._recovery = Recovery(
                 journal=journal, policy=policy, retention=retention,
-                queue=self._queue, dependencies=self._deps, engine=self._engine,
+                queue=self._queue, dependencies=dependencies, engine=self._engine,
                 handshake=self._handshake, lifecycle=lifecycle, pause=self._pause,
                 unit=self._work, log=self._log,
             )
@@ -429,10 +428,7 @@ class OperationDispatcher:
         check_meta_data(meta_data, "meta_data")
         stored = [self._prepare_new(op, apply_default_planned_duration) for op in operations]
         with self._work:
-            self._queue.add_many(stored)
-            for op in stored:
-                self._deps.add(op)
-                self._work.emit(EventType.OPERATION_ADDED, op, meta_data=meta_data)
+            self._engine.add(stored, meta_data)
             self._engine.advance()
             return [op.copy() for op in stored]
 
@@ -784,8 +780,7 @@ class OperationDispatcher:
     def resume_dispatcher_runtime(self) -> bool:
         """Start operations again; clears every retry count and cooldown. False if not paused."""
         with self._work:
-            self._handshake.retry.clear_all()
-            self._queue.unpark(Blocker.COOLDOWN)
+            self._engine.forgive_denials()
             changed = self._pause.set(False)
             self._engine.advance()
             return changed

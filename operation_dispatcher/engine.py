@@ -79,6 +79,19 @@ class DispatchEngine:
         self._executor_gate: str | None = None
         handshake.on_answer = self.answered
 
+    # ------------------------------------------------------------------ adding
+    def add(self, operations: list[Operation], meta_data: dict[str, Any] | None) -> None:
+        """Queue checked copies, all or none (raises before anything changes), and say so."""
+        self._queue.add_many(operations)
+        for op in operations:
+            self._deps.add(op)
+            self._unit.emit(EventType.OPERATION_ADDED, op, meta_data=meta_data)
+
+    def forgive_denials(self) -> None:
+        """Forget every denial count and cooldown (the operator resumed the dispatcher)."""
+        self._handshake.retry.clear_all()
+        self._queue.unpark(Blocker.COOLDOWN)
+
     # ------------------------------------------------------------------ eligibility
     def blockers(self, op: Operation) -> tuple[list[str], UUID | None]:
         """What keeps a queued operation from starting now, and a provider that failed it."""
