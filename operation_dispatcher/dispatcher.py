@@ -84,6 +84,7 @@ from .workers import CallbackRunner
 
 HistoryCallback = Callable[..., History | None]
 
+
 class OperationDispatcher:
     """Queues, dispatches and supervises the operations of one resource.
 
