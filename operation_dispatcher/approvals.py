@@ -11,7 +11,8 @@ bare answer, and ``"false"``, ``[False]``, ``numpy.bool_(True)`` or a ``Mock`` a
 
 :class:`ApprovalDesk` holds the open requests; it never calls out and it uses the dispatcher's
 own lock, so a decision arriving from an HTTP thread wakes exactly the thread that waits for it.
-:class:`RetryPolicy` counts denials per (request kind, operation) and times the cooldowns.
+:class:`~.retry.RetryPolicy` (in retry.py, importable from here) counts denials per (request
+kind, operation) and times the cooldowns.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from uuid import UUID
 
 from .errors import RequestClosed, UnknownRequest
 from .models import DispatchEvent, EventType, Operation, copy_json, format_datetime
+from .retry import RetryChanges, RetryPolicy  # kept importable from here (design.md layout)
 
 
 class _Pending:
@@ -402,67 +404,6 @@ def _parse_request_id(value: str) -> UUID:
         raise UnknownRequest(value) from None
 
 
-class RetryPolicy:
-    """Denial counts and cooldowns per (request kind, operation), as in the original.
-
-    Not thread-safe on its own: the dispatcher calls it with its lock held.
-    """
-
-    def __init__(self, max_retries: int, cooldown_seconds: float) -> None:
-        self.max_retries = max_retries
-        self.cooldown_seconds = cooldown_seconds
-        self._denials: dict[tuple[RequestKind, UUID], tuple[int, float]] = {}
-
-    def cooldown_remaining(self, kind: RequestKind, operation_id: UUID) -> float:
-        """Seconds until this pair may be asked again (0 when it may be asked now)."""
-        entry = self._denials.get((kind, operation_id))
-        if entry is None:
-            return 0.0
-        return max(0.0, entry[1] - time.monotonic())
-
-    def count(self, kind: RequestKind, operation_id: UUID) -> int:
-        entry = self._denials.get((kind, operation_id))
-        return 0 if entry is None else entry[0]
-
-    def record_denial(self, kind: RequestKind, operation_id: UUID) -> int:
-        """Count a denial and start its cooldown; returns the new count."""
-        count = self.count(kind, operation_id) + 1
-        self._denials[(kind, operation_id)] = (count, time.monotonic() + self.cooldown_seconds)
-        return count
-
-    def exhausted(self, count: int) -> bool:
-        return count >= self.max_retries
-
-    def clear(self, kind: RequestKind, operation_id: UUID) -> None:
-        self._denials.pop((kind, operation_id), None)
-
-    def clear_operation(self, operation_id: UUID) -> None:
-        """Forget every pair of a finished operation, so the table cannot grow without bound."""
-        for kind in RequestKind:
-            self._denials.pop((kind, operation_id), None)
-
-    def clear_all(self) -> None:
-        self._denials.clear()
-
-    def entries(self, operation_id: UUID) -> list[tuple[RequestKind, int, float]]:
-        """(kind, denials, cooldown end on the monotonic clock) of one operation, for the journal."""
-        out = []
-        for kind in RequestKind:
-            entry = self._denials.get((kind, operation_id))
-            if entry is not None:
-                out.append((kind, entry[0], entry[1]))
-        return out
-
-    def restore(
-        self, kind: RequestKind, operation_id: UUID, count: int, cooldown_until: float
-    ) -> None:
-        """Put back a pair read from the journal (cooldown end on the monotonic clock)."""
-        self._denials[(kind, operation_id)] = (count, cooldown_until)
-
-    def __len__(self) -> int:
-        return len(self._denials)
-
-
 __all__ = [
     "PENDING",
     "PendingRequest",
@@ -471,6 +412,7 @@ __all__ = [
     "RequestDecision",
     "RequestKind",
     "RequestStatus",
+    "RetryChanges",
     "RetryPolicy",
     "decision_from_arguments",
     "normalize_decision",

@@ -13,17 +13,25 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+from .keys import DeadlineKind
+
 
 class Deadlines:
-    """A min-heap of (when, kind, key) on the monotonic clock; at most one wake-up per key."""
+    """A min-heap of (when, kind, key) on the monotonic clock; at most one wake-up per key.
+
+    ``kind`` is a :class:`~.keys.DeadlineKind`; a plain string is refused (TypeError), so a
+    misspelt kind cannot become a wake-up that nobody acts on.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, Any]] = []
+        self._heap: list[tuple[float, int, DeadlineKind, Any]] = []
         self._seq = itertools.count()
-        self._earliest: dict[tuple[str, Hashable], float] = {}
+        self._earliest: dict[tuple[DeadlineKind, Hashable], float] = {}
 
-    def push(self, when: float, kind: str, key: Any) -> None:
+    def push(self, when: float, kind: DeadlineKind, key: Any) -> None:
         """Ask to be woken at ``when`` for (kind, key); a later duplicate is dropped."""
+        if type(kind) is not DeadlineKind:
+            raise TypeError(f"deadline kind must be a DeadlineKind, got {kind!r}")
         ident = (kind, key if isinstance(key, Hashable) else id(key))
         known = self._earliest.get(ident)
         if known is not None and known <= when:
@@ -31,8 +39,10 @@ class Deadlines:
         self._earliest[ident] = when
         heapq.heappush(self._heap, (when, next(self._seq), kind, key))
 
-    def discard(self, kind: str, key: Any) -> None:
+    def discard(self, kind: DeadlineKind, key: Any) -> None:
         """Forget a wake-up that is no longer needed (e.g. its operation was cancelled)."""
+        if type(kind) is not DeadlineKind:
+            raise TypeError(f"deadline kind must be a DeadlineKind, got {kind!r}")
         self._earliest.pop((kind, key if isinstance(key, Hashable) else id(key)), None)
         # The heap entry is dropped lazily; rebuild once dead entries dominate, so a stream of
         # added-and-cancelled future operations cannot grow the heap without bound.
@@ -45,7 +55,7 @@ class Deadlines:
             heapq.heapify(live)
             self._heap = live
 
-    def pop_due(self, now: float | None = None) -> list[tuple[str, Any]]:
+    def pop_due(self, now: float | None = None) -> list[tuple[DeadlineKind, Any]]:
         """Remove and return every (kind, key) whose moment has come."""
         now = time.monotonic() if now is None else now
         due = []
@@ -70,6 +80,11 @@ class Deadlines:
             return None
         now = time.monotonic() if now is None else now
         return max(0.0, heap[0][0] - now)
+
+    def clear(self) -> None:
+        """Forget every wake-up (the dispatcher state is being reloaded)."""
+        self._heap = []
+        self._earliest = {}
 
     def __len__(self) -> int:
         return len(self._heap)

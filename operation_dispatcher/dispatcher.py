@@ -1,12 +1,20 @@
-"""OperationDispatcher: the public API for one resource, and its dispatcher thread.
+"""OperationDispatcher: the public API for one resource, its threads, and the parts it composes.
 
-Every public method takes the one dispatcher lock (owned by :class:`~.engine.DispatchCore`, where
-the decisions live) and returns snapshots. A method that changes something also runs the dispatch
-step that follows from it, in the caller's thread; the dispatcher thread (``run()`` or ``start()``)
-sleeps on a condition variable until the nearest deadline (release date, cooldown end, request
-timeout, operation timeout) or a stop. User code is never called with the lock held: request
-callbacks run on worker threads, notifications on the event thread, the history callback in the
-caller's thread after the lock is released.
+The dispatcher is the hub (design.md section 1): it checks arguments, takes the one dispatcher
+lock through the :class:`~.unit.UnitOfWork`, runs the dispatcher thread and hands out snapshots;
+the decisions belong to its parts, each owning its state behind a small API: the
+:class:`~.queue.DispatchQueue` (order and parking), :class:`~.deadlines.Deadlines`, the
+:class:`~.handshake.Handshake` (approval desk and retry policy), the
+:class:`~.lifecycle.OperationLifecycle`, the :class:`~.engine.DispatchEngine` (eligibility,
+starting, finishing), the :class:`~.store.EventStore` (memory or journal) and, with a journal,
+:class:`~.recovery.Recovery`. No part knows the hub.
+
+A method that changes something also runs the dispatch step that follows from it, in the
+caller's thread; the dispatcher thread (``run()`` or ``start()``) sleeps on a condition variable
+until the nearest deadline (release date, cooldown end, request timeout, operation timeout) or a
+stop. User code is never called with the lock held: request callbacks run on worker threads,
+notifications on the event thread, the history callback in the caller's thread after the lock
+is released.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,9 +35,13 @@ from . import _checks
 from .approvals import (
     PendingRequest,
     RequestKind,
+    RetryPolicy,
     decision_from_arguments,
 )
-from .engine import DispatchCore, HistoryCallback, RequestCallback
+from .deadlines import Deadlines
+from .dependencies import DependencyIndex
+from .engine import DispatchEngine
+from .handshake import Handshake, RequestCallback
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -39,11 +52,11 @@ from .errors import (
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
-    ThreadDidNotStop,
     ValidationError,
 )
-from .events import EventHandler
-from .history import build_history
+from .events import EventBus, EventHandler
+from .history import EventLog, build_history
+from .lifecycle import OperationLifecycle
 from .models import (
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
@@ -60,16 +73,20 @@ from .models import (
     copy_json,
     to_utc,
     to_uuid,
-    utcnow,
 )
-from .queue import SortRule
-from .signals import SignalBoard
+from .queue import DispatchQueue, SortRule
+from .recovery import Recovery
+from .runner import DispatcherLoop
+from .runstate import LoopState, PauseSwitch
+from .signals import Signal, SignalBoard
+from .store import EventStore, JournalEventStore
+from .unit import UnitOfWork
+from .workers import CallbackRunner
 
-_SORT_FIELDS = frozenset({"priority", "release_date", "created_at"})
-_RELEASE_FIELDS = frozenset({"release_date", "release_conditions", "dependencies"})
+HistoryCallback = Callable[..., History | None]
 
 
-class OperationDispatcher(DispatchCore):
+class OperationDispatcher:
     """Queues, dispatches and supervises the operations of one resource.
 
     The dispatcher asks ``on_request_callback`` before it starts, pauses, resumes or cancels an
@@ -152,7 +169,7 @@ class OperationDispatcher(DispatchCore):
 
         opened = _open_journal(journal)
         try:
-            super().__init__(
+            self._compose(
                 resource_id,
                 on_request_callback=on_request_callback,
                 on_notification_callback=on_notification_callback,
@@ -180,6 +197,143 @@ class OperationDispatcher(DispatchCore):
         self._poll_interval_seconds = poll_interval_seconds
         self._default_conditions = defaults
 
+    def _compose(
+        self,
+        resource_id: str,
+        *,
+        on_request_callback: RequestCallback | None,
+        on_notification_callback: EventHandler | None,
+        on_history_callback: HistoryCallback | None,
+        start_paused: bool,
+        max_retries: int,
+        retry_cooldown_seconds: float,
+        request_timeout_seconds: float,
+        default_planned_duration: float | None,
+        updatable_fields: Iterable[str],
+        sort_rules: Iterable[SortRule] | None,
+        logger: logging.Logger | None,
+        signals: SignalBoard | None,
+        strict_order: bool,
+        event_retention: int,
+        operation_retention: int,
+        journal: Journal | None,
+        recovery: str,
+    ) -> None:
+        """Build the parts and wire them (each gets only the parts it needs; none the hub)."""
+        self._resource_id = resource_id
+        self._log = logger or logging.getLogger(__name__)
+        self._on_history = on_history_callback
+        self._default_planned_duration = default_planned_duration
+        self._updatable = frozenset(updatable_fields)
+        self._strict = strict_order
+        # One lock owns everything; _cond wakes the dispatcher thread, answered wakes threads
+        # awaiting a decision (both on the same lock).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        answered = threading.Condition(self._lock)
+        self._journal = journal
+        memory = EventLog(event_retention)  # built either way: it checks event_retention
+        # with a journal the file serves every event read; a copy in memory would only cost
+        # memory and restart time (the journal's select is indexed)
+        self._store: EventStore = memory if journal is None else JournalEventStore(journal)
+        self._queue = DispatchQueue(
+            resource_id, sort_rules=sort_rules, history_limit=operation_retention,
+            lookup=self._store.knows if self._store.durable else None,
+        )
+        # stop() closes the bus; the loop's OPERATION_DISPATCHER_STARTED reopens it, so events
+        # emitted while stopped wait for the next start instead of restarting the thread
+        self._bus = EventBus(
+            f"operation-dispatcher-events[{resource_id}]", self._log,
+            opens_on=EventType.OPERATION_DISPATCHER_STARTED,
+        )
+        if on_notification_callback is not None:
+            self._bus.subscribe(on_notification_callback)
+        self._run = LoopState()
+        # workers outlive their job only while the loop runs: after stop() nothing stays alive
+        callbacks = CallbackRunner(
+            f"operation-dispatcher-requests[{resource_id}]", self._log,
+            keep_idle=lambda run=self._run: run.active,
+        )
+        self._callbacks = callbacks
+        self._work = UnitOfWork(resource_id, self._lock, self._store, self._bus, self._log)
+        self._pause = PauseSwitch(self._work, bool(start_paused))
+        retry = RetryPolicy(max_retries, retry_cooldown_seconds)
+        self._work.track(retry, self._pause, self._reload_after_failed_write)
+        self._handshake = Handshake(
+            unit=self._work, answered=answered, callbacks=callbacks,
+            on_request=on_request_callback, timeout=float(request_timeout_seconds),
+            retry=retry, pause=self._pause, log=self._log,
+        )
+        self._signals = signals if signals is not None else SignalBoard()
+        self._compose_decisions(strict_order, journal, recovery, operation_retention)
+        self._subscribe_to_signals()
+
+    def _compose_decisions(
+        self, strict: bool, journal: Journal | None, policy: str, retention: int
+    ) -> None:
+        """The parts that decide (engine, recovery) and the loop that drives them."""
+        dependencies = DependencyIndex(self._find)
+        lifecycle = OperationLifecycle()
+        self._engine = DispatchEngine(
+            queue=self._queue, deadlines=Deadlines(), handshake=self._handshake,
+            lifecycle=lifecycle, dependencies=dependencies, signals=self._signals,
+            unit=self._work, pause=self._pause, loop=self._run, wake=self._cond,
+            strict=strict, log=self._log,
+        )
+        self._recovery: Recovery | None = None
+        if journal is not None:
+            self._recovery = Recovery(
+                journal=journal, policy=policy, retention=retention,
+                queue=self._queue, dependencies=dependencies, engine=self._engine,
+                handshake=self._handshake, lifecycle=lifecycle, pause=self._pause,
+                unit=self._work, log=self._log,
+            )
+            journal.claim(self._resource_id)
+            self._recovery.recover()
+        self._runner = DispatcherLoop(
+            self._resource_id, unit=self._work, wake=self._cond, run=self._run,
+            engine=self._engine, pause=self._pause, recovery=self._recovery, journal=journal,
+            bus=self._bus, callbacks=self._callbacks, log=self._log,
+        )
+
+    # ================================================================== the one lookup
+    def _find(self, operation_id: UUID) -> Operation | None:
+        """The operation from memory or, beyond memory retention, from the event store (a copy
+        then). Every read, and every dependency check, goes through here."""
+        op = self._queue.get(operation_id)
+        if op is None:
+            op = self._store.find_operation(operation_id)
+        return op
+
+    def _snapshot(self, operation_id: UUID) -> Operation | None:
+        op = self._find(operation_id)
+        return None if op is None else op.copy()
+
+    def _reload_after_failed_write(self, exc: JournalError) -> str | None:
+        """A commit failed: memory goes back to what the journal holds (see Recovery.reload)."""
+        failure = None if self._recovery is None else self._recovery.reload(exc)
+        self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
+        return failure
+
+    def _subscribe_to_signals(self) -> None:
+        # A weak reference: a board shared by several dispatchers must not keep a forgotten
+        # dispatcher alive, and drops its listener once the dispatcher is gone.
+        handler = weakref.WeakMethod(self._on_signal)
+        unsubscribe: Callable[[], None] | None = None
+
+        def listener(signal: Signal) -> None:
+            method = handler()
+            if method is None:
+                if unsubscribe is not None:
+                    unsubscribe()
+                return
+            method(signal)
+
+        unsubscribe = self._signals.subscribe(listener)
+
+    def _on_signal(self, signal: Signal) -> None:
+        self._engine.on_signal(signal)
+
     # ================================================================== properties
     @property
     def resource_id(self) -> str:
@@ -193,11 +347,11 @@ class OperationDispatcher(DispatchCore):
     @property
     def is_running(self) -> bool:
         """True while the dispatcher loop runs (``run()`` or ``start()``)."""
-        return self._loop_active
+        return self._run.active
 
     @property
     def is_paused(self) -> bool:
-        return self._paused
+        return self._pause.is_set
 
     @property
     def strict_order(self) -> bool:
@@ -261,11 +415,8 @@ class OperationDispatcher(DispatchCore):
         check_meta_data(meta_data, "meta_data")
         stored = [self._prepare_new(op, apply_default_planned_duration) for op in operations]
         with self._work:
-            self._queue.add_many(stored)
-            for op in stored:
-                self._index_dependencies(op)
-                self._emit(EventType.OPERATION_ADDED, op, meta_data=meta_data)
-            self._advance()
+            self._engine.add(stored, meta_data)
+            self._engine.advance()
             return [op.copy() for op in stored]
 
     def _prepare_new(self, operation: Operation, apply_default: bool) -> Operation:
@@ -304,29 +455,27 @@ class OperationDispatcher(DispatchCore):
         """The events of one operation, oldest first (all of them, with a journal)."""
         key = to_uuid(operation_id, "operation_id")
         with self._work:
-            if self._journal is not None:
-                return self._journal.events_for(key)
-            return self._events.for_operation(key)
+            return self._store.for_operation(key)
 
     def get_state(self) -> OperationDispatcherState:
         with self._work:
             current = self._queue.pulled_operation
             return OperationDispatcherState(
                 resource_id=self._resource_id,
-                is_running=self._loop_active,
-                is_paused=self._paused,
+                is_running=self._run.active,
+                is_paused=self._pause.is_set,
                 queue_size=len(self._queue),
                 current_operation=None if current is None else current.copy(),
-                running_since=self._running_since,
+                running_since=self._run.running_since,
                 uptime_seconds=(
-                    time.monotonic() - self._running_since_mono if self._loop_active else None
+                    time.monotonic() - self._run.running_since_mono if self._run.active else None
                 ),
             )
 
     def pending_requests(self) -> list[PendingRequest]:
         """The approval requests waiting for an answer (answer them with :meth:`decide`)."""
         with self._work:
-            return self._desk.pending()
+            return self._handshake.desk.pending()
 
     def get_history(
         self,
@@ -347,10 +496,7 @@ class OperationDispatcher(DispatchCore):
         if limit is not None and (type(limit) is not int):
             raise ValidationError("limit", "must be an integer or None")
         with self._work:
-            if self._journal is not None:
-                events = self._journal.select_events(start, end, limit)
-            else:
-                events = self._events.select(start, end, limit)
+            events = self._store.select(start, end, limit)
             history = build_history(
                 self._resource_id, events, start, end,
                 self._snapshot if resolve_operations else None,
@@ -374,24 +520,10 @@ class OperationDispatcher(DispatchCore):
         """
         key = to_uuid(operation_id, "operation_id")
         with self._work:
-            op = self._queue.get(key)
+            op = self._find(key)
             if op is None:
                 raise OperationNotFound(key)
-            blocked: list[str] = []
-            if op.state is ExecutionState.QUEUED:
-                reasons, failed = self._blockers(op)
-                blocked.extend(reasons)
-                if failed is not None:
-                    blocked.append(f"dependency:{failed}")
-                request = self._start_request
-                if request is not None and request.operation.id == op.id:
-                    blocked.append("awaiting_approval")
-                elif request is not None or self._queue.pulled_operation is not None:
-                    blocked.append("resource_busy")
-                if self._paused:
-                    blocked.append("dispatcher_paused")
-                if not self._loop_active:
-                    blocked.append("dispatcher_not_running")
+            blocked = self._engine.why_waiting(op)
             return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
 
     # ================================================================== executor
@@ -399,7 +531,7 @@ class OperationDispatcher(DispatchCore):
     def executor(self) -> str | None:
         """The name of the bridge that runs this resource's jobs, if one is attached."""
         with self._work:
-            return self._executor
+            return self._engine.executor
 
     def attach_executor(self, name: str, *, online_signal: str | None = None) -> Operation | None:
         """Make bridge ``name`` the one executor of this resource (design.md 2a).
@@ -417,29 +549,18 @@ class OperationDispatcher(DispatchCore):
         if not isinstance(gate, str) or not gate:
             raise ValidationError("online_signal", "must be a non-empty signal name")
         with self._work:
-            if self._executor is not None and self._executor != name:
-                raise ExecutorConflict(self._resource_id, self._executor, name)
-            self._executor, self._executor_gate = name, gate
-            recovered = None
-            op = self._queue.pulled_operation
-            if self._orphan_executor == name and op is not None:
-                self._orphan_executor = None
-                recovered = op.copy()
-                self._log.warning(
-                    "executor %r re-attached to operation %s (%s); it finishes it",
-                    name, op.id, op.state.value,
-                )
-            return recovered
+            attached = self._engine.executor
+            if attached is not None and attached != name:
+                raise ExecutorConflict(self._resource_id, attached, name)
+            self._engine.attach_executor(name, gate)
+            recovered = None if self._recovery is None else self._recovery.reattach(name)
+            return None if recovered is None else recovered.copy()
 
     def detach_executor(self, name: str) -> None:
         """``name`` no longer runs this resource's jobs; starts are no longer gated on it."""
         with self._work:
-            if self._executor != name:
-                return
-            gate = self._executor_gate
-            self._executor = self._executor_gate = None
-            self._queue.unpark(f"release_condition:{gate}")
-            self._advance()
+            if self._engine.detach_executor(name):
+                self._engine.advance()
 
     # ================================================================== operation control
     def cancel_operation(
@@ -458,17 +579,19 @@ class OperationDispatcher(DispatchCore):
         reason = TerminationReason(termination_reason)
         check_meta_data(meta_data, "meta_data")
         with self._work:
-            op = self._queue.get(key)
+            op = self._find(key)
             if op is None or op.is_finished:
                 return None
-            decision = self._handshake(RequestKind.CANCEL, op, meta_data)
+            decision = self._handshake.ask_and_wait(
+                RequestKind.CANCEL, op, meta_data, lambda: self._queue.get(key)
+            )
             if decision is None or decision.accepted is not True:
                 return None
             op = self._queue.get(key)  # the lock was released while we waited
             if op is None or op.is_finished:
                 return None
-            self._finish(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
-            self._advance()
+            self._engine.finish(op, "cancel", EventType.OPERATION_CANCELLED, reason, meta_data)
+            self._engine.advance()
             return op.copy()
 
     def pause_operation(
@@ -505,16 +628,17 @@ class OperationDispatcher(DispatchCore):
             else ("resume", ExecutionState.PAUSED, EventType.OPERATION_RESUMED)
         )
         with self._work:
-            op = self._current(key)
+            op = self._engine.current(key)
             if op.state is not needed:
                 raise InvalidTransition(op.id, op.state, trigger, (needed,))
-            decision = self._handshake(kind, op, meta_data)
+            decision = self._handshake.ask_and_wait(
+                kind, op, meta_data, lambda: self._queue.get(key)
+            )
             if decision is None or decision.accepted is not True:
                 return False
             if self._queue.pulled_operation is not op or op.state is not needed:
                 return False  # finished or changed while we waited for the answer
-            changes = self._lifecycle.fire(op, trigger)
-            self._emit(event_type, op, changes, meta_data)
+            self._engine.transition(op, trigger, event_type, meta_data)
             return True
 
     # ================================================================== finishing
@@ -525,9 +649,9 @@ class OperationDispatcher(DispatchCore):
         key = to_uuid(operation_id, "operation_id")
         check_meta_data(meta_data, "meta_data")
         with self._work:
-            op = self._current(key)
-            self._finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
-            self._advance()
+            op = self._engine.current(key)
+            self._engine.finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
+            self._engine.advance()
             return op.copy()
 
     def fail_operation(
@@ -541,9 +665,9 @@ class OperationDispatcher(DispatchCore):
         reason = TerminationReason(termination_reason)
         check_meta_data(meta_data, "meta_data")
         with self._work:
-            op = self._current(key)
-            self._finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
-            self._advance()
+            op = self._engine.current(key)
+            self._engine.finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
+            self._engine.advance()
             return op.copy()
 
     # ================================================================== updates
@@ -566,29 +690,12 @@ class OperationDispatcher(DispatchCore):
         # list inside it) must not reach the stored operation
         updates = {name: copy_json(value) for name, value in updates.items()}
         with self._work:
-            op = self._queue.get(key)
+            op = self._find(key)
             if op is None:
                 return None
             if not updates:
                 return op.copy()
-            if op.is_finished:
-                raise OperationNotUpdatable(key, "cannot update a finished operation")
-            if op.state is ExecutionState.RUNNING:
-                raise OperationNotUpdatable(key, "cannot update a running operation")
-            lifecycle = sorted(set(updates) & LIFECYCLE_FIELDS)
-            if lifecycle:
-                raise ValidationError(
-                    lifecycle[0],
-                    "changes only through lifecycle transitions (start, pause, resume, "
-                    "complete, fail, cancel); use the matching dispatcher method",
-                )
-            unsupported = sorted(set(updates) - self._updatable)
-            if unsupported:
-                raise ValidationError("updates", f"has unsupported operation update fields: {unsupported}")
-            candidate = dataclasses.replace(op, **updates)  # re-validates the whole operation
-            changed = [name for name in updates if getattr(candidate, name) != getattr(op, name)]
-            if "dependencies" in changed:
-                self._queue.check_dependencies([candidate])
+            candidate, changed = self._check_update(op, updates)
             if not changed:
                 return op.copy()
             records = [  # copies: a subscriber editing its event must not edit the operation
@@ -599,25 +706,35 @@ class OperationDispatcher(DispatchCore):
                 )
                 for name in changed
             ]
-            if "dependencies" in changed:
-                self._unindex_dependencies(op)
-            for name in changed:
-                setattr(op, name, getattr(candidate, name))
-            if "dependencies" in changed:
-                self._index_dependencies(op)
-            if self._queue.is_queued(op.id):
-                if _SORT_FIELDS.intersection(changed):
-                    self._queue.rekey(op.id)
-                if _RELEASE_FIELDS.intersection(changed):
-                    self._queue.unpark_operation(op.id)  # re-checked on the next pass
-            elif "timeout_seconds" in changed and op.start_time is not None:
-                self._schedule_timeout(op)
-            request = self._start_request
-            if request is not None and request.operation is op:
-                request.changed = True  # what was approved is not what would start
-            self._emit(EventType.OPERATION_UPDATED, op, records, meta_data)
-            self._advance()
+            self._engine.update(op, candidate, changed)
+            self._work.emit(EventType.OPERATION_UPDATED, op, records, meta_data)
+            self._engine.advance()
             return op.copy()
+
+    def _check_update(
+        self, op: Operation, updates: dict[str, Any]
+    ) -> tuple[Operation, list[str]]:
+        """The updated candidate and the fields that really change; raises (changing nothing)
+        when the operation cannot be updated or an update is not allowed."""
+        if op.is_finished:
+            raise OperationNotUpdatable(op.id, "cannot update a finished operation")
+        if op.state is ExecutionState.RUNNING:
+            raise OperationNotUpdatable(op.id, "cannot update a running operation")
+        lifecycle = sorted(set(updates) & LIFECYCLE_FIELDS)
+        if lifecycle:
+            raise ValidationError(
+                lifecycle[0],
+                "changes only through lifecycle transitions (start, pause, resume, "
+                "complete, fail, cancel); use the matching dispatcher method",
+            )
+        unsupported = sorted(set(updates) - self._updatable)
+        if unsupported:
+            raise ValidationError("updates", f"has unsupported operation update fields: {unsupported}")
+        candidate = dataclasses.replace(op, **updates)  # re-validates the whole operation
+        changed = [name for name in updates if getattr(candidate, name) != getattr(op, name)]
+        if "dependencies" in changed:
+            self._queue.check_dependencies([candidate])
+        return candidate, changed
 
     # ================================================================== approvals from outside
     def decide(
@@ -638,24 +755,21 @@ class OperationDispatcher(DispatchCore):
         if reasoning is not None:
             check_json_data(reasoning, "reasoning")
         with self._work:
-            request = self._desk.decide(request_id, accepted, reasoning, data)
-            if request is self._start_request:
-                self._advance()
+            request = self._handshake.desk.decide(request_id, accepted, reasoning, data)
+            self._engine.answered(request)
 
     # ================================================================== dispatcher runtime
     def pause_dispatcher_runtime(self) -> bool:
         """Stop starting new operations (the current one is left alone); False if already paused."""
         with self._work:
-            return self._set_paused(True)
+            return self._pause.set(True)
 
     def resume_dispatcher_runtime(self) -> bool:
         """Start operations again; clears every retry count and cooldown. False if not paused."""
         with self._work:
-            self._retry.clear_all()
-            self._unit_retry_reset = True
-            self._queue.unpark("cooldown")
-            changed = self._set_paused(False)
-            self._advance()
+            self._engine.forgive_denials()
+            changed = self._pause.set(False)
+            self._engine.advance()
             return changed
 
     def step_dispatch(self) -> Operation | None:
@@ -665,15 +779,9 @@ class OperationDispatcher(DispatchCore):
         of the operation it started, or None.
         """
         with self._work:
-            if self._loop_active:
+            if self._run.active:
                 raise RuntimeError("step_dispatch cannot be used while the dispatcher loop runs")
-            self._last_started = None
-            self._step_locked()
-            while self._start_request is not None:
-                request = self._start_request
-                self._await_decision(request)
-                self._conclude_start(request)
-            started, self._last_started = self._last_started, None
+            started = self._engine.step_once(self._handshake.await_decision)
             return None if started is None else started.copy()
 
     def run(self) -> None:
@@ -681,94 +789,8 @@ class OperationDispatcher(DispatchCore):
 
         Raises JournalError (and runs nothing) when the start cannot be journaled.
         """
-        self._begin_loop()
-        self._loop()
-
-    def _begin_loop(self) -> None:
-        """Mark the loop running and journal OPERATION_DISPATCHER_STARTED, or raise.
-
-        On failure (the journal cannot be written, or is closed) nothing is left half-done: the
-        dispatcher is not running and a later start() may succeed.
-        """
-        with self._lock:
-            if self._loop_active:
-                raise RuntimeError("operation dispatcher is already running")
-            journal = self._journal
-            if journal is not None and not journal.is_open:
-                raise JournalError(
-                    journal.path, "is closed (close() was called); open a new "
-                    "OperationDispatcher on the file to start again",
-                )
-            orphan = self._orphan_executor
-            try:
-                with self._work:  # leaving it journals the events below, or raises
-                    self._loop_active = True
-                    self._running_since = utcnow()
-                    self._running_since_mono = time.monotonic()
-                    self._emit(EventType.OPERATION_DISPATCHER_STARTED)
-                    self._settle_orphan()
-                    if self._paused:
-                        self._emit(EventType.OPERATION_DISPATCHER_PAUSED)
-            except BaseException:
-                self._loop_active = False
-                self._running_since = None
-                self._orphan_executor = orphan  # settled at the next start that is recorded
-                raise
-
-    def _loop(self) -> None:
-        """The dispatcher loop (after :meth:`_begin_loop`); ends on a stop request.
-
-        A failed pass is logged and retried; should the loop end any other way, it says why and
-        ``is_running`` turns false, so nobody believes a dead loop dispatches.
-        """
-        try:
-            with self._work:
-                while not self._stop_requested:
-                    timeout = self._loop_pass()
-                    if self._stop_requested:
-                        break
-                    self._loop_wakes_at = (
-                        float("inf") if timeout is None else time.monotonic() + timeout
-                    )
-                    self._wait(self._cond, timeout)
-                    self._loop_wakes_at = 0.0
-        except BaseException as exc:
-            self._log.critical(
-                "the dispatcher loop of %s died (%s: %s); it is not running and starts "
-                "nothing until started again", self._resource_id, type(exc).__name__, exc,
-                exc_info=isinstance(exc, Exception),
-            )
-            raise
-        finally:
-            self._end_loop()
-
-    def _loop_pass(self) -> float | None:
-        """One pass of the loop; a failure (a failed journal write, a bug) is logged, not fatal."""
-        try:
-            timeout = self._step_locked()
-            self._flush()
-            return timeout
-        except Exception:
-            self._log.exception("dispatcher step failed; retrying in 1 s")
-        try:
-            self._flush()  # a pass that failed half-way: journal (or undo) what it changed
-        except Exception:
-            self._log.exception("the failed step's changes could not be journaled")
-        return 1.0
-
-    def _end_loop(self) -> None:
-        """Mark the loop stopped (first, so that nothing below can leave it marked running)."""
-        with self._lock:
-            self._stop_requested = False
-            self._loop_active = False
-            self._running_since = None
-            self._loop_wakes_at = 0.0
-            self._cond.notify_all()  # stop() may be waiting for this loop to end
-            try:
-                with self._work:
-                    self._emit(EventType.OPERATION_DISPATCHER_STOPPED)
-            except JournalError as exc:
-                self._log.error("the dispatcher stopped, but the journal missed it: %s", exc)
+        self._runner.begin()
+        self._runner.loop()
 
     def start(self) -> None:
         """Run the loop on a named background thread; returns once the loop is running.
@@ -776,26 +798,11 @@ class OperationDispatcher(DispatchCore):
         Raises JournalError when the start cannot be journaled (the disk is full, the journal
         was closed): then nothing runs, and start() may be called again once the cause is gone.
         """
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise RuntimeError("operation dispatcher is already running")
-            self._begin_loop()
-            thread = threading.Thread(
-                target=self._loop, name=f"operation-dispatcher[{self._resource_id}]", daemon=True,
-            )
-            self._thread = thread
-            try:
-                thread.start()
-            except BaseException:  # no thread to be had: not running
-                self._thread = None
-                self._end_loop()
-                raise
+        self._runner.start()
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""
-        with self._cond:
-            self._stop_requested = True
-            self._cond.notify_all()
+        self._runner.request_stop()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the loop and every thread the dispatcher started, and wait for them.
@@ -804,29 +811,7 @@ class OperationDispatcher(DispatchCore):
         alive after ``timeout``. A request callback stuck in user code cannot be interrupted: it
         is logged and abandoned (its worker is a daemon thread).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        self.request_stop()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(remaining())
-            if thread.is_alive():
-                raise ThreadDidNotStop(thread.name, timeout)
-        with self._cond:
-            # a run() in another caller's thread: wait for it to leave the loop
-            while self._loop_active and threading.current_thread() is not thread:
-                if not self._cond.wait(remaining()) and deadline is not None:
-                    if time.monotonic() >= deadline:
-                        raise ThreadDidNotStop("dispatcher run() caller", timeout)
-            self._stop_requested = False
-            self._thread = None
-        bus_thread = self._bus.thread
-        if not self._bus.stop(remaining() if deadline is not None else 10.0):
-            raise ThreadDidNotStop(bus_thread.name if bus_thread else "events", timeout)
-        self._callbacks.stop(min(remaining() or 1.0, 1.0))
+        self._runner.stop(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop (see :meth:`stop`) and close the journal this dispatcher opened from a path.
@@ -852,8 +837,8 @@ class OperationDispatcher(DispatchCore):
 
     def __repr__(self) -> str:
         return (
-            f"<OperationDispatcher {self._resource_id!r} running={self._loop_active} "
-            f"paused={self._paused} queued={len(self._queue)}>"
+            f"<OperationDispatcher {self._resource_id!r} running={self._run.active} "
+            f"paused={self._pause.is_set} queued={len(self._queue)}>"
         )
 
 

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,17 +107,27 @@ class EventBus:
 
     def publish(self, event: DispatchEvent) -> None:
         """Queue ``event`` for delivery; starts the delivery thread unless the bus is closed."""
-        if event.event_type.is_request and not self._wants_requests:
-            return  # nobody listens for *_REQUESTED events: do not wake the thread for them
+        self.publish_many((event,))
+
+    def publish_many(self, events: Iterable[DispatchEvent]) -> None:
+        """Queue events in order under one lock and one wake-up (a unit of work's events)."""
+        wants_requests = self._wants_requests
+        # nobody listens for *_REQUESTED events: do not wake the thread for them
+        wanted = [e for e in events if wants_requests or not e.event_type.is_request]
+        if not wanted:
+            return
         with self._cond:
-            self._published += 1
-            self._pending.append((self._published, event))
+            for event in wanted:
+                self._published += 1
+                self._pending.append((self._published, event))
+                if self._closed:
+                    if event.event_type is not self._opens_on or self._opens_on is None:
+                        self._hold()
+                        continue  # stopped: nothing runs until the dispatcher starts again
+                    self._closed = False  # started again: deliver what was held, in order
+                    self._held = self._dropped = 0
             if self._closed:
-                if event.event_type is not self._opens_on or self._opens_on is None:
-                    self._hold()
-                    return  # stopped: nothing runs until the dispatcher starts again
-                self._closed = False  # started again: deliver what was held, in order
-                self._held = self._dropped = 0
+                return
             if not self._running:
                 self._spawn()
             self._cond.notify_all()
@@ -142,13 +152,24 @@ class EventBus:
             )
         self._dropped += 1
 
-    def _next(self) -> tuple[int, DispatchEvent] | None:
-        """The next event to deliver, or None when the thread should end (lock held)."""
+    def _next_batch(self) -> list[tuple[int, DispatchEvent]] | None:
+        """Every event that may be delivered now, in order; None when the thread should end
+        (lock held). A batch costs one lock round and one wake-up of drain() instead of one
+        per event."""
+        pending = self._pending
         while True:
-            if self._pending:
-                if self._closed and self._pending[0][0] > self._stop_after:
+            if pending:
+                if not self._closed:
+                    batch = list(pending)
+                    pending.clear()
+                    return batch
+                limit = self._stop_after
+                if pending[0][0] > limit:
                     return None  # only held events are left: they wait for the next start
-                return self._pending.popleft()
+                batch = []
+                while pending and pending[0][0] <= limit:
+                    batch.append(pending.popleft())
+                return batch
             if self._closed:
                 return None
             self._cond.wait()
@@ -157,12 +178,11 @@ class EventBus:
         try:
             while True:
                 with self._cond:
-                    item = self._next()
-                    if item is None:
+                    batch = self._next_batch()
+                    if batch is None:
                         return
-                    self._in_flight = item[0]
-                    subscribers = self._subscribers
-                self._deliver_one(item[1], subscribers)
+                    self._in_flight = batch[0][0]
+                self._deliver_batch(batch)
                 with self._cond:
                     self._in_flight = 0
                     self._cond.notify_all()
@@ -173,6 +193,19 @@ class EventBus:
                 if self._pending and not self._closed:
                     self._spawn()  # reopened while this thread was on its way out
                 self._cond.notify_all()  # drain() may wait for this
+
+    def _deliver_batch(self, batch: list[tuple[int, DispatchEvent]]) -> None:
+        done = 0
+        try:
+            for number, event in batch:
+                # only ever raised: drain() may see the batch as done up to number - 1
+                self._in_flight = number
+                self._deliver_one(event, self._subscribers)
+                done += 1
+        except BaseException:  # the thread dies (SystemExit in a handler): keep the rest
+            with self._cond:
+                self._pending.extendleft(reversed(batch[done + 1 :]))
+            raise
 
     def _deliver_one(self, event: DispatchEvent, subscribers: tuple[_Subscription, ...]) -> None:
         is_request = event.event_type.is_request

@@ -77,30 +77,70 @@ class EventLog:
             raise ValueError("retention must be >= 1 or None")
         self._retention = retention
         self._events: deque[DispatchEvent] = deque()
-        self._by_operation: dict[UUID, deque[DispatchEvent]] = {}
+        self._by_operation: dict[UUID, DispatchEvent | list[DispatchEvent]] = {}
 
     @property
     def retention(self) -> int | None:
         return self._retention
 
+    # ---- the EventStore protocol (see store.py): the in-memory store keeps events only
+    durable = False
+
+    def commit(
+        self,
+        operations: Iterable[Operation],
+        events: list[DispatchEvent],
+        retry: Any,
+        paused: bool | None,
+    ) -> None:
+        """Keep a unit's events; operations, retry state and the pause flag live in memory."""
+        for event in events:
+            self.append(event)
+
+    def find_operation(self, operation_id: UUID) -> Operation | None:
+        """Nothing beyond the queue's own memory: without a journal, forgotten means gone."""
+        return None
+
+    def knows(self, operation_id: UUID) -> bool:
+        return False
+
     def append(self, event: DispatchEvent) -> None:
         self._events.append(event)
-        if event.operation_id is not None:
-            per_op = self._by_operation.get(event.operation_id)
-            if per_op is None:
-                per_op = self._by_operation[event.operation_id] = deque()
-            per_op.append(event)
+        op_id = event.operation_id
+        if op_id is not None:
+            # one event is kept as itself, more in a list: a deque per operation (~620 B even
+            # when empty) was the largest cost of a queued operation
+            known = self._by_operation.get(op_id)
+            if known is None:
+                self._by_operation[op_id] = event
+            elif type(known) is list:
+                known.append(event)
+            else:
+                self._by_operation[op_id] = [known, event]
         if self._retention is not None and len(self._events) > self._retention:
-            old = self._events.popleft()
-            if old.operation_id is not None:
-                per_op = self._by_operation[old.operation_id]
-                per_op.popleft()  # the evicted event is that operation's oldest one
-                if not per_op:
-                    del self._by_operation[old.operation_id]
+            self._evict(self._events.popleft())
+
+    def _evict(self, old: DispatchEvent) -> None:
+        """Drop the oldest retained event from its operation's index (it is that one's oldest)."""
+        op_id = old.operation_id
+        if op_id is None:
+            return
+        known = self._by_operation[op_id]
+        if type(known) is not list:
+            del self._by_operation[op_id]
+            return
+        del known[0]  # O(events of this operation), which are few
+        if len(known) == 1:
+            self._by_operation[op_id] = known[0]
 
     def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
         """Snapshots of the retained events of one operation, oldest first."""
-        return [copy_event(e) for e in self._by_operation.get(operation_id, ())]
+        known = self._by_operation.get(operation_id)
+        if known is None:
+            return []
+        if type(known) is not list:
+            return [copy_event(known)]
+        return [copy_event(e) for e in known]
 
     def select(
         self,

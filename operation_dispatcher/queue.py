@@ -21,10 +21,6 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
-from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -37,94 +33,14 @@ from .errors import (
     ValidationError,
 )
 from .models import Operation
-
-_INF = float("inf")
-_NEG_INF = float("-inf")
-
-
-class SortField(StrEnum):
-    """Operation fields the queue can sort by."""
-
-    PRIORITY = "priority"
-    RELEASE_DATE = "release_date"
-    CREATED_AT = "created_at"
-
-
-class SortDirection(StrEnum):
-    """Ascending or descending order for one sort rule."""
-
-    ASC = "asc"
-    DESC = "desc"
-
-
-@dataclass(frozen=True, slots=True)
-class SortRule:
-    """One level of the dispatch order. ``none_last`` puts missing values last in either direction."""
-
-    field: SortField
-    direction: SortDirection = SortDirection.ASC
-    none_last: bool = True
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "field", SortField(self.field))
-        except ValueError:
-            raise ValidationError(
-                "sort_rules.field", f"must be one of {', '.join(SortField)}; got {self.field!r}"
-            ) from None
-        try:
-            object.__setattr__(self, "direction", SortDirection(self.direction))
-        except ValueError:
-            raise ValidationError(
-                "sort_rules.direction", f"must be asc or desc; got {self.direction!r}"
-            ) from None
-
-
-#: The original's default: release_date ascending (none last), then priority descending;
-#: created_at ascending is appended to every rule set that lacks it, as a FIFO tie-break.
-DEFAULT_SORT_RULES: tuple[SortRule, ...] = (
-    SortRule(SortField.RELEASE_DATE, SortDirection.ASC, True),
-    SortRule(SortField.PRIORITY, SortDirection.DESC, True),
+from .ordering import (  # the order lives in ordering.py; importable from here as before
+    DEFAULT_SORT_RULES,
+    SortDirection,
+    SortField,
+    SortRule,
+    make_sort_key,
+    normalize_sort_rules,
 )
-
-
-def normalize_sort_rules(sort_rules: Iterable[SortRule] | None) -> tuple[SortRule, ...]:
-    """Apply the defaults and append the created_at tie-break when no rule uses it."""
-    rules = DEFAULT_SORT_RULES if sort_rules is None else tuple(sort_rules)
-    if not rules:
-        raise ValidationError("sort_rules", "must contain at least one rule")
-    for rule in rules:
-        if not isinstance(rule, SortRule):
-            raise ValidationError("sort_rules", f"items must be SortRule, got {type(rule).__name__}")
-    if all(rule.field is not SortField.CREATED_AT for rule in rules):
-        rules = (*rules, SortRule(SortField.CREATED_AT, SortDirection.ASC, True))
-    return rules
-
-
-def make_sort_key(rules: tuple[SortRule, ...]) -> Callable[[Operation], tuple[Any, ...]]:
-    """Build the function that turns an operation into its heap key (one number per rule)."""
-    parts = [
-        (
-            attrgetter(rule.field.value),
-            -1 if rule.direction is SortDirection.DESC else 1,
-            _INF if rule.none_last else _NEG_INF,
-        )
-        for rule in rules
-    ]
-
-    def key(op: Operation) -> tuple[Any, ...]:
-        out = []
-        for get, sign, missing in parts:
-            value = get(op)
-            if value is None:
-                out.append(missing)
-            elif isinstance(value, datetime):
-                out.append(sign * value.timestamp())
-            else:
-                out.append(sign * value)
-        return tuple(out)
-
-    return key
 
 
 def find_cycle(
@@ -166,8 +82,9 @@ class DispatchQueue:
     :param operations: operations to add at once (validated as one batch).
     :param sort_rules: the dispatch order; None gives :data:`DEFAULT_SORT_RULES`.
     :param history_limit: how many finished operations the archive keeps (None: all).
-    :param lookup: finds operations the queue no longer holds (e.g. in a journal), so that
-        dependencies on them are accepted and their ids are not reused.
+    :param lookup: says (truthy) whether an id belongs to an operation the queue no longer
+        holds (e.g. in a journal), so that dependencies on it are accepted and its id is not
+        reused.
 
     >>> q = DispatchQueue("robot-1")
     >>> q.add(Operation(resource_id="robot-1", priority=10))
@@ -181,7 +98,7 @@ class DispatchQueue:
         sort_rules: Iterable[SortRule] | None = None,
         *,
         history_limit: int | None = 10_000,
-        lookup: Callable[[UUID], object | None] | None = None,
+        lookup: Callable[[UUID], object] | None = None,
     ) -> None:
         if not isinstance(resource_id, str) or not resource_id:
             raise ValidationError("resource_id", "must be a non-empty string")
@@ -275,7 +192,7 @@ class DispatchQueue:
     def _knows(self, operation_id: UUID) -> bool:
         if self.get(operation_id) is not None:
             return True
-        return self._lookup is not None and self._lookup(operation_id) is not None
+        return self._lookup is not None and bool(self._lookup(operation_id))
 
     def check_dependencies(
         self, operations: list[Operation], batch: dict[UUID, Operation] | None = None
@@ -292,6 +209,9 @@ class DispatchQueue:
                 provider = dep.depends_on_operation_id
                 if provider not in batch and not self._knows(provider):
                     raise DependencyError(op.id, provider, "no such operation is known")
+
+        if not any(op.dependencies for op in operations):
+            return  # no new edge, so no new cycle (the common case: skip the walk)
 
         def providers_of(operation_id: UUID) -> list[UUID]:
             op = replaced.get(operation_id)

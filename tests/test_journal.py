@@ -33,6 +33,7 @@ from operation_dispatcher import (
     ValidationError,
 )
 from operation_dispatcher.journal import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from operation_dispatcher.store import JournalEventStore
 
 R = "robot-1"
 E = EventType
@@ -125,7 +126,8 @@ def test_restart_keeps_finished_operations_and_events(path, open_dispatcher) -> 
     assert second.get_schedule() == [] and second.current_operation is None
     # and the in-memory state was reloaded, not just read through from the file
     assert {o.id for o in second._queue.completed_operations} == set(ids)
-    assert second._events is None  # events are read from the journal, not copied into memory
+    # events are read from the journal, not copied into memory
+    assert isinstance(second._store, JournalEventStore)
 
 
 def test_restart_keeps_the_paused_flag(path, open_dispatcher) -> None:
@@ -335,7 +337,7 @@ def test_memory_is_bounded_and_reads_reach_into_the_journal(path, open_dispatche
 
     def check(dispatcher: OperationDispatcher) -> None:
         assert len(dispatcher._queue.completed_operations) <= 5
-        assert dispatcher._events is None  # with a journal no event is kept in memory
+        assert isinstance(dispatcher._store, JournalEventStore)  # with a journal no event is kept in memory
         oldest = dispatcher.get_operation(added[0].id)
         assert oldest is not None and oldest.outcome is ExecutionOutcome.SUCCESS
         assert oldest.payload == {"n": 0}

@@ -1,0 +1,187 @@
+"""Handshake: asking the business logic for permission, and acting on its answer's count.
+
+It owns the approval desk (the open requests) and the retry policy (denials and cooldowns):
+it opens a request, asks the request callback on a worker thread (never under the lock),
+waits for an answer in the caller's thread when the caller needs one, records every
+``*_REQUESTED`` event with its decision, and counts denials, pausing the dispatcher after too
+many. Which operation to ask about, and what to do once it is approved, is the engine's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .approvals import (
+    PENDING,
+    ApprovalDesk,
+    ApprovalRequest,
+    RequestDecision,
+    RequestKind,
+    RetryPolicy,
+    normalize_decision,
+)
+from .events import call_maybe_async
+from .history import copy_event
+from .models import DispatchEvent, Operation, copy_json
+from .runstate import PauseSwitch
+from .unit import UnitOfWork
+from .workers import CallbackRunner
+
+RequestCallback = Callable[[DispatchEvent], Any]
+
+
+class Handshake:
+    """Approval requests, their answers and the denial counts. Lock held by the caller,
+    except in :meth:`_ask`, which runs on a callback worker and takes it."""
+
+    def __init__(
+        self,
+        *,
+        unit: UnitOfWork,
+        answered: threading.Condition,
+        callbacks: CallbackRunner,
+        on_request: RequestCallback | None,
+        timeout: float,
+        retry: RetryPolicy,
+        pause: PauseSwitch,
+        log: logging.Logger,
+    ) -> None:
+        self.desk = ApprovalDesk(answered)
+        self.retry = retry
+        self._unit = unit
+        self._answered = answered
+        self._callbacks = callbacks
+        self._on_request = on_request
+        self._timeout = timeout
+        self._pause = pause
+        self._log = log
+        #: called (lock held) when a callback answered a request, so the engine can act on it
+        self.on_answer: Callable[[ApprovalRequest], None] = lambda request: None
+
+    @property
+    def asks(self) -> bool:
+        """Whether a request callback decides (without one everything is approved at once)."""
+        return self._on_request is not None
+
+    def open(
+        self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
+    ) -> ApprovalRequest:
+        """Open a request and hand it to the callback (or approve it: no callback)."""
+        event = DispatchEvent.trusted(
+            op.resource_id, kind.requested_event, op.id, [],
+            copy_json(dict(meta_data)) if meta_data else {},
+        )
+        request = self.desk.open(kind, event, op, self._timeout)
+        if self._on_request is None:
+            self.desk.resolve(request, RequestDecision(True))
+        else:
+            self._callbacks.submit(self._ask, request)
+        return request
+
+    def _ask(self, request: ApprovalRequest) -> None:
+        """Runs on a callback worker, no lock held: ask the business logic, file the answer."""
+        assert self._on_request is not None
+        try:
+            # a copy: what the callback does to its event must not reach the history
+            result = call_maybe_async(self._on_request, copy_event(request.event))
+        except Exception as exc:
+            self._log.exception("request callback raised on %s", request.event.event_type.value)
+            decision: Any = RequestDecision(
+                False, "request_callback_exception", {"error": str(exc) or type(exc).__name__}
+            )
+        else:
+            decision = normalize_decision(result)
+        with self._unit:
+            if decision is PENDING:
+                request.waiting_for = "decide()"
+                return
+            if not self.desk.resolve(request, decision):
+                self._log.warning(
+                    "late answer to %s for operation %s ignored (request already %s)",
+                    request.kind.value, request.operation.id, request.status.value,
+                )
+            else:
+                self.on_answer(request)
+
+    def await_decision(self, request: ApprovalRequest) -> None:
+        """Block until ``request`` is answered or expires (lock held, released while waiting)."""
+        while request.is_pending:
+            remaining = request.deadline - time.monotonic()
+            if remaining <= 0:
+                self.desk.expire(request)
+                return
+            self._unit.wait(self._answered, remaining)
+
+    def record(self, request: ApprovalRequest, void_reason: str | None = None) -> None:
+        """Put the *_REQUESTED event in the history, with its decision, under the id the
+        callback saw (so a callback's event and the history entry can be matched)."""
+        decision = request.decision or RequestDecision(False)
+        meta = copy_json(request.event.meta_data)
+        meta["request_decision"] = decision.to_dict()
+        if void_reason is not None:
+            meta["void_reason"] = void_reason
+        event = request.event
+        self._unit.record(
+            DispatchEvent.trusted(
+                event.resource_id, event.event_type, event.operation_id, [], meta,
+                id=event.id, created_at=event.created_at,
+            )
+        )
+
+    def deny(self, request: ApprovalRequest, op: Operation | None) -> None:
+        """Count a denial, emit *_DENIED, cool down, and pause after too many."""
+        decision = request.decision
+        assert decision is not None
+        kind = request.kind
+        if op is None or op.is_finished:
+            return  # it finished while the request was open: nothing left to deny or retry
+        count = self.retry.record_denial(kind, op.id)
+        meta: dict[str, Any] = {
+            "retry_count": count,
+            "max_retries": self.retry.max_retries,
+            "cooldown_seconds": self.retry.cooldown_seconds,
+        }
+        if decision.reasoning is not None:
+            meta["reasoning"] = decision.reasoning
+        if decision.data:
+            meta["decision_data"] = copy_json(decision.data)
+        if request.event.meta_data:
+            meta["request_meta_data"] = copy_json(request.event.meta_data)
+        self._unit.emit(kind.denied_event, op, meta_data=meta)
+        if self.retry.exhausted(count):
+            self._pause.set(True)
+
+    def ask_and_wait(
+        self,
+        kind: RequestKind,
+        op: Operation,
+        meta_data: dict[str, Any] | None,
+        current: Callable[[], Operation | None],
+    ) -> RequestDecision | None:
+        """Ask permission in the caller's thread; lock held on entry and exit, released while
+        waiting, so the dispatcher keeps serving others. None: the pair is cooling down.
+        ``current`` finds the operation again after the wait (it may have finished)."""
+        if self.retry.cooldown_remaining(kind, op.id) > 0:
+            return None
+        request = self.open(kind, op, meta_data)
+        self.await_decision(request)
+        self.desk.close(request)
+        self.record(request)
+        decision = request.decision
+        assert decision is not None
+        if decision.accepted is True:
+            self.retry.clear(kind, op.id)
+        else:
+            self.deny(request, current())
+        return decision
+
+    def clear(self) -> None:
+        """Drop every open request (the state was reloaded from the journal)."""
+        self.desk.clear()
+
+
+__all__ = ["Handshake", "RequestCallback"]
