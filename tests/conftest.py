@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import configuration as hypothesis_configuration
 
-from operation_dispatcher import DispatchEvent, EventType, OperationDispatcher
+from operation_dispatcher import DispatchEvent, EventType, Operation, OperationDispatcher
 
 RESOURCE = "robot-1"
 THREAD_GRACE_SECONDS = 2.0
@@ -31,6 +31,12 @@ hypothesis_configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
 
 EventMatch = EventType | Callable[[DispatchEvent], bool]
+
+
+def op(**fields: Any) -> Operation:
+    """An Operation of the test resource (``RESOURCE``) unless ``resource_id`` says otherwise."""
+    fields.setdefault("resource_id", RESOURCE)
+    return Operation(**fields)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from conftest import RESOURCE as R
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -42,7 +43,6 @@ from operation_dispatcher import (
     TerminationReason,
 )
 
-R = "robot-1"
 MAX_RETRIES = 2
 # Fixed moments well in the past, so every release date is already due and only the sort key
 # matters; few distinct values, so that ties (and the tie-breaks) are exercised.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RESOURCE as R
 from conftest import EventRecorder, wait_signal, wait_until
 from micropython_board import replace_json
 
@@ -36,7 +37,6 @@ from operation_dispatcher import (
     TerminationReason,
 )
 
-R = "robot-1"
 STARTED = EventType.OPERATION_STARTED
 COMPLETED = EventType.OPERATION_COMPLETED
 FAILED = EventType.OPERATION_FAILED

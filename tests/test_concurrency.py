@@ -34,6 +34,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from conftest import RESOURCE as R
 
 from operation_dispatcher import (
     PENDING,
@@ -53,7 +54,6 @@ from operation_dispatcher import (
 )
 from operation_dispatcher.lifecycle import TRANSITIONS
 
-R = "robot-1"
 N_OPS = 10_000
 N_THREADS = 8
 REQUEST_TIMEOUT = 0.2  # an unanswered PENDING request is denied ("timeout") after this

@@ -9,7 +9,8 @@ from typing import Any
 from unittest.mock import MagicMock, Mock
 
 import pytest
-from conftest import EventRecorder
+from conftest import RESOURCE as R
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     PENDING,
@@ -24,14 +25,9 @@ from operation_dispatcher import (
     ValidationError,
 )
 
-R = "robot-1"
 STARTED = EventType.OPERATION_STARTED
 DENIED = EventType.OPERATION_START_DENIED
 REQUESTED = EventType.OPERATION_START_REQUESTED
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 def first_denial(make_dispatcher, callback, **kwargs: Any) -> tuple[Any, Operation, Any]:

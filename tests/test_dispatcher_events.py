@@ -7,22 +7,16 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import EventRecorder
+from conftest import RESOURCE as R
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     DispatchEvent,
     EventType,
     ExecutionOutcome,
-    Operation,
     TerminationReason,
 )
 from operation_dispatcher.events import EventBus
-
-R = "robot-1"
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 class Notifications:

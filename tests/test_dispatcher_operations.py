@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import EventRecorder
+from conftest import RESOURCE as R
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     ChangeRecord,
@@ -26,17 +27,12 @@ from operation_dispatcher import (
 )
 from operation_dispatcher.models import utcnow
 
-R = "robot-1"
 Q, RUN, P, C = (
     ExecutionState.QUEUED,
     ExecutionState.RUNNING,
     ExecutionState.PAUSED,
     ExecutionState.COMPLETED,
 )
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 class Answers:

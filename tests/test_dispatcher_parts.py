@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RESOURCE
+from conftest import RESOURCE, op
 
 import operation_dispatcher
 from operation_dispatcher import (
     DependencyType,
     EventType,
     ExecutionState,
-    Operation,
     OperationDependency,
     OperationDispatcher,
     OperationNotUpdatable,
@@ -41,10 +40,6 @@ PARTS = (
     "retry", "ordering",
     "journal",
 )
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=RESOURCE, **kwargs)
 
 
 @pytest.fixture

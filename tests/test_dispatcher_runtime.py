@@ -9,23 +9,16 @@ import threading
 import time
 
 import pytest
-from conftest import EventRecorder
+from conftest import RESOURCE as R
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     PENDING,
     EventType,
     ExecutionState,
     JournalError,
-    Operation,
     OperationDispatcher,
 )
-
-R = "robot-1"
-
-
-def op(**kwargs: object) -> Operation:
-    return Operation(resource_id=R, **kwargs)
-
 
 # ---------------------------------------------------------------------------- start / stop
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import EventRecorder
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     DependencyCycle,
@@ -22,14 +22,9 @@ from operation_dispatcher import (
 )
 from operation_dispatcher.models import utcnow
 
-R = "robot-1"
 STARTED = EventType.OPERATION_STARTED
 F2S = DependencyType.FINISH_TO_START
 S2S = DependencyType.START_TO_START
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 def depends(provider: Operation, kind: DependencyType = F2S) -> list[OperationDependency]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RESOURCE, wait_until
+from conftest import op as _op
 
 from operation_dispatcher import (
     EventType,
@@ -19,10 +20,6 @@ from operation_dispatcher import (
     ValidationError,
 )
 from operation_dispatcher.config import ConfigError, parse_config
-
-
-def _op(**kwargs) -> Operation:
-    return Operation(resource_id=RESOURCE, **kwargs)
 
 
 def test_an_offline_executor_gates_every_start_and_explain_says_so(make_dispatcher, make_recorder):

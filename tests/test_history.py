@@ -7,7 +7,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from conftest import EventRecorder
+from conftest import RESOURCE as R
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     DispatchEvent,
@@ -22,12 +23,6 @@ from operation_dispatcher import (
     ValidationError,
 )
 from operation_dispatcher.history import EventLog
-
-R = "robot-1"
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 @pytest.fixture

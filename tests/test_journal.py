@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EventRecorder
+from conftest import RESOURCE as R
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     PENDING,
@@ -35,12 +36,7 @@ from operation_dispatcher import (
 from operation_dispatcher.journal import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from operation_dispatcher.store import JournalEventStore
 
-R = "robot-1"
 E = EventType
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 @pytest.fixture

@@ -14,12 +14,10 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from conftest import RESOURCE as R
 
 from operation_dispatcher import Operation, SignalBoard
 from operation_dispatcher.errors import ValidationError
-
-R = "robot-1"
-
 
 # ------------------------------------------------------------------------- operations
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from conftest import RESOURCE as R
 
 from operation_dispatcher import (
     ChangeRecord,
@@ -21,7 +22,6 @@ from operation_dispatcher import (
 )
 from operation_dispatcher.lifecycle import TRANSITIONS, TRIGGERS
 
-R = "robot-1"
 T_START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 T_NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 

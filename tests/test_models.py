@@ -10,6 +10,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from conftest import RESOURCE as R
+from conftest import op as make_op
 
 from operation_dispatcher import (
     ChangeRecord,
@@ -28,14 +30,8 @@ from operation_dispatcher import (
 )
 from operation_dispatcher.models import LIFECYCLE_FIELDS, UPDATABLE_FIELDS
 
-R = "robot-1"
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
-
-
-def make_op(**fields: Any) -> Operation:
-    fields.setdefault("resource_id", R)
-    return Operation(**fields)
 
 
 def dep(

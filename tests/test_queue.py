@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from conftest import RESOURCE as R
 
 from operation_dispatcher import (
     DEFAULT_SORT_RULES,
@@ -28,7 +29,6 @@ from operation_dispatcher import (
     ValidationError,
 )
 
-R = "robot-1"
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 

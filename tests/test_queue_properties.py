@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+from conftest import RESOURCE as R
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -28,7 +29,6 @@ from operation_dispatcher import (
     SortRule,
 )
 
-R = "robot-1"
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 BLOCKERS = ("release_date", "cooldown", "dependency:x")
 

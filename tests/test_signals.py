@@ -7,18 +7,13 @@ import time
 from typing import Any
 
 import pytest
-from conftest import EventRecorder
+from conftest import EventRecorder, op
 
-from operation_dispatcher import EventType, ExecutionState, Operation, Signal, SignalBoard
+from operation_dispatcher import EventType, ExecutionState, Signal, SignalBoard
 from operation_dispatcher.errors import ValidationError
 from operation_dispatcher.signals import same_value
 
-R = "robot-1"
 STARTED = EventType.OPERATION_STARTED
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 def wait_until_stale(signal: Signal, timeout: float = 2.0) -> None:

@@ -10,21 +10,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from conftest import EventRecorder
+from conftest import EventRecorder, op
 
 from operation_dispatcher import (
     EventType,
     ExecutionOutcome,
     ExecutionState,
-    Operation,
     SimulatedOperationRunner,
 )
-
-R = "robot-1"
-
-
-def op(**kwargs: Any) -> Operation:
-    return Operation(resource_id=R, **kwargs)
 
 
 class Completions:
