@@ -11,10 +11,12 @@ envelope (``code`` per field, a message naming the field): see :meth:`RequestMod
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, get_type_hints
 from uuid import UUID
 
 from pydantic import (
@@ -28,6 +30,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationInfo,
+    create_model,
     model_validator,
 )
 
@@ -37,12 +40,15 @@ from .._checks import MAX_SECONDS
 from ..errors import ValidationError
 from ..models import (
     LIFECYCLE_FIELDS,
+    UPDATABLE_FIELDS,
     DependencyType,
     EventType,
     ExecutionOutcome,
     ExecutionState,
+    OperationDependency,
     TerminationReason,
 )
+from ..models import Operation as CoreOperation
 
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
@@ -232,27 +238,110 @@ class EventStreamQuery(RequestModel):
     )
 
 
-class DependencyItem(RequestModel):
-    depends_on_operation_id: UUID
-    dependency_type: DependencyType
+# ------------------------------------------------------------ derived from the core models
+#
+# The operation fields a client sends are not restated here: :func:`derived` reads them, in the
+# core's order, with the core's defaults, from the core dataclasses, and gives each the wire
+# form of its declared type. A field added to ``Operation`` and to ``UPDATABLE_FIELDS`` is on
+# the wire (and in ``/openapi.json``) at once; a type with no wire form stops the import.
+
+MAX_DEPENDENCIES = 1000
+#: The wire type of each type the core's dataclasses declare: the core's rules and limits, and
+#: what the wire needs on top (no coercion, an offset on every datetime, JSON Schema's int64).
+#: The core's enums (and lists of its dataclasses, see below) are added as they are derived.
+WIRE_TYPES: dict[Any, Any] = {
+    str | None: StrictStr | None,
+    int: Priority,
+    float | None: Seconds | None,
+    datetime | None: Timestamp | None,
+    dict[str, Any]: JsonObject,
+    UUID: UUID,
+}
+#: Fields whose core check is narrower than their declared type's (``Operation.__post_init__``
+#: runs ``not_too_far`` on the release date and ``release_conditions`` on the conditions).
+FIELD_TYPES: dict[str, Any] = {
+    "release_date": ReleaseDate | None,
+    "release_conditions": dict[SignalName, Any],
+}
+#: What a client may set when adding an operation: what it may update, and the job id.
+ADDABLE_FIELDS = UPDATABLE_FIELDS | {"job_id"}
+#: Required over HTTP though the core has a default: the original refuses an operation without.
+REQUIRED_ON_ADD = frozenset({"payload"})
+#: The documentation of the fields of ``POST /operations/add``.
+DESCRIPTIONS = {
+    "payload": "what to do; any JSON object",
+    "priority": "higher is more urgent under the default order",
+    "release_date": "earliest start",
+    "planned_duration": "seconds (informational)",
+    "due_date": "informational",
+    "release_conditions": "signal name -> required value",
+    "timeout_seconds": "fail the operation with TIMEOUT if it runs longer",
+}
 
 
-class AddOperationItem(RequestModel):
-    """One operation to queue; ``resource_id`` is the dispatcher's and must not be given."""
+def wire_type(core_class: type, name: str, hint: Any) -> Any:
+    """The wire type of the field ``name`` that ``core_class`` declares as ``hint``."""
+    if name in FIELD_TYPES:
+        return FIELD_TYPES[name]
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return hint  # the core's enums are the wire's: their values are the JSON strings
+    if hint not in WIRE_TYPES:
+        raise TypeError(f"{core_class.__name__}.{name}: no wire type for {hint!r} (WIRE_TYPES)")
+    return WIRE_TYPES[hint]
 
-    payload: JsonObject = Field(description="what to do; any JSON object")
-    job_id: StrictStr | None = None
-    priority: Priority = Field(0, description="higher is more urgent under the default order")
-    release_date: ReleaseDate | None = Field(None, description="earliest start")
-    planned_duration: Seconds | None = Field(None, description="seconds (informational)")
-    due_date: Timestamp | None = Field(None, description="informational")
-    dependencies: list[DependencyItem] = Field(default_factory=list, max_length=1000)
-    release_conditions: dict[SignalName, Any] = Field(
-        default_factory=dict, description="signal name -> required value"
+
+def derived(
+    name: str, core_class: type, names: Collection[str], *, doc: str | None = None,
+    base: type[RequestModel] = RequestModel, partial: bool = False,
+    required: Collection[str] = (), descriptions: Mapping[str, str] | None = None,
+) -> type[RequestModel]:
+    """A request model ``name`` with the fields ``names`` of the core dataclass ``core_class``.
+
+    ``partial``: every field may be left out (an update); only an optional one may be null.
+    ``required``: fields the wire requires though the core has a default.
+    """
+    hints = get_type_hints(core_class)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(core_class):
+        if field.name not in names:
+            continue
+        info: dict[str, Any] = {}
+        if partial:
+            info["default"] = None  # never validated: leaving a field out is not setting it
+        elif field.name in required:
+            pass
+        elif field.default is not dataclasses.MISSING:
+            info["default"] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            info["default_factory"] = field.default_factory
+        if descriptions and field.name in descriptions:
+            info["description"] = descriptions[field.name]
+        fields[field.name] = (wire_type(core_class, field.name, hints[field.name]), Field(**info))
+    model: type[RequestModel] = create_model(  # type: ignore[call-overload]
+        name, __base__=base, __doc__=doc, __module__=__name__, **fields
     )
-    timeout_seconds: Seconds | None = Field(
-        None, description="fail the operation with TIMEOUT if it runs longer"
-    )
+    return model
+
+
+def _set_by_client(core_class: type) -> list[str]:
+    """The fields of ``core_class`` without a default: the rest (ids, times) are the core's."""
+    return [
+        f.name for f in dataclasses.fields(core_class)  # type: ignore[arg-type]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+
+
+DependencyItem = derived(
+    "DependencyItem", OperationDependency, _set_by_client(OperationDependency)
+)
+WIRE_TYPES[list[OperationDependency]] = Annotated[
+    list[DependencyItem], Field(max_length=MAX_DEPENDENCIES)  # type: ignore[valid-type]
+]
+AddOperationItem = derived(
+    "AddOperationItem", CoreOperation, ADDABLE_FIELDS,
+    doc="One operation to queue; ``resource_id`` is the dispatcher's and must not be given.",
+    required=REQUIRED_ON_ADD, descriptions=DESCRIPTIONS,
+)
 
 
 class AddOperationItems(RootModel[list[AddOperationItem]]):
@@ -311,18 +400,9 @@ class AddOperationItems(RootModel[list[AddOperationItem]]):
         return "invalid_operation", describe_error(field_path(loc[1:]), error), details
 
 
-class UpdateOperationItem(RequestModel):
-    """Fields to change on a queued (or paused) operation; leave out what stays."""
+class _UpdateRules(RequestModel):
+    """How an update's errors read; the fields are derived (:data:`UpdateOperationItem`)."""
 
-    # Containers may be left out but not set to null (the default is never validated).
-    payload: JsonObject = Field(None)  # type: ignore[assignment]
-    priority: Priority = Field(None)  # type: ignore[assignment]
-    release_date: ReleaseDate | None = None
-    planned_duration: Seconds | None = None
-    due_date: Timestamp | None = None
-    dependencies: list[DependencyItem] = Field(None, max_length=1000)  # type: ignore[assignment]
-    release_conditions: dict[SignalName, Any] = Field(None)  # type: ignore[assignment]
-    timeout_seconds: Seconds | None = None
     error_code: ClassVar[str] = "invalid_updates"
 
     @classmethod
@@ -348,6 +428,12 @@ class UpdateOperationItem(RequestModel):
             )
         field = field_path(loc)
         return "invalid_updates", describe_error(field, error), {"field": field}
+
+
+UpdateOperationItem = derived(
+    "UpdateOperationItem", CoreOperation, UPDATABLE_FIELDS, base=_UpdateRules, partial=True,
+    doc="Fields to change on a queued (or paused) operation; leave out what stays.",
+)
 
 
 class LifecycleCommand(OptionalBody):
