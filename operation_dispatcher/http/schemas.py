@@ -45,10 +45,10 @@ from ..models import (
     EventType,
     ExecutionOutcome,
     ExecutionState,
-    OperationDependency,
     TerminationReason,
 )
 from ..models import Operation as CoreOperation
+from ..models import OperationDependency as CoreDependency
 
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
@@ -331,10 +331,8 @@ def _set_by_client(core_class: type) -> list[str]:
     ]
 
 
-DependencyItem = derived(
-    "DependencyItem", OperationDependency, _set_by_client(OperationDependency)
-)
-WIRE_TYPES[list[OperationDependency]] = Annotated[
+DependencyItem = derived("DependencyItem", CoreDependency, _set_by_client(CoreDependency))
+WIRE_TYPES[list[CoreDependency]] = Annotated[
     list[DependencyItem], Field(max_length=MAX_DEPENDENCIES)  # type: ignore[valid-type]
 ]
 AddOperationItem = derived(
