@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from conftest import assert_error
 from pydantic import ValidationError as PydanticError
 
 from operation_dispatcher import _checks
@@ -120,3 +121,69 @@ def test_field_rules_narrower_than_the_type_are_the_cores() -> None:
             {"depends_on_operation_id": "00000000-0000-4000-8000-000000000000",
              "dependency_type": "FINISH_TO_START"}] * (schemas.MAX_DEPENDENCIES + 1)})
 
+
+
+# --------------------------------------------------------- error codes: one table per model
+
+
+def test_request_models_tell_their_errors_from_their_table_not_from_code() -> None:
+    """Every request model's codes are rows of its ``error_rules`` (keyed by field and
+    pydantic error type); only two models add logic: the add list picks the original's first
+    check per item, the update names every unknown field at once."""
+    custom = {
+        name for name, model in schemas.REQUEST_MODELS.items()
+        if any("describe" in vars(klass) for klass in model.__mro__
+               if klass not in (schemas.Described, object))
+    }
+    assert custom == {"AddOperationItems", "UpdateOperationItem"}
+    codes = {rule.code for model in schemas.REQUEST_MODELS.values()
+             for rule in model.error_rules.values()}
+    assert {"invalid_operation_id", "invalid_limit", "missing_payload", "too_many_operations",
+            "invalid_termination_reason", "invalid_meta_data"} <= codes
+
+
+def test_an_error_rule_row_picks_code_message_and_details() -> None:
+    """The exact error type wins over ``"*"``, ``""`` is the body itself, messages name the
+    field and the input, details come before the field; an unclaimed error gets the rule it
+    broke under the model's ``error_code``."""
+
+    class Probe(schemas.RequestModel):
+        count: int = 0
+        name: str = ""
+        error_code: ClassVar[str] = "invalid_probe"
+        error_rules: ClassVar[dict[tuple[str, str], schemas.ErrorRule]] = {
+            ("", "*"): schemas.ErrorRule("invalid_body", "body must be an object"),
+            ("count", "int_parsing"): schemas.ErrorRule(
+                "count_not_a_number", "{field} is no number: {input!r}", {"hint": "digits"}),
+            ("count", "*"): schemas.ErrorRule("invalid_count"),
+        }
+
+    def told(data: Any) -> tuple[str, str, dict[str, Any]]:
+        with pytest.raises(PydanticError) as raised:
+            Probe.model_validate(data)
+        return Probe.describe(raised.value.errors())
+
+    assert told([]) == ("invalid_body", "body must be an object", {})
+    assert told({"count": "x"}) == ("count_not_a_number", "count is no number: 'x'",
+                                    {"hint": "digits", "field": "count"})
+    assert told({"count": 1.5}) == ("invalid_count", "count must be an integer (got 1.5)",
+                                    {"field": "count"})
+    assert told({"name": 5}) == ("invalid_probe", "name must be a string (got 5)",
+                                 {"field": "name"})
+    assert list(told({"count": "x"})[2]) == ["hint", "field"]
+
+
+def test_the_first_error_told_is_the_originals_first_check(make_client: Any) -> None:
+    """pydantic reports errors in the fields' order, which is the original's order of checks:
+    the query's own order does not matter; per added item: an object, no resource_id, a
+    payload, the rest."""
+    api = make_client(start=False)
+    reply = api.get("/operations/history?resolve_operations=maybe&to_time=x&limit=0")
+    assert_error(reply, 400, "invalid_limit", field="limit")
+    reply = api.post("/operations/add", json=[{"payload": {}},
+                                              {"priority": "a", "resource_id": "x"}, 5])
+    assert_error(reply, 400, "resource_id_not_allowed", index=1, field="resource_id")
+    reply = api.post("/operations/add", json=[{"job_id": 5, "priority": "a"}])
+    assert_error(reply, 400, "missing_payload", index=0, field="payload")
+    reply = api.post("/operations/add", json=[{"payload": {}, "priority": "a"}, 5])
+    assert_error(reply, 400, "invalid_operation", index=0, field="priority")
