@@ -31,7 +31,7 @@ from ..errors import (
     UnknownRequest,
     ValidationError,
 )
-from .schemas import REQUEST_MODELS, describe_error, field_path
+from .schemas import REQUEST_MODELS, Described
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +109,16 @@ def error_response(
 def validation_error_response(exc: PydanticValidationError) -> Response:
     """flask-openapi3's validation-error callback: the failing model explains its own error.
 
-    Built from each error's ``type``, ``loc`` and ``ctx`` only: pydantic's English ``msg`` (and
-    ``str(exc)``, made of it) never reaches a client.
+    From its table of error rules (:class:`~.schemas.Described`), by each error's ``type``,
+    ``loc`` and ``ctx`` only: pydantic's English ``msg`` (and ``str(exc)``, made of it) never
+    reaches a client.
     """
     errors = exc.errors(include_url=False)
     if not errors:  # pydantic always names at least one; say so rather than guess
         return error_response(400, "invalid_request", "request is invalid")
-    model = REQUEST_MODELS.get(exc.title)
-    describe = getattr(model, "describe", None)
-    if describe is None:  # a model no view should use: the rule by type and loc, never msg
-        field = field_path(errors[0]["loc"])
-        return error_response(400, "invalid_request", describe_error(field, errors[0]),
-                              {"field": field} if field else None)
-    code, message, details = describe(errors)
+    # A model no view should use (not a request model) still gets the rule by type and loc.
+    model = REQUEST_MODELS.get(exc.title, Described)
+    code, message, details = model.describe(errors)
     return error_response(400, code, message, details or None)
 
 

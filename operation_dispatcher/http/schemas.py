@@ -11,10 +11,12 @@ envelope (``code`` per field, a message naming the field): see :meth:`RequestMod
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_type_hints
 from uuid import UUID
 
 from pydantic import (
@@ -28,6 +30,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationInfo,
+    create_model,
     model_validator,
 )
 
@@ -37,12 +40,15 @@ from .._checks import MAX_SECONDS
 from ..errors import ValidationError
 from ..models import (
     LIFECYCLE_FIELDS,
+    UPDATABLE_FIELDS,
     DependencyType,
     EventType,
     ExecutionOutcome,
     ExecutionState,
     TerminationReason,
 )
+from ..models import Operation as CoreOperation
+from ..models import OperationDependency as CoreDependency
 
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
@@ -104,24 +110,54 @@ PathName = Annotated[SignalName, AfterValidator(_decoded_path)]
 # ------------------------------------------------------------------------- request models
 
 
-class RequestModel(BaseModel):
-    """Base of every request model: unknown fields are errors, and errors speak the envelope.
+class ErrorRule(NamedTuple):
+    """How one kind of validation error reads in the envelope (a row of ``error_rules``).
 
-    ``error_code`` is the envelope ``code`` for an error no rule below claims; ``field_codes``
-    maps a field to its own code (the original's ``invalid_limit``, ``invalid_meta_data``...).
+    ``message`` may name ``{field}`` and ``{input!r}``; without one, the message is the rule the
+    value broke, from pydantic's error ``type`` and ``ctx`` (:func:`describe_error`).
+    ``details`` are added to the envelope's, before the ``field``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    code: str
+    message: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class Described:
+    """Explains a model's validation errors in the original's envelope, from one table.
+
+    ``error_rules`` maps (top-level field, pydantic error ``type``) to an :class:`ErrorRule`;
+    the field ``""`` is the body itself and the type ``"*"`` any type. An error no row claims
+    gets ``error_code`` and the rule it broke. The first error is the one told: pydantic reports
+    them in the fields' order (unknown fields last), which is the original's order of checks.
+    """
+
     error_code: ClassVar[str] = "invalid_request"
-    field_codes: ClassVar[dict[str, str]] = {}
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {}
 
     @classmethod
     def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
         """(code, message, details) for the first of pydantic's ``errors``."""
-        error = errors[0]
-        field = field_path(error["loc"])
-        code = cls.field_codes.get(str(error["loc"][0]) if error["loc"] else "", cls.error_code)
-        return code, describe_error(field, error), {"field": field} if field else {}
+        return cls.explain(errors[0], tuple(errors[0]["loc"]))
+
+    @classmethod
+    def explain(
+        cls, error: dict[str, Any], loc: tuple[Any, ...]
+    ) -> tuple[str, str, dict[str, Any]]:
+        """(code, message, details) for ``error`` at ``loc`` (relative to this model)."""
+        name, field, rules = str(loc[0]) if loc else "", field_path(loc), cls.error_rules
+        rule = rules.get((name, error["type"])) or rules.get((name, "*")) or ErrorRule(cls.error_code)
+        if rule.message is None:
+            message = describe_error(field, error)
+        else:
+            message = rule.message.format(field=field, input=error.get("input"))
+        return rule.code, message, {**(rule.details or {}), **({"field": field} if field else {})}
+
+
+class RequestModel(Described, BaseModel):
+    """Base of every request model: unknown fields are errors, and errors speak the envelope."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class OptionalBody(RequestModel):
@@ -136,28 +172,22 @@ class OptionalBody(RequestModel):
 class OperationPath(RequestModel):
     operation_id: UUID = Field(description="the operation's id (a UUID)")
     error_code: ClassVar[str] = "invalid_operation_id"
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        value = errors[0].get("input")
-        return (
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("operation_id", "*"): ErrorRule(
             "invalid_operation_id",
-            f"operation_id must be a UUID (badly formed hexadecimal UUID string: {value!r})",
-            {"field": "operation_id"},
-        )
+            "operation_id must be a UUID (badly formed hexadecimal UUID string: {input!r})",
+        ),
+    }
 
 
 class RequestPath(RequestModel):
     request_id: UUID = Field(description="the request id (the id of the *_REQUESTED event)")
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        value = errors[0].get("input")
-        return (
-            "invalid_request_id",
-            f"request_id must be a UUID, got {value!r}",
-            {"field": "request_id"},
-        )
+    error_code: ClassVar[str] = "invalid_request_id"
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("request_id", "*"): ErrorRule(
+            "invalid_request_id", "request_id must be a UUID, got {input!r}"
+        ),
+    }
 
 
 class SignalPath(RequestModel):
@@ -178,17 +208,17 @@ class ListOperationsQuery(RequestModel):
     state: ListableState | None = Field(
         None, description="only operations in this state (QUEUED, RUNNING or PAUSED)"
     )
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("state", "*"): ErrorRule(
+            "invalid_state", "invalid state {input!r}", {"valid_states": VALID_LIST_STATES}
+        ),
+    }
 
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        error = errors[0]
-        if error["loc"] and error["loc"][0] == "state":
-            return (
-                "invalid_state",
-                f"invalid state {error.get('input')!r}",
-                {"valid_states": VALID_LIST_STATES, "field": "state"},
-            )
-        return super().describe(errors)
+
+_TIME_TEXT = (
+    "{field} must be a valid ISO-8601 datetime with a timezone, e.g. 2026-01-31T08:00:00Z "
+    "(got {input!r})"
+)
 
 
 class HistoryQuery(RequestModel):
@@ -196,34 +226,18 @@ class HistoryQuery(RequestModel):
     from_time: Timestamp | None = Field(None, description="ISO 8601 with offset, inclusive")
     to_time: Timestamp | None = Field(None, description="ISO 8601 with offset, inclusive")
     resolve_operations: bool = Field(True, description="include the operations the events name")
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        order = ["limit", "from_time", "to_time", "resolve_operations"]  # the original's order
-        errors = sorted(
-            errors,
-            key=lambda e: order.index(e["loc"][0]) if e["loc"] and e["loc"][0] in order else 9,
-        )
-        error = errors[0]
-        name = str(error["loc"][0]) if error["loc"] else ""
-        details = {"field": name}
-        if name == "limit":
-            kind = error["type"]
-            if kind == "greater_than_equal":
-                return "invalid_limit", "limit must be greater than 0", details
-            if kind == "less_than_equal":
-                return "invalid_limit", "limit must be less than or equal to 1000", details
-            return "invalid_limit", "limit must be an integer", details
-        if name in ("from_time", "to_time"):
-            return (
-                f"invalid_{name}",
-                f"{name} must be a valid ISO-8601 datetime with a timezone, "
-                f"e.g. 2026-01-31T08:00:00Z (got {error.get('input')!r})",
-                details,
-            )
-        if name == "resolve_operations":
-            return "invalid_resolve_operations", "resolve_operations must be a boolean", details
-        return super().describe(errors)
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("limit", "greater_than_equal"): ErrorRule("invalid_limit", "limit must be greater than 0"),
+        ("limit", "less_than_equal"): ErrorRule(
+            "invalid_limit", "limit must be less than or equal to 1000"
+        ),
+        ("limit", "*"): ErrorRule("invalid_limit", "limit must be an integer"),
+        ("from_time", "*"): ErrorRule("invalid_from_time", _TIME_TEXT),
+        ("to_time", "*"): ErrorRule("invalid_to_time", _TIME_TEXT),
+        ("resolve_operations", "*"): ErrorRule(
+            "invalid_resolve_operations", "resolve_operations must be a boolean"
+        ),
+    }
 
 
 class EventStreamQuery(RequestModel):
@@ -232,105 +246,176 @@ class EventStreamQuery(RequestModel):
     )
 
 
-class DependencyItem(RequestModel):
-    depends_on_operation_id: UUID
-    dependency_type: DependencyType
+# ------------------------------------------------------------ derived from the core models
+#
+# The operation fields a client sends are not restated here: :func:`derived` reads them, in the
+# core's order, with the core's defaults, from the core dataclasses, and gives each the wire
+# form of its declared type. A field added to ``Operation`` and to ``UPDATABLE_FIELDS`` is on
+# the wire (and in ``/openapi.json``) at once; a type with no wire form stops the import.
+
+MAX_DEPENDENCIES = 1000
+#: The wire type of each type the core's dataclasses declare: the core's rules and limits, and
+#: what the wire needs on top (no coercion, an offset on every datetime, JSON Schema's int64).
+#: The core's enums (and lists of its dataclasses, see below) are added as they are derived.
+WIRE_TYPES: dict[Any, Any] = {
+    str | None: StrictStr | None,
+    int: Priority,
+    float | None: Seconds | None,
+    datetime | None: Timestamp | None,
+    dict[str, Any]: JsonObject,
+    UUID: UUID,
+}
+#: Fields whose core check is narrower than their declared type's (``Operation.__post_init__``
+#: runs ``not_too_far`` on the release date and ``release_conditions`` on the conditions).
+FIELD_TYPES: dict[str, Any] = {
+    "release_date": ReleaseDate | None,
+    "release_conditions": dict[SignalName, Any],
+}
+#: What a client may set when adding an operation: what it may update, and the job id.
+ADDABLE_FIELDS = UPDATABLE_FIELDS | {"job_id"}
+#: Required over HTTP though the core has a default: the original refuses an operation without.
+REQUIRED_ON_ADD = frozenset({"payload"})
+#: The documentation of the fields of ``POST /operations/add``.
+DESCRIPTIONS = {
+    "payload": "what to do; any JSON object",
+    "priority": "higher is more urgent under the default order",
+    "release_date": "earliest start",
+    "planned_duration": "seconds (informational)",
+    "due_date": "informational",
+    "release_conditions": "signal name -> required value",
+    "timeout_seconds": "fail the operation with TIMEOUT if it runs longer",
+}
 
 
-class AddOperationItem(RequestModel):
-    """One operation to queue; ``resource_id`` is the dispatcher's and must not be given."""
+def wire_type(core_class: type, name: str, hint: Any) -> Any:
+    """The wire type of the field ``name`` that ``core_class`` declares as ``hint``."""
+    if name in FIELD_TYPES:
+        return FIELD_TYPES[name]
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return hint  # the core's enums are the wire's: their values are the JSON strings
+    if hint not in WIRE_TYPES:
+        raise TypeError(f"{core_class.__name__}.{name}: no wire type for {hint!r} (WIRE_TYPES)")
+    return WIRE_TYPES[hint]
 
-    payload: JsonObject = Field(description="what to do; any JSON object")
-    job_id: StrictStr | None = None
-    priority: Priority = Field(0, description="higher is more urgent under the default order")
-    release_date: ReleaseDate | None = Field(None, description="earliest start")
-    planned_duration: Seconds | None = Field(None, description="seconds (informational)")
-    due_date: Timestamp | None = Field(None, description="informational")
-    dependencies: list[DependencyItem] = Field(default_factory=list, max_length=1000)
-    release_conditions: dict[SignalName, Any] = Field(
-        default_factory=dict, description="signal name -> required value"
+
+def derived(
+    name: str, core_class: type, names: Collection[str], *, doc: str | None = None,
+    base: type[RequestModel] = RequestModel, partial: bool = False,
+    required: Collection[str] = (), descriptions: Mapping[str, str] | None = None,
+) -> type[RequestModel]:
+    """A request model ``name`` with the fields ``names`` of the core dataclass ``core_class``.
+
+    ``partial``: every field may be left out (an update); only an optional one may be null.
+    ``required``: fields the wire requires though the core has a default.
+    """
+    hints = get_type_hints(core_class)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(core_class):
+        if field.name not in names:
+            continue
+        info: dict[str, Any] = {}
+        if partial:
+            info["default"] = None  # never validated: leaving a field out is not setting it
+        elif field.name in required:
+            pass
+        elif field.default is not dataclasses.MISSING:
+            info["default"] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            info["default_factory"] = field.default_factory
+        if descriptions and field.name in descriptions:
+            info["description"] = descriptions[field.name]
+        fields[field.name] = (wire_type(core_class, field.name, hints[field.name]), Field(**info))
+    model: type[RequestModel] = create_model(  # type: ignore[call-overload]
+        name, __base__=base, __doc__=doc, __module__=__name__, **fields
     )
-    timeout_seconds: Seconds | None = Field(
-        None, description="fail the operation with TIMEOUT if it runs longer"
-    )
+    return model
 
 
-class AddOperationItems(RootModel[list[AddOperationItem]]):
+def _set_by_client(core_class: type) -> list[str]:
+    """The fields of ``core_class`` without a default: the rest (ids, times) are the core's."""
+    return [
+        f.name for f in dataclasses.fields(core_class)  # type: ignore[arg-type]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+
+
+DependencyItem = derived("DependencyItem", CoreDependency, _set_by_client(CoreDependency))
+WIRE_TYPES[list[CoreDependency]] = Annotated[
+    list[DependencyItem], Field(max_length=MAX_DEPENDENCIES)  # type: ignore[valid-type]
+]
+class _AddRules(RequestModel):
+    """How an added operation's errors read; the fields are derived (:data:`AddOperationItem`)."""
+
+    error_code: ClassVar[str] = "invalid_operation"
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule(
+            "invalid_operations", "each list item must be a scheduled operation object"
+        ),
+        ("resource_id", "*"): ErrorRule(
+            "resource_id_not_allowed",
+            "resource_id must not be provided; it is assigned by the dispatcher resource",
+        ),
+        ("payload", "missing"): ErrorRule("missing_payload", "payload is required"),
+        ("payload", "*"): ErrorRule("invalid_payload", "payload must be an object"),
+    }
+    #: The original's checks, per item: an object, no resource_id, a payload, then the rest.
+    checked_first: ClassVar[tuple[str, ...]] = ("", "resource_id", "payload")
+
+
+AddOperationItem = derived(
+    "AddOperationItem", CoreOperation, ADDABLE_FIELDS, base=_AddRules,
+    doc="One operation to queue; ``resource_id`` is the dispatcher's and must not be given.",
+    required=REQUIRED_ON_ADD, descriptions=DESCRIPTIONS,
+)
+
+
+class AddOperationItems(Described, RootModel[list[AddOperationItem]]):  # type: ignore[valid-type,misc]
     """The body of ``POST /operations/add``: a non-empty list of operations."""
 
-    root: list[AddOperationItem] = Field(min_length=1, max_length=MAX_OPERATIONS_PER_ADD)
+    root: list[AddOperationItem] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_OPERATIONS_PER_ADD
+    )
+    error_code: ClassVar[str] = "invalid_operations"
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "too_short"): ErrorRule("missing_operations", "operations list must not be empty"),
+        ("", "too_long"): ErrorRule(
+            "too_many_operations",
+            f"operations list must not have more than {MAX_OPERATIONS_PER_ADD} items",
+            {"max_items": MAX_OPERATIONS_PER_ADD},
+        ),
+        ("", "*"): ErrorRule(
+            "invalid_operations", "request body must be a list of scheduled operations"
+        ),
+    }
 
     @classmethod
     def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+        """The first item's error, in the original's order of checks; told by the item model."""
+
         def rank(error: dict[str, Any]) -> tuple[int, int]:
-            loc = error["loc"]
-            index = loc[0] if loc and isinstance(loc[0], int) else -1
-            name = loc[1] if len(loc) > 1 else None
-            # the original checks, per item: an object, no resource_id, a payload, the rest
-            if name is None:
-                step = 0
-            elif name == "resource_id":
-                step = 1
-            elif name == "payload":
-                step = 2
-            else:
-                step = 3
-            return index, step
+            loc, first = error["loc"], _AddRules.checked_first
+            name = str(loc[1]) if len(loc) > 1 else ""
+            return (loc[0] if loc else -1), (first.index(name) if name in first else len(first))
 
         error = min(errors, key=rank)
-        loc, kind = error["loc"], error["type"]
+        loc = tuple(error["loc"])
         if not loc:
-            if kind == "too_short":
-                return "missing_operations", "operations list must not be empty", {}
-            if kind == "too_long":
-                return (
-                    "too_many_operations",
-                    f"operations list must not have more than {MAX_OPERATIONS_PER_ADD} items",
-                    {"max_items": MAX_OPERATIONS_PER_ADD},
-                )
-            return "invalid_operations", "request body must be a list of scheduled operations", {}
-        index = loc[0]
-        if len(loc) == 1:
-            return (
-                "invalid_operations",
-                "each list item must be a scheduled operation object",
-                {"index": index},
-            )
-        name = str(loc[1])
-        details = {"index": index, "field": field_path(loc[1:])}
-        if name == "resource_id":
-            return (
-                "resource_id_not_allowed",
-                "resource_id must not be provided; it is assigned by the dispatcher resource",
-                details,
-            )
-        if name == "payload" and kind == "missing":
-            return "missing_payload", "payload is required", details
-        if name == "payload" and len(loc) == 2:
-            return "invalid_payload", "payload must be an object", details
-        return "invalid_operation", describe_error(field_path(loc[1:]), error), details
+            return cls.explain(error, loc)
+        code, message, details = AddOperationItem.explain(error, loc[1:])
+        return code, message, {"index": loc[0], **details}
 
 
-class UpdateOperationItem(RequestModel):
-    """Fields to change on a queued (or paused) operation; leave out what stays."""
+class _UpdateRules(RequestModel):
+    """How an update's errors read; the fields are derived (:data:`UpdateOperationItem`)."""
 
-    # Containers may be left out but not set to null (the default is never validated).
-    payload: JsonObject = Field(None)  # type: ignore[assignment]
-    priority: Priority = Field(None)  # type: ignore[assignment]
-    release_date: ReleaseDate | None = None
-    planned_duration: Seconds | None = None
-    due_date: Timestamp | None = None
-    dependencies: list[DependencyItem] = Field(None, max_length=1000)  # type: ignore[assignment]
-    release_conditions: dict[SignalName, Any] = Field(None)  # type: ignore[assignment]
-    timeout_seconds: Seconds | None = None
     error_code: ClassVar[str] = "invalid_updates"
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule("invalid_updates", "request body must be an object of updates"),
+    }
 
     @classmethod
     def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        error = errors[0]
-        loc = error["loc"]
-        if not loc:
-            return "invalid_updates", "request body must be an object of updates", {}
+        """Unknown fields first, all named at once; a lifecycle field is told why it is not one."""
         extra = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
         lifecycle = [name for name in extra if name in LIFECYCLE_FIELDS]
         if lifecycle:
@@ -346,8 +431,13 @@ class UpdateOperationItem(RequestModel):
                 f"unsupported operation update fields: {extra}",
                 {"field": extra[0], "updatable_fields": sorted(cls.model_fields)},
             )
-        field = field_path(loc)
-        return "invalid_updates", describe_error(field, error), {"field": field}
+        return super().describe(errors)
+
+
+UpdateOperationItem = derived(
+    "UpdateOperationItem", CoreOperation, UPDATABLE_FIELDS, base=_UpdateRules, partial=True,
+    doc="Fields to change on a queued (or paused) operation; leave out what stays.",
+)
 
 
 class LifecycleCommand(OptionalBody):
@@ -355,16 +445,10 @@ class LifecycleCommand(OptionalBody):
 
     meta_data: JsonObject = Field(default_factory=dict, description="kept in the events")
     error_code: ClassVar[str] = "invalid_request_body"
-    field_codes: ClassVar[dict[str, str]] = {"meta_data": "invalid_meta_data"}
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        error = errors[0]
-        if not error["loc"]:
-            return "invalid_request_body", "request body must be an object", {}
-        if error["loc"] == ("meta_data",):
-            return "invalid_meta_data", "meta_data must be an object", {"field": "meta_data"}
-        return super().describe(errors)
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule("invalid_request_body", "request body must be an object"),
+        ("meta_data", "*"): ErrorRule("invalid_meta_data", "meta_data must be an object"),
+    }
 
 
 class CancelOperationCommand(LifecycleCommand):
@@ -373,20 +457,13 @@ class CancelOperationCommand(LifecycleCommand):
     termination_reason: TerminationReason = Field(
         TerminationReason.INTERNAL_ERROR, description="why (default INTERNAL_ERROR)"
     )
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        error = errors[0]
-        if error["loc"] == ("termination_reason",):
-            return (
-                "invalid_termination_reason",
-                "invalid termination_reason",
-                {
-                    "valid_termination_reasons": [r.value for r in TerminationReason],
-                    "field": "termination_reason",
-                },
-            )
-        return super().describe(errors)
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        **LifecycleCommand.error_rules,
+        ("termination_reason", "*"): ErrorRule(
+            "invalid_termination_reason", "invalid termination_reason",
+            {"valid_termination_reasons": [r.value for r in TerminationReason]},
+        ),
+    }
 
 
 class DecisionBody(OptionalBody):
@@ -395,12 +472,9 @@ class DecisionBody(OptionalBody):
     reasoning: StrictStr | None = Field(None, description="why; kept in the events")
     data: JsonObject | None = Field(None, description="kept with the decision")
     error_code: ClassVar[str] = "invalid_request_body"
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        if not errors[0]["loc"]:
-            return "invalid_request_body", "request body must be an object", {}
-        return super().describe(errors)
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule("invalid_request_body", "request body must be an object"),
+    }
 
 
 class SignalUpdate(RequestModel):
@@ -412,12 +486,9 @@ class SignalUpdate(RequestModel):
                           "or null: the server's default ([http] signal_max_age_seconds, 60 s)"
     )
     error_code: ClassVar[str] = "invalid_signal"
-
-    @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-        if not errors[0]["loc"]:
-            return "invalid_signal", "request body must be an object with a value", {}
-        return super().describe(errors)
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule("invalid_signal", "request body must be an object with a value"),
+    }
 
 
 # ------------------------------------------------------------------------ response models
@@ -695,7 +766,7 @@ def describe_error(field: str, error: dict[str, Any]) -> str:
 
 
 #: The request models by name: a pydantic ValidationError's ``title`` names the model that failed.
-REQUEST_MODELS: dict[str, type[BaseModel]] = {
+REQUEST_MODELS: dict[str, type[Described]] = {
     cls.__name__: cls
     for cls in (
         OperationPath, RequestPath, SignalPath, BridgePath, ListOperationsQuery, HistoryQuery,
