@@ -308,7 +308,9 @@ class ClientApi:
         kwargs.pop("timeout", None)
         if "params" in kwargs:
             kwargs["query_string"] = kwargs.pop("params")
-        return ClientResponse(self.client.open(path, method=method, **kwargs))
+        response = self.client.open(path, method=method, buffered=True, **kwargs)
+        response.close()  # buffered: the body is kept; the file a static route opened is not
+        return ClientResponse(response)
 
     def get(self, path: str, **kwargs: Any) -> ClientResponse:
         return self.request("GET", path, **kwargs)
