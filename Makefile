@@ -14,14 +14,18 @@ $(VENV)/.dev-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# `make test` runs the whole suite (CI calls it). `make test-fast` skips the tests marked
-# `@pytest.mark.slow` (load, crash, schemathesis, concurrency, the fresh-venv import): the
-# edit-run loop, under a minute; run `make test` before pushing.
+# `make test` runs the whole suite (CI calls it): the quick tests on 4 pytest-xdist workers
+# (most of their time is spent waiting on threads, sockets and child processes, not on the
+# CPU), then the tests marked `@pytest.mark.slow` (load, crash, schemathesis, concurrency, the
+# fresh-venv import, hostile clients) one at a time, since they measure latency and memory
+# under a load of their own. `make test-fast` runs only the first part: the edit-run loop;
+# run `make test` before pushing.
 test: $(VENV)/.dev-installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 -m "not slow"
+	$(PY) -m pytest -q -m slow
 
 test-fast: $(VENV)/.dev-installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 4 -m "not slow"
 
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,17 +44,20 @@ def test_the_long_tests_are_marked_slow_and_the_marker_is_registered() -> None:
     assert any(line.startswith("slow:") for line in pytest_ini["markers"].splitlines())
 
 
-@pytest.mark.parametrize(("target", "command"), [
-    ("test", "-m pytest -q"),
-    ("test-fast", '-m pytest -q -m "not slow"'),
+@pytest.mark.parametrize(("target", "commands"), [
+    ("test", ['-m pytest -q -n 4 -m "not slow"', "-m pytest -q -m slow"]),
+    ("test-fast", ['-m pytest -q -n 4 -m "not slow"']),
 ])
 def test_make_test_runs_everything_and_test_fast_skips_the_slow_tests(
-    tmp_path: Path, target: str, command: str
+    tmp_path: Path, target: str, commands: list[str]
 ) -> None:
     make = shutil.which("make")
     assert make is not None, "make is needed to run the suite the way CI does"
     # -n: print the commands only; VENV in tmp_path, so not even a dry run looks at .venv
-    done = subprocess.run([make, "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=REPO_ROOT,
+    # run as CI runs it, under `make test`: a sub-make would say "make[1]: Leaving directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    done = subprocess.run([make, "-n", "--no-print-directory", target,
+                           f"VENV={tmp_path / 'venv'}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=30, check=True)
-    last = done.stdout.strip().splitlines()[-1]
-    assert last == f"{tmp_path / 'venv'}/bin/python {command}"
+    ran = done.stdout.strip().splitlines()[-len(commands):]
+    assert ran == [f"{tmp_path / 'venv'}/bin/python {command}" for command in commands]
