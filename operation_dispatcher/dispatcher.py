@@ -58,6 +58,8 @@ from .events import EventBus, EventHandler
 from .history import EventLog, build_history
 from .lifecycle import OperationLifecycle
 from .models import (
+    EMPTY_DICT,
+    EMPTY_LIST,
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
     ChangeRecord,
@@ -436,6 +438,12 @@ class OperationDispatcher:
             for name, value in self._default_conditions.items():
                 if name not in conditions:
                     conditions[name] = copy.deepcopy(value)
+        # most operations have neither: they share the read-only empties (~120 B each saved);
+        # every snapshot of them gets plain, changeable containers again
+        if not op.dependencies:
+            op.dependencies = EMPTY_LIST
+        if not op.release_conditions:
+            op.release_conditions = EMPTY_DICT
         return op
 
     # ================================================================== reads

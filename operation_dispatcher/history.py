@@ -16,6 +16,8 @@ from typing import Any
 from uuid import UUID
 
 from .models import (
+    EMPTY_DICT,
+    EMPTY_LIST,
     ChangeRecord,
     DispatchEvent,
     EventType,
@@ -29,7 +31,7 @@ from .models import (
     to_utc,
 )
 
-_CONTAINERS = (dict, list)
+_CONTAINERS = (dict, list, type(EMPTY_DICT), type(EMPTY_LIST))
 
 
 def _copy_change(change: ChangeRecord) -> ChangeRecord:

@@ -15,7 +15,15 @@ from typing import Any
 
 from .errors import JournalError
 from .events import EventBus
-from .models import ChangeRecord, DispatchEvent, EventType, Operation, copy_json
+from .models import (
+    EMPTY_DICT,
+    EMPTY_LIST,
+    ChangeRecord,
+    DispatchEvent,
+    EventType,
+    Operation,
+    copy_json,
+)
 from .retry import RetryPolicy
 from .runstate import PauseSwitch
 from .store import EventStore
@@ -85,12 +93,14 @@ class UnitOfWork:
         meta_data: dict[str, Any] | None = None,
     ) -> DispatchEvent:
         """Make an event of this unit (published when the unit is committed). Lock held."""
+        changes = list(changes)
         event = DispatchEvent.trusted(
             operation.resource_id if operation is not None else self._resource_id,
             event_type,
             None if operation is None else operation.id,
-            list(changes),
-            copy_json(dict(meta_data)) if meta_data else {},  # the caller keeps its dict
+            # most events have no changes or no meta data: they share one read-only empty
+            changes or EMPTY_LIST,
+            copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,  # the caller keeps its dict
         )
         self.record(event, operation)
         return event
