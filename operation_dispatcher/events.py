@@ -46,6 +46,8 @@ def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
     asyncio is imported only when such a callback shows up, so the core stays fast to import.
     """
     result = fn(*args)
+    if result is None:  # the usual handler: no awaitable to look for
+        return None
     if inspect.isawaitable(result):
         import asyncio
 

@@ -355,6 +355,11 @@ class DispatchQueue:
                 if not ids:
                     del self._by_blocker[name]
 
+    @property
+    def has_parked(self) -> bool:
+        """Whether any operation is parked (callers skip building blocker keys when none is)."""
+        return bool(self._by_blocker)
+
     def unpark(self, blocker: str) -> list[UUID]:
         """Put every operation parked under ``blocker`` back on the heap; return their ids.
 
