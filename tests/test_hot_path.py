@@ -162,3 +162,42 @@ def test_copies_of_a_shared_empty_are_plain(empty: Any) -> None:
         assert clone is not empty
     with pytest.raises(TypeError, match="read-only"):
         empty.clear()
+
+
+# --------------------------------------------------------------------------- no idle wake-ups
+
+
+def _event_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("operation-dispatcher-ev")]
+
+
+def test_adding_without_any_subscriber_wakes_no_event_thread(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_recorder: Callable[[OperationDispatcher], EventRecorder],
+) -> None:
+    dispatcher = make_dispatcher()
+    assert _event_threads() == []
+    for i in range(3):
+        dispatcher.add_operation(_op(i))
+    # nobody listens: nothing was queued for delivery, so no thread was started for it
+    assert _event_threads() == []
+    assert dispatcher.drain_events(1)
+    assert len(dispatcher.get_history().events) == 3  # the history has every event
+    recorder = make_recorder(dispatcher)  # a subscriber gets what comes from now on
+    later = dispatcher.add_operation(_op(9))
+    [added] = recorder.wait_for(EventType.OPERATION_ADDED)
+    assert added.operation_id == later.id
+    assert recorder.types() == [EventType.OPERATION_ADDED]
+
+
+def test_a_stopped_dispatcher_still_holds_events_for_a_later_subscriber(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_recorder: Callable[[OperationDispatcher], EventRecorder],
+) -> None:
+    dispatcher = make_dispatcher(start_paused=True)
+    dispatcher.start()
+    dispatcher.stop(5)
+    op = dispatcher.add_operation(_op())  # held by the closed bus, though nobody listens yet
+    recorder = make_recorder(dispatcher)
+    dispatcher.start()
+    recorder.wait_for(EventType.OPERATION_ADDED, operation_id=op.id)
