@@ -423,30 +423,42 @@ class Operation(_Model):
 
 
 
-def _build_operation_copier() -> Callable[[Operation], Operation]:
+def _build_operation_copier(shared_empties: bool = False) -> Callable[[Operation], Operation]:
     """Generate ``copy()`` as straight-line code, one assignment per field.
 
     Snapshots are taken on every read and several times per operation, so they must be cheap:
     generated code (as ``dataclasses`` itself generates ``__init__``) runs about three times
     faster than a loop over the field names, and skips re-validation of known-good values.
+    ``shared_empties``: empty dependencies and release conditions become the shared read-only
+    :data:`EMPTY_LIST` / :data:`EMPTY_DICT` (for the copy the dispatcher stores, never for one it
+    hands out).
     """
     deep = {
         "payload": "_copy_json(self.payload)",
         "dependencies": "list(self.dependencies)",
         "release_conditions": "_copy_json(self.release_conditions)",
     }
+    if shared_empties:
+        deep["dependencies"] = "list(self.dependencies) if self.dependencies else _EMPTY_LIST"
+        deep["release_conditions"] = (
+            "_copy_json(self.release_conditions) if self.release_conditions else _EMPTY_DICT"
+        )
     lines = ["def copy_operation(self):", "    clone = _new(_Operation)"]
     for f in dataclasses.fields(Operation):
         lines.append(f"    clone.{f.name} = {deep.get(f.name, f'self.{f.name}')}")
     lines.append("    return clone")
     namespace: dict[str, Any] = {
-        "_new": object.__new__, "_Operation": Operation, "_copy_json": copy_json
+        "_new": object.__new__, "_Operation": Operation, "_copy_json": copy_json,
+        "_EMPTY_LIST": EMPTY_LIST, "_EMPTY_DICT": EMPTY_DICT,
     }
     exec("\n".join(lines), namespace)  # noqa: S102 - fixed text built from our own field names
     return namespace["copy_operation"]
 
 
 _copy_operation = _build_operation_copier()
+#: The copy the dispatcher keeps of an operation it is given: like ``copy()``, but sharing the
+#: read-only empties (~120 B saved per queued operation without dependencies or conditions).
+stored_copy = _build_operation_copier(shared_empties=True)
 
 #: Fields a caller may change with ``update_operation`` (the state machine owns the rest).
 UPDATABLE_FIELDS = frozenset(

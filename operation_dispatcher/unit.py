@@ -93,13 +93,13 @@ class UnitOfWork:
         meta_data: dict[str, Any] | None = None,
     ) -> DispatchEvent:
         """Make an event of this unit (published when the unit is committed). Lock held."""
-        changes = list(changes)
+        changes = list(changes) if changes else EMPTY_LIST
         event = DispatchEvent.trusted(
             operation.resource_id if operation is not None else self._resource_id,
             event_type,
             None if operation is None else operation.id,
             # most events have no changes or no meta data: they share one read-only empty
-            changes or EMPTY_LIST,
+            changes or EMPTY_LIST,  # (an empty lifecycle diff)
             copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,  # the caller keeps its dict
         )
         self.record(event, operation)
