@@ -178,7 +178,7 @@ class OperationLifecycle:
         binding.operation = operation
         binding.now = utcnow() if now is None else to_utc(now, "now")
         binding.reason = termination_reason
-        binding.state = operation.state.value
+        binding.state = operation.state._value_  # the plain attribute: .value is a property
         try:
             event.trigger(binding)
         except MachineError:

@@ -106,7 +106,7 @@ class EventType(StrEnum):
     @property
     def is_request(self) -> bool:
         """True for the *_REQUESTED handshake events (recorded, but not notified)."""
-        return self.value.endswith("_requested")
+        return self._value_.endswith("_requested")  # (not .value: a property, per event)
 
     @property
     def is_dispatcher_event(self) -> bool:
