@@ -198,6 +198,10 @@ class _SharedEmptyList(list):  # type: ignore[type-arg]
     append = extend = insert = remove = pop = clear = sort = reverse = _shared_empty
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _shared_empty
 
+    def __new__(cls, *args: Any) -> Any:
+        # type(x)(items) (dataclasses.asdict, a copy by type) makes a plain list
+        return list(*args)
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         return (list, ())
 
@@ -210,13 +214,16 @@ class _SharedEmptyDict(dict):  # type: ignore[type-arg]
     __setitem__ = __delitem__ = __ior__ = _shared_empty
     clear = pop = popitem = setdefault = update = _shared_empty
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return dict(*args, **kwargs)  # as for the list: a plain dict
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         return (dict, ())
 
 
 #: Shared, read-only empty containers for what the dispatcher stores (see the classes above).
-EMPTY_LIST: list[Any] = _SharedEmptyList()
-EMPTY_DICT: dict[str, Any] = _SharedEmptyDict()
+EMPTY_LIST: list[Any] = list.__new__(_SharedEmptyList)
+EMPTY_DICT: dict[str, Any] = dict.__new__(_SharedEmptyDict)
 
 
 def copy_json(value: Any) -> Any:

@@ -10,6 +10,7 @@ changeable again.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import threading
 import tracemalloc
@@ -159,11 +160,26 @@ def test_default_release_conditions_still_apply_to_an_operation_without_any(
 def test_copies_of_a_shared_empty_are_plain(empty: Any) -> None:
     kind = list if isinstance(empty, list) else dict
     for clone in (copy.copy(empty), copy.deepcopy(empty), pickle.loads(pickle.dumps(empty)),
-                  copy_json(empty)):
+                  copy_json(empty), type(empty)(), type(empty)(kind())):
         assert type(clone) is kind and clone == kind()
         assert clone is not empty
     with pytest.raises(TypeError, match="read-only"):
         empty.clear()
+
+
+def test_dataclasses_asdict_of_an_event_gives_plain_containers(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    dispatcher = make_dispatcher()
+    received: list[DispatchEvent] = []
+    dispatcher.subscribe(received.append)
+    dispatcher.add_operation(_op())
+    assert dispatcher.drain_events(5)
+    as_dict = dataclasses.asdict(received[0])
+    assert type(as_dict["changes"]) is list and type(as_dict["meta_data"]) is dict
+    as_dict["changes"].append("x")
+    as_dict["meta_data"]["x"] = 1
+    assert received[0].changes == [] and received[0].meta_data == {}
 
 
 # --------------------------------------------------------------------------- no idle wake-ups
