@@ -37,6 +37,7 @@ _LOUD_EVENTS = {
     EventType.OPERATION_DISPATCHER_STOPPED: logging.WARNING,
     EventType.OPERATION_DISPATCHER_RESUMED: logging.INFO,
 }
+_LOUD_LEVELS = {event.value: level for event, level in _LOUD_EVENTS.items()}
 
 #: Called after a failed commit to make memory what the store holds again; returns None when
 #: that worked, else why memory can no longer be trusted.
@@ -139,7 +140,8 @@ class UnitOfWork:
         self._bus.publish_many(events)
         log = self._log
         for event in events:
-            level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
+            # keyed by the plain value: hashing the enum member is a Python call per event
+            level = _LOUD_LEVELS.get(event.event_type._value_, logging.DEBUG)
             if log.isEnabledFor(level):
                 log.log(
                     level, "%s %s %s", self._resource_id, event.event_type.value,
