@@ -112,14 +112,7 @@ class EventBus:
         self.publish_many((event,))
 
     def publish_many(self, events: Iterable[DispatchEvent]) -> None:
-        """Queue events in order under one lock and one wake-up (a unit of work's events).
-
-        While the bus is open and nobody subscribes, nothing is queued and no thread woken (a
-        subscriber gets the events from its subscription on); a closed bus holds events for
-        whoever subscribes before the next start.
-        """
-        if not self._subscribers and not self._closed:
-            return
+        """Queue events in order under one lock and one wake-up (a unit of work's events)."""
         wants_requests = self._wants_requests
         # nobody listens for *_REQUESTED events: do not wake the thread for them
         wanted = [e for e in events if wants_requests or not e.event_type.is_request]
