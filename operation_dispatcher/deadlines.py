@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Hashable
 from typing import Any
+from uuid import UUID
 
 from .keys import DeadlineKind
 
@@ -43,7 +44,9 @@ class Deadlines:
         """Forget a wake-up that is no longer needed (e.g. its operation was cancelled)."""
         if type(kind) is not DeadlineKind:
             raise TypeError(f"deadline kind must be a DeadlineKind, got {kind!r}")
-        self._earliest.pop((kind, key if isinstance(key, Hashable) else id(key)), None)
+        # an operation id (the usual key) skips the slower ABC check
+        hashable = type(key) is UUID or isinstance(key, Hashable)
+        self._earliest.pop((kind, key if hashable else id(key)), None)
         # The heap entry is dropped lazily; rebuild once dead entries dominate, so a stream of
         # added-and-cancelled future operations cannot grow the heap without bound.
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._earliest):

@@ -58,6 +58,7 @@ from .events import EventBus, EventHandler
 from .history import EventLog, build_history
 from .lifecycle import OperationLifecycle
 from .models import (
+    EMPTY_DICT,
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
     ChangeRecord,
@@ -71,6 +72,7 @@ from .models import (
     check_json_data,
     check_meta_data,
     copy_json,
+    stored_copy,
     to_utc,
     to_uuid,
 )
@@ -428,14 +430,17 @@ class OperationDispatcher:
             raise ResourceMismatch(operation.id, operation.resource_id, self._resource_id)
         if operation.state is not ExecutionState.QUEUED:
             raise ValidationError("state", f"of a new operation must be QUEUED, not {operation.state}")
-        op = operation.copy()
+        # most operations have no dependencies or release conditions: the stored copy shares the
+        # read-only empties (~120 B saved each); every snapshot of it gets plain containers
+        op = stored_copy(operation)
         if apply_default and op.planned_duration is None and self._default_planned_duration:
             op.planned_duration = self._default_planned_duration
         if self._default_conditions:
-            conditions = op.release_conditions
+            conditions = dict(op.release_conditions)
             for name, value in self._default_conditions.items():
                 if name not in conditions:
                     conditions[name] = copy.deepcopy(value)
+            op.release_conditions = conditions or EMPTY_DICT
         return op
 
     # ================================================================== reads

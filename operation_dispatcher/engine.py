@@ -289,7 +289,8 @@ class DispatchEngine:
         self._unit.emit(EventType.OPERATION_STARTED, op, changes, meta)
         self._last_started = op
         self.schedule_timeout(op)
-        self._queue.unpark(Blocker.dependency(op.id))  # START_TO_START dependents may go now
+        if self._queue.has_parked:  # START_TO_START dependents may go now
+            self._queue.unpark(Blocker.dependency(op.id))
 
     def _void_reason(self, request: ApprovalRequest, op: Operation | None) -> str | None:
         if op is None or not self._queue.is_queued(op.id):
@@ -370,7 +371,8 @@ class DispatchEngine:
         self._deps.remove(op)
         if op.outcome is ExecutionOutcome.SUCCESS:
             self._deps.forget(op.id)
-            self._queue.unpark(Blocker.dependency(op.id))
+            if self._queue.has_parked:  # (a str(UUID) saved per operation when none is)
+                self._queue.unpark(Blocker.dependency(op.id))
         elif cascade:
             self.fail_dependents_of(op.id)
 

@@ -33,6 +33,9 @@ HELD_EVENTS_LIMIT = 10_000
 
 EventHandler = Callable[[DispatchEvent], Any]
 
+#: The values of the *_REQUESTED event types (only subscribers that ask for them get them).
+_REQUEST_VALUES = frozenset(kind.value for kind in EventType if kind.is_request)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Subscription:
@@ -46,6 +49,8 @@ def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
     asyncio is imported only when such a callback shows up, so the core stays fast to import.
     """
     result = fn(*args)
+    if result is None:  # the usual handler: no awaitable to look for
+        return None
     if inspect.isawaitable(result):
         import asyncio
 
@@ -113,7 +118,10 @@ class EventBus:
         """Queue events in order under one lock and one wake-up (a unit of work's events)."""
         wants_requests = self._wants_requests
         # nobody listens for *_REQUESTED events: do not wake the thread for them
-        wanted = [e for e in events if wants_requests or not e.event_type.is_request]
+        if wants_requests:
+            wanted = list(events)
+        else:  # by plain value: no property call and no Python-level enum hash per event
+            wanted = [e for e in events if e.event_type._value_ not in _REQUEST_VALUES]
         if not wanted:
             return
         with self._cond:

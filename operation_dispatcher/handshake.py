@@ -26,7 +26,7 @@ from .approvals import (
 )
 from .events import call_maybe_async
 from .history import copy_event
-from .models import DispatchEvent, Operation, copy_json
+from .models import EMPTY_DICT, EMPTY_LIST, DispatchEvent, Operation, copy_json
 from .runstate import PauseSwitch
 from .unit import UnitOfWork
 from .workers import CallbackRunner
@@ -72,8 +72,8 @@ class Handshake:
     ) -> ApprovalRequest:
         """Open a request and hand it to the callback (or approve it: no callback)."""
         event = DispatchEvent.trusted(
-            op.resource_id, kind.requested_event, op.id, [],
-            copy_json(dict(meta_data)) if meta_data else {},
+            op.resource_id, kind.requested_event, op.id, EMPTY_LIST,
+            copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,
         )
         request = self.desk.open(kind, event, op, self._timeout)
         if self._on_request is None:
@@ -127,7 +127,7 @@ class Handshake:
         event = request.event
         self._unit.record(
             DispatchEvent.trusted(
-                event.resource_id, event.event_type, event.operation_id, [], meta,
+                event.resource_id, event.event_type, event.operation_id, EMPTY_LIST, meta,
                 id=event.id, created_at=event.created_at,
             )
         )

@@ -16,6 +16,8 @@ from typing import Any
 from uuid import UUID
 
 from .models import (
+    EMPTY_DICT,
+    EMPTY_LIST,
     ChangeRecord,
     DispatchEvent,
     EventType,
@@ -29,7 +31,7 @@ from .models import (
     to_utc,
 )
 
-_CONTAINERS = (dict, list)
+_CONTAINERS = (dict, list, type(EMPTY_DICT), type(EMPTY_LIST))
 
 
 def _copy_change(change: ChangeRecord) -> ChangeRecord:
@@ -110,9 +112,10 @@ class EventLog:
         if op_id is not None:
             # one event is kept as itself, more in a list: a deque per operation (~620 B even
             # when empty) was the largest cost of a queued operation
-            known = self._by_operation.get(op_id)
-            if known is None:
-                self._by_operation[op_id] = event
+            # (setdefault: one UUID hash, a Python call, instead of a get and a set)
+            known = self._by_operation.setdefault(op_id, event)
+            if known is event:
+                pass
             elif type(known) is list:
                 known.append(event)
             else:
@@ -125,13 +128,13 @@ class EventLog:
         op_id = old.operation_id
         if op_id is None:
             return
-        known = self._by_operation[op_id]
+        known = self._by_operation.get(op_id)
         if type(known) is not list:
-            del self._by_operation[op_id]
-            return
-        del known[0]  # O(events of this operation), which are few
-        if len(known) == 1:
-            self._by_operation[op_id] = known[0]
+            self._by_operation.pop(op_id, None)  # its only event
+        elif len(known) == 2:
+            self._by_operation[op_id] = known[1]  # one left: kept as itself again
+        else:
+            del known[0]  # O(events of this operation), which are few
 
     def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
         """Snapshots of the retained events of one operation, oldest first."""

@@ -178,16 +178,30 @@ class DispatchQueue:
 
     # ------------------------------------------------------------------------------ adding
     def _check_new(self, operations: list[Operation]) -> None:
+        if len(operations) == 1:  # the usual add: no batch to check against
+            self._check_one(operations[0])
+            return
         batch: dict[UUID, Operation] = {}
         for op in operations:
             if not isinstance(op, Operation):
                 raise ValidationError("operation", f"must be an Operation, got {type(op).__name__}")
             if op.resource_id != self._resource_id:
                 raise ResourceMismatch(op.id, op.resource_id, self._resource_id)
-            if op.id in batch or self._knows(op.id):
-                raise DuplicateOperation(op.id)
-            batch[op.id] = op
+            op_id = op.id
+            if op_id in batch or self._knows(op_id):
+                raise DuplicateOperation(op_id)
+            batch[op_id] = op
         self.check_dependencies(operations, batch)
+
+    def _check_one(self, op: Operation) -> None:
+        if not isinstance(op, Operation):
+            raise ValidationError("operation", f"must be an Operation, got {type(op).__name__}")
+        if op.resource_id != self._resource_id:
+            raise ResourceMismatch(op.id, op.resource_id, self._resource_id)
+        if self._knows(op.id):
+            raise DuplicateOperation(op.id)
+        if op.dependencies:
+            self.check_dependencies([op], {op.id: op})
 
     def _knows(self, operation_id: UUID) -> bool:
         if self.get(operation_id) is not None:
@@ -202,6 +216,8 @@ class DispatchQueue:
         ``batch`` are operations about to be added together (they may depend on each other);
         ``operations`` may also be updated copies of queued operations.
         """
+        if not any(op.dependencies for op in operations):
+            return  # no new edge: no unknown provider, no new cycle (the common case)
         batch = batch if batch is not None else {}
         replaced = {op.id: op for op in operations}
         for op in operations:
@@ -209,9 +225,6 @@ class DispatchQueue:
                 provider = dep.depends_on_operation_id
                 if provider not in batch and not self._knows(provider):
                     raise DependencyError(op.id, provider, "no such operation is known")
-
-        if not any(op.dependencies for op in operations):
-            return  # no new edge, so no new cycle (the common case: skip the walk)
 
         def providers_of(operation_id: UUID) -> list[UUID]:
             op = replaced.get(operation_id)
@@ -354,6 +367,11 @@ class DispatchQueue:
                 ids.discard(operation_id)
                 if not ids:
                     del self._by_blocker[name]
+
+    @property
+    def has_parked(self) -> bool:
+        """Whether any operation is parked (callers skip building blocker keys when none is)."""
+        return bool(self._by_blocker)
 
     def unpark(self, blocker: str) -> list[UUID]:
         """Put every operation parked under ``blocker`` back on the heap; return their ids.

@@ -15,7 +15,15 @@ from typing import Any
 
 from .errors import JournalError
 from .events import EventBus
-from .models import ChangeRecord, DispatchEvent, EventType, Operation, copy_json
+from .models import (
+    EMPTY_DICT,
+    EMPTY_LIST,
+    ChangeRecord,
+    DispatchEvent,
+    EventType,
+    Operation,
+    copy_json,
+)
 from .retry import RetryPolicy
 from .runstate import PauseSwitch
 from .store import EventStore
@@ -29,6 +37,7 @@ _LOUD_EVENTS = {
     EventType.OPERATION_DISPATCHER_STOPPED: logging.WARNING,
     EventType.OPERATION_DISPATCHER_RESUMED: logging.INFO,
 }
+_LOUD_LEVELS = {event.value: level for event, level in _LOUD_EVENTS.items()}
 
 #: Called after a failed commit to make memory what the store holds again; returns None when
 #: that worked, else why memory can no longer be trusted.
@@ -85,12 +94,14 @@ class UnitOfWork:
         meta_data: dict[str, Any] | None = None,
     ) -> DispatchEvent:
         """Make an event of this unit (published when the unit is committed). Lock held."""
+        changes = list(changes) if changes else EMPTY_LIST
         event = DispatchEvent.trusted(
             operation.resource_id if operation is not None else self._resource_id,
             event_type,
             None if operation is None else operation.id,
-            list(changes),
-            copy_json(dict(meta_data)) if meta_data else {},  # the caller keeps its dict
+            # most events have no changes or no meta data: they share one read-only empty
+            changes or EMPTY_LIST,  # (an empty lifecycle diff)
+            copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,  # the caller keeps its dict
         )
         self.record(event, operation)
         return event
@@ -129,7 +140,8 @@ class UnitOfWork:
         self._bus.publish_many(events)
         log = self._log
         for event in events:
-            level = _LOUD_EVENTS.get(event.event_type, logging.DEBUG)
+            # keyed by the plain value: hashing the enum member is a Python call per event
+            level = _LOUD_LEVELS.get(event.event_type._value_, logging.DEBUG)
             if log.isEnabledFor(level):
                 log.log(
                     level, "%s %s %s", self._resource_id, event.event_type.value,
