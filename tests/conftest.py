@@ -175,7 +175,8 @@ def assert_error(response: Any, status: int, code: str, **details: Any) -> dict[
 
 @pytest.fixture
 def make_dispatcher() -> Iterator[Callable[..., OperationDispatcher]]:
-    """Build ``OperationDispatcher("robot-1", **kwargs)``; every one is stopped at teardown."""
+    """Build ``OperationDispatcher("robot-1", **kwargs)``; every one is closed at teardown
+    (stopped, and a journal it opened from a path released)."""
     made: list[OperationDispatcher] = []
 
     def factory(**kwargs: Any) -> OperationDispatcher:
@@ -185,7 +186,7 @@ def make_dispatcher() -> Iterator[Callable[..., OperationDispatcher]]:
 
     yield factory
     for dispatcher in reversed(made):
-        dispatcher.stop(timeout=5.0)
+        dispatcher.close(timeout=5.0)
 
 
 @pytest.fixture

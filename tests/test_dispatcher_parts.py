@@ -10,9 +10,8 @@ from __future__ import annotations
 import ast
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import RESOURCE, op
@@ -42,20 +41,6 @@ PARTS = (
 )
 
 
-@pytest.fixture
-def open_dispatcher() -> Iterator[Callable[..., OperationDispatcher]]:
-    made: list[OperationDispatcher] = []
-
-    def factory(**kwargs: Any) -> OperationDispatcher:
-        dispatcher = OperationDispatcher(RESOURCE, **kwargs)
-        made.append(dispatcher)
-        return dispatcher
-
-    yield factory
-    for dispatcher in reversed(made):
-        dispatcher.close(timeout=5.0)
-
-
 # ---------------------------------------------------------------- item 1: composition
 def test_the_dispatcher_composes_its_parts_instead_of_inheriting_them() -> None:
     assert OperationDispatcher.__mro__ == (OperationDispatcher, object)
@@ -80,9 +65,9 @@ def test_every_core_file_stays_readable_in_one_sitting(part: str) -> None:
 
 
 def test_the_dispatcher_logs_under_the_logger_the_readme_names(
-    open_dispatcher: Callable[..., OperationDispatcher], caplog: pytest.LogCaptureFixture
+    make_dispatcher: Callable[..., OperationDispatcher], caplog: pytest.LogCaptureFixture
 ) -> None:
-    dispatcher = open_dispatcher()
+    dispatcher = make_dispatcher()
     with caplog.at_level(logging.DEBUG, logger="operation_dispatcher"):
         dispatcher.start()
         dispatcher.pause_dispatcher_runtime()
@@ -114,10 +99,10 @@ def test_the_retry_policy_reports_which_operations_changed() -> None:
 
 
 def test_denials_and_the_pause_they_cause_survive_a_restart_without_hand_marking(
-    tmp_path: Path, open_dispatcher: Callable[..., OperationDispatcher]
+    tmp_path: Path, make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
     path = tmp_path / "state.db"
-    first = open_dispatcher(
+    first = make_dispatcher(
         journal=path, on_request_callback=lambda event: False,
         start_request_max_retries=1, start_request_retry_cooldown_seconds=3600.0,
     )
@@ -126,7 +111,7 @@ def test_denials_and_the_pause_they_cause_survive_a_restart_without_hand_marking
     assert first.is_paused
     first.close(timeout=5.0)
 
-    second = open_dispatcher(journal=path)
+    second = make_dispatcher(journal=path)
     assert second.is_paused
     assert second.explain(queued.id)["blocked_by"] == [
         "cooldown", "dispatcher_paused", "dispatcher_not_running"
@@ -134,7 +119,7 @@ def test_denials_and_the_pause_they_cause_survive_a_restart_without_hand_marking
     assert second.resume_dispatcher_runtime()  # clears every count and cooldown
     second.close(timeout=5.0)
 
-    third = open_dispatcher(journal=path)
+    third = make_dispatcher(journal=path)
     assert not third.is_paused
     assert third.explain(queued.id)["blocked_by"] == ["dispatcher_not_running"]
 
@@ -149,11 +134,11 @@ def test_both_event_stores_speak_the_one_protocol() -> None:
 
 
 def test_a_finished_operation_beyond_memory_retention_reads_the_same_everywhere(
-    tmp_path: Path, open_dispatcher: Callable[..., OperationDispatcher]
+    tmp_path: Path, make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
     # before: get_operation found it in the journal, explain said OperationNotFound (404) and
     # update_operation said None ("unknown"), although the operation exists, finished.
-    dispatcher = open_dispatcher(journal=tmp_path / "state.db", operation_retention=1)
+    dispatcher = make_dispatcher(journal=tmp_path / "state.db", operation_retention=1)
     old, recent = dispatcher.add_operations([op(), op()])
     for queued in (old, recent):
         started = dispatcher.step_dispatch()
@@ -174,9 +159,9 @@ def test_a_finished_operation_beyond_memory_retention_reads_the_same_everywhere(
 
 
 def test_without_a_journal_a_forgotten_operation_is_unknown_everywhere(
-    open_dispatcher: Callable[..., OperationDispatcher]
+    make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
-    dispatcher = open_dispatcher(operation_retention=1)
+    dispatcher = make_dispatcher(operation_retention=1)
     old, recent = dispatcher.add_operations([op(), op()])
     for queued in (old, recent):
         dispatcher.step_dispatch()
@@ -214,9 +199,9 @@ def test_blocker_keys_are_built_in_one_place_and_keep_the_public_strings() -> No
 
 
 def test_explain_reports_plain_strings_for_every_blocker(
-    open_dispatcher: Callable[..., OperationDispatcher]
+    make_dispatcher: Callable[..., OperationDispatcher]
 ) -> None:
-    dispatcher = open_dispatcher(start_paused=True)
+    dispatcher = make_dispatcher(start_paused=True)
     provider = dispatcher.add_operation(op())
     waiting = dispatcher.add_operation(
         op(release_conditions={"plc.ready": True},
