@@ -128,12 +128,17 @@ def serve(args: argparse.Namespace) -> int:
         dispatcher.close()
         return 2
     http = config.http
-    app = create_app(
-        dispatcher, token=http.token, max_body_bytes=http.max_body_bytes,
-        stream_buffer_bytes=http.stream_buffer_bytes,
-        heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
-        bridges=bridges, signal_max_age_seconds=http.signal_max_age_seconds,
-    )
+    try:
+        app = create_app(
+            dispatcher, token=http.token, tokens=http.tokens, max_body_bytes=http.max_body_bytes,
+            stream_buffer_bytes=http.stream_buffer_bytes,
+            heartbeat_seconds=http.heartbeat_seconds, max_event_streams=http.max_event_streams,
+            bridges=bridges, signal_max_age_seconds=http.signal_max_age_seconds,
+        )
+    except ValueError as exc:  # e.g. --token repeats a named token of [http.tokens]
+        print(f"{PROG}: cannot serve: {exc}", file=sys.stderr)
+        dispatcher.close()
+        return 2
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:
         server = ApiServer(
@@ -175,7 +180,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         for bridge in bridges:
             log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
-        if http.host not in LOOPBACK and not http.token:
+        if http.host not in LOOPBACK and not (http.token or http.tokens):
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
         stop.wait()
     except (OSError, DemoUnavailable) as exc:  # the demo's PLC cannot listen, for one

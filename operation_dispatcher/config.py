@@ -23,6 +23,7 @@ Sections (every one optional)::
     host = "127.0.0.1"
     port = 8080
     token = "..."                      # or OPERATION_DISPATCHER_TOKEN; leave out for none
+    tokens = { mes = { token = "...", scopes = ["read", "submit"] } }  # named, scoped tokens
     threads = 12
     connection_limit = 1000            # sockets served at once; more wait in the backlog
     idle_timeout_seconds = 10          # close a socket silent this long (no request running)
@@ -97,6 +98,8 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
+    #: named tokens: name -> {"token": ..., "scopes": [...]} (see http/auth.py)
+    tokens: dict[str, dict[str, Any]] | None = None
     threads: int = 12
     connection_limit: int = 1000
     idle_timeout_seconds: int = 10
@@ -202,6 +205,82 @@ def _release_conditions(value: Any, name: str) -> None:
     _checks.release_conditions(value, name)
 
 
+def _tokens_table(value: Any, name: str) -> None:
+    """Only the shape here: every token's own problems are listed after the section
+    (:func:`_token_errors`), one line per key."""
+    if not isinstance(value, dict):
+        raise ValidationError(
+            name, 'must be a table of names to {token = "...", scopes = [...]} tables'
+        )
+
+
+#: The scopes a named token may hold (``http/auth.py`` maps every route to one of them).
+SCOPES = ("read", "submit", "operate", "admin")
+_TOKEN_KEYS = ("token", "scopes")
+
+
+def token_problems(
+    tokens: Any, name: str = "tokens", single: str | None = None
+) -> list[tuple[str, str]]:
+    """Every problem of a ``tokens`` mapping, as (key, rule) pairs; empty when usable.
+
+    ``single`` is the all-scopes token, if any: a named token may not repeat it (nor another
+    named token), since one value cannot mean two sets of rights.
+    """
+    if not isinstance(tokens, Mapping):
+        return [(name, "must be a table of names to {token = \"...\", scopes = [...]} tables")]
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, str] = {} if single is None else {single: "token"}
+    for label, entry in tokens.items():
+        key = f"{name}.{label}"
+        if not isinstance(label, str) or not label:
+            problems.append((name, "token names must be non-empty strings"))
+            continue
+        if not isinstance(entry, Mapping):
+            problems.append((key, "must be a table {token = \"...\", scopes = [...]}"))
+            continue
+        for extra in sorted(set(entry) - set(_TOKEN_KEYS)):
+            problems.append((f"{key}.{extra}", f"unknown key (known: {', '.join(_TOKEN_KEYS)})"))
+        problems.extend(_scope_problems(entry.get("scopes"), f"{key}.scopes"))
+        value = entry.get("token")
+        problem = _token_value_problem(value)
+        if problem:
+            problems.append((f"{key}.token", problem))
+        elif value in seen:
+            problems.append((f"{key}.token", f"must differ from {seen[value]} (the same value "
+                             "cannot carry two sets of scopes)"))
+        else:
+            seen[value] = f"{key}.token"
+    return problems
+
+
+def _token_value_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "required: a non-empty string"
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        return "must be printable ASCII without spaces (it is sent in an HTTP header)"
+    return None
+
+
+def _scope_problems(scopes: Any, key: str) -> list[tuple[str, str]]:
+    rule = f"must be a non-empty list of scopes, each one of {', '.join(SCOPES)}"
+    if not isinstance(scopes, list | tuple) or not scopes:
+        return [(key, rule)]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        return [(key, f"unknown scope(s) {', '.join(map(repr, unknown))}: {rule}")]
+    return []
+
+
+def _token_errors(http: Mapping[str, Any]) -> list[str]:
+    """Every problem of ``[http.tokens]`` (also a value that repeats ``http.token``)."""
+    if not isinstance(http.get("tokens"), dict):
+        return []
+    token = http.get("token")
+    single = token if isinstance(token, str) and token else None
+    return [f"http.{key}: {rule}" for key, rule in token_problems(http["tokens"], "tokens", single)]
+
+
 _SECTIONS: dict[str, dict[str, Check]] = {
     "dispatcher": {
         "resource_id": _text,
@@ -224,6 +303,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "host": _text,
         "port": _integer(0, 65535),
         "token": _text,
+        "tokens": _tokens_table,
         "threads": _integer(1, 1000),
         "connection_limit": _integer(1, 1_000_000),
         "idle_timeout_seconds": _integer(1, 86_400),
@@ -270,6 +350,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
             values[key] = value
         sections[section] = values
     http = sections.get("http", {})
+    errors.extend(_token_errors(http))
     if http.get("max_event_streams", 4) >= http.get("threads", 12):
         errors.append(
             "http.max_event_streams: must be less than http.threads "
@@ -333,7 +414,9 @@ __all__ = [
     "DispatcherSettings",
     "HttpSettings",
     "JournalSettings",
+    "SCOPES",
     "check_config",
     "load_config",
     "parse_config",
+    "token_problems",
 ]

@@ -4,7 +4,8 @@ One app per dispatcher (an app factory, so tests and programs can make as many a
 The routes live in one blueprint per area: ``operations``, ``runtime`` (``/dispatcher``),
 ``approvals`` (``/requests``), ``signals``, ``bridges``, ``events`` (``/events/stream``), ``service``
 (``/health``), ``index`` (``/``) and ``apidocs`` (``/openapi.json``, ``/apidocs``). Two request
-hooks run before any view: the bearer-token check and the body check (size, content type, JSON).
+hooks run before any view: the bearer-token and scope check (:mod:`.auth`) and the body check
+(size, content type, JSON).
 
 The blueprints are module-level, built once at import and shared by every app; their views read
 the app's :class:`~.state.ApiState` through :func:`~.state.api_state`. The OpenAPI document is
@@ -17,10 +18,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import hmac
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app, request
@@ -33,9 +33,9 @@ from .._checks import MAX_NESTING
 from ..errors import ValidationError
 from ..models import MAX_INT_DIGITS, check_json_data
 from .approvals import approvals_blueprint
+from .auth import Credentials, authorize
 from .bridges import bridges_blueprint
 from .docs import (
-    PUBLIC_ENDPOINTS,
     api_title,
     apidocs_blueprint,
     index_blueprint,
@@ -74,6 +74,7 @@ def create_app(
     dispatcher: OperationDispatcher,
     *,
     token: str | None = None,
+    tokens: Mapping[str, Mapping[str, Any]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     heartbeat_seconds: float = 15.0,
     max_event_streams: int = 4,
@@ -89,7 +90,12 @@ def create_app(
     and so does the CLI); serve it with any WSGI server, e.g. :class:`~.server.ApiServer`.
 
     :param token: when given, every route but ``/health`` answers 401 unless the request
-        carries ``Authorization: Bearer <token>``.
+        carries ``Authorization: Bearer <token>``; this token holds every scope.
+    :param tokens: named tokens with their scopes, ``{"mes": {"token": "...", "scopes":
+        ["read", "submit"]}}`` (scopes: ``read``, ``submit``, ``operate``, ``admin``; see
+        :data:`~.auth.ROUTE_SCOPES`). A known token without the route's scope gets 403
+        ``insufficient_scope``; an unknown one 401. Raises ValueError naming every bad key
+        (unknown scope, empty token, a value used twice, also with ``token``).
     :param max_body_bytes: larger request bodies are refused with 413.
     :param heartbeat_seconds: an idle event stream sends a comment this often (that is also
         how a client that went away is noticed and unsubscribed).
@@ -106,14 +112,13 @@ def create_app(
     :param signal_max_age_seconds: the max age of a signal written by ``PUT /signals/<name>``
         without one (None: such a signal never goes stale).
     """
-    if token is not None and not token:
-        raise ValueError("token must be a non-empty string or None")
+    credentials = Credentials.build(token, tokens)
     by_name: dict[str, Bridge] = {}
     for bridge in bridges:
         if bridge.name in by_name:
             raise ValueError(f"two bridges are named {bridge.name!r}: names must be distinct")
         by_name[bridge.name] = bridge
-    app = _new_app(api_title(dispatcher.resource_id), token_required=token is not None)
+    app = _new_app(api_title(dispatcher.resource_id), token_required=credentials is not None)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.extensions[STATE_KEY] = ApiState(
         dispatcher=dispatcher,
@@ -126,6 +131,7 @@ def create_app(
             buffer_bytes=stream_buffer_bytes,
         ),
         token=token,
+        credentials=credentials,
         max_body_bytes=max_body_bytes,
         signal_max_age_seconds=signal_max_age_seconds,
         bridges=by_name,
@@ -334,18 +340,8 @@ def token_from_env() -> str | None:
 
 
 def _require_token() -> None:
-    state = api_state()
-    if state.token is None or request.endpoint in PUBLIC_ENDPOINTS:
-        return
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(
-        credentials.strip().encode(), state.token.encode()
-    ):
-        return
-    raise ApiError(
-        401, "unauthorized",
-        "missing or wrong bearer token: send the header 'Authorization: Bearer <token>'",
-    )
+    """401 without a known token, 403 without the route's scope (see :mod:`.auth`)."""
+    authorize(api_state().credentials)
 
 
 def _check_body() -> None:

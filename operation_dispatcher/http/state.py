@@ -17,6 +17,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
+    from .auth import Credentials
     from .events import EventStreams
     from .runtime import RuntimeControl
 
@@ -41,6 +42,8 @@ class ApiState:
     runtime: RuntimeControl
     streams: EventStreams
     token: str | None = None
+    #: the tokens and their scopes (None: no token, every route is open)
+    credentials: Credentials | None = None
     max_body_bytes: int = 1024 * 1024
     bridges: Mapping[str, Bridge] = field(default_factory=dict)
     #: the max age of a signal written over HTTP without one (a client that dies must not
