@@ -229,6 +229,8 @@ def token_problems(
     """
     if not isinstance(tokens, Mapping):
         return [(name, "must be a table of names to {token = \"...\", scopes = [...]} tables")]
+    if not tokens:  # it would lock every route but /health while looking like "no tokens"
+        return [(name, "must name at least one token (leave it out for none)")]
     problems: list[tuple[str, str]] = []
     seen: dict[str, str] = {} if single is None else {single: "token"}
     for label, entry in tokens.items():

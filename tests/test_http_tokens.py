@@ -227,3 +227,12 @@ def test_serve_refuses_a_token_flag_that_repeats_a_named_token(tmp_path: Path) -
     )
     assert proc.returncode == 2, proc.stderr
     assert "tokens.mes.token: must differ from token" in proc.stderr
+
+
+def test_an_empty_tokens_table_is_refused_not_a_locked_api() -> None:
+    """``[http.tokens]`` with nothing in it would lock every route while serve said "no token"."""
+    from operation_dispatcher.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"http": {"tokens": {}}})
+    assert any(e.startswith("http.tokens: must name at least one token") for e in caught.value.errors)
