@@ -26,10 +26,10 @@ import argparse
 import dataclasses
 import logging
 import logging.config
-import tomllib
 import signal
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -271,12 +271,13 @@ class OperationLog:
         elif event.event_type in FINISHED_EVENT_TYPES:
             self._on_finish(event.operation_id, event)
 
-    def _job_id(self, operation_id: UUID) -> str | None:
+    def _known(self, operation_id: UUID) -> tuple[str | None, datetime | None]:
+        """The operation's job id and start time, as the dispatcher holds them now."""
         operation = self._dispatcher.get_operation(operation_id)
-        return None if operation is None else operation.job_id
+        return (None, None) if operation is None else (operation.job_id, operation.start_time)
 
     def _on_start(self, operation_id: UUID, event: DispatchEvent) -> None:
-        job_id = self._job_id(operation_id)
+        job_id = self._known(operation_id)[0]
         self._started.pop(operation_id, None)
         while len(self._started) >= self._limit:
             del self._started[next(iter(self._started))]
@@ -285,12 +286,11 @@ class OperationLog:
 
     def _on_finish(self, operation_id: UUID, event: DispatchEvent) -> None:
         changed = {change.field: change.new_value for change in event.changes}
-        started = self._started.pop(operation_id, None)
-        if started is None:  # cancelled before it started
-            job_id, duration = self._job_id(operation_id), "none (never started)"
-        else:
-            seconds = (event.created_at - started[1]).total_seconds()
-            job_id, duration = started[0], f"{seconds:.3f}s"
+        # started before this subscriber (a run before a restart), else never (cancelled queued)
+        job_id, start = self._started.pop(operation_id, None) or self._known(operation_id)
+        duration = "none (never started)"
+        if start is not None:
+            duration = f"{(event.created_at - start).total_seconds():.3f}s"
         self._log.info(
             "operation %s finished: job_id=%s outcome=%s termination_reason=%s duration=%s",
             operation_id, job_id, changed.get("outcome", "NONE"),

@@ -39,13 +39,18 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out.strip() == f"operation-dispatcher {__version__}"
 
 
-def _add_and_cancel(server: Served, job_id: str) -> str:
+def _add_and_cancel(
+    server: Served, job_id: str, before_cancel: Callable[[], None] | None = None,
+) -> str:
     """Add an operation (it starts at once: nothing holds it) and cancel it; its id."""
     added = server.post("/operations/add", json=[{"job_id": job_id, "payload": {}}])
     assert added.status_code == 201, added.text
     operation = added.json()[0]["operation"]
     assert operation["state"] == "RUNNING"
-    cancelled = server.post(f"/operations/{operation['id']}/cancel", json={"termination_reason": "USER_REQUEST"})
+    if before_cancel is not None:
+        before_cancel()
+    cancel = {"termination_reason": "USER_REQUEST"}
+    cancelled = server.post(f"/operations/{operation['id']}/cancel", json=cancel)
     assert cancelled.status_code == 200, cancelled.text
     return str(operation["id"])
 
@@ -54,7 +59,7 @@ def test_serve_logs_each_start_and_finish_and_a_clean_stop_at_info(
     serve: Callable[..., Served],
 ) -> None:
     server = serve("--journal", ":memory:", "--log-level", "INFO")
-    first = _add_and_cancel(server, "J-17")
+    first = _add_and_cancel(server, "J-17", before_cancel=lambda: _add_queued(server))
     second = _add_and_cancel(server, "J-18")
     status, _, err = server.stop(signal.SIGTERM)
     assert status == 0, err
@@ -71,7 +76,21 @@ def test_serve_logs_each_start_and_finish_and_a_clean_stop_at_info(
             rf"finished: job_id={job_id} outcome=CANCELLED termination_reason=USER_REQUEST "
             r"duration=\d+\.\d{3}s$", finished[0],
         ), finished[0]
+    never = [line for line in info if "job_id=None" in line]  # cancelled while queued
+    assert len(never) == 1 and never[0].endswith(
+        "finished: job_id=None outcome=CANCELLED termination_reason=USER_REQUEST "
+        "duration=none (never started)"
+    ), err
     assert [line for line in info if line.endswith("operation_dispatcher_stopped ")], err
+
+
+def _add_queued(server: Served) -> None:
+    """Add an operation without a job id behind the running one, and cancel it."""
+    added = server.post("/operations/add", json=[{"payload": {}}])
+    operation = added.json()[0]["operation"]
+    assert operation["state"] == "QUEUED", added.text
+    cancel = {"termination_reason": "USER_REQUEST"}
+    assert server.post(f"/operations/{operation['id']}/cancel", json=cancel).status_code == 200
 
 
 def test_log_config_file_routes_the_log_to_a_rotating_file(
