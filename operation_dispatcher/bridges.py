@@ -143,12 +143,8 @@ def bridge_errors(tables: Sequence[Any]) -> list[str]:
             names[name] = index
         if table.get("executor") not in (None, False):
             executors.append(index)
-        if kind is None or problems:
-            continue
-        try:
-            _construct(None, kind, table)
-        except ValidationError as exc:
-            errors.append(f"{where}{'.' if exc.field else ''}{exc.field}: {exc.reason}")
+        if kind is not None:
+            errors.extend(_value_errors(kind, table, where))
     if len(executors) > 1:
         named = " and ".join(f"bridges[{i}] ({tables[i].get('name')!r})" for i in executors)
         errors.append(
@@ -203,6 +199,36 @@ def _resolve(
         if key not in table and key != "name":
             problems.append(f"{where}.{key}: required for a {name} bridge")
     return kind, problems
+
+
+def _value_errors(kind: BridgeKind, table: Mapping[str, Any], where: str) -> list[str]:
+    """Every value of the table that the bridge's constructor refuses, in one run.
+
+    A constructor stops at its first bad argument, so the refused key is dropped (its default
+    applies) and the constructor runs again, until it builds or refuses something that cannot
+    be dropped (a required key, or a key the table does not hold: then what it says may come
+    from a dropped key, so only a first error is reported). Unknown and missing keys are
+    reported by :func:`_resolve`; unknown keys are left out here so that their values still
+    get checked. At most one run per key of the table.
+    """
+    known, required = set(kind.keys()), set(kind.required()) | {"name"}
+    if any(key not in table for key in required):
+        return []  # reported as missing; the constructor cannot run without it
+    kwargs = {key: value for key, value in table.items() if key == "type" or key in known}
+    errors: list[str] = []
+    for _ in range(len(kwargs)):
+        try:
+            _construct(None, kind, kwargs)
+            return errors
+        except ValidationError as exc:
+            key = exc.field.split(".", 1)[0].split("[", 1)[0]
+            if errors and key not in kwargs:
+                return errors  # an error the dropped keys may have caused: not the user's
+            errors.append(f"{where}{'.' if exc.field else ''}{exc.field}: {exc.reason}")
+            if key not in kwargs or key in required or key == "type":
+                return errors
+            del kwargs[key]
+    return errors
 
 
 def _parameters(cls: type) -> Mapping[str, inspect.Parameter]:

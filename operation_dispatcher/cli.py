@@ -2,7 +2,9 @@
 
     operation-dispatcher serve [--config FILE] [--resource-id ID] [--host H] [--port P]
                                [--journal PATH|:memory:] [--token T] [--demo]
+                               [--log-level LEVEL | --log-config FILE]
     operation-dispatcher check-config FILE
+    operation-dispatcher --version
 
 ``serve`` runs one dispatcher, its hardware bridges (``[[bridges]]`` of the config) and its REST
 API (waitress) until SIGINT or SIGTERM, then stops the server, the bridges, the dispatcher and
@@ -11,6 +13,11 @@ come from ``OPERATION_DISPATCHER_TOKEN``. ``--demo`` attaches a simulated machin
 trickle of operations, approved by a simulated operator (with an occasional denial), so the API
 shows live traffic; with a bridge whose device a plug-in can simulate (a Modbus executor bridge
 on a loopback address, for one), the demo simulates that device (see :mod:`.demo`).
+
+``serve`` logs one INFO line per operation start and finish (logger
+``operation_dispatcher.cli.operations``), from a subscriber here: the core stays quiet about
+operations. ``--log-config`` takes a TOML file in the stdlib's ``logging.config.dictConfig``
+form (files, rotation, levels) instead of ``--log-level``.
 """
 
 from __future__ import annotations
@@ -18,15 +25,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import logging.config
 import signal
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
+from . import __version__
 from .config import Config, ConfigError, load_config
 from .demo import LOOPBACK, DemoMachine, DemoUnavailable
 from .errors import DispatcherError
+from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
@@ -42,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Queue, dispatch and supervise the operations of one resource."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
         "serve", help="run a dispatcher and its REST API until SIGINT/SIGTERM",
@@ -64,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", metavar="LEVEL",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="DEBUG, INFO (default), WARNING or ERROR")
+    serve.add_argument("--log-config", metavar="FILE",
+                       help="a TOML file in logging.config.dictConfig form (replaces --log-level)")
     check = commands.add_parser(
         "check-config", help="validate a configuration file and list every error",
     )
@@ -99,10 +115,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     from .dispatcher import OperationDispatcher
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("transitions").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    problem = _set_up_logging(args)
+    if problem is not None:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 2
     try:
         config = _settings(args)
     except ConfigError as exc:
@@ -158,6 +174,7 @@ def serve(args: argparse.Namespace) -> int:
         log.info("%s received: shutting down", signal.Signals(signum).name)
         stop.set()
 
+    dispatcher.subscribe(OperationLog(dispatcher))
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
@@ -194,6 +211,96 @@ def serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         print(f"{PROG}: stopped", flush=True)
     return status
+
+
+def _set_up_logging(args: argparse.Namespace) -> str | None:
+    """``--log-config FILE`` applied, else ``--log-level``; why the file cannot be used, if not."""
+    if args.log_config is None:
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        level = logging.getLevelName(args.log_level)
+        logging.getLogger("transitions").setLevel(max(logging.WARNING, level))
+        return None
+    return _apply_log_config(args.log_config)
+
+
+def _apply_log_config(path: str) -> str | None:
+    """Read ``path`` (TOML) and hand it to ``logging.config.dictConfig``; None when it worked.
+
+    ``disable_existing_loggers`` defaults to false here (the stdlib's default, true, would
+    silence every logger imported before the file is read, this package's included).
+    """
+    where = f"--log-config {path}"
+    try:
+        with open(path, "rb") as file:
+            settings = tomllib.load(file)
+    except FileNotFoundError:
+        return f"{where}: no such file"
+    except OSError as exc:
+        return f"{where}: cannot be read ({exc.strerror})"
+    except tomllib.TOMLDecodeError as exc:
+        return f"{where}: not valid TOML ({exc})"
+    settings.setdefault("disable_existing_loggers", False)
+    try:
+        logging.config.dictConfig(settings)
+    except (ValueError, TypeError, AttributeError, ImportError, OSError) as exc:
+        cause = exc.__cause__ or exc.__context__
+        reason = f"{exc}: {cause}" if cause is not None and str(cause) not in str(exc) else f"{exc}"
+        return f"{where}: {' '.join(reason.split())}"  # one line
+    return None
+
+
+class OperationLog:
+    """One INFO line per operation start and finish, for whoever reads ``serve``'s log.
+
+    Subscribed to the dispatcher (called on its event thread, no lock held). It remembers the
+    job id and start time of started operations until they finish; at most ``limit`` of them
+    (only one runs at a time, so more means finishes were missed: the oldest are forgotten).
+    """
+
+    def __init__(
+        self, dispatcher: OperationDispatcher, limit: int = 1024,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._limit = limit
+        self._log = logger or logging.getLogger(f"{__name__}.operations")
+        self._started: dict[UUID, tuple[str | None, datetime]] = {}
+
+    def __call__(self, event: DispatchEvent) -> None:
+        if event.operation_id is None:
+            return
+        if event.event_type is EventType.OPERATION_STARTED:
+            self._on_start(event.operation_id, event)
+        elif event.event_type in FINISHED_EVENT_TYPES:
+            self._on_finish(event.operation_id, event)
+
+    def _known(self, operation_id: UUID) -> tuple[str | None, datetime | None]:
+        """The operation's job id and start time, as the dispatcher holds them now."""
+        operation = self._dispatcher.get_operation(operation_id)
+        return (None, None) if operation is None else (operation.job_id, operation.start_time)
+
+    def _on_start(self, operation_id: UUID, event: DispatchEvent) -> None:
+        job_id = self._known(operation_id)[0]
+        self._started.pop(operation_id, None)
+        while len(self._started) >= self._limit:
+            del self._started[next(iter(self._started))]
+        self._started[operation_id] = (job_id, event.created_at)
+        self._log.info("operation %s started: job_id=%s", operation_id, job_id)
+
+    def _on_finish(self, operation_id: UUID, event: DispatchEvent) -> None:
+        changed = {change.field: change.new_value for change in event.changes}
+        # started before this subscriber (a run before a restart), else never (cancelled queued)
+        job_id, start = self._started.pop(operation_id, None) or self._known(operation_id)
+        duration = "none (never started)"
+        if start is not None:
+            duration = f"{(event.created_at - start).total_seconds():.3f}s"
+        self._log.info(
+            "operation %s finished: job_id=%s outcome=%s termination_reason=%s duration=%s",
+            operation_id, job_id, changed.get("outcome", "NONE"),
+            changed.get("termination_reason", "NONE"), duration,
+        )
 
 
 def _shut_down(

@@ -34,7 +34,7 @@ _MAX_WAIT_SECONDS = 86_400.0
 
 _LOUD_EVENTS = {
     EventType.OPERATION_DISPATCHER_PAUSED: logging.WARNING,
-    EventType.OPERATION_DISPATCHER_STOPPED: logging.WARNING,
+    EventType.OPERATION_DISPATCHER_STOPPED: logging.INFO,  # a crash is a CRITICAL of its own
     EventType.OPERATION_DISPATCHER_RESUMED: logging.INFO,
 }
 _LOUD_LEVELS = {event.value: level for event, level in _LOUD_EVENTS.items()}
