@@ -13,7 +13,7 @@ import pytest
 import operation_dispatcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp")
+OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp", "prometheus_client")
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
