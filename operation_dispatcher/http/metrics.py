@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
 
-from ..models import FINISHED_EVENT_TYPES, DispatchEvent, EventType, utcnow
+from ..models import DispatchEvent, EventType, utcnow
 from ..timings import DurationHistogram, HistogramSnapshot
 from .errors import ApiError
 from .schemas import ErrorResponse
@@ -45,6 +45,14 @@ METRICS_KEY = "operation_dispatcher.metrics"
 #: Upper bounds (seconds) of the approval wait histogram: an automatic answer takes
 #: milliseconds, an operator's seconds to hours.
 APPROVAL_WAIT_BUCKETS = (0.01, 0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+_STARTED = EventType.OPERATION_STARTED.value
+#: finishing event type (plain value) -> its outcome, unless its changes say otherwise
+_FINISHED_OUTCOMES = {
+    EventType.OPERATION_COMPLETED.value: "SUCCESS",
+    EventType.OPERATION_FAILED.value: "FAILURE",
+    EventType.OPERATION_CANCELLED.value: "CANCELLED",
+}
+_REQUEST_VALUES = frozenset(kind.value for kind in EventType if kind.is_request)
 _INSTALL = "pip install 'operation-dispatcher[metrics]'"
 
 
@@ -62,15 +70,16 @@ class EventCounts:
         self._waits: dict[str, DurationHistogram] = {}
 
     def on_event(self, event: DispatchEvent) -> None:
-        kind = event.event_type
-        if kind is EventType.OPERATION_STARTED:
+        """On the event thread, for every event: plain string compares, no enum hashing."""
+        value = event.event_type._value_
+        if value == _STARTED:
             with self._lock:
                 self._started += 1
-        elif kind in FINISHED_EVENT_TYPES:
-            key = _outcome_and_reason(event)
+        elif value in _FINISHED_OUTCOMES:
+            key = _outcome_and_reason(event, _FINISHED_OUTCOMES[value])
             with self._lock:
                 self._finished[key] = self._finished.get(key, 0) + 1
-        elif kind.is_request:
+        elif value in _REQUEST_VALUES:
             self._record_wait(event)
 
     def _record_wait(self, event: DispatchEvent) -> None:
@@ -90,13 +99,9 @@ class EventCounts:
         return started, finished, {kind: h.snapshot() for kind, h in waits.items()}
 
 
-def _outcome_and_reason(event: DispatchEvent) -> tuple[str, str]:
-    defaults = {
-        EventType.OPERATION_COMPLETED: "SUCCESS",
-        EventType.OPERATION_FAILED: "FAILURE",
-        EventType.OPERATION_CANCELLED: "CANCELLED",
-    }
-    outcome, reason = defaults[event.event_type], "NONE"
+def _outcome_and_reason(event: DispatchEvent, outcome: str) -> tuple[str, str]:
+    """The outcome and termination reason a finishing event set (its changes say)."""
+    reason = "NONE"
     for change in event.changes:
         if change.field == "outcome":
             outcome = str(change.new_value)
