@@ -271,3 +271,22 @@ def test_without_prometheus_client_the_app_works_and_metrics_says_why(
     assert api.add({"payload": {}})[0]["id"]
     assert METRICS_KEY not in api.app.extensions  # and no subscription was made
     assert uuid.UUID(api.get("/operations").json()[0]["operation"]["id"])
+
+
+class BrokenBridge:
+    """A plug-in bridge whose status() raises: /metrics must still answer, and say offline."""
+
+    name = "broken"
+
+    def status(self) -> dict[str, Any]:
+        raise RuntimeError("device driver crashed")
+
+
+def test_a_bridge_whose_status_fails_is_reported_offline(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = make_client(bridges=[BrokenBridge()])
+    samples = scrape(api)[0]
+    assert value(samples, "bridge_online", bridge="broken", kind="") == 0
+    assert value(samples, "bridge_reads_total", bridge="broken") is None
+    assert "bridge broken: status() failed" in caplog.text
