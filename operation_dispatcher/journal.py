@@ -34,6 +34,7 @@ from uuid import UUID
 
 from .errors import JournalError
 from .models import DispatchEvent, EventType, ExecutionState, Operation
+from .timings import JOURNAL_WRITE_BUCKETS, DurationHistogram
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class Journal:
         self._prune_every = prune_every
         self._commits = 0
         self._position = 0
+        #: how long each committed write took (read by ``GET /metrics``; fixed memory)
+        self.write_times = DurationHistogram(JOURNAL_WRITE_BUCKETS)
         self._conn: sqlite3.Connection | None = None
         #: The resource this journal serves, once :meth:`claim` recorded or checked it.
         self.resource_id: str | None = None
@@ -314,6 +317,7 @@ class Journal:
         """
         conn = self._db()
         position = self._position
+        began = time.perf_counter()
         try:
             op_rows, event_rows, retry_rows = self._rows(operations, events, retry or {})
             conn.execute("BEGIN IMMEDIATE")
@@ -330,6 +334,7 @@ class Journal:
             raise JournalError(self.path, f"write failed, change not made: {cause}") from (
                 None if isinstance(exc, sqlite3.Error) else exc
             )
+        self.write_times.observe(time.perf_counter() - began)
         self._commits += 1
         if self._prune_every and self._commits % self._prune_every == 0:
             try:

@@ -13,7 +13,7 @@ import pytest
 import operation_dispatcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp")
+OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp", "prometheus_client")
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
@@ -112,3 +112,19 @@ def test_a_config_imports_only_the_bridge_kinds_it_uses(tmp_path: Path) -> None:
     )
     report = json.loads(run_python(sys.executable, code, tmp_path))
     assert report == {"before": [], "serial": True, "pymodbus": False}
+
+
+def test_the_rest_api_imports_prometheus_client_only_for_an_app(tmp_path: Path) -> None:
+    """``GET /metrics`` (extra ``metrics``) is the only user: importing the API does not load
+    the library; making an app does, when it is installed."""
+    code = (
+        "import json, sys\n"
+        "import operation_dispatcher.http as http\n"
+        "before = 'prometheus_client' in sys.modules\n"
+        "from operation_dispatcher import OperationDispatcher\n"
+        "http.create_app(OperationDispatcher('r'))\n"
+        "print(json.dumps({'before': before, 'after': 'prometheus_client' in sys.modules}))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == {
+        "before": False, "after": True,
+    }

@@ -43,6 +43,7 @@ from .docs import (
 )
 from .errors import ApiError, register_error_handlers, validation_error_response
 from .events import DEFAULT_STREAM_BUFFER_BYTES, EventStreams, events_blueprint
+from .metrics import install_metrics, metrics_blueprint
 from .operations import operations_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
@@ -136,6 +137,7 @@ def create_app(
         signal_max_age_seconds=signal_max_age_seconds,
         bridges=by_name,
     )
+    install_metrics(app, app.extensions[STATE_KEY])  # GET /metrics (with prometheus_client)
     return app
 
 
@@ -149,6 +151,7 @@ _API_BLUEPRINTS = (
     signals_blueprint,
     bridges_blueprint,
     events_blueprint,
+    metrics_blueprint,
 )
 
 
