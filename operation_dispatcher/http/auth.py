@@ -47,7 +47,7 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "bridges.list_bridges": "read",
     "bridges.get_bridge": "read",
     "events.stream_events": "read",
-    "metrics.metrics": "read",
+    "metrics.get_metrics": "read",
     # submit: new work and changes to queued work (a MES)
     "operations.add_operation": "submit",
     "operations.update_operation": "submit",
