@@ -211,7 +211,12 @@ class SerialDeviceSimulator:
                 readers.append(self._client)
             elif self._server is not None:
                 readers.append(self._server)
-            ready, _, _ = select.select(readers, [], [], self._wait_seconds())
+            try:
+                ready, _, _ = select.select(readers, [], [], self._wait_seconds())
+            except (OSError, ValueError):
+                # another thread (a failed send_line) closed the client while we waited on it:
+                # look again with what is open now
+                continue
             for source in ready:
                 if source is self._server:
                     self._accept(framer)
