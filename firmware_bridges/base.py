@@ -54,7 +54,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from operation_dispatcher import DispatchEvent, Operation, OperationDispatcher, TerminationReason, _checks
+from operation_dispatcher import (
+    DispatchEvent,
+    ExecutionState,
+    Operation,
+    OperationDispatcher,
+    TerminationReason,
+    _checks,
+)
 from operation_dispatcher.errors import DispatcherError, ThreadDidNotStop, ValidationError
 
 __all__ = [
@@ -324,6 +331,21 @@ class BaseBridge:
         """Watch ``operation``, started on the device by a previous process (thread not yet
         running, so no lock is needed)."""
         raise NotImplementedError
+
+    def _may_send_start(self, op_id: Any, offline: str) -> bool:
+        """Bridge thread, just before a start goes to the device: it must answer now (not only
+        when the start was queued: it may have dropped since, or reconnected without a first
+        exchange), and the dispatcher must still run the operation (a timeout or a cancel can
+        overtake a queued start; the device would then run a job nobody watches)."""
+        if not self.is_online:
+            self._fail_start(op_id, offline)
+            return False
+        op = self.dispatcher.get_operation(op_id)
+        if op is None or op.state is not ExecutionState.RUNNING:
+            self.logger.info("%s: operation %s is no longer running; its start is not sent",
+                             self.thread_name, op_id)
+            return False
+        return True
 
     def _fail_start(self, op_id: Any, reason: str) -> None:
         """Fail an operation the bridge could not start (EXTERNAL_ERROR, the reason in meta_data)."""

@@ -515,6 +515,8 @@ class ModbusBridge(BaseBridge):
     def _start(self, op_id: UUID, program: Any) -> None:
         ex = self.executor
         assert ex is not None
+        if not self._may_send_start(op_id, "the PLC is offline"):
+            return
         if type(program) is not int or not 0 <= program <= 0xFFFF:
             key = ex["program_key"]
             self._finish(op_id, TerminationReason.INTERNAL_ERROR, {

@@ -334,8 +334,8 @@ class SerialLineBridge(BaseBridge):
 
     def _start(self, op_id: str) -> None:
         """Send ``RUN``; a payload without the command fails the operation, a write error too."""
-        if not self.is_online:  # fell silent since the start was queued: never RUN to a hung device
-            self._fail_start(op_id, "the device is offline")
+        self._check_silence()  # silent since the last loop: never RUN to a hung device
+        if not self._may_send_start(op_id, "the device is offline"):
             return
         try:
             body = proto.format_run(op_id, self._command_of(op_id))
