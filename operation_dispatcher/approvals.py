@@ -316,6 +316,11 @@ class ApprovalDesk:
         """Record the answer if the request is still pending; wakes every waiter."""
         if not request.is_pending:
             return False
+        if time.monotonic() >= request.deadline:
+            # answered after its deadline, before the dispatcher got round to expiring it:
+            # too late to count as an approval (the machine must not start on a stale answer)
+            self.expire(request)
+            return False
         request.decision = decision
         approved = decision.accepted is True  # identity: a forged truthy value never approves
         request.status = RequestStatus.APPROVED if approved else RequestStatus.DENIED

@@ -162,6 +162,9 @@ def serve(args: argparse.Namespace) -> int:
             connection_limit=http.connection_limit,
             idle_timeout_seconds=http.idle_timeout_seconds,
             write_timeout_seconds=http.write_timeout_seconds,
+            # what waitress buffers (to disk beyond 512 KiB) before the app refuses a body:
+            # without this, each of connection_limit sockets could spool 64 MiB
+            max_request_body_size=2 * http.max_body_bytes + 65_536,
         )
     except OSError as exc:
         print(f"{PROG}: cannot listen on {http.host}:{http.port}: {exc}", file=sys.stderr)

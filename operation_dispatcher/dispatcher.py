@@ -19,7 +19,6 @@ is released.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -439,7 +438,7 @@ class OperationDispatcher:
             conditions = dict(op.release_conditions)
             for name, value in self._default_conditions.items():
                 if name not in conditions:
-                    conditions[name] = copy.deepcopy(value)
+                    conditions[name] = copy_json(value)
             op.release_conditions = conditions or EMPTY_DICT
         return op
 

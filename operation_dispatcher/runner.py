@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .engine import DispatchEngine
@@ -176,23 +177,28 @@ class DispatcherLoop:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
         self.request_stop()
+        try:
+            self._join_loop(remaining, timeout)
+        finally:  # even if the loop hangs, the event thread and the workers stop
+            bus_thread = self._bus.thread
+            if not self._bus.stop(remaining() if deadline is not None else 10.0):
+                raise ThreadDidNotStop(bus_thread.name if bus_thread else "events", timeout)
+            self._callbacks.stop(1.0 if deadline is None else min(remaining() or 0.0, 1.0))
+
+    def _join_loop(self, remaining: Callable[[], float | None], timeout: float | None) -> None:
+        """Wait for the loop (its thread, or a run() in another caller's thread) to end."""
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(remaining())
             if thread.is_alive():
                 raise ThreadDidNotStop(thread.name, timeout)
         with self._cond:
-            # a run() in another caller's thread: wait for it to leave the loop
             while self._run.active and threading.current_thread() is not thread:
-                if not self._cond.wait(remaining()) and deadline is not None:
-                    if time.monotonic() >= deadline:
+                if not self._cond.wait(remaining()) and timeout is not None:
+                    if remaining() == 0.0:
                         raise ThreadDidNotStop("dispatcher run() caller", timeout)
             self._run.stop_requested = False
             self._thread = None
-        bus_thread = self._bus.thread
-        if not self._bus.stop(remaining() if deadline is not None else 10.0):
-            raise ThreadDidNotStop(bus_thread.name if bus_thread else "events", timeout)
-        self._callbacks.stop(min(remaining() or 1.0, 1.0))
 
 
 __all__ = ["DispatcherLoop"]

@@ -131,7 +131,6 @@ def create_app(
             max_clients=max_event_streams,
             buffer_bytes=stream_buffer_bytes,
         ),
-        token=token,
         credentials=credentials,
         max_body_bytes=max_body_bytes,
         signal_max_age_seconds=signal_max_age_seconds,

@@ -23,6 +23,7 @@ from ..errors import OperationNotFound
 from ..models import utcnow
 from ..timings import HistogramSnapshot
 from .metrics import EventCounts, request_kind
+from .schemas import BridgeCounters
 
 if TYPE_CHECKING:
     from .state import ApiState
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 #: a scrape of a 100,000-operation queue must not hold up the dispatcher.
 MAX_EXPLAINED = 1000
 #: The bridge counters reported (``firmware_bridges.base.BaseBridge.counters``); others ignored.
-BRIDGE_COUNTERS = ("reads", "errors", "reconnects", "malformed")
+BRIDGE_COUNTERS = tuple(BridgeCounters.model_fields)  # the counters every bridge reports
 _PREFIX = "operation_dispatcher_"
 
 

@@ -41,7 +41,6 @@ class ApiState:
     dispatcher: OperationDispatcher
     runtime: RuntimeControl
     streams: EventStreams
-    token: str | None = None
     #: the tokens and their scopes (None: no token, every route is open)
     credentials: Credentials | None = None
     max_body_bytes: int = 1024 * 1024
