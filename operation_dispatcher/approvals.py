@@ -367,7 +367,8 @@ class ApprovalDesk:
                 raise UnknownRequest(request_id)
             if not request.is_pending:
                 raise RequestClosed(request_id, request.status.value)
-            self.resolve(request, decision)
+            if not self.resolve(request, decision):  # its deadline passed: expired just now
+                raise RequestClosed(request_id, request.status.value)
             return request
 
     def get(self, request_id: UUID) -> ApprovalRequest | None:
