@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from . import _checks
+from . import _checks, reasons
 from .approvals import (
     PendingRequest,
     RequestKind,
@@ -516,11 +516,14 @@ class OperationDispatcher:
         return history
 
     def explain(self, operation_id: UUID | str) -> dict[str, Any]:
-        """Why an operation is not running: ``{"operation_id", "state", "blocked_by": [...]}``.
+        """Why an operation is not running: ``{"operation_id", "state", "blocked_by",
+        "details"}``.
 
         ``blocked_by`` names release_date, release_condition:NAME, dependency:ID, cooldown,
         awaiting_approval, dispatcher_paused, dispatcher_not_running and resource_busy; it is
         empty for an operation that is running, finished, or about to be asked for.
+        ``details`` has one entry per blocker, in the same order, with its ``kind``, a sentence
+        (``text``) and the facts behind it (see :mod:`.reasons`).
         """
         key = to_uuid(operation_id, "operation_id")
         with self._work:
@@ -528,7 +531,10 @@ class OperationDispatcher:
             if op is None:
                 raise OperationNotFound(key)
             blocked = self._engine.why_waiting(op)
-            return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
+            facts = self._engine.waiting_facts(op, blocked, self._find)
+            answer = {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
+        answer["details"] = reasons.describe(facts, self._signals)  # the words need no lock
+        return answer
 
     # ================================================================== executor
     @property

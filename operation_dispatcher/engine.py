@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from . import reasons
 from .approvals import ApprovalRequest, RequestKind
 from .deadlines import Deadlines
 from .dependencies import DependencyIndex
@@ -133,6 +134,17 @@ class DispatchEngine:
         if not self._loop.active:
             blocked.append(Blocker.DISPATCHER_NOT_RUNNING)
         return [str(b) for b in blocked]
+
+    def waiting_facts(
+        self, op: Operation, blocked: list[str], find: Callable[[UUID], Operation | None]
+    ) -> list[dict[str, Any]]:
+        """Copies of what each of ``blocked`` waits on (see :func:`.reasons.collect`)."""
+        return reasons.collect(
+            op, blocked, signals=self._signals, find=find, why_waiting=self.why_waiting,
+            retry=self._handshake.retry, request=self.start_request,
+            current=self._queue.pulled_operation, executor=self.executor,
+            executor_signal=self._executor_gate, paused_since=self._pause.since,
+        )
 
     def _schedule_unpark(self, op: Operation, blockers: list[str]) -> None:
         """Ask to be woken when a time-based blocker of ``op`` runs out."""
