@@ -532,7 +532,9 @@ class OperationDispatcher:
                 raise OperationNotFound(key)
             blocked = self._engine.why_waiting(op)
             facts = self._engine.waiting_facts(op, blocked, self._find)
-            answer = {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
+            answer: dict[str, Any] = {
+                "operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked
+            }
         answer["details"] = reasons.describe(facts, self._signals)  # the words need no lock
         return answer
 

@@ -48,8 +48,15 @@ _SHOWN_CHARS = 60
 _SUGGEST_AMONG = 2000
 #: The provider's own blockers a dependency sentence names.
 _PROVIDER_BLOCKERS_SHOWN = 3
+#: How much of a name (a signal, a bridge) a sentence quotes; longer names are not looked up
+#: for typos either (difflib is quadratic in the length).
+_NAME_CHARS = 120
 
 Facts = dict[str, Any]
+_APPROVAL_FIELDS = (
+    "request_id", "request_kind", "requested_at", "waiting_seconds", "waiting_for", "status",
+    "deadline", "seconds_left",
+)
 WhyWaiting = Callable[[Operation], list[str]]
 
 
@@ -72,6 +79,7 @@ def collect(
     now, wall = time.monotonic(), utcnow()
     facts: list[Facts] = []
     for blocker in blocked:
+        fact: Facts
         if blocker.startswith("release_condition:"):
             name = blocker.split(":", 1)[1]
             if executor is not None and name == executor_signal:
@@ -210,8 +218,8 @@ def _cooldown_facts(op: Operation, retry: RetryPolicy, wall: datetime) -> Facts:
 
 
 def _approval_facts(request: ApprovalRequest | None, now: float, wall: datetime) -> Facts:
-    if request is None:
-        return {"kind": "awaiting_approval", "request_id": None}
+    if request is None:  # not expected: why_waiting names it only for the open request
+        return {"kind": "awaiting_approval", **dict.fromkeys(_APPROVAL_FIELDS)}
     created = request.event.created_at
     deadline_at = getattr(request, "deadline_at", None)
     left = request.deadline - now if isinstance(request.deadline, int | float) else None
@@ -278,22 +286,27 @@ def similar_signal(name: str, names: Iterable[str]) -> str | None:
     """The existing signal name closest to ``name`` (a likely typo), or None."""
     import difflib  # only explain() of a never-set signal needs it: kept off the import time
 
+    if len(name) > _NAME_CHARS:
+        return None
+    device = name.rpartition(".")[0]
     candidates = [n for n in names if n != name and abs(len(n) - len(name)) <= 3]
+    candidates.sort(key=lambda n: n.rpartition(".")[0] != device)  # the same device's first
     matches = difflib.get_close_matches(name, candidates[:_SUGGEST_AMONG], n=1, cutoff=0.75)
     return matches[0] if matches else None
 
 
 def _condition_text(d: Facts) -> str:
-    name, required = d["signal"], d["required"]
+    name, required = _name(d["signal"]), d["required"]
     wanted = f"waiting for {name} = {show(required)}"
     owner = d["owner"]
     offline = owner is not None and d["owner_online"] is False
+    owner = _name(owner)
     if not d["ever_set"]:
         if d.get("similar_signal"):
-            hint = f"a typo for {d['similar_signal']}?"
+            hint = f"a typo for {_name(d['similar_signal'])}?"
         elif offline:
             hint = f"{owner}, which writes it, is offline"
-        elif owner is not None:
+        elif d["owner"] is not None:
             hint = f"a typo? {owner}, which owns it, is online but has never reported it"
         else:
             hint = "a typo?"
@@ -318,7 +331,7 @@ def _condition_text(d: Facts) -> str:
 
 
 def _executor_text(d: Facts) -> str:
-    executor, name = d["executor"], d["signal"]
+    executor, name = _name(d["executor"]), _name(d["signal"])
     hold = "nothing is sent to it, so no operation starts"
     if not d["ever_set"]:
         return f"executor {executor} has never reported online ({name} was never set): {hold}"
@@ -348,7 +361,7 @@ def _dependency_text(d: Facts) -> str:
     text = f"waiting for operation {provider} {goal}; it is {state}"
     blockers = d["provider_blocked_by"]
     if blockers:
-        shown = ", ".join(blockers[:_PROVIDER_BLOCKERS_SHOWN])
+        shown = ", ".join(_name(b) for b in blockers[:_PROVIDER_BLOCKERS_SHOWN])
         more = len(blockers) - _PROVIDER_BLOCKERS_SHOWN
         text += f", itself waiting for {shown}" + (f" and {more} more" if more > 0 else "")
     return text
@@ -363,8 +376,7 @@ def _release_date_text(d: Facts) -> str:
 
 def _cooldown_text(d: Facts) -> str:
     denials, most = d["denials"], d["max_retries"]
-    times = "once" if denials == 1 else f"{denials} times"
-    return (f"its start was denied {times} (the dispatcher pauses itself after {most}); it is "
+    return (f"its start was denied {_times(denials)} (the dispatcher pauses itself after {most}); it is "
             f"asked again in {span(d['seconds_left'])}, at {d['cooldown_ends_at']}")
 
 
@@ -406,7 +418,7 @@ def _paused_text(d: Facts) -> str:
     when = "" if since is None else f" since {since} ({span(d['paused_seconds'])})"
     why = ""
     if d["paused_after_denials"]:
-        why = f", by itself after this operation's start was denied {d['denials']} times"
+        why = f", by itself after this operation's start was denied {_times(d['denials'])}"
     return (f"the dispatcher is paused{when}{why}: resume it (POST /dispatcher/resume or "
             "resume_dispatcher_runtime()) to start operations again")
 
@@ -445,6 +457,17 @@ def json_type(value: Any) -> str:
     return "object"
 
 
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def _name(name: str | None) -> str:
+    """A name for a sentence, cut to a readable length (the fields keep it whole)."""
+    if name is None:
+        return ""
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 3] + "..."
+
+
 def _a(type_name: str) -> str:
     return type_name if type_name == "null" else (
         f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
@@ -465,6 +488,8 @@ def span(seconds: float | None) -> str:
     if seconds is None:
         return "an unknown time"
     s = max(0.0, seconds)
+    if s < 1:
+        return f"{s:.2f}".rstrip("0").rstrip(".") + " s"
     if s < 10:
         return f"{s:.1f} s"
     whole = int(round(s))

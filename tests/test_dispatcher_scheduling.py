@@ -267,7 +267,10 @@ def test_explain_reasons(make_dispatcher) -> None:
     d = make_dispatcher(on_request_callback=callback, start_request_retry_cooldown_seconds=60)
     rec = EventRecorder(d)
     dated = d.add_operation(op(release_date=utcnow() + timedelta(days=1)))
-    assert d.explain(dated.id) == {
+    answer = d.explain(dated.id)
+    assert [detail["kind"] for detail in answer.pop("details")] == [
+        "release_date", "dispatcher_not_running"]
+    assert answer == {
         "operation_id": str(dated.id),
         "state": "QUEUED",
         "blocked_by": ["release_date", "dispatcher_not_running"],

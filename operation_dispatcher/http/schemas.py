@@ -49,6 +49,7 @@ from ..models import (
 )
 from ..models import Operation as CoreOperation
 from ..models import OperationDependency as CoreDependency
+from .reason_schemas import BlockerDetail
 
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
@@ -604,6 +605,10 @@ class ExplainResponse(ResponseModel):
     blocked_by: list[str] = Field(
         description="release_date, release_condition:NAME, dependency:ID, cooldown, "
         "awaiting_approval, dispatcher_paused, dispatcher_not_running, resource_busy"
+    )
+    details: list[BlockerDetail] = Field(
+        description="one per blocked_by entry, in the same order: its kind, a sentence to act "
+        "on (text) and the facts behind it"
     )
 
 
