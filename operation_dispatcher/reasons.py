@@ -270,11 +270,13 @@ def describe(facts: list[Facts], signals: SignalBoard | None = None) -> list[dic
     that exists, a likely typo: ``plc.redy`` -> ``plc.ready``.
     """
     details = []
+    names: list[str] | None = None
     for fact in facts:
         detail = dict(fact)
         kind = detail["kind"]
         if "similar_signal" in detail and not detail["ever_set"] and signals is not None:
-            detail["similar_signal"] = similar_signal(detail["signal"], signals.names())
+            names = signals.names() if names is None else names
+            detail["similar_signal"] = similar_signal(detail["signal"], names)
         writer = _WRITERS.get(kind)
         detail["text"] = writer(detail) if writer is not None else f"blocked by {fact['blocker']}"
         details.append({"blocker": detail.pop("blocker"), "kind": detail.pop("kind"),

@@ -25,6 +25,7 @@ from operation_dispatcher import (
     EventType,
     OperationDependency,
     OperationDispatcher,
+    ValidationError,
 )
 from operation_dispatcher.http.schemas import ExplainResponse
 from operation_dispatcher.models import format_datetime, utcnow
@@ -474,6 +475,20 @@ def test_huge_values_and_names_give_bounded_sentences_and_floods_of_names_stay_c
     assert mode["value"] == "m" * 100_000  # the field keeps the whole value; the text cuts it
     assert long["signal"] == long_name and long["similar_signal"] is None
     assert typo["similar_signal"] == "plc.ready"  # found among 20,000 names
+
+
+def test_without_details_explain_is_the_cheap_count_of_blockers_and_refuses_a_non_bool(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    dispatcher = make_dispatcher(start_paused=True)
+    held = dispatcher.add_operation(op(release_conditions={"plc.ready": True}))
+    assert dispatcher.explain(held.id, details=False) == {
+        "operation_id": str(held.id), "state": "QUEUED",
+        "blocked_by": ["release_condition:plc.ready", "dispatcher_paused",
+                       "dispatcher_not_running"],
+    }
+    with pytest.raises(ValidationError, match="details"):
+        dispatcher.explain(held.id, details="no")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------ over REST
