@@ -14,22 +14,27 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import jsonschema_rs
 import pytest
-from conftest import EventRecorder, op, wait_signal, wait_until
+from conftest import RESOURCE, EventRecorder, op, wait_signal, wait_until
 from plc_helpers import EXECUTOR, READY, bridge_factory
 
 from firmware_bridges.simulators.plc import PlcSimulator
 from operation_dispatcher import (
     PENDING,
     DependencyType,
+    DispatchEvent,
     EventType,
     OperationDependency,
     OperationDispatcher,
     ValidationError,
+    reasons,
 )
+from operation_dispatcher.approvals import ApprovalRequest, RequestKind, RetryPolicy
 from operation_dispatcher.http.schemas import ExplainResponse
 from operation_dispatcher.models import format_datetime, utcnow
 from operation_dispatcher.reasons import KINDS, span
+from operation_dispatcher.signals import SignalBoard
 
 
 def explained(dispatcher: OperationDispatcher, operation_id: Any) -> dict[str, Any]:
@@ -422,6 +427,29 @@ def test_awaiting_a_callback_that_has_not_answered_yet(
         "the request callback to answer; without an answer it is denied in ")
 
 
+def test_a_request_without_a_deadline_waits_until_answered_and_stays_json_safe() -> None:
+    """A request that waits for ever (an operator with no timeout) has an infinite monotonic
+    deadline: the detail says it waits, with null deadline and seconds_left, never Infinity."""
+    operation = op()
+    event = DispatchEvent.trusted(
+        RESOURCE, EventType.OPERATION_START_REQUESTED, operation.id, [], {})
+    request = ApprovalRequest(
+        kind=RequestKind.START, event=event, operation=operation, deadline=float("inf"),
+        deadline_at=None, timeout=float("inf"),  # type: ignore[arg-type]
+    )
+    request.waiting_for = "decide()"
+    board = SignalBoard()
+    facts = reasons.collect(
+        operation, ["awaiting_approval"], signals=board, find=lambda _id: None,
+        why_waiting=lambda _op: [], retry=RetryPolicy(5, 1.0), request=request, current=None,
+        executor=None, executor_signal=None, paused_since=None,
+    )
+    (found,) = reasons.describe(facts, board)
+    assert (found["deadline"], found["seconds_left"]) == (None, None)
+    assert found["text"].endswith("or decide()); it waits until answered")
+    json.dumps(found, allow_nan=False)
+
+
 def test_resource_busy_names_the_running_operation(
     make_dispatcher: Callable[..., OperationDispatcher],
 ) -> None:
@@ -545,7 +573,34 @@ def test_explain_over_rest_names_a_pending_request_to_approve(
     assert (body["state"], body["details"]) == ("RUNNING", [])
 
 
-def test_the_openapi_document_lists_every_detail_kind(make_client: Callable[..., Any]) -> None:
-    document = make_client(start=False).get("/openapi.json").json()
+def test_the_openapi_document_lists_every_detail_kind_and_describes_real_answers(
+    make_client: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    dispatcher = make_dispatcher(
+        on_request_callback=lambda event: not event.operation_id == denied.id,
+        start_request_max_retries=1,
+    )
+    dispatcher.attach_executor("plc")
+    client = make_client(dispatcher)
+    document = client.get("/openapi.json").json()
     items = document["components"]["schemas"]["ExplainResponse"]["properties"]["details"]["items"]
     assert set(items["discriminator"]["mapping"]) == set(KINDS)
+    validator = jsonschema_rs.Draft202012Validator({
+        "$ref": "#/components/schemas/ExplainResponse", "components": document["components"]})
+
+    recorder = EventRecorder(dispatcher)
+    denied = dispatcher.add_operation(op())  # the executor is offline: nothing is asked yet
+    dispatcher.signals.set("plc.online", True)
+    recorder.wait_for(EventType.OPERATION_DISPATCHER_PAUSED)  # denied once: paused itself
+    dispatcher.signals.set("plc.online", False)
+    dispatcher.signals.set("plc.mode", 3)
+    provider = dispatcher.add_operation(op(release_date=utcnow() + timedelta(minutes=1)))
+    dependent = dispatcher.add_operation(op(
+        dependencies=[dependency(provider)], release_conditions={"plc.mode": "auto"}))
+    seen: set[str] = set()
+    for operation in (denied, provider, dependent):
+        body = client.get(f"/operations/{operation.id}/explain").json()
+        validator.validate(body)
+        seen.update(d["kind"] for d in body["details"])
+    assert seen == {"cooldown", "dispatcher_paused", "executor_offline", "release_date",
+                    "release_condition", "dependency"}
