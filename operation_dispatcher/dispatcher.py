@@ -524,7 +524,7 @@ class OperationDispatcher:
         empty for an operation that is running, finished, or about to be asked for.
         ``details`` has one entry per blocker, in the same order, with its ``kind``, a sentence
         (``text``) and the facts behind it (see :mod:`.reasons`); ``details=False`` leaves
-        them out, for callers that only count blockers (about ten times cheaper).
+        them out, for callers that only count blockers (several times cheaper).
         """
         key = to_uuid(operation_id, "operation_id")
         _checks.boolean(details, "details")

@@ -53,6 +53,7 @@ _PROVIDER_BLOCKERS_SHOWN = 3
 _NAME_CHARS = 120
 
 Facts = dict[str, Any]
+_CONDITION = Blocker.condition("")  # "release_condition:", built where every blocker is
 _APPROVAL_FIELDS = (
     "request_id", "request_kind", "requested_at", "waiting_seconds", "waiting_for", "status",
     "deadline", "seconds_left",
@@ -80,8 +81,8 @@ def collect(
     facts: list[Facts] = []
     for blocker in blocked:
         fact: Facts
-        if blocker.startswith("release_condition:"):
-            name = blocker.split(":", 1)[1]
+        if blocker.startswith(_CONDITION):
+            name = blocker[len(_CONDITION):]
             if executor is not None and name == executor_signal:
                 fact = {"kind": "executor_offline", "executor": executor}
                 fact.update(_signal_facts(signals, name, True, now, wall))
