@@ -210,7 +210,7 @@ def test_a_plc_gone_offline_names_its_bridge_for_the_signal_and_the_executor(
 
 
 # ------------------------------------------------------------------------ the executor gate
-def test_an_executor_that_never_came_online_and_one_gone_offline(
+def test_an_executor_that_never_came_online_and_one_that_reports_a_non_boolean(
     make_dispatcher: Callable[..., OperationDispatcher],
 ) -> None:
     dispatcher = make_dispatcher()
