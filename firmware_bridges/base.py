@@ -352,7 +352,7 @@ class BaseBridge:
         try:
             self.dispatcher.fail_operation(
                 op_id, TerminationReason.EXTERNAL_ERROR,
-                meta_data={"bridge": self.name, "reason": reason},
+                meta_data={"bridge": self.name, "reason": reason}, executor=self.name,
             )
         except DispatcherError:
             self.logger.debug("%s: operation %s already finished", self.thread_name, op_id)

@@ -558,10 +558,16 @@ class ModbusBridge(BaseBridge):
     def _finish(self, op_id: UUID, reason: TerminationReason | None, meta: dict[str, Any] | None) -> None:
         try:
             if reason is None:
-                self.dispatcher.complete_operation(op_id, meta_data={"bridge": self.name})
+                self.dispatcher.complete_operation(
+                    op_id, meta_data={"bridge": self.name}, executor=self.name
+                )
             else:
-                self.dispatcher.fail_operation(op_id, reason, meta_data={"bridge": self.name, **(meta or {})})
-        except DispatcherError as exc:  # no longer current: cancelled or finished meanwhile
+                self.dispatcher.fail_operation(
+                    op_id, reason, meta_data={"bridge": self.name, **(meta or {})},
+                    executor=self.name,
+                )
+        except DispatcherError as exc:  # no longer current: cancelled, timed out or finished
+            # by an operator's force meanwhile: the device's late report changes nothing
             self.logger.info("%s: operation %s was not finished by the PLC: %s", self.thread_name, op_id, exc)
 
 

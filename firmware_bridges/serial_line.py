@@ -263,11 +263,13 @@ class SerialLineBridge(BaseBridge):
     def _finish(self, operation_id: str, reason: str | None) -> None:
         try:
             if reason is None:
-                self.dispatcher.complete_operation(operation_id, meta_data={"bridge": self.name})
+                self.dispatcher.complete_operation(
+                    operation_id, meta_data={"bridge": self.name}, executor=self.name
+                )
             else:
                 self.dispatcher.fail_operation(
                     operation_id, TerminationReason.EXTERNAL_ERROR,
-                    meta_data={"bridge": self.name, "reason": reason},
+                    meta_data={"bridge": self.name, "reason": reason}, executor=self.name,
                 )
         except DispatcherError as exc:
             word = "DONE" if reason is None else "ERR"
