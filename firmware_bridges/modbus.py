@@ -424,7 +424,8 @@ class ModbusBridge(BaseBridge):
             self._queue_command("resume", op_id)
         elif kind in (EventType.OPERATION_CANCELLED, EventType.OPERATION_FAILED,
                       EventType.OPERATION_COMPLETED):
-            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
+            stop = kind is EventType.OPERATION_CANCELLED or self._forced_off(event)
+            self._queue_command("cancel" if stop else "ended", op_id)
 
     # ================================================================ Modbus I/O
     def _request(self, method: str, address: int, **kwargs: Any) -> Any:

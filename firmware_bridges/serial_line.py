@@ -315,7 +315,8 @@ class SerialLineBridge(BaseBridge):
         elif kind is EventType.OPERATION_RESUMED:
             self._queue_command("resume", op_id)
         elif kind in _FINISHED:
-            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
+            stop = kind is EventType.OPERATION_CANCELLED or self._forced_off(event)
+            self._queue_command("cancel" if stop else "ended", op_id)
 
     def _run_commands(self) -> None:
         """Bridge thread: write the queued commands; the current job is ``_running_id``."""
