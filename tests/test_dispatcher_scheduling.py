@@ -82,7 +82,8 @@ def test_strict_order_does_not_deadlock_on_a_dependent_ahead_of_its_provider(
     dependent = op(priority=9, dependencies=depends(provider))
     last = op(priority=0)
     d.add_operations([provider, dependent, last])
-    assert [o.id for o in d.get_schedule()][0] == dependent.id
+    # listed in the order they start (the dependent's priority does not put it first)
+    assert [o.id for o in d.get_schedule()] == [provider.id, dependent.id, last.id]
     d.start()
     for item in (provider, dependent, last):
         rec.wait_for(STARTED, operation_id=item.id)
