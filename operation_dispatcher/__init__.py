@@ -40,6 +40,7 @@ from .models import (
     Operation,
     OperationDependency,
     OperationDispatcherState,
+    OperationProgress,
     TerminationReason,
     TimeWindow,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "Operation",
     "OperationDependency",
     "OperationDispatcherState",
+    "OperationProgress",
     "OperationLifecycle",
     "OperationNotCurrent",
     "OperationNotFound",

@@ -25,6 +25,7 @@ from ..errors import (
 )
 from ..models import ExecutionState
 from ..models import Operation as CoreOperation
+from ..progress import elapsed_seconds
 from .errors import ApiError
 from .schemas import (
     AddOperationItems,
@@ -67,7 +68,8 @@ def _current_id() -> UUID | None:
 
 
 def _status(op: CoreOperation, current: UUID | None) -> dict[str, Any]:
-    return {"operation": op.to_dict(), "is_current_operation": op.id == current}
+    return {"operation": op.to_dict(), "is_current_operation": op.id == current,
+            "elapsed_seconds": elapsed_seconds(op)}
 
 
 def _find(operation_id: UUID) -> CoreOperation:
