@@ -6,8 +6,9 @@ answers ``ACK`` and, ``run_seconds`` later, ``DONE <id>`` (or ``ERR <id> <reason
 command listed in ``fail_commands``); ``PAUSE`` freezes that clock, ``RESUME`` restarts it,
 ``CANCEL <id>`` drops the operation. With ``progress_seconds`` it reports the running job's
 progress (``PROG <id> <percent>``, the share of ``run_seconds`` gone) that often;
-:meth:`SerialDeviceSimulator.send_progress` sends one by hand. Lines it cannot parse get a ``NAK``. Signals given at
-start are sent to every new connection; :meth:`SerialDeviceSimulator.send_signal` sends more.
+:meth:`SerialDeviceSimulator.send_progress` sends one by hand. Lines it cannot parse get a
+``NAK``. Signals given at start are sent to every new connection;
+:meth:`SerialDeviceSimulator.send_signal` sends more.
 
 Command line (runs until Ctrl-C)::
 
