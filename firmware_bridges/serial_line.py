@@ -10,9 +10,8 @@ Device to host: ``SIG name=value`` sets ``<bridge>.name``; ``DONE <id>`` complet
 operation; ``PROG <id> <percent> [message]`` reports its progress (``report_progress`` with
 ``fraction = percent / 100``). Host to device, only with ``executor=True`` (off by default:
 one machine has one executor, and a bridge that runs jobs must be chosen, not defaulted into),
-when the dispatcher
-starts, pauses, resumes or cancels the current operation: ``RUN <id> <payload[command_key]>``,
-``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued by the dispatcher's event thread and
+when the dispatcher starts, pauses, resumes or cancels the current operation:
+``RUN <id> <payload[command_key]>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued by the dispatcher's event thread and
 written by the bridge's own thread, so a stalled line stalls no other subscriber.
 
 Online means "a well-formed line arrived within ``max_age_seconds``": a hung firmware keeps a
