@@ -11,8 +11,9 @@ operation; ``PROG <id> <percent> [message]`` reports its progress (``report_prog
 ``fraction = percent / 100``). Host to device, only with ``executor=True`` (off by default:
 one machine has one executor, and a bridge that runs jobs must be chosen, not defaulted into),
 when the dispatcher starts, pauses, resumes or cancels the current operation:
-``RUN <id> <payload[command_key]>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued by the dispatcher's event thread and
-written by the bridge's own thread, so a stalled line stalls no other subscriber.
+``RUN <id> <payload[command_key]>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued
+by the dispatcher's event thread and written by the bridge's own thread, so a stalled line
+stalls no other subscriber.
 
 Online means "a well-formed line arrived within ``max_age_seconds``": a hung firmware keeps a
 USB port open, so the open connection proves nothing. A device that falls silent goes offline
