@@ -391,3 +391,29 @@ def test_the_progress_route_and_shapes_are_in_the_openapi_document(make_client) 
     assert "progress" in schemas["Operation"]["properties"]
     assert "elapsed_seconds" in schemas["OperationStatus"]["properties"]
     assert set(post["responses"]) >= {"200", "400", "404", "409"}
+
+
+def test_metrics_and_history_take_progress_events(make_client) -> None:
+    """The new event type goes through the metrics subscription and the history unharmed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from operation_dispatcher import HistoryAnalyzer
+
+    api = make_client()
+    added = api.add({"payload": {}})[0]
+    wait_until(lambda: api.dispatcher.current_operation is not None, what="the start")
+    for step in range(50):
+        api.dispatcher.report_progress(added["id"], step / 50)
+    api.dispatcher.complete_operation(added["id"])
+    api.dispatcher.drain_events(5)
+    response = api.get("/metrics")
+    assert response.status_code == 200, response.text
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    finished = [s for f in families.values() for s in f.samples
+                if s.labels.get("outcome") == "SUCCESS"]
+    assert finished and finished[0].value == 1
+    history = api.dispatcher.get_history(resolve_operations=True)
+    assert any(e.event_type is PROGRESS for e in history.events)
+    assert HistoryAnalyzer(history).completed_operation_count() == 1
+    body = api.get("/operations/history").json()
+    assert any(e["event_type"] == "operation_progress" for e in body["events"])
