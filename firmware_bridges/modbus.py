@@ -695,6 +695,12 @@ def _check_executor(executor: Mapping[str, Any] | None) -> dict[str, Any] | None
         if "progress_scale" in checked:
             raise ValidationError("executor.progress_scale", "applies only with a progress_register")
         return _with_program_key(checked)
+    for other in ("program_register", "error_code_register"):
+        if checked.get(other) == checked["progress_register"]:
+            raise ValidationError(
+                "executor.progress_register",
+                f"must differ from {other} ({checked[other]}): that register holds something else",
+            )
     scale = checked.setdefault("progress_scale", _DEFAULT_PROGRESS_SCALE)
     if type(scale) is not int or not 1 <= scale <= 0xFFFF:
         raise ValidationError(

@@ -140,6 +140,34 @@ def test_a_flood_of_reports_is_rate_limited_and_the_last_value_is_not_lost(make_
     assert dispatcher.get_operation(added.id).progress.fraction == 1.0  # kept after the end
 
 
+def test_reports_within_the_interval_are_held_on_an_injected_clock(make_dispatcher) -> None:
+    """Deterministic, whatever the machine's speed: the throttle's clock is the test's.
+
+    The clock stands an hour ahead of the dispatcher's deadlines, so a held report is never
+    emitted by the dispatcher thread here: only by the next report after the interval, or by
+    the operation's end.
+    """
+    dispatcher, recorder, added = running(make_dispatcher)
+    clock = FakeClock()
+    clock.now = time.monotonic() + 3600
+    dispatcher._engine.progress.clock = clock
+    for step in range(100):
+        dispatcher.report_progress(added.id, step / 100)
+        clock.now += 0.004  # 100 reports in 0.4 s (on the test's clock)
+    dispatcher.drain_events(5)
+    assert [e.meta_data["fraction"] for e in recorder.matching(PROGRESS, added.id)] == [0.0]
+    clock.now += 0.1  # 0.5 s after the first event
+    dispatcher.report_progress(added.id, 0.995)
+    dispatcher.report_progress(added.id, 0.999)  # held again
+    dispatcher.drain_events(5)
+    assert [e.meta_data["fraction"] for e in recorder.matching(PROGRESS, added.id)] == [0.0, 0.995]
+    dispatcher.complete_operation(added.id)  # the held 0.999 goes out before the end
+    recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=added.id)
+    events = [e for e in recorder.events if e.operation_id == added.id]
+    assert [e.meta_data["fraction"] for e in events if e.event_type is PROGRESS] == [0.0, 0.995, 0.999]
+    assert events[-2].event_type is PROGRESS and events[-1].event_type is EventType.OPERATION_COMPLETED
+
+
 def test_a_held_report_is_emitted_when_the_interval_ends(make_dispatcher) -> None:
     dispatcher, recorder, added = running(make_dispatcher)
     dispatcher.report_progress(added.id, 0.1)

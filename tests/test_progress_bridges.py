@@ -249,6 +249,8 @@ def modbus_table(executor: Any) -> dict[str, Any]:
     ({**EXECUTOR, "progress_register": -1}, "executor.progress_register"),
     ({**EXECUTOR, "progress_register": "2"}, "executor.progress_register"),
     ({**EXECUTOR, "progress_register": 65536}, "executor.progress_register"),
+    ({**EXECUTOR, "progress_register": PLC.PROGRAM_REGISTER}, "executor.progress_register"),
+    ({**EXECUTOR, "progress_register": PLC.ERROR_CODE_REGISTER}, "executor.progress_register"),
 ])
 def test_bad_progress_keys_are_refused_by_name(executor: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
