@@ -253,7 +253,7 @@ class DispatchEngine:
             if not blockers:
                 request = self._handshake.open(RequestKind.START, op, None)
                 self.start_request = request
-                if self._handshake.asks:
+                if request.is_pending and request.deadline is not None:
                     self._deadlines.push(request.deadline, DeadlineKind.REQUEST, request)
                 return
             self._schedule_unpark(op, blockers)
@@ -271,6 +271,9 @@ class DispatchEngine:
         decision = request.decision
         assert decision is not None
         op = self._queue.get(request.operation.id)
+        if request.withdrawn:  # the dispatcher closed it itself: nobody denied anything
+            self._handshake.record(request, decision.data.get("error"))
+            return
         if decision.accepted is not True:  # only the real True starts a machine
             self._handshake.record(request)
             self._handshake.deny(request, op)
@@ -336,9 +339,18 @@ class DispatchEngine:
                 self._queue.unpark_operation(op.id)  # re-checked on the next pass
         elif "timeout_seconds" in changed and op.start_time is not None:
             self.schedule_timeout(op)
+        self._withdraw_start(op, "operation changed while the request was open")
+
+    def _withdraw_start(self, op: Operation, why: str) -> None:
+        """Void the open start request of ``op``: at once when it waits for an operator (who
+        may never answer; the dispatcher asks again about whatever is best now), else when
+        the answer comes."""
         request = self.start_request
-        if request is not None and request.operation is op:
-            request.changed = True
+        if request is None or request.operation is not op:
+            return
+        request.changed = True
+        if request.by_operator and self._handshake.desk.withdraw(request, why):
+            self.conclude_start(request)
 
     def transition(
         self, op: Operation, trigger: str, event_type: EventType, meta: dict[str, Any] | None
@@ -359,6 +371,8 @@ class DispatchEngine:
     ) -> None:
         """Complete, fail or cancel ``op`` (current or queued) and archive it."""
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
+        why = f"operation ended {op.outcome.value} while the request was open"
+        self._withdraw_start(op, why)
         if self._queue.pulled_operation is op:
             self._queue.release_pulled()
             self._deadlines.discard(DeadlineKind.TIMEOUT, op.id)
