@@ -408,7 +408,8 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
     }
     return Config(
         dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
-        approvals=ApprovalPolicy.from_mapping(approvals), mcp=dict(mcp), bridges=[dict(b) for b in bridges], source=source,
+        approvals=ApprovalPolicy.from_mapping(approvals), mcp=dict(mcp),
+        bridges=[dict(b) for b in bridges], source=source,
     )
 
 

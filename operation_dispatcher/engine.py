@@ -39,6 +39,8 @@ from .unit import UnitOfWork
 
 _SORT_FIELDS = frozenset({"priority", "release_date", "created_at"})
 _RELEASE_FIELDS = frozenset({"release_date", "release_conditions", "dependencies"})
+#: start requests answered at once (an approval policy's "deny") acted on in one pass at most
+_ANSWERED_AT_ONCE = 16
 
 
 class DispatchEngine:
@@ -155,18 +157,24 @@ class DispatchEngine:
         request = self.start_request
         if request is not None and not request.is_pending:
             self.conclude_start(request)
-        if (
-            not self._pause.is_set
-            and self.start_request is None
-            and self._queue.pulled_operation is None
-            and not self._loop.stop_requested
-        ):
+        for _ in range(_ANSWERED_AT_ONCE):
+            if (
+                self._pause.is_set
+                or self.start_request is not None
+                or self._queue.pulled_operation is not None
+                or self._loop.stop_requested
+            ):
+                break
             self._try_start()
             request = self.start_request
-            if request is not None and not request.is_pending:
-                # Answered at once (no request callback): act on it now, since its notify came
-                # before this thread waits and would otherwise be lost.
-                self.conclude_start(request)
+            if request is None or request.is_pending:
+                break
+            # Answered at once (no request callback, or the approval policy denied it): act on
+            # it now, since its notify came before this thread waits and would otherwise be
+            # lost; after a denial, ask about whatever is best now (the denied one cools down).
+            self.conclude_start(request)
+        else:  # denied at once again and again (no cooldown): go on after a breath, unlocked
+            return 0.0
         return self._deadlines.seconds_until_next()
 
     def advance(self) -> None:

@@ -6,7 +6,8 @@ waits for an answer in the caller's thread when the caller needs one, records ev
 ``*_REQUESTED`` event with its decision, and counts denials, pausing the dispatcher after too
 many. An :class:`~.approval_policy.ApprovalPolicy` comes first: it may deny a request at once or
 leave it to an operator (the callback is then not asked, and an operator's silence is never
-counted as a denial). Which operation to ask about, and what to do once it is approved, is the engine's business.
+counted as a denial). Which operation to ask about, and what to do once it is approved, is
+the engine's business.
 """
 
 from __future__ import annotations

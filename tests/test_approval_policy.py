@@ -349,3 +349,20 @@ def test_request_event_timeout_still_refuses_bad_values(
 ) -> None:
     with pytest.raises(ValidationError, match="request_event_timeout_seconds"):
         make_dispatcher(request_event_timeout_seconds=value)
+
+
+def test_deny_without_cooldown_does_not_hold_the_lock(
+    make_dispatcher: Factory, make_recorder: Recorder
+) -> None:
+    """Denied at once, again and again: the dispatcher stays responsive until max retries
+    pause it (at most a few denials per pass under the lock)."""
+    dispatcher = make_dispatcher(
+        approval_policy=ApprovalPolicy(start="deny"),
+        start_request_max_retries=200, start_request_retry_cooldown_seconds=0,
+    )
+    recorder = make_recorder(dispatcher)
+    dispatcher.start()
+    added = dispatcher.add_operation(op())
+    assert dispatcher.get_operation(added.id) is not None  # the lock is not held for good
+    recorder.wait_for(EventType.OPERATION_DISPATCHER_PAUSED, timeout=20)
+    assert len(recorder.matching(EventType.OPERATION_START_DENIED)) == 200

@@ -275,3 +275,18 @@ def test_check_config_accepts_a_full_table(
     )
     assert main(["check-config", str(good)]) == 0
     assert capsys.readouterr().out == f"{good}: OK\n"
+
+
+def test_demo_operator_answers_only_the_auto_kinds(serve: Serve, tmp_path: Path) -> None:
+    """With --demo the simulated operator is the request callback: "operator" starts wait for
+    a person even so."""
+    config = _config(tmp_path, 'start = "operator"')
+    server = serve("--demo", "--config", config, "--journal", ":memory:")
+    request = _pending(server)  # the demo feeds an operation every ~2 s
+    assert request["waiting_for"] == "operator"
+    running = server.get("/operations", params={"state": "RUNNING"}).json()
+    assert running == []
+    assert server.post(f"/requests/{request['request_id']}/approve", json={}).status_code == 200
+    wait_until(lambda: _state(server, request["operation_id"]) != "QUEUED", timeout=10,
+               what="the approved start")
+    assert server.stop()[0] == 0
