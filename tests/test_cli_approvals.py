@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import assert_error, wait_until
 from served import Served
 
@@ -289,4 +290,30 @@ def test_demo_operator_answers_only_the_auto_kinds(serve: Serve, tmp_path: Path)
     assert server.post(f"/requests/{request['request_id']}/approve", json={}).status_code == 200
     wait_until(lambda: _state(server, request["operation_id"]) != "QUEUED", timeout=10,
                what="the approved start")
+    assert server.stop()[0] == 0
+
+
+def test_operator_cancel_is_answered_while_its_http_request_waits(
+    serve: Serve, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, 'cancel = "operator"\noperator_timeout_seconds = 60')
+    server = serve("--config", config, "--journal", ":memory:")
+    op = _add(server)
+    assert op["state"] == "RUNNING"  # start is "auto"
+    answers: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            requests.post(f"{server.url}/operations/{op['id']}/cancel", json={}, timeout=30)
+        ),
+        name="test-cancel-over-http",
+    )
+    caller.start()
+    request = _pending(server)
+    assert request["event_type"] == "operation_cancel_requested"
+    assert request["waiting_for"] == "operator" and request["deadline"] is not None
+    assert caller.is_alive()  # the cancel waits for the operator inside its HTTP request
+    assert server.post(f"/requests/{request['request_id']}/approve", json={}).status_code == 200
+    caller.join(30)
+    assert answers[0].status_code == 200, answers[0].text
+    assert server.get(f"/operations/{op['id']}").json()["operation"]["outcome"] == "CANCELLED"
     assert server.stop()[0] == 0
