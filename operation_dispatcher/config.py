@@ -40,6 +40,16 @@ Sections (every one optional)::
     max_body_bytes = 1048576
     signal_max_age_seconds = 60.0      # max age of a PUT /signals/<name> that names none
 
+    [mqtt]                             # the plant's MQTT broker (operation_dispatcher/mqtt/)
+    host = "broker.plant.local"        # required; every other key has a default
+    port = 1883
+    prefix = "operation-dispatcher"    # topics <prefix>/<resource_id>/{connection,state,...}
+    client_id = "..."                  # default operation-dispatcher-<resource_id>
+    username = "..."                   # password = "..." needs it
+    tls_ca = "/etc/ssl/plant-ca.pem"   # TLS on; tls_cert + tls_key: a client certificate
+    keepalive = 30
+    buffer_size = 10000                # events kept until the broker acknowledged them
+
     [mcp]                              # reserved for the MCP server (not validated yet)
 
     [[bridges]]                        # one table per hardware bridge, see operation_dispatcher.bridges
@@ -63,6 +73,7 @@ from typing import Any
 from . import _checks
 from .approval_policy import ApprovalPolicy, Policy, policy_problems
 from .errors import DispatcherError, ValidationError
+from .mqtt.settings import MqttSettings, mqtt_problems
 
 #: The journal file used when neither the config nor the command line names one.
 DEFAULT_JOURNAL = "./operation-dispatcher.db"
@@ -129,6 +140,8 @@ class Config:
     mcp: dict[str, Any] = field(default_factory=dict)
     bridges: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
+    #: the ``[mqtt]`` section, None when the config has none (no broker)
+    mqtt: MqttSettings | None = None
 
     def dispatcher_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``OperationDispatcher`` (resource_id and journal included)."""
@@ -301,11 +314,30 @@ def _approval_errors(table: Any) -> list[str]:
     if not isinstance(table, Mapping) or "operator_timeout_seconds" in table:
         return errors
     for kind in ("cancel", "pause", "resume"):
-        if table.get(kind) == Policy.OPERATOR.value:
+        value = table.get(kind)
+        if value in (Policy.OPERATOR.value, Policy.MQTT.value):
             errors.append(
-                f'approvals.{kind}: "operator" needs approvals.operator_timeout_seconds (a '
-                f"{kind} waits for the operator inside its HTTP request, holding a server thread)"
+                f'approvals.{kind}: "{value}" needs approvals.operator_timeout_seconds (a '
+                f"{kind} waits for the answer inside its HTTP request, holding a server thread)"
             )
+    return errors
+
+
+def _mqtt_errors(data: Mapping[str, Any], resource_id: Any) -> list[str]:
+    """Every problem of ``[mqtt]``, and an ``"mqtt"`` approval policy without a broker."""
+    table = data.get("mqtt")
+    errors = []
+    if table is not None:
+        rid = resource_id if isinstance(resource_id, str) and resource_id else None
+        errors += [f"{key}: {rule}" for key, rule in mqtt_problems(table, "mqtt", rid)]
+    approvals = data.get("approvals")
+    if table is None and isinstance(approvals, Mapping):
+        for kind, value in approvals.items():
+            if value == Policy.MQTT.value:
+                errors.append(
+                    f'approvals.{kind}: "mqtt" needs an [mqtt] section (a broker to publish '
+                    "the request on)"
+                )
     return errors
 
 _SECTIONS: dict[str, dict[str, Check]] = {
@@ -342,7 +374,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "signal_max_age_seconds": _seconds(),
     },
 }
-_RESERVED = ("approvals", "mcp", "bridges")
+_RESERVED = ("approvals", "mcp", "mqtt", "bridges")
 _SETTINGS = {"dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings}
 
 
@@ -385,6 +417,11 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         )
     approvals = data.get("approvals", {})
     errors.extend(_approval_errors(approvals))
+    dispatcher_table = data.get("dispatcher")
+    errors.extend(_mqtt_errors(data, (
+        dispatcher_table.get("resource_id", DispatcherSettings.resource_id)
+        if isinstance(dispatcher_table, dict) else None
+    )))
     mcp = data.get("mcp", {})
     if not isinstance(mcp, dict):
         errors.append("mcp: must be a table ([mcp])")
@@ -410,6 +447,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
         approvals=ApprovalPolicy.from_mapping(approvals), mcp=dict(mcp),
         bridges=[dict(b) for b in bridges], source=source,
+        mqtt=None if "mqtt" not in data else MqttSettings.from_mapping(data["mqtt"]),
     )
 
 

@@ -55,7 +55,7 @@ from .errors import (
     ResourceMismatch,
     ValidationError,
 )
-from .events import EventBus, EventHandler
+from .events import EventBus, EventHandler, SeqEventHandler
 from .history import EventLog, build_history
 from .lifecycle import OperationLifecycle
 from .models import (
@@ -388,14 +388,20 @@ class OperationDispatcher:
 
     # ================================================================== events
     def subscribe(
-        self, handler: EventHandler, *, include_requests: bool = False
+        self, handler: EventHandler | SeqEventHandler, *, include_requests: bool = False,
+        with_seq: bool = False,
     ) -> Callable[[], None]:
         """Receive every event from now on, in order, on the event thread.
 
-        ``*_REQUESTED`` events are delivered only with ``include_requests=True``. Returns a
-        function that unsubscribes.
+        ``*_REQUESTED`` events are delivered only with ``include_requests=True``. With
+        ``with_seq=True`` the handler is called as ``handler(event, seq)``: ``seq`` numbers the
+        events 1, 2, ... in the order they were committed, with no gap; with a journal it is
+        the journal's ``events.seq`` and goes on across restarts, without one it starts again
+        at 1 in each process. Returns a function that unsubscribes.
         """
-        return self._bus.subscribe(handler, include_requests=include_requests)
+        return self._bus.subscribe(
+            handler, include_requests=include_requests, with_seq=with_seq
+        )
 
     def drain_events(self, timeout: float | None = None) -> bool:
         """Wait until every event emitted so far has reached the subscribers.

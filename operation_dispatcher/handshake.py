@@ -79,10 +79,10 @@ class Handshake:
             copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,
         )
         policy = Policy.AUTO if self.policy is None else self.policy.for_request(kind, op)
-        if policy is Policy.OPERATOR:
+        if policy.waits:  # "operator" or "mqtt": PENDING until someone calls decide()
             assert self.policy is not None
             request = self.desk.open(
-                kind, event, op, self.policy.operator_timeout_seconds, waiting_for="operator"
+                kind, event, op, self.policy.operator_timeout_seconds, waiting_for=policy.value
             )
             request.by_operator = True
             return request

@@ -146,6 +146,9 @@ class Journal:
         self._prune_every = prune_every
         self._commits = 0
         self._position = 0
+        #: the ``seq`` of the last event row written (0: none yet); never goes down, pruning
+        #: included (AUTOINCREMENT), so it numbers every event this file ever held
+        self.last_event_seq = 0
         #: how long each committed write took (read by ``GET /metrics``; fixed memory)
         self.write_times = DurationHistogram(JOURNAL_WRITE_BUCKETS)
         self._conn: sqlite3.Connection | None = None
@@ -200,6 +203,8 @@ class Journal:
             raise
         row = conn.execute("SELECT MAX(position) FROM operations").fetchone()
         self._position = (row[0] or 0) + 1
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        self.last_event_seq = 0 if row is None else int(row[0])
 
     def _inspect(self, conn: sqlite3.Connection) -> int:
         """The file's schema version, read without writing; refuse a file that is not ours.
@@ -309,11 +314,16 @@ class Journal:
         retry: dict[UUID, list[RetryRow]] | None = None,
         retry_reset: bool = False,
         paused: bool | None = None,
-    ) -> None:
+    ) -> int:
         """Commit one unit of work; on any failure nothing of it is kept and JournalError says why.
 
         Any failure: SQLite's (disk full, I/O) or not (a payload ``json`` cannot encode, say).
         The transaction is rolled back in every case, so the next write starts clean.
+
+        Returns the ``seq`` the first event got: the events of the unit are numbered from it,
+        in order, with no gap (``seq`` is AUTOINCREMENT and this connection is the file's only
+        writer, so SQLite hands out last + 1, last + 2, ...). This is the ``seq`` the MQTT link
+        publishes with each event.
         """
         conn = self._db()
         position = self._position
@@ -335,12 +345,15 @@ class Journal:
                 None if isinstance(exc, sqlite3.Error) else exc
             )
         self.write_times.observe(time.perf_counter() - began)
+        first_seq = self.last_event_seq + 1
+        self.last_event_seq += len(event_rows)
         self._commits += 1
         if self._prune_every and self._commits % self._prune_every == 0:
             try:
                 self.prune()
             except JournalError as exc:  # the unit is committed: a failed prune must not undo it
                 log.warning("%s; tried again after %d commits", exc, self._prune_every)
+        return first_seq
 
     def _rows(
         self,
