@@ -4,6 +4,7 @@
                                [--journal PATH|:memory:] [--token T] [--demo]
                                [--log-level LEVEL | --log-config FILE]
     operation-dispatcher check-config FILE
+    operation-dispatcher fleet --broker HOST:PORT [--prefix P] [--json] [--wait S]
     operation-dispatcher --version
 
 ``serve`` runs one dispatcher, its hardware bridges (``[[bridges]]`` of the config) and its REST
@@ -18,6 +19,9 @@ on a loopback address, for one), the demo simulates that device (see :mod:`.demo
 ``operation_dispatcher.cli.operations``), from a subscriber here: the core stays quiet about
 operations. ``--log-config`` takes a TOML file in the stdlib's ``logging.config.dictConfig``
 form (files, rotation, levels) instead of ``--log-level``.
+
+With an ``[mqtt]`` section ``serve`` also reports to the plant's broker and takes commands from
+it (:mod:`.mqtt`); ``fleet`` shows every controller on a broker (see :func:`fleet_command`).
 """
 
 from __future__ import annotations
@@ -84,7 +88,31 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate a configuration file and list every error",
     )
     check.add_argument("file", metavar="FILE")
+    _fleet_parser(commands)
     return parser
+
+
+def _fleet_parser(commands: Any) -> None:
+    fleet = commands.add_parser(
+        "fleet", help="a live table of every controller on an MQTT broker",
+        description="Show every controller reporting to an MQTT broker (needs the mqtt extra).",
+    )
+    fleet.add_argument("--broker", required=True, metavar="HOST:PORT",
+                       help="the broker (port default 1883)")
+    fleet.add_argument("--prefix", default=None, metavar="P",
+                       help="the controllers' topic prefix (default operation-dispatcher)")
+    fleet.add_argument("--json", action="store_true",
+                       help="print one JSON snapshot and exit (for scripts)")
+    fleet.add_argument("--wait", type=float, default=2.0, metavar="S",
+                       help="--json: seconds to wait for the controllers' messages (default 2)")
+    fleet.add_argument("--interval", type=float, default=1.0, metavar="S",
+                       help="seconds between two redraws of the table (default 1)")
+    fleet.add_argument("--username", metavar="U")
+    fleet.add_argument("--password", metavar="P",
+                       help="(default: $OPERATION_DISPATCHER_MQTT_PASSWORD)")
+    fleet.add_argument("--tls-ca", metavar="FILE", help="CA file: connect with TLS")
+    fleet.add_argument("--tls-cert", metavar="FILE", help="client certificate (with --tls-key)")
+    fleet.add_argument("--tls-key", metavar="FILE")
 
 
 def _settings(args: argparse.Namespace) -> Config:
@@ -143,6 +171,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
         dispatcher.close()
         return 2
+    try:
+        link = _build_mqtt_link(dispatcher, config)
+    except (DispatcherError, ImportError) as exc:
+        print(f"{PROG}: cannot use the MQTT broker: {exc}", file=sys.stderr)
+        dispatcher.close()
+        return 2
     http = config.http
     try:
         app = create_app(
@@ -181,6 +215,11 @@ def serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
+        if link is not None:  # before the start: its OPERATION_DISPATCHER_STARTED is published
+            link.start()
+            assert config.mqtt is not None
+            log.info("mqtt: reporting to %s:%d as %s/%s/...", config.mqtt.host,
+                     config.mqtt.port, link.topics.prefix, dispatcher.resource_id)
         try:
             dispatcher.start()
         except DispatcherError as exc:  # the journal cannot record the start, for one
@@ -209,7 +248,7 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         # A second SIGINT/SIGTERM while shutting down only sets ``stop`` again: the handlers
         # stay until everything is stopped, so a shutdown never ends in a traceback.
-        status = _shut_down(server, bridges, demo, dispatcher) or status
+        status = _shut_down(server, bridges, demo, dispatcher, link) or status
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"{PROG}: stopped", flush=True)
@@ -307,15 +346,19 @@ class OperationLog:
 
 
 def _shut_down(
-    server: Any, bridges: list[Any], demo: DemoMachine | None, dispatcher: OperationDispatcher
+    server: Any, bridges: list[Any], demo: DemoMachine | None, dispatcher: OperationDispatcher,
+    link: Any = None,
 ) -> int:
-    """Stop the server, the bridges, the demo and the dispatcher, each even if one before
-    failed; a failure is one line on stderr (no traceback) and makes the exit status 1."""
+    """Stop the server, the bridges, the demo, the dispatcher and the MQTT link, each even if
+    one before failed; a failure is one line on stderr (no traceback) and makes the exit
+    status 1. The link goes last: it publishes the dispatcher's last events, then OFFLINE."""
     steps: list[tuple[str, Callable[[], object]]] = [("the HTTP server", server.stop)]
     steps += [(f"bridge {bridge.name}", bridge.stop) for bridge in bridges]
     if demo is not None:
         steps.append(("the demo", demo.stop))
     steps.append(("the dispatcher", lambda: dispatcher.close(timeout=10.0)))
+    if link is not None:
+        steps.append(("the MQTT link", link.stop))
     status = 0
     for what, stop_it in steps:
         try:
@@ -336,6 +379,95 @@ def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]
     return build_bridges(dispatcher, config.bridges)
 
 
+def _build_mqtt_link(dispatcher: OperationDispatcher, config: Config) -> Any:
+    """The MQTT link of the config's ``[mqtt]`` section (built, not started), or None."""
+    if config.mqtt is None:
+        return None
+    from .mqtt import MqttLink
+
+    return MqttLink(dispatcher, config.mqtt)
+
+
+def _broker_table(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The ``[mqtt]``-like table of ``fleet``'s options, or why ``--broker`` is unusable."""
+    import os
+
+    broker = args.broker
+    host, sep, port = broker.rpartition(":")
+    if not sep or "]" in port:  # no port (an IPv6 address in brackets has colons inside)
+        host, port = broker, "1883"
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return f"--broker must be HOST or HOST:PORT, got {broker!r}"
+    table: dict[str, Any] = {"host": host, "port": int(port)}
+    password = args.password or os.environ.get("OPERATION_DISPATCHER_MQTT_PASSWORD")
+    options = {"prefix": args.prefix, "username": args.username, "password": password,
+               "tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    table.update({key: value for key, value in options.items() if value is not None})
+    return table
+
+
+def fleet_command(args: argparse.Namespace) -> int:
+    """``fleet``: a live table of the controllers on a broker (``--json``: one snapshot)."""
+    import json
+
+    from .mqtt.settings import MqttSettings, mqtt_problems
+
+    table = _broker_table(args)
+    if isinstance(table, str):
+        print(f"{PROG}: {table}", file=sys.stderr)
+        return 2
+    problems = mqtt_problems(table, "fleet")
+    for number, name in (("wait", args.wait), ("interval", args.interval)):
+        if not 0 < name <= 3600:
+            problems.append((f"--{number}", "must be a number of seconds > 0 and <= 3600"))
+    if problems:
+        for key, rule in problems:
+            print(f"{PROG}: {key.replace('fleet.', '--').replace('_', '-')}: {rule}",
+                  file=sys.stderr)
+        return 2
+    try:
+        from .mqtt import FleetView
+        from .mqtt.fleet import render_table
+    except ImportError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    view = FleetView(MqttSettings(**table))
+    view.start()
+    try:
+        if args.json:
+            if not view.wait_subscribed(args.wait):
+                print(f"{PROG}: no answer from the broker {args.broker} within {args.wait:g} s",
+                      file=sys.stderr)
+                return 1
+            view.wait_quiet(0.3, args.wait)
+            print(json.dumps(view.snapshot(), indent=2))
+            return 0
+        return _fleet_live(view, render_table, args.interval)
+    finally:
+        view.stop()
+
+
+def _fleet_live(view: Any, render: Callable[[Any], str], interval: float) -> int:
+    """Redraw the table when something changed, every ``interval`` s, until SIGINT/SIGTERM."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    shown = -1
+    try:
+        while not stop.is_set():
+            if view.version != shown:
+                shown = view.version
+                stamp = datetime.now().strftime("%H:%M:%S")
+                print(f"{clear}{PROG} fleet {stamp}\n{render(view.controllers())}\n", flush=True)
+            stop.wait(interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
 def check_config_command(args: argparse.Namespace) -> int:
     try:
         load_config(args.file)
@@ -352,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "fleet":
+        return fleet_command(args)
     return check_config_command(args)
 
 

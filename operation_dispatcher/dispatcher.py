@@ -397,7 +397,8 @@ class OperationDispatcher:
         ``with_seq=True`` the handler is called as ``handler(event, seq)``: ``seq`` numbers the
         events 1, 2, ... in the order they were committed, with no gap; with a journal it is
         the journal's ``events.seq`` and goes on across restarts, without one it starts again
-        at 1 in each process. Returns a function that unsubscribes.
+        at 1 in each process (``*_REQUESTED`` events are numbered too: without
+        ``include_requests`` their numbers are gaps). Returns a function that unsubscribes.
         """
         return self._bus.subscribe(
             handler, include_requests=include_requests, with_seq=with_seq
@@ -512,6 +513,25 @@ class OperationDispatcher:
         """The approval requests waiting for an answer (answer them with :meth:`decide`)."""
         with self._work:
             return self._handshake.desk.pending()
+
+    def watch_requests(self, watcher: Callable[[PendingRequest], Any]) -> Callable[[], None]:
+        """Call ``watcher(request)`` whenever a request opens that waits for :meth:`decide`
+        (an ``"operator"`` or ``"mqtt"`` approval policy, or a callback that returned
+        PENDING); the request is a :class:`PendingRequest` snapshot, the call runs on a
+        request-callback worker with no lock held. The ``*_REQUESTED`` event itself reaches
+        the history (and subscribers) only once the request is answered, so this is how an
+        interface (the MQTT link) learns of it at once. Returns a function that unwatches.
+        """
+        with self._lock:
+            self._handshake.watchers = (*self._handshake.watchers, watcher)
+
+        def unwatch() -> None:
+            with self._lock:
+                self._handshake.watchers = tuple(
+                    w for w in self._handshake.watchers if w is not watcher
+                )
+
+        return unwatch
 
     def get_history(
         self,

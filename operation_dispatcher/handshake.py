@@ -23,6 +23,7 @@ from .approvals import (
     PENDING,
     ApprovalDesk,
     ApprovalRequest,
+    PendingRequest,
     RequestDecision,
     RequestKind,
     RequestStatus,
@@ -68,6 +69,8 @@ class Handshake:
         self.policy = policy
         #: called (lock held) when a callback answered a request, so the engine can act on it
         self.on_answer: Callable[[ApprovalRequest], None] = lambda request: None
+        #: told (on a callback worker, no lock held) of every request that waits for decide()
+        self.watchers: tuple[Callable[[PendingRequest], Any], ...] = ()
 
     def open(
         self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
@@ -85,6 +88,7 @@ class Handshake:
                 kind, event, op, self.policy.operator_timeout_seconds, waiting_for=policy.value
             )
             request.by_operator = True
+            self._opened(request)
             return request
         request = self.desk.open(kind, event, op, self._timeout)
         if policy is Policy.DENY:
@@ -96,6 +100,20 @@ class Handshake:
         else:
             self._callbacks.submit(self._ask, request)
         return request
+
+    def _opened(self, request: ApprovalRequest) -> None:
+        """Tell the watchers (off the lock, on a callback worker) that ``request`` waits for
+        ``decide()``. Lock held."""
+        if self.watchers:
+            self._callbacks.submit(self._tell, self.watchers, request.snapshot())
+
+    def _tell(self, watchers: tuple[Callable[[PendingRequest], Any], ...],
+              snapshot: PendingRequest) -> None:
+        for watcher in watchers:
+            try:
+                watcher(snapshot)
+            except Exception:
+                self._log.exception("request watcher %r failed", watcher)
 
     def _ask(self, request: ApprovalRequest) -> None:
         """Runs on a callback worker, no lock held: ask the business logic, file the answer."""
@@ -113,6 +131,7 @@ class Handshake:
         with self._unit:
             if decision is PENDING:
                 request.waiting_for = "decide()"
+                self._opened(request)
                 return
             if not self.desk.resolve(request, decision):
                 self._log.warning(

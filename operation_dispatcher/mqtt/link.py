@@ -4,8 +4,10 @@ Threads: paho's network thread (``loop_start``) receives commands and responses 
 connect callbacks; the dispatcher's event thread hands each event to :meth:`_on_event`; the
 link's state thread (``operation-dispatcher-mqtt-state[<resource>]``) publishes the coalesced
 state and the open approval requests; the command worker
-(``operation-dispatcher-mqtt-commands[<resource>]``) runs commands. No dispatcher call runs on
-paho's thread, so a cancel that waits for an approval never stalls the link.
+(``operation-dispatcher-mqtt-commands[<resource>]``) runs commands and the response worker
+(``...-responses[<resource>]``) answers approval requests. No dispatcher call runs on paho's
+thread, so a cancel that waits for an approval never stalls the link, and the response that
+approves it does not queue behind it.
 
 Events go through our own :class:`~.outbox.Outbox` (see there for why), keyed by the store's
 ``seq``: published while connected, kept until the broker's PUBACK, published again in order on
@@ -100,6 +102,9 @@ class MqttLink:
         self._unsubscribe: list[Any] = []
         self._handler = CommandHandler(dispatcher)
         self._worker = CommandWorker(f"operation-dispatcher-mqtt-commands[{resource_id}]")
+        # responses have a worker of their own: a command may be waiting for the very approval
+        # a response brings (a cancel under approvals.cancel = "mqtt")
+        self._responses = CommandWorker(f"operation-dispatcher-mqtt-responses[{resource_id}]")
         #: connections made so far (a reconnect counts again)
         self.connections = 0
 
@@ -122,8 +127,10 @@ class MqttLink:
         self._unsubscribe = [
             self._dispatcher.subscribe(self._on_event, include_requests=True, with_seq=True),
             self._dispatcher.signals.subscribe(lambda signal: self._touch()),
+            self._dispatcher.watch_requests(lambda request: self._request_opened()),
         ]
         self._worker.start()
+        self._responses.start()
         self._state_thread = threading.Thread(
             target=self._state_loop, name=f"operation-dispatcher-mqtt-state[{resource_id}]",
             daemon=True,
@@ -148,6 +155,7 @@ class MqttLink:
         if self._state_thread is not None:
             self._state_thread.join(max(0.0, deadline - time.monotonic()))
             self._state_thread = None
+        self._responses.stop(max(0.0, deadline - time.monotonic()))
         self._worker.stop(max(0.0, deadline - time.monotonic()))
         if not self._wait_acknowledged(deadline):
             with self._lock:
@@ -256,7 +264,7 @@ class MqttLink:
             except CommandError as exc:
                 self._answer(CommandResult.refused(exc, None, getattr(exc, "command_id", None)))
                 return
-            self._submit(lambda: self._handler.handle(command), command.command,
+            self._submit(self._worker, lambda: self._handler.handle(command), command.command,
                          command.command_id)
         elif name == t.RESPONSES:
             try:
@@ -265,11 +273,12 @@ class MqttLink:
                 self._answer(CommandResult.refused(exc, "respond", None))
                 return
             command_id = data.get("command_id")
-            self._submit(lambda: self._handler.respond(data), "respond",
+            self._submit(self._responses, lambda: self._handler.respond(data), "respond",
                          command_id if isinstance(command_id, str) else None)
 
-    def _submit(self, run: Any, command: str, command_id: str | None) -> None:
-        if not self._worker.submit(run, self._answer):
+    def _submit(self, worker: CommandWorker, run: Any, command: str,
+                command_id: str | None) -> None:
+        if not worker.submit(run, self._answer):
             self._answer(CommandResult.refused(CommandError(
                 503, "command_queue_full", "too many commands waiting; nothing was applied, "
                 "send it again later"), command, command_id))
@@ -293,8 +302,6 @@ class MqttLink:
             if self._connected:
                 self._send_event(seq, payload)
             self._dirty = True
-            if event.event_type.is_request:
-                self._announce = self._announce or False
             self._cond.notify_all()
 
     def _send_event(self, seq: int, payload: bytes) -> None:
@@ -309,6 +316,13 @@ class MqttLink:
             seq = inflight.pop(acked.popleft(), None)
             if seq is not None:
                 outbox.ack(seq)
+
+    def _request_opened(self) -> None:
+        """A request waits for decide(): the state thread publishes it (and the new state)."""
+        with self._cond:
+            self._dirty = True
+            self._announce = self._announce or False
+            self._cond.notify_all()
 
     def _touch(self) -> None:
         with self._cond:

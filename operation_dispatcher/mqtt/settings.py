@@ -113,10 +113,10 @@ def mqtt_problems(
     if "host" not in table:
         problems.append((f"{section}.host", "required: the broker's host name or address"))
     if "password" in table and "username" not in table:
-        problems.append((f"{section}.password", "needs mqtt.username"))
+        problems.append((f"{section}.password", "needs username (a password alone is never sent)"))
     for key in ("tls_cert", "tls_key"):
         if key in table and "tls_ca" not in table:
-            problems.append((f"{section}.{key}", "needs mqtt.tls_ca (TLS is on with a CA file)"))
+            problems.append((f"{section}.{key}", "needs tls_ca (TLS is on when a CA file is named)"))
     if ("tls_cert" in table) != ("tls_key" in table):
         missing = "tls_key" if "tls_cert" in table else "tls_cert"
         problems.append((f"{section}.{missing}", "tls_cert and tls_key go together"))
