@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo lint clean
+.PHONY: test test-fast bench demo fleet-demo lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080
+
+# The fleet demo needs the api, modbus and mqtt extras and mosquitto (Debian package
+# `mosquitto`): a broker on a free loopback port (config and data in a temp folder), three cells
+# (each `serve --demo` with its simulated PLC, REST API and [mqtt] link), a central approver for
+# cell-3's requests, and the live fleet table in the foreground. Ctrl-C stops all of it.
+$(VENV)/.fleet-installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[api,modbus,mqtt]'
+	touch $@
+
+fleet-demo: $(VENV)/.fleet-installed
+	$(PY) examples/fleet/run.py
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples

@@ -101,6 +101,9 @@ class LocalBroker:
         self._proc = subprocess.Popen(
             [find_mosquitto(), "-c", str(self.config)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # its own session: a Ctrl-C at the terminal must not take the broker away before
+            # the controllers have published their OFFLINE; stop() ends it
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
