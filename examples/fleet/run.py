@@ -56,7 +56,7 @@ def approver(port: int, stop: threading.Event) -> None:
 def main() -> int:
     template = string.Template((HERE / "cell.toml").read_text())
     with tempfile.TemporaryDirectory(prefix="fleet-demo-") as folder:
-        broker = LocalBroker(Path(folder) / "broker").start()
+        broker = LocalBroker(Path(folder) / "broker", own_session=True).start()
         print(f"fleet-demo: mosquitto on 127.0.0.1:{broker.port} (pid {broker.pid})", flush=True)
         cells: list[subprocess.Popen[bytes]] = []
         stop = threading.Event()

@@ -42,6 +42,9 @@ class LocalBroker:
     :param persistence: keep sessions and retained messages across :meth:`restart`.
     :param tls: ``(ca, cert, key)`` file paths: the listener speaks TLS only; with
         ``require_certificate`` a client must present a certificate signed by ``ca``.
+    :param own_session: run mosquitto in a session of its own, so that a Ctrl-C at the
+        terminal does not stop it before the controllers have said OFFLINE (the fleet demo);
+        :meth:`stop` ends it either way.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class LocalBroker:
         tls: tuple[str, str, str] | None = None,
         require_certificate: bool = False,
         password_file: str | None = None,
+        own_session: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -62,6 +66,7 @@ class LocalBroker:
         self.tls = tls
         self.require_certificate = require_certificate
         self.password_file = password_file
+        self.own_session = own_session
         self.config = self.folder / "mosquitto.conf"
         self.log = self.folder / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -101,9 +106,7 @@ class LocalBroker:
         self._proc = subprocess.Popen(
             [find_mosquitto(), "-c", str(self.config)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            # its own session: a Ctrl-C at the terminal must not take the broker away before
-            # the controllers have published their OFFLINE; stop() ends it
-            start_new_session=True,
+            start_new_session=self.own_session,
         )
         deadline = time.monotonic() + timeout
         while True:
