@@ -331,6 +331,7 @@ class MqttLink:
 
     # ------------------------------------------------------------------ the state thread
     def _state_loop(self) -> None:
+        """Open requests at once; the state at most once per interval (changes coalesce)."""
         last = float("-inf")
         while True:
             with self._cond:
@@ -341,19 +342,23 @@ class MqttLink:
                 if self._stopping:
                     return
                 wait = last + self._interval - time.monotonic()
-                if wait > 0:
+                state_due = self._dirty and wait <= 0
+                if self._announce is None and not state_due:
                     self._cond.wait(wait)
                     continue
-                self._dirty = False
                 announce, self._announce = self._announce, None
+                if state_due:
+                    self._dirty = False
                 self._settle()
             try:
                 if announce is not None:
                     self._announce_requests(everything=announce)
-                self._publish_state()
+                if state_due:
+                    self._publish_state()
             except Exception:  # a failed read must not end the thread: the next change retries
                 self._log.exception("MQTT: publishing the state failed")
-            last = time.monotonic()
+            if state_due:
+                last = time.monotonic()
 
     def _publish_state(self) -> None:
         dispatcher = self._dispatcher
