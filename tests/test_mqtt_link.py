@@ -495,3 +495,30 @@ def test_tls_with_a_generated_ca_and_a_client_certificate(
     _, dispatcher, link = cell(broker=broker, settings=tls)
     sub = clients.subscriber(broker, f"{BASE}/connection", settings=MqttSettings(host="x", **tls))
     assert sub.first("connection").body["connectionState"] == "ONLINE"
+
+
+@pytest.mark.slow  # paho's first retry comes 1 s after the refused connection
+def test_a_broker_down_at_start_gets_the_events_once_it_is_up(
+    clients, make_dispatcher, tmp_path: Path,
+) -> None:
+    broker = LocalBroker(tmp_path / "late-broker")  # not started yet: nothing listens
+    dispatcher = make_dispatcher(journal=tmp_path / "late.db", start_paused=True)
+    link = MqttLink(dispatcher, MqttSettings(host=broker.host, port=broker.port),
+                    state_interval_seconds=0.05)
+    link.start()
+    try:
+        dispatcher.start()
+        dispatcher.add_operations([op(), op()])
+        assert dispatcher.drain_events(5)
+        assert not link.is_connected and link.buffered >= 3
+        broker.start()
+        sub = clients.subscriber(broker, f"{BASE}/#")
+        assert link.wait_connected(15)
+        assert dispatcher.journal is not None
+        last = dispatcher.journal.last_event_seq
+        sub.wait_for(lambda: [m.body["seq"] for m in sub.of("events")] ==
+                     list(range(1, last + 1)), what="every event, in order")
+        wait_until(lambda: link.buffered == 0, what="the acknowledgements")
+    finally:
+        link.stop()
+        broker.stop()
