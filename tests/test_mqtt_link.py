@@ -522,3 +522,44 @@ def test_a_broker_down_at_start_gets_the_events_once_it_is_up(
     finally:
         link.stop()
         broker.stop()
+
+
+@pytest.mark.slow  # paho's first retry comes 1 s after the refused connection
+def test_an_outbox_overflow_is_a_seq_gap_that_the_history_fills(
+    clients, make_dispatcher, make_client, tmp_path: Path,
+) -> None:
+    broker = LocalBroker(tmp_path / "late-broker")
+    dispatcher = make_dispatcher(journal=tmp_path / "gap.db", start_paused=True)
+    link = MqttLink(dispatcher, MqttSettings(host=broker.host, port=broker.port, buffer_size=3),
+                    state_interval_seconds=0.05)
+    link.start()
+    try:
+        api = make_client(dispatcher)  # the controller's REST API (it starts the dispatcher)
+        dispatcher.add_operations([op(payload={"n": i}) for i in range(6)])
+        assert dispatcher.drain_events(5)
+        assert dispatcher.journal is not None
+        last = dispatcher.journal.last_event_seq
+        assert link.dropped == last - 3 and link.buffered == 3
+        broker.start()
+        sub = clients.subscriber(broker, [f"{BASE}/events", f"{BASE}/state"])
+        assert link.wait_connected(15)
+        sub.wait_for(lambda: len(sub.of("events")) == 3, what="the three kept events")
+        received = [m.body for m in sub.of("events")]
+        assert [b["seq"] for b in received] == [last - 2, last - 1, last]
+        state = sub.first("state", lambda b: b["last_seq"] == last).body
+        assert state["outbox"]["dropped"] == last - 3
+
+        # the gap (seq 1 .. last - 3) from the journal, as the README says
+        response = api.get("/operations/history",
+                           query_string={"to_time": received[0]["event"]["created_at"]})
+        history = [e["id"] for e in response.json()["events"]]
+        have = {b["event"]["id"] for b in received}
+        recovered = [eid for eid in history if eid not in have]
+        link.stop()
+        dispatcher.close(timeout=5)
+        rows = journal_rows(tmp_path / "gap.db")
+        assert recovered + [b["event"]["id"] for b in received] == [eid for _, eid in rows
+                                                                      if _ <= last]
+    finally:
+        link.stop()
+        broker.stop()

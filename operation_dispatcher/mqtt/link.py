@@ -52,6 +52,8 @@ MAX_EXPLAINED = 100
 MAX_LISTED_REQUESTS = 100
 #: Request ids remembered as announced (those no longer open are forgotten first).
 _ANNOUNCED_LIMIT = 1024
+#: Messages paho may hold beyond twice the outbox (states, results, connection messages).
+PAHO_QUEUE_MARGIN = 1000
 #: The policies whose requests are published (``approvals`` "operator" and "mqtt").
 PUBLISHED_WAITING_FOR = ("operator", "mqtt")
 
@@ -75,7 +77,7 @@ class MqttLink:
         state_interval_seconds: float = STATE_INTERVAL_SECONDS,
         logger: logging.Logger | None = None,
     ) -> None:
-        require_paho()
+        self._queue_full = require_paho().MQTT_ERR_QUEUE_SIZE
         resource_id = dispatcher.resource_id
         _checks.topic_level(resource_id, "resource_id")
         _checks.seconds(state_interval_seconds, "state_interval_seconds", zero=True)
@@ -121,6 +123,10 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        # paho keeps what it was given until acknowledged: bounded, so that a broker that stops
+        # reading (but keeps the socket open) cannot grow it without limit. Room for every
+        # event twice (its own copy and ours after a reconnect) plus states and results
+        client.max_queued_messages_set(2 * self._settings.buffer_size + PAHO_QUEUE_MARGIN)
         with self._lock:
             self._stopping = False
             self._client = client
@@ -307,7 +313,8 @@ class MqttLink:
     def _send_event(self, seq: int, payload: bytes) -> None:
         """Hand one event to paho (lock held: publish order is seq order)."""
         info = self._client.publish(self.topics.of(t.EVENTS), payload, qos=1)
-        self._inflight[info.mid] = seq
+        if info.rc != self._queue_full:  # refused: it stays in the outbox for the reconnect
+            self._inflight[info.mid] = seq
 
     def _settle(self) -> None:
         """Drop acknowledged events from the outbox (lock held)."""
