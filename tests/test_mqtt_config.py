@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,70 @@ def test_the_outbox_keeps_the_newest_and_counts_what_it_dropped() -> None:
     assert (box.dropped, box.last_dropped_seq) == (2, 2)
     with pytest.raises(ValueError):
         Outbox(0)
+
+
+def _answer(handler: CommandHandler, command: str, args: dict[str, Any]) -> tuple[int, str]:
+    result = handler.handle(parse(json.dumps({"command": command, "args": args}).encode()))
+    assert result.error is not None, result
+    return result.status, result.error["code"]
+
+
+def test_hostile_arguments_are_refused_with_the_rest_codes() -> None:
+    with OperationDispatcher(RESOURCE, start_paused=True) as dispatcher:
+        handler = CommandHandler(dispatcher)
+        queued = str(dispatcher.add_operation(op()).id)
+        cases: list[tuple[str, dict[str, Any], tuple[int, str]]] = [
+            ("add", {"operations": "x"}, (400, "invalid_operations")),
+            ("add", {"operations": [1]}, (400, "invalid_operation")),
+            ("add", {"operations": [{"priority": 1}]}, (400, "invalid_operation")),
+            ("add", {"operations": [{"payload": {}}] * 1001}, (400, "too_many_operations")),
+            ("add", {"operations": [{"payload": {}, "id": "not-a-uuid"}]},
+             (400, "invalid_operation")),
+            ("add", {"operations": [{"payload": {}, "planned_duration": -1}]},
+             (400, "invalid_operation")),
+            ("add", {"operations": [{"payload": {}, "dependencies": [
+                {"depends_on_operation_id": "00000000-0000-4000-8000-000000000000",
+                 "dependency_type": "FINISH_TO_START"}]}]}, (400, "operation_rejected")),
+            ("update", {"operation_id": queued}, (400, "invalid_updates")),
+            ("update", {"operation_id": queued, "updates": {"state": "RUNNING"}},
+             (400, "invalid_updates")),
+            ("update", {"operation_id": queued, "updates": {"priority": True}},
+             (400, "invalid_updates")),
+            ("cancel", {}, (400, "invalid_command")),
+            ("cancel", {"operation_id": queued, "termination_reason": 5},
+             (400, "invalid_termination_reason")),
+            ("progress", {"operation_id": queued, "fraction": "half"}, (400, "invalid_progress")),
+            ("progress", {"operation_id": queued, "fraction": 0.5},
+             (409, "operation_not_running")),
+        ]
+        for command, args, expected in cases:
+            assert _answer(handler, command, args) == expected, (command, args)
+        assert [str(o.id) for o in dispatcher.get_schedule()] == [queued]
+
+
+def test_hostile_responses_are_refused_and_decide_nothing() -> None:
+    policy = ApprovalPolicy(start="mqtt")
+    heard = threading.Event()
+    with OperationDispatcher(RESOURCE, approval_policy=policy) as dispatcher:
+        dispatcher.watch_requests(lambda request: heard.set())
+        dispatcher.add_operation(op())
+        assert heard.wait(5)
+        request_id = str(dispatcher.pending_requests()[0].request_id)
+        handler = CommandHandler(dispatcher)
+        cases: list[dict[str, Any]] = [
+            {"request_id": request_id, "accepted": "true"},
+            {"request_id": request_id, "accepted": 1},
+            {"request_id": request_id},
+            {"request_id": "nope", "accepted": True},
+            {"request_id": request_id, "accepted": True, "data": "x"},
+            {"request_id": request_id, "accepted": True, "answered_by": "m" * 500},
+            {"request_id": request_id, "accepted": True, "answered_by": 7},
+            {"request_id": request_id, "accepted": True, "extra": 1},
+            {"request_id": request_id, "accepted": True, "data": {"deep": [[[[]]]] * 1,
+                                                                   "n": 10**5000}},
+        ]
+        for body in cases:
+            result = handler.respond(body)
+            assert (result.status, result.error["code"]) == (400, "invalid_response"), body
+        assert [str(r.request_id) for r in dispatcher.pending_requests()] == [request_id]
+        assert handler.respond({"request_id": request_id, "accepted": False}).ok
