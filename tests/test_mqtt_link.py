@@ -563,3 +563,31 @@ def test_an_outbox_overflow_is_a_seq_gap_that_the_history_fills(
     finally:
         link.stop()
         broker.stop()
+
+
+@pytest.mark.slow
+def test_serve_with_an_mqtt_section_takes_commands_and_says_offline_on_sigterm(
+    clients, make_broker, serve, tmp_path: Path,
+) -> None:
+    broker = make_broker()
+    config = tmp_path / "cell.toml"
+    config.write_text(
+        f'[dispatcher]\nresource_id = "{RESOURCE}"\nstart_paused = true\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+    )
+    central = clients.central(broker, RESOURCE)
+    events = clients.subscriber(broker, f"{BASE}/events")
+    served = serve("--config", str(config), "--journal", str(tmp_path / "j.db"))
+    central.first("state", lambda b: b["state"]["is_running"], timeout=20)
+    added = central.command("add", {"operations": [{"payload": {"via": "mqtt"}}]})
+    assert added["status"] == 201
+    operation_id = added["result"][0]["operation"]["id"]
+    assert served.get(f"/operations/{operation_id}").json()["operation"]["payload"] == {
+        "via": "mqtt"}
+    status, _out, err = served.stop(signal.SIGTERM)
+    assert status == 0, err
+    types = [m.body["event"]["event_type"] for m in events.of("events")]
+    assert types[0] == "operation_dispatcher_started"
+    assert types[-1] == "operation_dispatcher_stopped"  # the link stops after the dispatcher
+    fresh = clients.subscriber(broker, f"{BASE}/connection")
+    assert fresh.first("connection").body["connectionState"] == "OFFLINE"
