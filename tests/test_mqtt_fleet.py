@@ -4,6 +4,7 @@ names are ignored within bounds; ``operation-dispatcher fleet`` as a table and a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -137,3 +138,36 @@ def test_the_fleet_command_prints_json_and_refuses_bad_options(fleet, tmp_path: 
     nobody = run_cli("fleet", "--broker", f"127.0.0.1:{broker.port + 1 if broker.port < 65535 else 1}",
                      "--json", "--wait", "1")
     assert nobody.returncode == 1 and "no answer from the broker" in nobody.stderr
+
+
+@pytest.mark.slow
+def test_the_live_fleet_table_redraws_and_stops_on_sigint(fleet) -> None:
+    import selectors
+    import signal
+    import time
+
+    broker = fleet["broker"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operation_dispatcher", "fleet", "--broker",
+         f"{broker.host}:{broker.port}", "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    seen: set[str] = set()
+    text = ""
+    deadline = time.monotonic() + 20
+    with selectors.DefaultSelector() as selector:  # raw reads: no buffer hides a line
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while seen != {"cell-a", "cell-b", "cell-c"} and time.monotonic() < deadline:
+            if not selector.select(deadline - time.monotonic()):
+                break
+            chunk = os.read(proc.stdout.fileno(), 65536).decode()
+            if not chunk:
+                break
+            text += chunk
+            seen = {line.split()[0] for line in text.splitlines()
+                    if line.split()[1:2] == ["ONLINE"]}
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert seen == {"cell-a", "cell-b", "cell-c"}
+    assert proc.returncode == 0, err

@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -591,3 +592,25 @@ def test_serve_with_an_mqtt_section_takes_commands_and_says_offline_on_sigterm(
     assert types[-1] == "operation_dispatcher_stopped"  # the link stops after the dispatcher
     fresh = clients.subscriber(broker, f"{BASE}/connection")
     assert fresh.first("connection").body["connectionState"] == "OFFLINE"
+
+
+def test_username_and_password_log_in_and_a_wrong_password_is_refused(
+    clients, make_broker, make_dispatcher, cell, tmp_path: Path,
+) -> None:
+    passwords = tmp_path / "passwords"
+    passwords.write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "cell", "s3cret"], check=True,
+                   capture_output=True, timeout=30)
+    broker = make_broker(password_file=str(passwords))
+    _, dispatcher, link = cell(broker=broker, settings={"username": "cell",
+                                                        "password": "s3cret"})
+    assert link.is_connected
+
+    refused = MqttLink(make_dispatcher(), MqttSettings(
+        host=broker.host, port=broker.port, username="cell", password="wrong",
+        client_id="intruder"))
+    refused.start()
+    try:
+        assert not refused.wait_connected(1.5)
+    finally:
+        refused.stop()
