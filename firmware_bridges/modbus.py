@@ -59,7 +59,7 @@ from typing import Any
 from uuid import UUID
 
 try:
-    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+    from pymodbus.client import ModbusSerialClient
     from pymodbus.exceptions import ConnectionException, ModbusIOException
     from pymodbus.framer import FramerType
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -84,6 +84,7 @@ from .base import (
     BridgeError,
     BridgeProtocolError,
 )
+from .modbus_tcp import TcpClient, closed_by_peer, connect_failure
 
 __all__ = ["EXCEPTION_CODES", "ModbusBridge", "ModbusRefused", "SignalSpec"]
 
@@ -308,7 +309,7 @@ class ModbusBridge(BaseBridge):
         self._refused: dict[tuple[str, int], str] = {}
         # the operation the PLC was told to start: set and cleared on the bridge thread only
         self._active: UUID | None = None
-        self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        self._client: TcpClient | ModbusSerialClient | None = None
         if self.executor is not None:
             self._become_executor()
 
@@ -351,22 +352,24 @@ class ModbusBridge(BaseBridge):
         self._plan = _batch(self._addresses())
         if self.transport == "rtu":
             assert self.serial_port is not None
-            self._client = ModbusSerialClient(
+            serial = self._client = ModbusSerialClient(
                 self.serial_port, framer=FramerType.RTU, baudrate=self.baudrate,
                 parity=self.parity, stopbits=self.stopbits, bytesize=self.bytesize,
                 timeout=self.timeout, retries=0, reconnect_delay=0, reconnect_delay_max=0,
             )
-            failure = f"cannot open {self.serial_port}"
+            if not serial.connect():
+                failure = f"cannot open {self.serial_port}"
+                reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
+                raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
         else:
             assert self.host is not None
-            self._client = ModbusTcpClient(
+            tcp = self._client = TcpClient(
                 self.host, port=self.port, timeout=self.timeout, retries=0,
                 reconnect_delay=0, reconnect_delay_max=0,
             )
-            failure = f"cannot connect to {self.host}:{self.port}"
-        if not self._client.connect():
-            reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
-            raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
+            if not tcp.connect():  # "connection refused by host:port", the same on every retry
+                reason = connect_failure(self.host, self.port, tcp.connect_error)
+                raise BridgeConnectionError(self.name, reason)
         self._probe()
 
     def _probe(self) -> None:
@@ -433,7 +436,11 @@ class ModbusBridge(BaseBridge):
             raise BridgeConnectionError(self.name, "not connected")
         try:
             response = getattr(client, method)(address, device_id=self.device_id, **kwargs)
-        except (ConnectionException, ModbusIOException) as exc:
+        except (ConnectionException, ModbusIOException, ConnectionResetError, BrokenPipeError) as exc:
+            if closed_by_peer(exc):  # not pymodbus' "unexpectedly closed 0.000 seconds into read"
+                raise BridgeConnectionError(self.name, (
+                    f"{self.endpoint} closed the connection without answering (a PLC does so "
+                    "when it allows no more clients, or not this client's address)")) from exc
             # pymodbus raises "from None" after an OSError; what the line said is the useful part
             cause = exc.__cause__ or exc.__context__
             detail = f"{exc} ({cause})" if cause is not None else str(exc)
