@@ -420,6 +420,7 @@ class ModbusBridge(BaseBridge):
                 return
             op = self.dispatcher.get_operation(op_id)
             payload = op.payload if op is not None else {}
+            assert self.executor is not None  # only an executor handles events (_handles_events)
             self._queue_command("start", op_id, payload.get(self.executor["program_key"]))
         elif kind is EventType.OPERATION_PAUSED:
             self._queue_command("pause", op_id)
@@ -546,9 +547,9 @@ class ModbusBridge(BaseBridge):
             raise
         self._active = op_id
 
-    def _fail_start(self, op_id: UUID, error: str, **meta: Any) -> None:
-        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, error)
-        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": error, **meta})
+    def _fail_start(self, op_id: Any, reason: str, **meta: Any) -> None:
+        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, reason)
+        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": reason, **meta})
 
     def _watch(self, raw: dict[tuple[str, int], int | bool]) -> None:
         ex = self.executor

@@ -247,13 +247,16 @@ class SerialLineBridge(BaseBridge):
         self._last_line = time.monotonic()  # the device talks: online (again)
         self._confirm_online()
         if msg.kind == "SIG":
+            assert msg.name is not None  # the parser names every SIG
             try:
                 self.set_signal(msg.name, msg.value)
             except DispatcherError as exc:
                 self._malformed(line, str(exc))
         elif msg.kind == "DONE":
+            assert msg.operation_id is not None  # the parser requires the id of DONE and ERR
             self._finish(msg.operation_id, None)
         elif msg.kind == "ERR":
+            assert msg.operation_id is not None
             self._finish(msg.operation_id, msg.reason or "")
         elif msg.kind == "NAK":
             self._rejected("the device refused the last command (NAK)")
