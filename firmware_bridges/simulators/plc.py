@@ -33,6 +33,10 @@ Run it standalone::
     python -m firmware_bridges.simulators.plc --port 5021 --framer rtu     # socket://127.0.0.1:5021
     python -m firmware_bridges.simulators.plc --framer rtu --serial-port pty   # prints the pty path
 
+and type operator commands on its stdin (``ready off``, ``fail 7 42``, ``error 5``, ``status``...;
+:mod:`firmware_bridges.simulators.plc_console` lists them), or give ``--no-commands``.
+SIGTERM stops it as Ctrl-C does.
+
 or from a test::
 
     with PlcSimulator(cycle_time=0.05) as plc:   # a free port on 127.0.0.1
@@ -531,7 +535,8 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m firmware_bridges.simulators.plc``: serve a simulated PLC until Ctrl-C."""
+    """``python -m firmware_bridges.simulators.plc``: serve a simulated PLC, taking operator
+    commands on stdin, until ``quit``, Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m firmware_bridges.simulators.plc",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
