@@ -268,6 +268,12 @@ class PlcSimulator:
         with self._lock:
             return self._ready
 
+    @property
+    def failing(self) -> dict[int, int]:
+        """A copy of ``failing_programs``: program -> error code."""
+        with self._lock:
+            return dict(self.failing_programs)
+
     def fail_program(self, program: int, code: int | None) -> None:
         """From the next cycle on, ``program`` ends with the error bit and ``code``; None: with done."""
         with self._lock:

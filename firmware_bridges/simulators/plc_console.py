@@ -111,7 +111,7 @@ class PlcConsole:
             plc.set_temperature(_word(args[0], "TENTHS"))
             return f"ok: temperature {int(args[0]) / 10:.1f}"
         if command == "status" and not args:
-            failing = ",".join(f"{p}={c}" for p, c in sorted(plc.failing_programs.items())) or "none"
+            failing = ",".join(f"{p}={c}" for p, c in sorted(plc.failing.items())) or "none"
             return (f"ok: ready={'on' if plc.ready else 'off'} mode={_MODES[plc.mode]} "
                     f"cycles={plc.cycles} failing={failing}")
         if command == "help" and not args:
