@@ -41,8 +41,10 @@ $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/operation-dispatcher serve --demo --config examples/cell.toml --host 127.0.0.1 --port 8080
 
+# mypy checks firmware_bridges, which ships py.typed (setup.cfg [mypy] says why not the core yet)
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples
+	$(PY) -m mypy firmware_bridges
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache
