@@ -52,22 +52,6 @@ def op(**kwargs: Any) -> Operation:
 
 
 @pytest.fixture
-def make_sim() -> Iterator[Callable[..., SerialDeviceSimulator]]:
-    made: list[SerialDeviceSimulator] = []
-
-    def factory(**kwargs: Any) -> SerialDeviceSimulator:
-        kwargs.setdefault("signals", {"alive": 1})  # repeated each second: the device is alive
-        sim = SerialDeviceSimulator(**kwargs)
-        sim.listen_tcp()
-        made.append(sim.start())
-        return sim
-
-    yield factory
-    for sim in made:
-        sim.stop()
-
-
-@pytest.fixture
 def make_bridge(make_dispatcher) -> Iterator[Callable[..., tuple[OperationDispatcher, SerialLineBridge]]]:
     """``make_bridge(url, **kwargs)`` -> (started dispatcher, online bridge named dev1).
 
