@@ -374,6 +374,26 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
+def make_sim() -> Iterator[Callable[..., Any]]:
+    """``make_sim(**kwargs)``: a started SerialDeviceSimulator on a free loopback port (its
+    ``alive`` signal, repeated each second, says the device is alive); stopped at teardown."""
+    from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
+
+    made: list[SerialDeviceSimulator] = []
+
+    def factory(**kwargs: Any) -> SerialDeviceSimulator:
+        kwargs.setdefault("signals", {"alive": 1})
+        sim = SerialDeviceSimulator(**kwargs)
+        sim.listen_tcp()
+        made.append(sim.start())
+        return sim
+
+    yield factory
+    for sim in made:
+        sim.stop()
+
+
+@pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """``make_broker(**kwargs)`` -> a started :class:`~operation_dispatcher.mqtt.localbroker.
     LocalBroker` (a real mosquitto on a free loopback port, its config and data in tmp_path);
