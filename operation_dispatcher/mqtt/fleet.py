@@ -46,7 +46,7 @@ class Controller:
     state_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
     @property
     def dispatcher(self) -> str:
