@@ -614,3 +614,28 @@ def test_username_and_password_log_in_and_a_wrong_password_is_refused(
         assert not refused.wait_connected(1.5)
     finally:
         refused.stop()
+
+
+def test_state_messages_are_coalesced_to_one_per_half_second_and_end_current(
+    clients, make_broker, make_dispatcher,
+) -> None:
+    from datetime import datetime
+
+    broker = make_broker()
+    dispatcher = make_dispatcher(start_paused=True)
+    link = MqttLink(dispatcher, MqttSettings(host=broker.host, port=broker.port))
+    sub = clients.subscriber(broker, f"{BASE}/state")
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        dispatcher.start()
+        for _ in range(5):  # 200 changes within about a second
+            dispatcher.add_operations([op() for _ in range(40)])
+            dispatcher.drain_events(5)
+        sub.first("state", lambda b: b["state"]["queue_size"] == 200)
+        stamps = [datetime.fromisoformat(m.body["timestamp"].replace("Z", "+00:00"))
+                  for m in sub.of("state")]
+        gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
+        assert len(stamps) < 10 and all(gap >= 0.45 for gap in gaps), gaps
+    finally:
+        link.stop()
