@@ -587,6 +587,7 @@ def test_serve_with_an_mqtt_section_takes_commands_and_says_offline_on_sigterm(
         "via": "mqtt"}
     status, _out, err = served.stop(signal.SIGTERM)
     assert status == 0, err
+    assert "Traceback" not in err, err
     types = [m.body["event"]["event_type"] for m in events.of("events")]
     assert types[0] == "operation_dispatcher_started"
     assert types[-1] == "operation_dispatcher_stopped"  # the link stops after the dispatcher
