@@ -219,3 +219,19 @@ def test_hostile_responses_are_refused_and_decide_nothing() -> None:
             assert (result.status, result.error["code"]) == (400, "invalid_response"), body
         assert [str(r.request_id) for r in dispatcher.pending_requests()] == [request_id]
         assert handler.respond({"request_id": request_id, "accepted": False}).ok
+
+
+def test_the_fleet_demo_cell_config_is_valid_once_filled_in(tmp_path: Path) -> None:
+    import string
+
+    from operation_dispatcher.config import load_config
+
+    template = Path(__file__).resolve().parent.parent / "examples" / "fleet" / "cell.toml"
+    path = tmp_path / "cell-3.toml"
+    path.write_text(string.Template(template.read_text()).substitute(
+        resource_id="cell-3", journal=tmp_path / "cell-3.db", http_port=8083,
+        start_policy="mqtt", mqtt_port=18830, plc_port=15023,
+    ))
+    config = load_config(path)
+    assert config.mqtt is not None and config.mqtt.port == 18830
+    assert config.approvals.uses_mqtt and config.bridges[0]["port"] == 15023
