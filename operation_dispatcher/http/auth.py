@@ -48,6 +48,7 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "bridges.get_bridge": "read",
     "events.stream_events": "read",
     "metrics.get_metrics": "read",
+    "forecast.get_forecast": "read",
     # submit: new work and changes to queued work (a MES)
     "operations.add_operation": "submit",
     "operations.update_operation": "submit",

@@ -1,0 +1,425 @@
+"""Forecast: when each queued operation is expected to start and end, or what keeps that unknown.
+
+An operator wants to know what comes next and whether a job will be late; a made-up time for a
+job that waits on a sensor is worse than none. So the forecast is a small simulation of the
+dispatcher's own rules on a *snapshot*, and says "unknown, because X" wherever the future depends
+on something that time alone does not bring.
+
+The dispatcher copies what the simulation needs under its lock (:func:`take_snapshot`, a read
+only: no payloads, no events) and computes outside it (:func:`forecast_operations`, a pure
+function of the snapshot and ``now``, so tests pass fixed times).
+
+The model and its assumptions:
+
+* **One resource.** Operations run one at a time, in the order the dispatcher itself would
+  start them: at each moment the resource is free, the first operation in dispatch order that
+  may start then starts (with ``strict_order``: the head of the queue, which nothing passes,
+  except that operations waiting for a provider are set aside as the dispatcher does). Every
+  start is assumed to be approved at once.
+* **The running operation** ends at ``start_time + planned_duration``; one that has run longer
+  than planned is taken to end *now* (``overrun`` is true): the forecast does not guess how
+  late. Time it spent paused earlier is not added. A **paused** current operation has no
+  expected end (``blocked_by`` is ``operation_paused``): its end waits for a resume.
+* **Durations** are ``planned_duration`` seconds (the dispatcher's ``default_planned_duration``
+  is applied when an operation is added). An operation without one gets a start but no end,
+  and nothing can be forecast to start after it: the operations behind it are
+  ``blocked_by: "operation:ID"``. No default is invented here.
+* **Time-based waits are forecast:** ``release_date``, a start cooldown after a denial, and
+  dependencies on operations the forecast places (FINISH_TO_START: from the provider's end;
+  START_TO_START: from its start).
+* **Waits that time alone does not end are not:** a release condition that does not hold now
+  (signals are assumed to keep their present values; the executor's online signal included)
+  ``release_condition:NAME``; a start awaiting an approval ``awaiting_approval`` (nothing else
+  starts until it is answered: the others wait on ``operation:ID``); a dependency on a provider
+  that failed, or whose start or end is itself unknown, ``dependency:ID``; the dispatcher
+  paused ``dispatcher_paused`` or not running ``dispatcher_not_running`` (for every queued
+  operation; the current one still gets its expected end).
+* **Overtaking.** Without ``strict_order`` an operation blocked on a condition is passed by the
+  ones behind it, which are forecast as if it stayed blocked; with ``strict_order`` a blocked
+  head holds everything behind it (``operation:HEAD_ID``).
+* ``misses_due_date`` is true when the expected end is after ``due_date``, or when even the
+  earliest possible end is (a due date already past, or a known start after it); false when
+  the expected end is known and not after it; null otherwise (no due date, or unknown).
+* Times beyond the calendar (year 9999) are unknown (``operation:ID`` for what follows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from ._checks import to_utc
+from .approvals import RequestKind
+from .keys import Blocker
+from .models import DependencyType, ExecutionState, Operation, format_datetime, utcnow
+
+if TYPE_CHECKING:
+    from .engine import DispatchEngine
+    from .handshake import Handshake
+    from .queue import DispatchQueue
+
+#: ``blocked_by`` of the paused current operation (its end waits for a resume).
+OPERATION_PAUSED = "operation_paused"
+_CONDITION = Blocker.condition("")
+_OPERATION = "operation:"
+
+
+# ------------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedOperation:
+    """What the forecast needs of one operation, copied under the dispatcher lock.
+
+    :param waits_for: the dependencies not met yet (provider id, type).
+    :param conditions: the blockers that no time ends, as ``explain`` names them
+        (``release_condition:NAME`` for each release condition that does not hold now).
+    :param failed_provider: a provider that failed or was cancelled: this one never starts.
+    :param awaiting_approval: its start request waits for an answer.
+    :param cooldown_until: no start request before this (after a denial).
+    """
+
+    id: UUID
+    state: ExecutionState = ExecutionState.QUEUED
+    job_id: str | None = None
+    planned_duration: float | None = None
+    release_date: datetime | None = None
+    due_date: datetime | None = None
+    start_time: datetime | None = None
+    waits_for: tuple[tuple[UUID, DependencyType], ...] = ()
+    conditions: tuple[str, ...] = ()
+    failed_provider: UUID | None = None
+    awaiting_approval: bool = False
+    cooldown_until: datetime | None = None
+
+    @classmethod
+    def of(cls, op: Operation, **facts: Any) -> PlannedOperation:
+        """The plain fields of ``op`` (no payload) with the facts the dispatcher found."""
+        return cls(
+            id=op.id, state=op.state, job_id=op.job_id, planned_duration=op.planned_duration,
+            release_date=op.release_date, due_date=op.due_date, start_time=op.start_time,
+            **facts,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSnapshot:
+    """The dispatcher's state as far as the forecast goes; ``queued`` is in dispatch order."""
+
+    current: PlannedOperation | None = None
+    queued: tuple[PlannedOperation, ...] = ()
+    strict_order: bool = False
+    paused: bool = False
+    running: bool = True
+
+
+def take_snapshot(
+    queue: DispatchQueue,
+    engine: DispatchEngine,
+    handshake: Handshake,
+    *,
+    strict_order: bool,
+    paused: bool,
+    running: bool,
+) -> ForecastSnapshot:
+    """Copy what the forecast needs; the caller holds the dispatcher lock (a read only)."""
+    now = utcnow()
+    request = engine.start_request
+    asking = request.operation.id if request is not None and request.is_pending else None
+    retry = handshake.retry
+    queued = []
+    for op in queue.list():
+        blockers, failed = engine.blockers(op)
+        waiting = set(blockers)
+        cooldown = retry.cooldown_remaining(RequestKind.START, op.id)
+        queued.append(PlannedOperation.of(
+            op,
+            waits_for=tuple(
+                (dep.depends_on_operation_id, dep.dependency_type) for dep in op.dependencies
+                if Blocker.dependency(dep.depends_on_operation_id) in waiting
+            ),
+            conditions=tuple(b for b in blockers if b.startswith(_CONDITION)),
+            failed_provider=failed,
+            awaiting_approval=op.id == asking,
+            cooldown_until=now + timedelta(seconds=cooldown) if cooldown > 0 else None,
+        ))
+    current = queue.pulled_operation
+    return ForecastSnapshot(
+        current=None if current is None else PlannedOperation.of(current),
+        queued=tuple(queued), strict_order=strict_order, paused=paused, running=running,
+    )
+
+
+# ------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastEntry:
+    """The forecast of one operation (``to_dict()`` is its ``GET /forecast`` form).
+
+    ``blocked_by`` names what makes ``expected_start`` unknown (for the paused current
+    operation: its end); it is None when the start is known. ``expected_end`` None with
+    ``blocked_by`` None means the operation has no ``planned_duration``.
+    """
+
+    operation_id: UUID
+    job_id: str | None
+    state: ExecutionState
+    expected_start: datetime | None
+    expected_end: datetime | None
+    blocked_by: str | None
+    misses_due_date: bool | None
+    due_date: datetime | None
+    overrun: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else format_datetime(value)
+
+        return {
+            "operation_id": str(self.operation_id),
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "expected_start": iso(self.expected_start),
+            "expected_end": iso(self.expected_end),
+            "blocked_by": self.blocked_by,
+            "misses_due_date": self.misses_due_date,
+            "due_date": iso(self.due_date),
+            "overrun": self.overrun,
+        }
+
+
+@dataclass(slots=True)
+class _Plan:
+    start: datetime | None = None
+    end: datetime | None = None
+    blocked_by: str | None = None
+    overrun: bool = False
+
+
+@dataclass(slots=True)
+class _Ready:
+    """Where an operation's dependencies stand at some point of the simulation."""
+
+    at: datetime | None = None  # met from this time on (None: no constraint)
+    waiting: bool = False  # a provider is not placed yet
+    blocked_by: str | None = None  # a provider whose time is unknown: never, as far as we know
+
+
+@dataclass(slots=True)
+class _Simulation:
+    snapshot: ForecastSnapshot
+    now: datetime
+    plans: dict[UUID, _Plan] = field(default_factory=dict)
+    #: when the resource is next free; None: unknown, because of ``stall``
+    free_at: datetime | None = None
+    stall: str | None = None
+    queued_ids: frozenset[UUID] = frozenset()
+
+    def run(self) -> list[ForecastEntry]:
+        snap = self.snapshot
+        self.queued_ids = frozenset(op.id for op in snap.queued)
+        self.free_at = self.now
+        if snap.current is not None:
+            self._place_current(snap.current)
+        held = _dispatcher_blocker(snap)
+        if held is not None:
+            for op in snap.queued:
+                self.plans[op.id] = _Plan(blocked_by=held)
+        else:
+            self._place_queue(list(snap.queued))
+        ops = ([snap.current] if snap.current is not None else []) + list(snap.queued)
+        return [self._entry(op) for op in ops]
+
+    # ---------------------------------------------------------------- the current operation
+    def _place_current(self, op: PlannedOperation) -> None:
+        start = op.start_time or self.now
+        if op.state is ExecutionState.PAUSED:
+            self.plans[op.id] = _Plan(start=start, blocked_by=OPERATION_PAUSED)
+            self._stall(op.id)
+            return
+        end = _plus(start, op.planned_duration)
+        overrun = end is not None and end < self.now
+        if overrun:
+            end = self.now
+        self.plans[op.id] = _Plan(start=start, end=end, overrun=overrun)
+        if end is None:
+            self._stall(op.id)
+        else:
+            self.free_at = max(end, self.now)
+
+    def _stall(self, operation_id: UUID) -> None:
+        self.free_at, self.stall = None, f"{_OPERATION}{operation_id}"
+
+    # ---------------------------------------------------------------- the queue
+    def _place_queue(self, ops: list[PlannedOperation]) -> None:
+        strict = self.snapshot.strict_order
+        pending: list[PlannedOperation] = []
+        for op in ops:
+            if op.failed_provider is not None:  # the dispatcher fails it: it never starts
+                self.plans[op.id] = _Plan(blocked_by=Blocker.dependency(op.failed_provider))
+            elif op.awaiting_approval:
+                self.plans[op.id] = _Plan(blocked_by=str(Blocker.AWAITING_APPROVAL))
+                self._stall(op.id)  # nothing else starts until it is answered
+            elif op.conditions and not strict:
+                self.plans[op.id] = _Plan(blocked_by=op.conditions[0])  # the others pass it
+            else:
+                pending.append(op)
+        ids = {op.id for op in pending}
+        first = 0  # pending[:first] are all placed
+        while first < len(pending) and self.free_at is not None:
+            chosen, wake = self._choose(pending, first, ids, strict)
+            if chosen is None:
+                if wake is None:
+                    break  # only waits on each other: left to the labels below
+                self.free_at = wake
+                continue
+            op, start = chosen
+            self._start(op, start)
+            ids.discard(op.id)
+            while first < len(pending) and pending[first].id not in ids:
+                first += 1
+        for op in pending:
+            if op.id in ids and op.id not in self.plans:
+                self.plans[op.id] = _Plan(blocked_by=self._label(op))
+
+    def _choose(
+        self, pending: list[PlannedOperation], first: int, ids: set[UUID], strict: bool
+    ) -> tuple[tuple[PlannedOperation, datetime] | None, datetime | None]:
+        """The operation that starts next and when; else the next moment to look again."""
+        t = self.free_at
+        assert t is not None
+        wake: datetime | None = None
+        for index in range(first, len(pending)):
+            op = pending[index]
+            if op.id not in ids:
+                continue
+            ready = self._dependencies(op)
+            if ready.blocked_by is not None:
+                self.plans[op.id] = _Plan(blocked_by=ready.blocked_by)
+                ids.discard(op.id)
+                continue
+            if ready.waiting:
+                continue  # parked until its provider is placed
+            if strict:
+                if ready.at is not None and ready.at > t:
+                    wake = _earliest(wake, ready.at)  # parked until then, then maybe the head
+                    continue
+                if op.conditions:  # the blocked head holds everything behind it
+                    self.plans[op.id] = _Plan(blocked_by=op.conditions[0])
+                    ids.discard(op.id)
+                    self._stall(op.id)
+                    return None, None
+                start = _latest(t, op.release_date, op.cooldown_until)
+                if wake is not None and wake < start:
+                    return None, wake  # an operation before the head is released first
+                return (op, start), None
+            start = _latest(t, op.release_date, op.cooldown_until, ready.at)
+            if start <= t:
+                return (op, t), None
+            wake = _earliest(wake, start)
+        return None, wake
+
+    def _dependencies(self, op: PlannedOperation) -> _Ready:
+        ready = _Ready()
+        for provider, kind in op.waits_for:
+            plan = self.plans.get(provider)
+            if plan is None:
+                if provider in self.queued_ids:
+                    ready.waiting = True  # still to be placed
+                    continue
+                return _Ready(blocked_by=Blocker.dependency(provider))
+            moment = plan.start if kind is DependencyType.START_TO_START else plan.end
+            if moment is None:
+                return _Ready(blocked_by=Blocker.dependency(provider))
+            ready.at = _latest(moment, ready.at)
+        return ready
+
+    def _start(self, op: PlannedOperation, start: datetime) -> None:
+        end = _plus(start, op.planned_duration)
+        self.plans[op.id] = _Plan(start=start, end=end)
+        if end is None:
+            self._stall(op.id)
+        else:
+            self.free_at = end
+
+    def _label(self, op: PlannedOperation) -> str:
+        """Why an operation left over has no start: its own blocker, a provider, or the stall."""
+        if op.conditions:
+            return op.conditions[0]
+        for provider, kind in op.waits_for:
+            plan = self.plans.get(provider)
+            moment = None if plan is None else (
+                plan.start if kind is DependencyType.START_TO_START else plan.end
+            )
+            if moment is None:
+                return Blocker.dependency(provider)
+        if self.stall is not None:
+            return self.stall
+        # the resource's time is known, yet it was not placed: its providers wait on each
+        # other (the dispatcher refuses cycles, so this is a safety net)
+        return Blocker.dependency(op.waits_for[0][0]) if op.waits_for else "unknown"
+
+    # ---------------------------------------------------------------- results
+    def _entry(self, op: PlannedOperation) -> ForecastEntry:
+        plan = self.plans[op.id]
+        return ForecastEntry(
+            operation_id=op.id, job_id=op.job_id, state=op.state,
+            expected_start=plan.start, expected_end=plan.end, blocked_by=plan.blocked_by,
+            misses_due_date=_misses(op.due_date, plan, self.now), due_date=op.due_date,
+            overrun=plan.overrun,
+        )
+
+
+def _dispatcher_blocker(snapshot: ForecastSnapshot) -> str | None:
+    if not snapshot.running:
+        return str(Blocker.DISPATCHER_NOT_RUNNING)
+    if snapshot.paused:
+        return str(Blocker.DISPATCHER_PAUSED)
+    return None
+
+
+def _plus(start: datetime, seconds: float | None) -> datetime | None:
+    if seconds is None:
+        return None
+    try:
+        return start + timedelta(seconds=seconds)
+    except OverflowError:  # beyond year 9999
+        return None
+
+
+def _latest(first: datetime, *others: datetime | None) -> datetime:
+    return max([first, *(o for o in others if o is not None)])
+
+
+def _earliest(first: datetime | None, second: datetime) -> datetime:
+    return second if first is None or second < first else first
+
+
+def _misses(due: datetime | None, plan: _Plan, now: datetime) -> bool | None:
+    if due is None:
+        return None
+    if plan.end is not None:
+        return plan.end > due
+    earliest = plan.start if plan.start is not None else now
+    return True if earliest > due else None
+
+
+def forecast_operations(snapshot: ForecastSnapshot, now: datetime) -> list[ForecastEntry]:
+    """The forecast of ``snapshot`` as of ``now`` (see the module docstring for the model).
+
+    The current operation comes first, then the queued ones in dispatch order.
+    """
+    return _Simulation(snapshot, to_utc(now, "now")).run()
+
+
+__all__ = [
+    "ForecastEntry",
+    "ForecastSnapshot",
+    "OPERATION_PAUSED",
+    "PlannedOperation",
+    "forecast_operations",
+    "take_snapshot",
+]
