@@ -4,6 +4,7 @@
                                [--journal PATH|:memory:] [--token T] [--demo]
                                [--log-level LEVEL | --log-config FILE]
     operation-dispatcher check-config FILE
+    operation-dispatcher gantt --journal FILE [--from ISO] [--to ISO] -o OUT.html
     operation-dispatcher --version
 
 ``serve`` runs one dispatcher, its hardware bridges (``[[bridges]]`` of the config) and its REST
@@ -39,6 +40,8 @@ from . import __version__
 from .config import Config, ConfigError, load_config
 from .demo import LOOPBACK, DemoMachine, DemoUnavailable
 from .errors import DispatcherError
+from .gantt import add_parser as add_gantt_parser
+from .gantt import gantt_command
 from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType
 
 if TYPE_CHECKING:
@@ -84,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate a configuration file and list every error",
     )
     check.add_argument("file", metavar="FILE")
+    add_gantt_parser(commands)
     return parser
 
 
@@ -352,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "gantt":
+        return gantt_command(args, PROG)
     return check_config_command(args)
 
 

@@ -13,7 +13,9 @@ import pytest
 import operation_dispatcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp", "prometheus_client")
+OPTIONAL = (
+    "flask", "pydantic", "serial", "pymodbus", "paho", "mcp", "prometheus_client", "plotly",
+)
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
@@ -124,6 +126,23 @@ def test_the_rest_api_imports_prometheus_client_only_for_an_app(tmp_path: Path) 
         "from operation_dispatcher import OperationDispatcher\n"
         "http.create_app(OperationDispatcher('r'))\n"
         "print(json.dumps({'before': before, 'after': 'prometheus_client' in sys.modules}))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == {
+        "before": False, "after": True,
+    }
+
+
+def test_plotly_is_imported_only_to_draw(tmp_path: Path) -> None:
+    """The ``vis`` extra: neither the core, the command line nor the visualization module
+    itself loads plotly; drawing a chart does."""
+    code = (
+        "import json, sys\n"
+        "import operation_dispatcher, operation_dispatcher.cli\n"
+        "from operation_dispatcher import History\n"
+        "from operation_dispatcher.visualization import build_history_gantt_figure\n"
+        "before = 'plotly' in sys.modules\n"
+        "build_history_gantt_figure(History(resource_id='r'))\n"
+        "print(json.dumps({'before': before, 'after': 'plotly' in sys.modules}))\n"
     )
     assert json.loads(run_python(sys.executable, code, tmp_path)) == {
         "before": False, "after": True,
