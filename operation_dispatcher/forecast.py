@@ -45,8 +45,9 @@ The model and its assumptions:
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -64,12 +65,13 @@ if TYPE_CHECKING:
 OPERATION_PAUSED = "operation_paused"
 _CONDITION = Blocker.condition("")
 _OPERATION = "operation:"
+_DAWN = datetime.min.replace(tzinfo=UTC)  # "no earlier than": any time
 
 
 # ------------------------------------------------------------------------------- snapshot
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlannedOperation:
     """What the forecast needs of one operation, copied under the dispatcher lock.
 
@@ -128,22 +130,26 @@ def take_snapshot(
     now = utcnow()
     request = engine.start_request
     asking = request.operation.id if request is not None and request.is_pending else None
-    retry = handshake.retry
+    cooldown_of = handshake.retry.cooldown_remaining
+    # what blocks every operation alike (the executor's online signal), asked once: most
+    # operations have no condition or dependency of their own, and need nothing more
+    common = tuple(engine.blockers(Operation(resource_id=queue.resource_id))[0])
     queued = []
     for op in queue.list():
-        blockers, failed = engine.blockers(op)
-        waiting = set(blockers)
-        cooldown = retry.cooldown_remaining(RequestKind.START, op.id)
-        queued.append(PlannedOperation.of(
-            op,
-            waits_for=tuple(
+        if op.release_conditions or op.dependencies:
+            blockers, failed = engine.blockers(op)
+            conditions = tuple(b for b in blockers if b.startswith(_CONDITION))
+            waits_for = tuple(
                 (dep.depends_on_operation_id, dep.dependency_type) for dep in op.dependencies
-                if Blocker.dependency(dep.depends_on_operation_id) in waiting
-            ),
-            conditions=tuple(b for b in blockers if b.startswith(_CONDITION)),
-            failed_provider=failed,
-            awaiting_approval=op.id == asking,
-            cooldown_until=now + timedelta(seconds=cooldown) if cooldown > 0 else None,
+                if Blocker.dependency(dep.depends_on_operation_id) in blockers
+            )
+        else:
+            conditions, waits_for, failed = common, (), None
+        cooldown = cooldown_of(RequestKind.START, op.id)
+        queued.append(PlannedOperation(
+            op.id, op.state, op.job_id, op.planned_duration, op.release_date, op.due_date,
+            op.start_time, waits_for, conditions, failed, op.id == asking,
+            now + timedelta(seconds=cooldown) if cooldown > 0 else None,
         ))
     current = queue.pulled_operation
     return ForecastSnapshot(
@@ -199,13 +205,33 @@ class _Plan:
     overrun: bool = False
 
 
-@dataclass(slots=True)
-class _Ready:
-    """Where an operation's dependencies stand at some point of the simulation."""
+class _Queue:
+    """The operations still to place, in dispatch order, and where each stands.
 
-    at: datetime | None = None  # met from this time on (None: no constraint)
-    waiting: bool = False  # a provider is not placed yet
-    blocked_by: str | None = None  # a provider whose time is unknown: never, as far as we know
+    ``gated``: (moment, position) of operations free of providers, not to start before that
+    moment (without strict order: release date, cooldown and providers; with it: providers
+    only, since the head waits for its own release date); ``ready``: positions that may start
+    now, a heap, so the first in dispatch order comes out first. O(n log n) in all.
+    """
+
+    def __init__(self, pending: list[PlannedOperation], strict: bool) -> None:
+        self.pending = pending
+        self.strict = strict
+        self.position = {op.id: index for index, op in enumerate(pending)}
+        self.missing = [0] * len(pending)
+        self.dep_at: list[datetime | None] = [None] * len(pending)
+        self.dependents: dict[UUID, list[tuple[int, DependencyType]]] = {}
+        self.gated: list[tuple[datetime, int]] = []
+        self.ready: list[int] = []
+
+    def release(self, position: int) -> None:
+        """Every provider of this operation is placed: it may start from some moment on."""
+        op = self.pending[position]
+        if self.strict:
+            moment = self.dep_at[position]
+        else:
+            moment = _latest_or_none(self.dep_at[position], op.release_date, op.cooldown_until)
+        heapq.heappush(self.gated, (moment or _DAWN, position))
 
 
 @dataclass(slots=True)
@@ -267,79 +293,89 @@ class _Simulation:
                 self.plans[op.id] = _Plan(blocked_by=op.conditions[0])  # the others pass it
             else:
                 pending.append(op)
-        ids = {op.id for op in pending}
-        first = 0  # pending[:first] are all placed
-        while first < len(pending) and self.free_at is not None:
-            chosen, wake = self._choose(pending, first, ids, strict)
-            if chosen is None:
-                if wake is None:
-                    break  # only waits on each other: left to the labels below
-                self.free_at = wake
-                continue
-            op, start = chosen
-            self._start(op, start)
-            ids.discard(op.id)
-            while first < len(pending) and pending[first].id not in ids:
-                first += 1
+        queue = _Queue(pending, strict)
+        for position, op in enumerate(pending):
+            self._link(queue, position, op)
+        if strict:
+            self._run_strict(queue)
+        else:
+            self._run_free(queue)
         for op in pending:
-            if op.id in ids and op.id not in self.plans:
+            if op.id not in self.plans:
                 self.plans[op.id] = _Plan(blocked_by=self._label(op))
 
-    def _choose(
-        self, pending: list[PlannedOperation], first: int, ids: set[UUID], strict: bool
-    ) -> tuple[tuple[PlannedOperation, datetime] | None, datetime | None]:
-        """The operation that starts next and when; else the next moment to look again."""
-        t = self.free_at
-        assert t is not None
-        wake: datetime | None = None
-        for index in range(first, len(pending)):
-            op = pending[index]
-            if op.id not in ids:
-                continue
-            ready = self._dependencies(op)
-            if ready.blocked_by is not None:
-                self.plans[op.id] = _Plan(blocked_by=ready.blocked_by)
-                ids.discard(op.id)
-                continue
-            if ready.waiting:
-                continue  # parked until its provider is placed
-            if strict:
-                if ready.at is not None and ready.at > t:
-                    wake = _earliest(wake, ready.at)  # parked until then, then maybe the head
-                    continue
-                if op.conditions:  # the blocked head holds everything behind it
-                    self.plans[op.id] = _Plan(blocked_by=op.conditions[0])
-                    ids.discard(op.id)
-                    self._stall(op.id)
-                    return None, None
-                start = _latest(t, op.release_date, op.cooldown_until)
-                if wake is not None and wake < start:
-                    return None, wake  # an operation before the head is released first
-                return (op, start), None
-            start = _latest(t, op.release_date, op.cooldown_until, ready.at)
-            if start <= t:
-                return (op, t), None
-            wake = _earliest(wake, start)
-        return None, wake
-
-    def _dependencies(self, op: PlannedOperation) -> _Ready:
-        ready = _Ready()
+    def _link(self, queue: _Queue, position: int, op: PlannedOperation) -> None:
+        """Note the providers ``op`` still waits for; release it at once if there are none."""
         for provider, kind in op.waits_for:
-            plan = self.plans.get(provider)
-            if plan is None:
-                if provider in self.queued_ids:
-                    ready.waiting = True  # still to be placed
-                    continue
-                return _Ready(blocked_by=Blocker.dependency(provider))
-            moment = plan.start if kind is DependencyType.START_TO_START else plan.end
-            if moment is None:
-                return _Ready(blocked_by=Blocker.dependency(provider))
-            ready.at = _latest(moment, ready.at)
-        return ready
+            if provider in queue.position:
+                queue.missing[position] += 1
+                queue.dependents.setdefault(provider, []).append((position, kind))
+                continue
+            plan = self.plans.get(provider)  # the current operation, or one left out above
+            moment = None if plan is None else (
+                plan.start if kind is DependencyType.START_TO_START else plan.end
+            )
+            if moment is None:  # never, as far as the forecast knows
+                self.plans[op.id] = _Plan(blocked_by=Blocker.dependency(provider))
+                return
+            queue.dep_at[position] = _latest(moment, queue.dep_at[position])
+        if queue.missing[position] == 0:
+            queue.release(position)
 
-    def _start(self, op: PlannedOperation, start: datetime) -> None:
+    def _run_free(self, queue: _Queue) -> None:
+        """Without strict order: the first operation in dispatch order that may start, starts."""
+        while self.free_at is not None:
+            t = self.free_at
+            while queue.gated and queue.gated[0][0] <= t:
+                heapq.heappush(queue.ready, heapq.heappop(queue.gated)[1])
+            if queue.ready:
+                self._start(queue, heapq.heappop(queue.ready), t)
+            elif queue.gated:
+                self.free_at = queue.gated[0][0]  # nothing may start before then
+            else:
+                return
+
+    def _run_strict(self, queue: _Queue) -> None:
+        """Strict order: the head waits for its release date and holds everything behind it;
+        an operation waiting for a provider is set aside until the provider lets it go."""
+        while self.free_at is not None:
+            t = self.free_at
+            while queue.gated and queue.gated[0][0] <= t:
+                heapq.heappush(queue.ready, heapq.heappop(queue.gated)[1])
+            if not queue.ready:
+                if not queue.gated:
+                    return
+                self.free_at = queue.gated[0][0]
+                continue
+            head = queue.ready[0]
+            op = queue.pending[head]
+            if op.conditions:  # a blocked head holds the queue
+                self.plans[op.id] = _Plan(blocked_by=op.conditions[0])
+                self._stall(op.id)
+                return
+            start = _latest(t, op.release_date, op.cooldown_until)
+            earlier = min(
+                (when for when, position in queue.gated if position < head and when < start),
+                default=None,
+            )
+            if earlier is not None:  # one before the head is let go first: it becomes the head
+                self.free_at = earlier
+                continue
+            heapq.heappop(queue.ready)
+            self._start(queue, head, start)
+
+    def _start(self, queue: _Queue, position: int, start: datetime) -> None:
+        op = queue.pending[position]
         end = _plus(start, op.planned_duration)
         self.plans[op.id] = _Plan(start=start, end=end)
+        for dependent, kind in queue.dependents.get(op.id, ()):
+            moment = start if kind is DependencyType.START_TO_START else end
+            if moment is None:
+                continue  # the resource stalls on this one: labelled at the end
+            queue.dep_at[dependent] = _latest(moment, queue.dep_at[dependent])
+            queue.missing[dependent] -= 1
+            if queue.missing[dependent] == 0 and queue.pending[dependent].id not in self.plans:
+                queue.release(dependent)
         if end is None:
             self._stall(op.id)
         else:
@@ -394,8 +430,8 @@ def _latest(first: datetime, *others: datetime | None) -> datetime:
     return max([first, *(o for o in others if o is not None)])
 
 
-def _earliest(first: datetime | None, second: datetime) -> datetime:
-    return second if first is None or second < first else first
+def _latest_or_none(*moments: datetime | None) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)
 
 
 def _misses(due: datetime | None, plan: _Plan, now: datetime) -> bool | None:

@@ -351,11 +351,25 @@ def test_the_dispatcher_names_conditions_dependencies_and_approvals(make_dispatc
     assert result[free.id].expected_end is not None
 
 
-def test_forecast_now_is_checked(make_dispatcher) -> None:
+@pytest.mark.parametrize("bad", [42, True, None.__class__, "soon", "2026-02-30T00:00:00Z"])
+def test_forecast_now_is_checked(make_dispatcher, bad) -> None:
     d = make_dispatcher()
     with pytest.raises(ValidationError, match="now"):
-        d.forecast(now=42)  # type: ignore[arg-type]
-    assert d.forecast(now="2026-01-01T00:00:00Z") == []
+        d.forecast(now=bad)
+
+
+def test_forecast_at_the_end_of_the_calendar(make_dispatcher) -> None:
+    d = make_dispatcher()
+    d.start()
+    d.pause_dispatcher_runtime()
+    d.add_operations([op(planned_duration=1e9) for _ in range(3)])
+    d.resume_dispatcher_runtime()  # the first starts (no callback), the others wait
+    edge = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    first, second, third = d.forecast(now="9999-12-31T23:59:00+00:00")
+    assert first.overrun and first.expected_end == edge  # started in our time: long overdue
+    assert second.expected_start == edge and second.expected_end is None  # past year 9999
+    assert third.blocked_by == f"operation:{second.operation_id}"
+    assert d.forecast(now=edge.replace(tzinfo=None)) == d.forecast(now=edge)  # naive is UTC
 
 
 def utcnow_plus(seconds: float) -> datetime:
