@@ -374,3 +374,35 @@ def test_forecast_at_the_end_of_the_calendar(make_dispatcher) -> None:
 
 def utcnow_plus(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_next_start_forecast_is_the_one_the_dispatcher_makes(make_dispatcher, strict) -> None:
+    """Against the engine itself: after the running operation completes, the dispatcher starts
+    exactly the operation the forecast put next (or, blocked, none)."""
+    d = make_dispatcher(strict_order=strict)
+    rec = EventRecorder(d)
+    d.start()
+    running_op = d.add_operation(op(planned_duration=60, priority=100))
+    rec.wait_for(EventType.OPERATION_STARTED, operation_id=running_op.id)
+    provider = d.add_operation(op(planned_duration=5, priority=1))
+    d.add_operations([
+        op(planned_duration=5, priority=50, release_conditions={"plc.ready": True}),
+        op(planned_duration=5, priority=40, dependencies=[OperationDependency(
+            depends_on_operation_id=provider.id, dependency_type=DependencyType.FINISH_TO_START,
+        )]),
+        op(planned_duration=5, priority=30, release_date=utcnow_plus(3600)),
+        op(planned_duration=5, priority=20),
+    ])
+    current, *forecast = d.forecast()
+    known = [e for e in forecast if e.expected_start is not None]
+    first = min(known, key=lambda e: e.expected_start)
+    d.complete_operation(running_op.id)  # early: the next start happens in this call
+    if first.expected_start == current.expected_end:  # it goes as soon as the resource frees
+        rec.wait_for(EventType.OPERATION_STARTED, operation_id=first.operation_id)
+        assert d.current_operation.id == first.operation_id
+        assert not strict
+    else:  # strict: the head (release date first) waits for its release, and so does the rest
+        assert strict and first.expected_start > current.expected_end
+        assert d.current_operation is None
+        assert "release_condition:plc.ready" in {e.blocked_by for e in forecast}
