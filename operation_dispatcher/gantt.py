@@ -4,12 +4,13 @@
                                [--title TEXT] -o OUT.html
 
 The journal is opened **read-only** (SQLite ``mode=ro``): nothing in it changes, and no prune
-runs. A dispatcher that has the journal open holds it exclusively, so stop it first (or read
-``GET /history`` from its API). The page inlines plotly.js: it opens with no network access.
+runs (SQLite may leave its empty ``-wal``/``-shm`` files beside it). A dispatcher that has the
+journal open holds it exclusively, so stop it first (or read ``GET /operations/history`` from
+its API). The page inlines plotly.js: it opens with no network access.
 
 Exit status: 0 written; 1 the journal cannot be read (missing, not a journal, in use) or holds
-no operation in the window, or the page cannot be written; 2 bad arguments (dates) or plotly
-is not installed (the ``vis`` extra).
+no operation in the window, or the page cannot be written; 2 bad arguments (dates, limit) or
+plotly is not installed (the ``vis`` extra).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _reason(exc: sqlite3.Error) -> str:
     lowered = text.lower()
     if "locked" in lowered or "busy" in lowered:
         return (f"{text}: a running dispatcher has it open (stop it first, or read GET "
-                "/history from its API)")
+                "/operations/history from its API)")
     if "not a database" in lowered or "malformed" in lowered:
         return f"{text}: not an operation-dispatcher journal, or a damaged one"
     return text

@@ -366,3 +366,16 @@ def test_gantt_says_when_it_cannot_write(
     out = tmp_path / "missing-folder" / "o.html"
     assert main(["gantt", "--journal", str(journal), "-o", str(out)]) == 1
     assert f"cannot write {out}" in capsys.readouterr().err
+
+
+def test_gantt_without_plotly_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "cell.db"
+    make_journal(journal)
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    out = tmp_path / "o.html"
+    assert main(["gantt", "--journal", str(journal), "-o", str(out)]) == 2
+    assert "pip install 'operation-dispatcher[vis]'" in capsys.readouterr().err
+    assert not out.exists()
