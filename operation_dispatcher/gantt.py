@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 #: Events read at most (the most recent ones in the window): a chart of more is unreadable,
 #: and memory stays bounded however long the journal is.
 DEFAULT_LIMIT = 100_000
+#: The largest ``--limit`` accepted (a chart of a million events is as much as a browser draws).
+MAX_LIMIT = 1_000_000
 _CHUNK = 500  # ids per SELECT ... IN (...) (SQLite's bound on variables is far above this)
 
 
@@ -79,8 +81,10 @@ def _draw(args: argparse.Namespace) -> tuple[Path, History]:
     to_time = _moment(args.to_time, "--to")
     if from_time is not None and to_time is not None and to_time < from_time:
         raise GanttError("--to must not be before --from", 2)
-    if args.limit < 1:
-        raise GanttError("--limit must be at least 1", 2)
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise GanttError(f"--limit must be from 1 to {MAX_LIMIT}", 2)
+    if _same_file(args.output, args.journal):
+        raise GanttError(f"-o {args.output} would overwrite the journal itself", 2)
     history = read_history(args.journal, from_time, to_time, args.limit)
     if not history.operations:
         window = f" between {_shown(from_time)} and {_shown(to_time)}" if (
@@ -96,6 +100,13 @@ def _draw(args: argparse.Namespace) -> tuple[Path, History]:
     except OSError as exc:
         raise GanttError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     return written, history
+
+
+def _same_file(output: str, journal: str) -> bool:
+    """Whether ``output`` is the journal or one of SQLite's files beside it."""
+    target = Path(output).resolve()
+    base = Path(journal).resolve()
+    return target in {base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")}
 
 
 def _moment(text: str | None, option: str) -> datetime | None:
@@ -136,8 +147,13 @@ def read_history(
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id != APPLICATION_ID or not 1 <= version <= SCHEMA_VERSION:
+        if app_id != APPLICATION_ID or version < 1:
             raise GanttError(f"{path}: not an operation-dispatcher journal")
+        if version > SCHEMA_VERSION:
+            raise GanttError(
+                f"{path}: schema version {version} is newer than this release understands "
+                f"({SCHEMA_VERSION}); upgrade operation-dispatcher"
+            )
         events = _events(conn, from_time, to_time, limit)
         operations = _operations(conn, events)
         resource = _resource(conn, events)
@@ -202,4 +218,4 @@ def _resource(conn: sqlite3.Connection, events: list[DispatchEvent]) -> str:
     return events[0].resource_id if events else "unknown"
 
 
-__all__ = ["DEFAULT_LIMIT", "GanttError", "add_parser", "gantt_command", "read_history"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "GanttError", "add_parser", "gantt_command", "read_history"]

@@ -301,7 +301,9 @@ def test_gantt_window_and_title(tmp_path: Path, capsys: pytest.CaptureFixture[st
         (["--from", "yesterday"], 2, "--from must be an ISO 8601 datetime"),
         (["--to", "2026-13-01"], 2, "--to must be an ISO 8601 datetime"),
         (["--from", "2026-01-02", "--to", "2026-01-01"], 2, "--to must not be before --from"),
-        (["--limit", "0"], 2, "--limit must be at least 1"),
+        (["--limit", "0"], 2, "--limit must be from 1 to 1000000"),
+        (["--limit", "1" + "0" * 30], 2, "--limit must be from 1 to 1000000"),
+        (["--to", "9999-12-31T23:59:59-01:00"], 2, "--to must be an ISO 8601 datetime"),
         (["--from", "2000-01-01T00:00:00Z", "--to", "2000-01-02T00:00:00+00:00"], 1,
          "holds no operations between 2000-01-01T00:00:00Z and 2000-01-02T00:00:00Z"),
     ],
@@ -379,3 +381,28 @@ def test_gantt_without_plotly_names_the_extra(
     assert main(["gantt", "--journal", str(journal), "-o", str(out)]) == 2
     assert "pip install 'operation-dispatcher[vis]'" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_gantt_never_writes_over_the_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    journal = tmp_path / "cell.db"
+    make_journal(journal)
+    before = digest(journal)
+    out = f"{tmp_path}/./cell.db{suffix}"
+    assert main(["gantt", "--journal", str(journal), "-o", out]) == 2
+    assert "would overwrite the journal itself" in capsys.readouterr().err
+    assert digest(journal) == before
+
+
+def test_gantt_refuses_a_newer_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    journal = tmp_path / "cell.db"
+    make_journal(journal)
+    conn = sqlite3.connect(journal)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    assert main(["gantt", "--journal", str(journal), "-o", str(tmp_path / "o.html")]) == 1
+    assert "schema version 99 is newer" in capsys.readouterr().err
