@@ -406,3 +406,18 @@ def test_the_next_start_forecast_is_the_one_the_dispatcher_makes(make_dispatcher
         assert strict and first.expected_start > current.expected_end
         assert d.current_operation is None
         assert "release_condition:plc.ready" in {e.blocked_by for e in forecast}
+
+
+def test_an_offline_executor_holds_every_start(make_dispatcher) -> None:
+    d = make_dispatcher()
+    d.attach_executor("plc")  # no plc.online signal yet: offline
+    d.start()
+    plain = d.add_operation(op(planned_duration=5))
+    own = d.add_operation(op(planned_duration=5, release_conditions={"door.closed": True}))
+    result = {e.operation_id: e.blocked_by for e in d.forecast()}
+    assert result == {plain.id: "release_condition:plc.online",
+                      own.id: "release_condition:door.closed"}
+    d.signals.set("plc.online", True, max_age_seconds=60)
+    entries = d.forecast()
+    assert entries[0].operation_id == plain.id and entries[0].state is ExecutionState.RUNNING
+    assert entries[1].blocked_by == "release_condition:door.closed"
