@@ -424,7 +424,8 @@ class ModbusBridge(BaseBridge):
             self._queue_command("resume", op_id)
         elif kind in (EventType.OPERATION_CANCELLED, EventType.OPERATION_FAILED,
                       EventType.OPERATION_COMPLETED):
-            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
+            stop = kind is EventType.OPERATION_CANCELLED or self._forced_off(event)
+            self._queue_command("cancel" if stop else "ended", op_id)
 
     # ================================================================ Modbus I/O
     def _request(self, method: str, address: int, **kwargs: Any) -> Any:
@@ -558,10 +559,16 @@ class ModbusBridge(BaseBridge):
     def _finish(self, op_id: UUID, reason: TerminationReason | None, meta: dict[str, Any] | None) -> None:
         try:
             if reason is None:
-                self.dispatcher.complete_operation(op_id, meta_data={"bridge": self.name})
+                self.dispatcher.complete_operation(
+                    op_id, meta_data={"bridge": self.name}, executor=self.name
+                )
             else:
-                self.dispatcher.fail_operation(op_id, reason, meta_data={"bridge": self.name, **(meta or {})})
-        except DispatcherError as exc:  # no longer current: cancelled or finished meanwhile
+                self.dispatcher.fail_operation(
+                    op_id, reason, meta_data={"bridge": self.name, **(meta or {})},
+                    executor=self.name,
+                )
+        except DispatcherError as exc:  # no longer current: cancelled, timed out or finished
+            # by an operator's force meanwhile: the device's late report changes nothing
             self.logger.info("%s: operation %s was not finished by the PLC: %s", self.thread_name, op_id, exc)
 
 

@@ -263,11 +263,13 @@ class SerialLineBridge(BaseBridge):
     def _finish(self, operation_id: str, reason: str | None) -> None:
         try:
             if reason is None:
-                self.dispatcher.complete_operation(operation_id, meta_data={"bridge": self.name})
+                self.dispatcher.complete_operation(
+                    operation_id, meta_data={"bridge": self.name}, executor=self.name
+                )
             else:
                 self.dispatcher.fail_operation(
                     operation_id, TerminationReason.EXTERNAL_ERROR,
-                    meta_data={"bridge": self.name, "reason": reason},
+                    meta_data={"bridge": self.name, "reason": reason}, executor=self.name,
                 )
         except DispatcherError as exc:
             word = "DONE" if reason is None else "ERR"
@@ -313,7 +315,8 @@ class SerialLineBridge(BaseBridge):
         elif kind is EventType.OPERATION_RESUMED:
             self._queue_command("resume", op_id)
         elif kind in _FINISHED:
-            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
+            stop = kind is EventType.OPERATION_CANCELLED or self._forced_off(event)
+            self._queue_command("cancel" if stop else "ended", op_id)
 
     def _run_commands(self) -> None:
         """Bridge thread: write the queued commands; the current job is ``_running_id``."""

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from . import _checks
+from . import _checks, reasons
 from .approvals import (
     PendingRequest,
     RequestKind,
@@ -452,10 +452,19 @@ class OperationDispatcher:
             op = self._find(key)
             return None if op is None else op.copy()
 
-    def get_schedule(self) -> list[Operation]:
-        """Snapshots of the queued operations in dispatch order (the current one excluded)."""
+    def get_schedule(self, *, include_current: bool = False) -> list[Operation]:
+        """Snapshots of the queued operations in the order they can start: the dispatch order,
+        except that a provider always comes before the operations that depend on it.
+
+        With ``include_current`` the current operation comes first, from the same instant (one
+        lock acquisition: nothing can start or finish between the two reads).
+        """
         with self._work:
-            return [op.copy() for op in self._queue.list()]
+            current = self._queue.pulled_operation
+            ops = self._queue.list()
+            if include_current and current is not None:
+                ops.insert(0, current)
+            return [op.copy() for op in ops]
 
     def list_events(self, operation_id: UUID | str) -> list[DispatchEvent]:
         """The events of one operation, oldest first (all of them, with a journal)."""
@@ -534,20 +543,31 @@ class OperationDispatcher:
                 )
         return history
 
-    def explain(self, operation_id: UUID | str) -> dict[str, Any]:
-        """Why an operation is not running: ``{"operation_id", "state", "blocked_by": [...]}``.
+    def explain(self, operation_id: UUID | str, *, details: bool = True) -> dict[str, Any]:
+        """Why an operation is not running: ``{"operation_id", "state", "blocked_by",
+        "details"}``.
 
         ``blocked_by`` names release_date, release_condition:NAME, dependency:ID, cooldown,
         awaiting_approval, dispatcher_paused, dispatcher_not_running and resource_busy; it is
         empty for an operation that is running, finished, or about to be asked for.
+        ``details`` has one entry per blocker, in the same order, with its ``kind``, a sentence
+        (``text``) and the facts behind it (see :mod:`.reasons`); ``details=False`` leaves
+        them out, for callers that only count blockers (several times cheaper).
         """
         key = to_uuid(operation_id, "operation_id")
+        _checks.boolean(details, "details")
         with self._work:
             op = self._find(key)
             if op is None:
                 raise OperationNotFound(key)
             blocked = self._engine.why_waiting(op)
-            return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
+            facts = self._engine.waiting_facts(op, blocked, self._find) if details else None
+            answer: dict[str, Any] = {
+                "operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked
+            }
+        if facts is not None:
+            answer["details"] = reasons.describe(facts, self._signals)  # words need no lock
+        return answer
 
     # ================================================================== executor
     @property
@@ -666,30 +686,63 @@ class OperationDispatcher:
 
     # ================================================================== finishing
     def complete_operation(
-        self, operation_id: UUID | str, meta_data: dict[str, Any] | None = None
+        self,
+        operation_id: UUID | str,
+        meta_data: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
+        executor: str | None = None,
     ) -> Operation:
-        """Report that the current operation finished successfully; returns its snapshot."""
-        key = to_uuid(operation_id, "operation_id")
-        check_meta_data(meta_data, "meta_data")
-        with self._work:
-            op = self._engine.current(key)
-            self._engine.finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
-            self._engine.advance()
-            return op.copy()
+        """Report that the current operation finished successfully; returns its snapshot.
+
+        An operation that an executor bridge started is that bridge's to finish (it passes
+        ``executor=<its name>``): anyone else gets :class:`~.errors.RunByExecutor`, unless
+        ``force=True`` (the operator overrides the machine; the event's meta_data then holds
+        ``{"forced_by_operator": true, "executor": <name>}``). Raises OperationNotCurrent when
+        the operation is not the current one.
+        """
+        return self._finish_current(
+            operation_id, "complete", EventType.OPERATION_COMPLETED, None, meta_data,
+            force, executor,
+        )
 
     def fail_operation(
         self,
         operation_id: UUID | str,
         termination_reason: TerminationReason = TerminationReason.INTERNAL_ERROR,
         meta_data: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
+        executor: str | None = None,
     ) -> Operation:
-        """Report that the current operation failed; returns its snapshot."""
+        """Report that the current operation failed; returns its snapshot.
+
+        ``force`` and ``executor`` as for :meth:`complete_operation`.
+        """
+        return self._finish_current(
+            operation_id, "fail", EventType.OPERATION_FAILED,
+            TerminationReason(termination_reason), meta_data, force, executor,
+        )
+
+    def _finish_current(
+        self,
+        operation_id: UUID | str,
+        trigger: str,
+        event_type: EventType,
+        reason: TerminationReason | None,
+        meta_data: dict[str, Any] | None,
+        force: bool,
+        executor: str | None,
+    ) -> Operation:
         key = to_uuid(operation_id, "operation_id")
-        reason = TerminationReason(termination_reason)
         check_meta_data(meta_data, "meta_data")
+        _checks.boolean(force, "force")  # a truthy "false" must not override a machine
+        if executor is not None:
+            _checks.text(executor, "executor")
         with self._work:
             op = self._engine.current(key)
-            self._engine.finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
+            meta = self._engine.finisher_meta(op, meta_data, force, executor)
+            self._engine.finish(op, trigger, event_type, reason, meta)
             self._engine.advance()
             return op.copy()
 

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from . import reasons
 from .approvals import ApprovalRequest, RequestKind
 from .deadlines import Deadlines
 from .dependencies import DependencyIndex
-from .errors import OperationNotCurrent
+from .errors import OperationNotCurrent, RunByExecutor
 from .handshake import Handshake
 from .keys import Blocker, DeadlineKind, DependencyStatus
 from .lifecycle import OperationLifecycle
@@ -77,6 +78,9 @@ class DispatchEngine:
         #: the one bridge that runs this resource's jobs and the signal that says it is online
         self.executor: str | None = None
         self._executor_gate: str | None = None
+        #: the bridge that started the current operation (None: started without an executor);
+        #: only it reports the operation's end, unless an operator forces it
+        self.running_executor: str | None = None
         handshake.on_answer = self.answered
 
     # ------------------------------------------------------------------ adding
@@ -133,6 +137,17 @@ class DispatchEngine:
         if not self._loop.active:
             blocked.append(Blocker.DISPATCHER_NOT_RUNNING)
         return [str(b) for b in blocked]
+
+    def waiting_facts(
+        self, op: Operation, blocked: list[str], find: Callable[[UUID], Operation | None]
+    ) -> list[dict[str, Any]]:
+        """Copies of what each of ``blocked`` waits on (see :func:`.reasons.collect`)."""
+        return reasons.collect(
+            op, blocked, signals=self._signals, find=find, why_waiting=self.why_waiting,
+            retry=self._handshake.retry, request=self.start_request,
+            current=self._queue.pulled_operation, executor=self.executor,
+            executor_signal=self._executor_gate, paused_since=self._pause.since,
+        )
 
     def _schedule_unpark(self, op: Operation, blockers: list[str]) -> None:
         """Ask to be woken when a time-based blocker of ``op`` runs out."""
@@ -286,6 +301,7 @@ class DispatchEngine:
         changes = self._lifecycle.fire(op, "start")
         # the journal keeps who runs it: after a crash that executor re-attaches to it
         meta = None if self.executor is None else {"executor": self.executor}
+        self.running_executor = self.executor
         self._unit.emit(EventType.OPERATION_STARTED, op, changes, meta)
         self._last_started = op
         self.schedule_timeout(op)
@@ -319,6 +335,23 @@ class DispatchEngine:
         if op.id != operation_id:
             raise OperationNotCurrent("operation is not current", operation_id)
         return op
+
+    def finisher_meta(
+        self, op: Operation, meta_data: dict[str, Any] | None, force: bool, executor: str | None
+    ) -> dict[str, Any] | None:
+        """The meta_data of a complete or fail of the current ``op`` by ``executor`` (None: a
+        person or program, not a bridge); raises RunByExecutor when a bridge runs ``op`` and
+        someone else finishes it without ``force``. A forced finish says so in its event: the
+        device may still be running the job."""
+        runner = self.running_executor
+        if runner is None or runner == executor:
+            return meta_data
+        if not force:
+            raise RunByExecutor(op.id, runner)
+        self._log.warning(
+            "operation %s finished by hand although executor %r runs it (force)", op.id, runner
+        )
+        return {**(meta_data or {}), "forced_by_operator": True, "executor": runner}
 
     def update(self, op: Operation, candidate: Operation, changed: list[str]) -> None:
         """Take the ``changed`` fields of ``candidate`` into ``op``, then re-place, re-check and
@@ -361,6 +394,7 @@ class DispatchEngine:
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
         if self._queue.pulled_operation is op:
             self._queue.release_pulled()
+            self.running_executor = None
             self._deadlines.discard(DeadlineKind.TIMEOUT, op.id)
         else:
             self._queue.remove(op.id)
@@ -407,6 +441,7 @@ class DispatchEngine:
     def reset(self) -> None:
         """Forget the open start request and every deadline (the state is being reloaded)."""
         self.start_request = None
+        self.running_executor = None
         self._deadlines.clear()
 
 

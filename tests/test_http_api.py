@@ -268,11 +268,16 @@ def test_explain_names_the_blockers(make_client: Callable[..., Any]) -> None:
     api = make_client()
     op = api.add({"payload": {}, "release_conditions": {"door.closed": True}})[0]
     body = api.get(f"/operations/{op['id']}/explain").json()
+    details = body.pop("details")
     assert body == {"operation_id": op["id"], "state": "QUEUED",
                     "blocked_by": ["release_condition:door.closed"]}
+    assert [(d["blocker"], d["kind"], d["text"]) for d in details] == [(
+        "release_condition:door.closed", "release_condition",
+        "waiting for door.closed = true, but nothing has ever set door.closed (a typo?)",
+    )]
     assert api.put("/signals/door.closed", json={"value": True}).status_code == 200
     body = api.get(f"/operations/{op['id']}/explain").json()
-    assert body == {"operation_id": op["id"], "state": "RUNNING", "blocked_by": []}
+    assert body == {"operation_id": op["id"], "state": "RUNNING", "blocked_by": [], "details": []}
 
 
 # -------------------------------------------------------------------------- history

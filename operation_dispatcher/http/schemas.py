@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationInfo,
@@ -49,6 +50,7 @@ from ..models import (
 )
 from ..models import Operation as CoreOperation
 from ..models import OperationDependency as CoreDependency
+from .reason_schemas import BlockerDetail
 
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
@@ -466,6 +468,31 @@ class CancelOperationCommand(LifecycleCommand):
     }
 
 
+_FORCE = Field(
+    False, description="finish it although an executor bridge runs it: the operator overrides "
+                       "the machine (recorded in the event's meta_data); only the JSON true forces"
+)
+_FORCE_RULE = ErrorRule("invalid_force", "force must be true or false (got {input!r})")
+
+
+class CompleteOperationCommand(LifecycleCommand):
+    """Optional body of complete: a job done by hand (or reported by a program)."""
+
+    force: StrictBool = _FORCE
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        **LifecycleCommand.error_rules, ("force", "*"): _FORCE_RULE,
+    }
+
+
+class FailOperationCommand(CancelOperationCommand):
+    """Optional body of fail."""
+
+    force: StrictBool = _FORCE
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        **CancelOperationCommand.error_rules, ("force", "*"): _FORCE_RULE,
+    }
+
+
 class DecisionBody(OptionalBody):
     """Optional body of approve and deny."""
 
@@ -604,6 +631,10 @@ class ExplainResponse(ResponseModel):
     blocked_by: list[str] = Field(
         description="release_date, release_condition:NAME, dependency:ID, cooldown, "
         "awaiting_approval, dispatcher_paused, dispatcher_not_running, resource_busy"
+    )
+    details: list[BlockerDetail] = Field(
+        description="one per blocked_by entry, in the same order: its kind, a sentence to act "
+        "on (text) and the facts behind it"
     )
 
 
@@ -771,6 +802,7 @@ REQUEST_MODELS: dict[str, type[Described]] = {
     for cls in (
         OperationPath, RequestPath, SignalPath, BridgePath, ListOperationsQuery, HistoryQuery,
         EventStreamQuery, AddOperationItem, AddOperationItems, UpdateOperationItem,
-        LifecycleCommand, CancelOperationCommand, DecisionBody, SignalUpdate,
+        LifecycleCommand, CancelOperationCommand, CompleteOperationCommand,
+        FailOperationCommand, DecisionBody, SignalUpdate,
     )
 }
