@@ -138,8 +138,10 @@ def read_history(
     from .journal import APPLICATION_ID, SCHEMA_VERSION
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise GanttError(f"{path}: no such journal file")
+    if not file.is_file():
+        raise GanttError(f"{path}: not a file")
     try:
         conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=0.0)
     except sqlite3.Error as exc:

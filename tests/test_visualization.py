@@ -406,3 +406,23 @@ def test_gantt_refuses_a_newer_journal(tmp_path: Path, capsys: pytest.CaptureFix
     conn.close()
     assert main(["gantt", "--journal", str(journal), "-o", str(tmp_path / "o.html")]) == 1
     assert "schema version 99 is newer" in capsys.readouterr().err
+
+
+def test_gantt_refuses_a_folder_and_a_damaged_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    out = tmp_path / "o.html"
+    assert main(["gantt", "--journal", str(tmp_path), "-o", str(out)]) == 1
+    assert f"{tmp_path}: not a file" in capsys.readouterr().err
+    journal = tmp_path / "cell.db"
+    make_journal(journal)
+    conn = sqlite3.connect(journal)
+    conn.execute("UPDATE events SET data = '{\"event_type\": \"no such type\"}' "
+                 "WHERE seq = (SELECT MAX(seq) FROM events)")
+    conn.commit()
+    conn.close()
+    assert main(["gantt", "--journal", str(journal), "-o", str(out)]) == 1
+    assert "an entry cannot be read" in capsys.readouterr().err
+    assert not out.exists()
