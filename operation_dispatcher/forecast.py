@@ -96,15 +96,6 @@ class PlannedOperation:
     awaiting_approval: bool = False
     cooldown_until: datetime | None = None
 
-    @classmethod
-    def of(cls, op: Operation, **facts: Any) -> PlannedOperation:
-        """The plain fields of ``op`` (no payload) with the facts the dispatcher found."""
-        return cls(
-            id=op.id, state=op.state, job_id=op.job_id, planned_duration=op.planned_duration,
-            release_date=op.release_date, due_date=op.due_date, start_time=op.start_time,
-            **facts,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ForecastSnapshot:
@@ -153,7 +144,10 @@ def take_snapshot(
         ))
     current = queue.pulled_operation
     return ForecastSnapshot(
-        current=None if current is None else PlannedOperation.of(current),
+        current=None if current is None else PlannedOperation(
+            current.id, current.state, current.job_id, current.planned_duration,
+            current.release_date, current.due_date, current.start_time,
+        ),
         queued=tuple(queued), strict_order=strict_order, paused=paused, running=running,
     )
 
@@ -242,11 +236,9 @@ class _Simulation:
     #: when the resource is next free; None: unknown, because of ``stall``
     free_at: datetime | None = None
     stall: str | None = None
-    queued_ids: frozenset[UUID] = frozenset()
 
     def run(self) -> list[ForecastEntry]:
         snap = self.snapshot
-        self.queued_ids = frozenset(op.id for op in snap.queued)
         self.free_at = self.now
         if snap.current is not None:
             self._place_current(snap.current)
