@@ -3,12 +3,15 @@ dispatcher's snapshot (releases, dependencies, conditions, approvals, pauses, a 
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid5
 
 import pytest
 from conftest import EventRecorder, op
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from operation_dispatcher import (
     PENDING,
@@ -421,3 +424,73 @@ def test_an_offline_executor_holds_every_start(make_dispatcher) -> None:
     entries = d.forecast()
     assert entries[0].operation_id == plain.id and entries[0].state is ExecutionState.RUNNING
     assert entries[1].blocked_by == "release_condition:door.closed"
+
+
+# ------------------------------------------------------------------ invariants (hypothesis)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> ForecastSnapshot:
+    """Random queues: durations (some missing), release dates, cooldowns, unmet conditions, at
+    most one awaiting approval, dependencies without cycles (on ops drawn before), a current op."""
+    count = draw(st.integers(0, 12))
+    ids = [uid(f"h{i}") for i in range(count)]
+    asking = draw(st.one_of(st.none(), st.integers(0, max(count - 1, 0)))) if count else None
+    ops = []
+    for i in range(count):
+        providers = draw(st.lists(st.integers(0, i - 1), max_size=2, unique=True)) if i else []
+        ops.append(PlannedOperation(
+            id=ids[i], job_id=f"h{i}",
+            planned_duration=draw(st.one_of(st.none(), st.integers(1, 100))),
+            release_date=draw(st.one_of(st.none(), st.integers(-50, 500).map(at))),
+            cooldown_until=draw(st.one_of(st.none(), st.integers(1, 50).map(at))),
+            conditions=draw(st.sampled_from([(), (), (), ("release_condition:x",)])),
+            waits_for=tuple((ids[p], draw(st.sampled_from([F2S, S2S]))) for p in providers),
+            awaiting_approval=i == asking and draw(st.booleans()),
+            due_date=draw(st.one_of(st.none(), st.integers(-10, 800).map(at))),
+        ))
+    order = draw(st.permutations(ops))  # dispatch order need not follow the dependencies
+    current = draw(st.one_of(st.none(), st.builds(
+        lambda state, start, duration: running("cur", start, duration, state=state),
+        st.sampled_from([ExecutionState.RUNNING, ExecutionState.PAUSED]),
+        st.integers(-100, 0), st.one_of(st.none(), st.integers(1, 200)),
+    )))
+    return ForecastSnapshot(current=current, queued=tuple(order),
+                            strict_order=draw(st.booleans()))
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(snapshot=snapshots())
+def test_forecast_invariants(snapshot: ForecastSnapshot) -> None:
+    entries = forecast_operations(snapshot, NOW)
+    by_id = {e.operation_id: e for e in entries}
+    facts = {op.id: op for op in snapshot.queued}
+    assert [e.operation_id for e in entries] == (
+        ([snapshot.current.id] if snapshot.current else []) + [op.id for op in snapshot.queued]
+    )
+    known = sorted((e for e in entries if e.expected_start is not None and
+                    e.expected_end is not None), key=lambda e: e.expected_start)
+    for before, after in itertools.pairwise(known):  # one resource: no overlap
+        assert before.expected_end <= after.expected_start
+    for entry in entries:
+        queued = entry.operation_id in facts
+        if queued:
+            assert (entry.expected_start is None) == (entry.blocked_by is not None)
+        if entry.expected_start is None:
+            assert entry.expected_end is None
+        if entry.expected_end is not None and entry.due_date is not None:
+            assert entry.misses_due_date is (entry.expected_end > entry.due_date)
+        if entry.due_date is None:
+            assert entry.misses_due_date is None
+        if not queued or entry.expected_start is None:
+            continue
+        op = facts[entry.operation_id]
+        assert entry.expected_start >= NOW
+        assert not op.conditions and not op.awaiting_approval  # never given a made-up time
+        for limit in (op.release_date, op.cooldown_until):
+            assert limit is None or entry.expected_start >= limit
+        for provider, kind in op.waits_for:
+            other = by_id[provider]
+            moment = other.expected_start if kind is S2S else other.expected_end
+            assert moment is not None and entry.expected_start >= moment
