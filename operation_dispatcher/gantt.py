@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _checks
 from .errors import ValidationError
 from .models import DispatchEvent, History, Operation, TimeWindow, format_datetime, to_utc
 from .visualization import build_history_gantt_figure, write_history_gantt_html
@@ -81,8 +82,10 @@ def _draw(args: argparse.Namespace) -> tuple[Path, History]:
     to_time = _moment(args.to_time, "--to")
     if from_time is not None and to_time is not None and to_time < from_time:
         raise GanttError("--to must not be before --from", 2)
-    if not 1 <= args.limit <= MAX_LIMIT:
-        raise GanttError(f"--limit must be from 1 to {MAX_LIMIT}", 2)
+    try:
+        _checks.integer(args.limit, "--limit", 1, MAX_LIMIT)
+    except ValidationError as exc:
+        raise GanttError(str(exc), 2) from None
     if _same_file(args.output, args.journal):
         raise GanttError(f"-o {args.output} would overwrite the journal itself", 2)
     history = read_history(args.journal, from_time, to_time, args.limit)
