@@ -41,6 +41,7 @@ from .models import (
     Operation,
     OperationDependency,
     OperationDispatcherState,
+    OperationProgress,
     TerminationReason,
     TimeWindow,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "Operation",
     "OperationDependency",
     "OperationDispatcherState",
+    "OperationProgress",
     "OperationLifecycle",
     "OperationNotCurrent",
     "OperationNotFound",

@@ -48,6 +48,7 @@ from .errors import (
     ExecutorConflict,
     InvalidTransition,
     JournalError,
+    OperationNotCurrent,
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
@@ -87,6 +88,8 @@ from .unit import UnitOfWork
 from .workers import CallbackRunner
 
 HistoryCallback = Callable[..., History | None]
+#: the states in which an operation takes progress reports (it is the current operation)
+_PROGRESS_STATES = (ExecutionState.RUNNING, ExecutionState.PAUSED)
 
 
 class OperationDispatcher:
@@ -604,6 +607,47 @@ class OperationDispatcher:
         with self._work:
             if self._engine.detach_executor(name):
                 self._engine.advance()
+
+    # ================================================================== progress
+    def report_progress(
+        self,
+        operation_id: UUID | str,
+        fraction: float | None = None,
+        message: str | None = None,
+    ) -> Operation:
+        """Say how far the current operation has got; returns its snapshot.
+
+        ``fraction`` is a number from 0 to 1 (None: not known), ``message`` a short text (at
+        most :data:`~._checks.MAX_PROGRESS_MESSAGE` characters); at least one of them must be
+        given. Each report replaces the previous one (``op.progress``, with ``updated_at``).
+        Only the current operation takes reports, RUNNING or PAUSED (a device may report where
+        it stopped). OPERATION_PROGRESS events, and with them the journal writes, are limited
+        to one per :data:`~.progress.PROGRESS_EVENT_INTERVAL` (0.5 s) per operation; a report
+        in between is held and its latest value emitted when the interval ends, when the
+        operation ends or when the dispatcher stops.
+
+        Raises ValidationError (nothing changes) for a bad value, OperationNotFound for an
+        unknown id and OperationNotCurrent for an operation that is not the current one.
+        """
+        key = to_uuid(operation_id, "operation_id")
+        fraction = _checks.progress_fraction(fraction, "fraction")
+        message = _checks.progress_message(message, "message")
+        if fraction is None and message is None:
+            raise ValidationError(
+                "fraction", "and message are both None: report a fraction, a message or both"
+            )
+        with self._work:
+            op = self._find(key)
+            if op is None:
+                raise OperationNotFound(key)
+            if op is not self._queue.pulled_operation or op.state not in _PROGRESS_STATES:
+                raise OperationNotCurrent(
+                    f"cannot report progress of operation {key}: it is {op.state.value} "
+                    "(only the current RUNNING or PAUSED operation takes progress)", key,
+                )
+            self._engine.report_progress(op, fraction, message)
+            self._engine.advance()
+            return op.copy()
 
     # ================================================================== operation control
     def cancel_operation(

@@ -30,9 +30,11 @@ from .models import (
     ExecutionOutcome,
     ExecutionState,
     Operation,
+    OperationProgress,
     TerminationReason,
     utcnow,
 )
+from .progress import ProgressThrottle
 from .queue import DispatchQueue
 from .runstate import LoopState, PauseSwitch
 from .signals import Signal, SignalBoard
@@ -81,6 +83,8 @@ class DispatchEngine:
         #: the bridge that started the current operation (None: started without an executor);
         #: only it reports the operation's end, unless an operator forces it
         self.running_executor: str | None = None
+        #: the rate limit of OPERATION_PROGRESS events (its clock may be replaced by tests)
+        self.progress = ProgressThrottle()
         handshake.on_answer = self.answered
 
     # ------------------------------------------------------------------ adding
@@ -243,6 +247,10 @@ class DispatchEngine:
                     "%s request for operation %s: %s",
                     key.kind.value, key.operation.id, key.decision.data["error"],
                 )
+        elif kind is DeadlineKind.PROGRESS:
+            op = self._queue.pulled_operation
+            if op is not None and op.id == key and self.progress.take_held(key):
+                self._emit_progress(op)
         elif kind is DeadlineKind.TIMEOUT:
             op = self._queue.pulled_operation
             if op is not None and op.id == key and op.timeout_seconds is not None:
@@ -380,6 +388,36 @@ class DispatchEngine:
         changes = self._lifecycle.fire(op, trigger)
         self._unit.emit(event_type, op, changes, meta)
 
+    # ------------------------------------------------------------------ progress
+    def report_progress(self, op: Operation, fraction: float | None, message: str | None) -> None:
+        """The current operation's latest progress (checked values); its event now, or once
+        the rate limit allows (see :mod:`~.progress`)."""
+        op.progress = OperationProgress(fraction=fraction, message=message)
+        due = self.progress.offer(op.id)
+        if due is None:
+            self._deadlines.discard(DeadlineKind.PROGRESS, op.id)
+            self._emit_progress(op)
+        else:
+            self._deadlines.push(due, DeadlineKind.PROGRESS, op.id)
+
+    def _emit_progress(self, op: Operation) -> None:
+        progress = op.progress
+        assert progress is not None
+        self._unit.emit(
+            EventType.OPERATION_PROGRESS, op,
+            meta_data={"fraction": progress.fraction, "message": progress.message},
+        )
+
+    def flush_progress(self) -> None:
+        """Emit every held progress report now (the dispatcher stops: journal the latest)."""
+        op = self._queue.pulled_operation
+        for op_id in self.progress.held():
+            if op is not None and op.id == op_id and self.progress.take_held(op_id):
+                self._deadlines.discard(DeadlineKind.PROGRESS, op_id)
+                self._emit_progress(op)
+            else:
+                self.progress.forget(op_id)
+
     # ------------------------------------------------------------------ finishing
     def finish(
         self,
@@ -391,6 +429,11 @@ class DispatchEngine:
         cascade: bool = True,
     ) -> None:
         """Complete, fail or cancel ``op`` (current or queued) and archive it."""
+        if op.progress is not None:  # its last report is not lost: emitted before the end
+            if self.progress.take_held(op.id):
+                self._emit_progress(op)
+            self.progress.forget(op.id)
+            self._deadlines.discard(DeadlineKind.PROGRESS, op.id)
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
         if self._queue.pulled_operation is op:
             self._queue.release_pulled()
@@ -443,6 +486,7 @@ class DispatchEngine:
         self.start_request = None
         self.running_executor = None
         self._deadlines.clear()
+        self.progress.clear()
 
 
 __all__ = ["DispatchEngine"]

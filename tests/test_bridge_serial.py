@@ -543,9 +543,9 @@ def test_a_stalled_line_does_not_stall_the_other_subscribers(make_bridge) -> Non
         assert bridge.counters["errors"] == 0  # ...and is still writing: the peer reads nothing
 
         other = d.add_operation(op())  # events keep flowing to every other subscriber
-        rec.wait_for(EventType.OPERATION_ADDED, operation_id=other.id, timeout=3.0)
+        rec.wait_for(EventType.OPERATION_ADDED, operation_id=other.id, timeout=10.0)
         d.pause_operation(big.id)
-        rec.wait_for(EventType.OPERATION_PAUSED, operation_id=big.id, timeout=3.0)
+        rec.wait_for(EventType.OPERATION_PAUSED, operation_id=big.id, timeout=10.0)
         assert bridge.counters["errors"] == 0 and bridge.is_running  # the write is still stuck
     finally:
         for sock in (*peer, listener):

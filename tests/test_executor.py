@@ -226,6 +226,7 @@ def test_a_serial_executor_reattaches_and_done_finishes_the_job(tmp_path, make_r
             with SerialLineBridge(dispatcher, "mcu", url, executor=True):
                 dispatcher.start()
                 assert dispatcher.get_operation(op.id).state is ExecutionState.RUNNING
+                sim.wait_connected(count=2)  # DONE goes to the new bridge, not into the void
                 sim.send_done(op.id)
                 recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=op.id)
             assert [m.kind for m in sim.received].count("RUN") == 1

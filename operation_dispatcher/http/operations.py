@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..models import ExecutionState
 from ..models import Operation as CoreOperation
+from ..progress import elapsed_seconds
 from .errors import ApiError
 from .schemas import (
     AddOperationItems,
@@ -70,7 +71,8 @@ def _status(op: CoreOperation) -> dict[str, Any]:
     PAUSED (a resource runs one at a time), so both values come from the same instant: asking
     the dispatcher for its current operation separately could see a later one (an add that
     started at once answered RUNNING with is_current_operation false)."""
-    return {"operation": op.to_dict(), "is_current_operation": op.state in _ACTIVE}
+    return {"operation": op.to_dict(), "is_current_operation": op.state in _ACTIVE,
+            "elapsed_seconds": elapsed_seconds(op)}
 
 
 def _find(operation_id: UUID) -> CoreOperation:

@@ -541,6 +541,14 @@ class OperationDependency(ResponseModel):
     created_at: datetime
 
 
+class OperationProgress(ResponseModel):
+    """The last progress report of a started operation (``POST .../progress``, a bridge)."""
+
+    fraction: float | None = Field(description="0..1; null: not known")
+    message: str | None
+    updated_at: datetime
+
+
 class Operation(ResponseModel):
     id: UUID
     job_id: str | None
@@ -560,11 +568,18 @@ class Operation(ResponseModel):
     created_at: datetime
     release_conditions: JsonObject
     timeout_seconds: float | None = Field(description="seconds")
+    progress: OperationProgress | None = Field(
+        description="the last progress report; null until one arrives"
+    )
 
 
 class OperationStatus(ResponseModel):
     operation: Operation
     is_current_operation: bool
+    elapsed_seconds: float | None = Field(
+        None, description="seconds since a RUNNING operation started (compare planned_duration); "
+        "null unless it is RUNNING",
+    )
 
 
 class OperationStatusList(RootModel[list[OperationStatus]]):
@@ -806,3 +821,28 @@ REQUEST_MODELS: dict[str, type[Described]] = {
         FailOperationCommand, DecisionBody, SignalUpdate,
     )
 }
+
+
+# ------------------------------------------------------------------------------ progress
+
+#: A fraction of an operation: a real number 0..1 (no bool, no text, no NaN or infinity).
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+
+
+class ProgressReport(RequestModel):
+    """Body of ``POST /operations/<id>/progress``: a fraction, a message, or both."""
+
+    fraction: Fraction | None = Field(None, description="how much is done, 0..1; null: not known")
+    message: StrictStr | None = Field(
+        None, max_length=_checks.MAX_PROGRESS_MESSAGE,
+        description=f"a short text for people (at most {_checks.MAX_PROGRESS_MESSAGE} characters)",
+    )
+    error_code: ClassVar[str] = "invalid_progress"
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule(
+            "invalid_progress", "request body must be an object with fraction and/or message"
+        ),
+    }
+
+
+REQUEST_MODELS[ProgressReport.__name__] = ProgressReport
