@@ -494,3 +494,21 @@ def test_forecast_invariants(snapshot: ForecastSnapshot) -> None:
             other = by_id[provider]
             moment = other.expected_start if kind is S2S else other.expected_end
             assert moment is not None and entry.expected_start >= moment
+
+
+def test_the_forecast_is_computed_after_the_lock_is_released(make_dispatcher, monkeypatch) -> None:
+    """The lock is held to copy the snapshot only: the simulation runs without it."""
+    import operation_dispatcher.dispatcher as hub
+
+    d = make_dispatcher()
+    d.add_operations([op(planned_duration=1) for _ in range(3)])
+    held: list[bool] = []
+    real = hub.forecast_operations
+
+    def watched(snapshot, now):
+        held.append(d._lock._is_owned())  # the RLock: owned by this thread?
+        return real(snapshot, now)
+
+    monkeypatch.setattr(hub, "forecast_operations", watched)
+    assert len(d.forecast()) == 3
+    assert held == [False]
