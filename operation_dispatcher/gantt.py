@@ -118,8 +118,9 @@ def _moment(text: str | None, option: str) -> datetime | None:
     try:
         return to_utc(text, option)
     except ValidationError:
+        shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
         raise GanttError(
-            f"{option} must be an ISO 8601 datetime such as 2026-01-31T08:00:00Z, got {text!r}", 2
+            f"{option} must be an ISO 8601 datetime such as 2026-01-31T08:00:00Z, got {shown}", 2
         ) from None
 
 
