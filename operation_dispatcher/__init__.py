@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from .approval_policy import ApprovalPolicy
 from .approvals import PENDING, PendingRequest, RequestDecision, RequestKind
 from .dispatcher import OperationDispatcher
 from .errors import (
@@ -64,6 +65,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "PENDING",
+    "ApprovalPolicy",
     "HistoryAnalyzer",
     "OperationDispatcher",
     "OperationNotUpdatable",

@@ -362,7 +362,7 @@ def dispatcher_arguments(
     seconds(poll_interval_seconds, "poll_interval_seconds")
     integer(start_request_max_retries, "start_request_max_retries", 1)
     seconds(start_request_retry_cooldown_seconds, "start_request_retry_cooldown_seconds", zero=True)
-    seconds(request_event_timeout_seconds, "request_event_timeout_seconds")
+    seconds(request_event_timeout_seconds, "request_event_timeout_seconds", optional=True)
     seconds(default_planned_duration, "default_planned_duration", optional=True)
     one_of(recovery, "recovery", ("fail", "pause"))
     boolean(start_paused, "start_paused")

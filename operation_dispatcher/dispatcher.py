@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from . import _checks, reasons
+from .approval_policy import ApprovalPolicy
 from .approvals import (
     PendingRequest,
     RequestKind,
@@ -112,7 +113,8 @@ class OperationDispatcher:
     :param start_request_max_retries: denials of one (request kind, operation) before the
         dispatcher pauses itself.
     :param start_request_retry_cooldown_seconds: wait after a denial before asking again.
-    :param request_event_timeout_seconds: a request with no answer by then is denied.
+    :param request_event_timeout_seconds: a request the callback has not answered by then is
+        denied (reasoning ``timeout``); None: it waits for the answer, however long.
     :param default_planned_duration: planned_duration (seconds) for operations that have none.
     :param updatable_fields: fields :meth:`update_operation` may change.
     :param dispatch_queue_sort_rules: the dispatch order (default: release date, priority, age).
@@ -129,6 +131,9 @@ class OperationDispatcher:
     :param operation_retention: finished operations kept in memory.
     :param default_release_conditions: release conditions every added operation gets, unless
         it names the same signal itself (e.g. ``{"door.closed": True}`` for a whole cell).
+    :param approval_policy: an :class:`~.approval_policy.ApprovalPolicy`: per request kind,
+        ``"auto"`` (the callback decides, or approve when there is none), ``"operator"`` (wait
+        for ``decide()``, the callback is not asked) or ``"deny"``.
     """
 
     def __init__(
@@ -142,7 +147,7 @@ class OperationDispatcher:
         poll_interval_seconds: float = 0.1,
         start_request_max_retries: int = 5,
         start_request_retry_cooldown_seconds: float = 1.0,
-        request_event_timeout_seconds: float = 5.0,
+        request_event_timeout_seconds: float | None = 5.0,
         default_planned_duration: float | None = None,
         updatable_fields: Iterable[str] | None = None,
         dispatch_queue_sort_rules: Iterable[SortRule] | None = None,
@@ -154,7 +159,13 @@ class OperationDispatcher:
         event_retention: int = 10_000,
         operation_retention: int = 10_000,
         default_release_conditions: Mapping[str, Any] | None = None,
+        approval_policy: ApprovalPolicy | None = None,
     ) -> None:
+        if approval_policy is not None and not isinstance(approval_policy, ApprovalPolicy):
+            raise ValidationError(
+                "approval_policy", "must be an ApprovalPolicy or None, "
+                f"got {type(approval_policy).__name__}"
+            )
         fields, defaults = _checks.dispatcher_arguments(
             resource_id=resource_id,
             poll_interval_seconds=poll_interval_seconds,
@@ -194,6 +205,7 @@ class OperationDispatcher:
                 operation_retention=operation_retention,
                 journal=opened,
                 recovery=recovery,
+                approval_policy=approval_policy,
             )
         except BaseException:
             if opened is not None and opened is not journal:
@@ -213,7 +225,7 @@ class OperationDispatcher:
         start_paused: bool,
         max_retries: int,
         retry_cooldown_seconds: float,
-        request_timeout_seconds: float,
+        request_timeout_seconds: float | None,
         default_planned_duration: float | None,
         updatable_fields: Iterable[str],
         sort_rules: Iterable[SortRule] | None,
@@ -224,6 +236,7 @@ class OperationDispatcher:
         operation_retention: int,
         journal: Journal | None,
         recovery: str,
+        approval_policy: ApprovalPolicy | None,
     ) -> None:
         """Build the parts and wire them (each gets only the parts it needs; none the hub)."""
         self._resource_id = resource_id
@@ -267,8 +280,9 @@ class OperationDispatcher:
         self._work.track(retry, self._pause, self._reload_after_failed_write)
         self._handshake = Handshake(
             unit=self._work, answered=answered, callbacks=callbacks,
-            on_request=on_request_callback, timeout=float(request_timeout_seconds),
-            retry=retry, pause=self._pause, log=self._log,
+            on_request=on_request_callback,
+            timeout=None if request_timeout_seconds is None else float(request_timeout_seconds),
+            retry=retry, pause=self._pause, log=self._log, policy=approval_policy,
         )
         self._signals = signals if signals is not None else SignalBoard()
         self._compose_decisions(strict_order, journal, recovery, operation_retention)

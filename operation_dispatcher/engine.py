@@ -42,6 +42,8 @@ from .unit import UnitOfWork
 
 _SORT_FIELDS = frozenset({"priority", "release_date", "created_at"})
 _RELEASE_FIELDS = frozenset({"release_date", "release_conditions", "dependencies"})
+#: start requests answered at once (an approval policy's "deny") acted on in one pass at most
+_ANSWERED_AT_ONCE = 16
 
 
 class DispatchEngine:
@@ -174,18 +176,24 @@ class DispatchEngine:
         request = self.start_request
         if request is not None and not request.is_pending:
             self.conclude_start(request)
-        if (
-            not self._pause.is_set
-            and self.start_request is None
-            and self._queue.pulled_operation is None
-            and not self._loop.stop_requested
-        ):
+        for _ in range(_ANSWERED_AT_ONCE):
+            if (
+                self._pause.is_set
+                or self.start_request is not None
+                or self._queue.pulled_operation is not None
+                or self._loop.stop_requested
+            ):
+                break
             self._try_start()
             request = self.start_request
-            if request is not None and not request.is_pending:
-                # Answered at once (no request callback): act on it now, since its notify came
-                # before this thread waits and would otherwise be lost.
-                self.conclude_start(request)
+            if request is None or request.is_pending:
+                break
+            # Answered at once (no request callback, or the approval policy denied it): act on
+            # it now, since its notify came before this thread waits and would otherwise be
+            # lost; after a denial, ask about whatever is best now (the denied one cools down).
+            self.conclude_start(request)
+        else:  # denied at once again and again (no cooldown): go on after a breath, unlocked
+            return 0.0
         return self._deadlines.seconds_until_next()
 
     def advance(self) -> None:
@@ -276,7 +284,7 @@ class DispatchEngine:
             if not blockers:
                 request = self._handshake.open(RequestKind.START, op, None)
                 self.start_request = request
-                if self._handshake.asks:
+                if request.is_pending and request.deadline is not None:
                     self._deadlines.push(request.deadline, DeadlineKind.REQUEST, request)
                 return
             self._schedule_unpark(op, blockers)
@@ -294,6 +302,9 @@ class DispatchEngine:
         decision = request.decision
         assert decision is not None
         op = self._queue.get(request.operation.id)
+        if request.withdrawn:  # the dispatcher closed it itself: nobody denied anything
+            self._handshake.record(request, decision.data.get("error"))
+            return
         if decision.accepted is not True:  # only the real True starts a machine
             self._handshake.record(request)
             self._handshake.deny(request, op)
@@ -377,9 +388,18 @@ class DispatchEngine:
                 self._queue.unpark_operation(op.id)  # re-checked on the next pass
         elif "timeout_seconds" in changed and op.start_time is not None:
             self.schedule_timeout(op)
+        self._withdraw_start(op, "operation changed while the request was open")
+
+    def _withdraw_start(self, op: Operation, why: str) -> None:
+        """Void the open start request of ``op``: at once when it waits for an operator (who
+        may never answer; the dispatcher asks again about whatever is best now), else when
+        the answer comes."""
         request = self.start_request
-        if request is not None and request.operation is op:
-            request.changed = True
+        if request is None or request.operation is not op:
+            return
+        request.changed = True
+        if request.by_operator and self._handshake.desk.withdraw(request, why):
+            self.conclude_start(request)
 
     def transition(
         self, op: Operation, trigger: str, event_type: EventType, meta: dict[str, Any] | None
@@ -435,6 +455,8 @@ class DispatchEngine:
             self.progress.forget(op.id)
             self._deadlines.discard(DeadlineKind.PROGRESS, op.id)
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
+        why = f"operation ended {op.outcome.value} while the request was open"
+        self._withdraw_start(op, why)
         if self._queue.pulled_operation is op:
             self._queue.release_pulled()
             self.running_executor = None

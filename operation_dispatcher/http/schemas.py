@@ -696,7 +696,7 @@ class PendingRequest(ResponseModel):
     event_type: EventType
     operation_id: UUID
     created_at: datetime
-    deadline: datetime
+    deadline: datetime | None  # null: no operator_timeout_seconds, it waits for an answer
     waiting_for: str
 
 
