@@ -31,7 +31,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # type: ignore[import-untyped]
 
 #: The original's colours; the statuses it did not colour get the next three.
 COLOURS: dict[str, str] = {
