@@ -49,9 +49,6 @@ class Explanation(Open):
     operation_id: str
     state: str
     blocked_by: list[str] = Field(description="empty: nothing holds it back")
-    details: list[JsonObject] | None = Field(
-        None, description="one per blocked_by entry: kind, and a sentence to act on (text)"
-    )
 
 
 class RequestList(Open):

@@ -239,7 +239,7 @@ class DispatcherTools:
         with tool_errors():
             op = self._find(operation_id)
             if op.is_finished:
-                raise ToolError(f"operation {operation_id} already finished ({op.state.value})")
+                raise ToolError(f"operation {operation_id} already finished ({op.outcome.value})")
             cancelled = self._dispatcher.cancel_operation(operation_id, termination_reason)
         if cancelled is None:
             raise ToolError(
