@@ -1,0 +1,357 @@
+"""The MCP server over real transports: streamable HTTP on a loopback port behind the REST API's
+tokens and scopes, ``serve --mcp-port``, and ``operation-dispatcher mcp`` over stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import requests
+from conftest import EventRecorder, op
+from mcp.client.streamable_http import streamable_http_client
+from mcp_support import Session, run
+
+from operation_dispatcher import PENDING, EventType, ExecutionState, OperationDispatcher
+from operation_dispatcher.credentials import Credentials
+from operation_dispatcher.mcp import TOOL_SCOPES, McpHttpServer, create_mcp_server
+
+TOKENS = {
+    "reader": {"token": "reader-token", "scopes": ["read"]},
+    "shift-lead": {"token": "operator-token", "scopes": ["read", "operate"]},
+    "mes": {"token": "mes-token", "scopes": ["submit"]},
+}
+UNKNOWN = "6f1c7a0e-2d4b-4c59-9a57-0b6b1f4a9e11"
+
+
+def transport(url: str, token: str | None) -> Any:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers))
+
+
+@pytest.fixture
+def make_mcp_http(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> Iterator[Callable[..., McpHttpServer]]:
+    """``make_mcp_http(dispatcher, **kwargs)`` -> a started McpHttpServer on a free port."""
+    made: list[McpHttpServer] = []
+
+    def factory(dispatcher: OperationDispatcher, **kwargs: Any) -> McpHttpServer:
+        server = McpHttpServer(create_mcp_server(dispatcher), port=0, **kwargs)
+        made.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in made:
+        server.stop()
+
+
+def post(url: str, body: Any, token: str | None = None, raw: str | None = None) -> requests.Response:
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else json.dumps(body)
+    return requests.post(url, data=data, headers=headers, timeout=30)
+
+
+# ------------------------------------------------------------------------ streamable HTTP
+
+
+def test_streamable_http_with_a_token(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    dispatcher = make_dispatcher()
+    dispatcher.add_operation(op())
+    server = make_mcp_http(dispatcher, credentials=Credentials.build("all-token", TOKENS))
+    assert server.url.startswith("http://127.0.0.1:") and server.url.endswith("/mcp")
+    assert server.is_alive
+
+    async def body(s: Session) -> None:
+        state = await s.ok("dispatcher_get_state")
+        assert state["queue_size"] == len(dispatcher.get_schedule())
+        added = await s.ok("dispatcher_add_operation", payload={"via": "http"})
+        assert added["operation"]["payload"] == {"via": "http"}
+        assert (await s.read("dispatcher://queue"))["total"] == state["queue_size"] + 1
+
+    run(transport(server.url, "all-token"), body)
+    run(transport(server.url, "all-token"), body, "legacy")
+    for token in (None, "wrong-token", "all-token2", "Basic all-token"):
+        refused = post(server.url, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token)
+        if token == "Basic all-token":  # the right token under the wrong scheme
+            refused = requests.post(server.url, json={}, timeout=30,
+                                    headers={"Authorization": token})
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["code"] == "unauthorized"
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+    no_read = post(server.url, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "mes-token")
+    assert no_read.status_code == 403 and no_read.json()["code"] == "insufficient_scope"
+    assert len(dispatcher.get_schedule()) == 3  # nothing was added by a refused request
+
+
+MINIMAL_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "dispatcher_get_operation": {"operation_id": UNKNOWN},
+    "dispatcher_explain_operation": {"operation_id": UNKNOWN},
+    "dispatcher_add_operation": {"payload": {}},
+    "dispatcher_update_operation": {"operation_id": UNKNOWN, "updates": {}},
+    "dispatcher_cancel_operation": {"operation_id": UNKNOWN},
+    "dispatcher_pause_operation": {"operation_id": UNKNOWN},
+    "dispatcher_resume_operation": {"operation_id": UNKNOWN},
+    "dispatcher_approve_request": {"request_id": UNKNOWN, "reasoning": "r"},
+    "dispatcher_deny_request": {"request_id": UNKNOWN, "reasoning": "r"},
+}
+
+
+def test_each_tool_needs_the_scope_of_its_rest_route(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    dispatcher = make_dispatcher()
+    server = make_mcp_http(dispatcher, credentials=Credentials.build(None, TOKENS))
+
+    async def body(s: Session) -> dict[str, str]:
+        answers = {}
+        for tool in TOOL_SCOPES:
+            result = await s.client.call_tool(tool, MINIMAL_ARGUMENTS.get(tool, {}))
+            answers[tool] = result.content[0].text if result.is_error else "ok"
+        return answers
+
+    answers = run(transport(server.url, "reader-token"), body)
+    for tool, scope in TOOL_SCOPES.items():
+        refused = f"this token lacks the scope {scope!r} that the tool {tool} needs" in answers[tool]
+        assert refused is (scope != "read"), (tool, answers[tool])
+    assert dispatcher.get_schedule() == [] and not dispatcher.is_paused
+
+
+def test_an_operator_token_approves_over_http_and_its_name_is_recorded(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    asked = threading.Event()
+
+    def callback(event: Any) -> Any:
+        asked.set()
+        return PENDING
+
+    dispatcher = make_dispatcher(on_request_callback=callback, request_event_timeout_seconds=60.0)
+    recorder = EventRecorder(dispatcher)
+    dispatcher.start()
+    added = dispatcher.add_operation(op())
+    assert asked.wait(5)
+    server = make_mcp_http(dispatcher, credentials=Credentials.build(None, TOKENS))
+
+    async def body(s: Session) -> None:
+        (request,) = (await s.ok("dispatcher_list_requests"))["requests"]
+        decision = await s.ok("dispatcher_approve_request", request_id=request["request_id"],
+                              reasoning="checked the fixture")
+        assert decision["decided_by"] == "shift-lead"
+
+    run(transport(server.url, "operator-token"), body)
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=added.id)
+    assert dispatcher.get_operation(added.id).state is ExecutionState.RUNNING  # type: ignore[union-attr]
+    (requested,) = [e for e in dispatcher.list_events(added.id)
+                    if e.event_type is EventType.OPERATION_START_REQUESTED]
+    assert requested.meta_data["request_decision"]["data"] == {
+        "approved_by": "shift-lead", "channel": "mcp",
+    }
+
+
+MODERN = "2026-07-28"
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def raw_tool_call(url: str, tool: str, arguments: str) -> requests.Response:
+    """One stateless tools/call of the current protocol, its arguments written by hand."""
+    body = ('{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": '
+            f'"{tool}", "arguments": {arguments}, "_meta": {json.dumps(ENVELOPE)}}}}}')
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": MODERN,
+               "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"payload": {}, "planned_duration": NaN}', "planned_duration"),
+        ('{"payload": {}, "planned_duration": Infinity}', "planned_duration"),
+        ('{"payload": {}, "timeout_seconds": -Infinity}', "timeout_seconds"),
+        ('{"payload": {}, "priority": 1e400}', "priority"),
+        ('{"payload": {}, "priority": 99999999999999999999999999999999999999}', "priority"),
+        ('{"payload": {"x": NaN}}', "payload"),
+        ('{"payload": {"x": [1, 2, Infinity]}}', "payload"),
+    ],
+)
+def test_raw_json_with_nan_or_huge_numbers_is_refused(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+    raw: str,
+    field: str,
+) -> None:
+    """Sent as a client writing non-standard JSON would (the SDK's client turns NaN into null)."""
+    dispatcher = make_dispatcher()
+    server = make_mcp_http(dispatcher)
+    answer = raw_tool_call(server.url, "dispatcher_add_operation", raw)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    assert result["isError"] is True and field in result["content"][0]["text"], result
+    assert dispatcher.get_schedule() == []
+    good = raw_tool_call(server.url, "dispatcher_add_operation", '{"payload": {"x": 1.5}}')
+    assert good.json()["result"]["isError"] is False
+    assert len(dispatcher.get_schedule()) == 1
+
+
+def test_a_body_over_the_limit_is_refused(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    dispatcher = make_dispatcher()
+    server = make_mcp_http(dispatcher, max_body_bytes=10_000)
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "dispatcher_add_operation", "arguments": {"payload": {"x": "y" * 20_000}}}}
+    answer = post(server.url, call)
+    assert answer.status_code == 413, answer.text
+    assert dispatcher.get_schedule() == []
+
+
+def test_stop_ends_the_mcp_thread_within_a_second_even_with_a_session_open(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    dispatcher = make_dispatcher()
+    server = McpHttpServer(create_mcp_server(dispatcher), port=0)
+    server.start()
+    name = f"operation-dispatcher-mcp[127.0.0.1:{server.port}]"
+    assert name in {t.name for t in threading.enumerate()}
+    took: list[float] = []
+
+    async def body(s: Session) -> None:
+        await s.ok("dispatcher_get_state")  # a session is open, its client still connected
+        started = time.monotonic()
+        await anyio.to_thread.run_sync(server.stop)
+        took.append(time.monotonic() - started)
+
+    try:
+        run(transport(server.url, None), body)
+    except Exception:  # the client may complain that its server went away: not the point here
+        pass
+    assert took and took[0] < 1.0, took
+    assert not server.is_alive
+    assert name not in {t.name for t in threading.enumerate()}
+    server.stop()  # twice is harmless
+
+
+def test_a_port_in_use_fails_in_the_constructor(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    dispatcher = make_dispatcher()
+    first = make_mcp_http(dispatcher)
+    with pytest.raises(OSError):
+        McpHttpServer(create_mcp_server(dispatcher), port=first.port)
+
+
+# ------------------------------------------------------------------------ the CLI
+
+
+def test_serve_serves_mcp_beside_rest(serve: Callable[..., Any], tmp_path: Path) -> None:
+    config = tmp_path / "cell.toml"
+    config.write_text('[http]\ntokens = { agent = { token = "agent-token", scopes = ["read", '
+                      '"operate"] } }\n[mcp]\nport = 0\n', encoding="utf-8")
+    served = serve("--journal", ":memory:", "--config", str(config))
+    line = served._read_line(30)
+    assert "MCP (streamable HTTP) on http://127.0.0.1:" in line, (line, served._rest())
+    url = line.rsplit(" on ", 1)[1].strip()
+    rest = served.get("/dispatcher", headers={"Authorization": "Bearer agent-token"})
+    assert rest.status_code == 200
+
+    async def body(s: Session) -> None:
+        assert (await s.ok("dispatcher_get_state"))["resource_id"] == rest.json()["resource_id"]
+        message = await s.error("dispatcher_pause_runtime")
+        assert "lacks the scope 'admin'" in message
+
+    run(transport(url, "agent-token"), body)
+    assert post(url, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "nope").status_code == 401
+    started = time.monotonic()
+    status, _out, err = served.stop()
+    assert status == 0, err
+    assert time.monotonic() - started < 15
+    assert "did not stop" not in err
+
+
+def test_serve_mcp_port_flag_is_checked(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "operation_dispatcher", "serve", "--journal", ":memory:",
+         "--port", "0", "--mcp-port", "70000"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--mcp-port must be from 0 to 65535" in result.stderr
+
+
+def _stdio_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPERATION_DISPATCHER_TOKEN"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+def test_stdio_subprocess_speaks_only_json_rpc_on_stdout(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operation_dispatcher", "mcp", "--journal", "cell.db",
+         "--resource-id", "press-1"],
+        cwd=tmp_path, env=_stdio_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(message: dict[str, Any]) -> None:
+        proc.stdin.write(json.dumps(message) + "\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+
+    def answer() -> dict[str, Any]:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line, proc.stderr.read() if proc.poll() is not None else "no answer"  # type: ignore[union-attr]
+        return dict(json.loads(line))
+
+    try:
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}})
+        init = answer()
+        assert init["id"] == 1 and "tools" in init["result"]["capabilities"]
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "dispatcher_add_operation", "arguments": {"payload": {"recipe": "B"}}}})
+        added = answer()
+        assert added["id"] == 2 and added["result"]["isError"] is False
+        send({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+              "params": {"name": "dispatcher_get_state", "arguments": {}}})
+        state = answer()["result"]["structuredContent"]
+        assert state["resource_id"] == "press-1" and state["is_running"] is True
+        send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+              "params": {"name": "dispatcher_get_history", "arguments": {"limit": 10001}}})
+        refused = answer()["result"]
+        assert refused["isError"] is True and "10000" in refused["content"][0]["text"]
+        proc.stdin.close()  # the agent goes away
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.stdout.read() == ""  # nothing but the answers above
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    assert "MCP over stdio for 'press-1'" in err  # the log went to stderr
+    assert "operation" in err and "started" in err
+    assert (tmp_path / "cell.db").exists()  # its own journal
