@@ -30,15 +30,17 @@ test-fast: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
-# The demo needs the api and modbus extras: the REST API on http://127.0.0.1:8080 (Swagger UI:
-# /apidocs, live events: /events/stream) and a Modbus bridge to a simulated PLC on
-# 127.0.0.1:5020 that runs the operations. Ctrl-C stops it.
+# The demo needs the api, modbus and mcp extras: the REST API on http://127.0.0.1:8080 (Swagger
+# UI: /apidocs, live events: /events/stream), the MCP server for LLM agents on
+# http://127.0.0.1:8081/mcp, and a Modbus bridge to a simulated PLC on 127.0.0.1:5020 that runs
+# the operations. Ctrl-C stops it.
 $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e '.[api,modbus]'
+	$(PY) -m pip install -q -e '.[api,modbus,mcp]'
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080
+	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080 \
+		--mcp-port 8081
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples

@@ -253,6 +253,29 @@ def test_stop_ends_the_mcp_thread_within_a_second_even_with_a_session_open(
     server.stop()  # twice is harmless
 
 
+def test_answers_are_not_held_back_by_nagle(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    """asyncio turns TCP_NODELAY on only for sockets whose proto is IPPROTO_TCP; an accepted
+    socket inherits the listening one's, and without it every answer waited ~40 ms for the
+    client's delayed ACK. Checked on a connection the server accepted."""
+    import socket
+
+    server = make_mcp_http(make_dispatcher())
+    with socket.create_connection((server.host, server.port)) as client:
+        client.sendall(b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert client.recv(100).startswith(b"HTTP/1.1 ")
+        accepted = [s for s in _server_sockets(server) if s.getpeername() == client.getsockname()]
+        assert accepted and accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def _server_sockets(server: McpHttpServer) -> list[Any]:
+    """The sockets of the server's open connections (uvicorn keeps their transports)."""
+    return [c.transport.get_extra_info("socket")
+            for c in server._uvicorn.server_state.connections]
+
+
 def test_a_port_in_use_fails_in_the_constructor(
     make_dispatcher: Callable[..., OperationDispatcher],
     make_mcp_http: Callable[..., McpHttpServer],
@@ -266,6 +289,7 @@ def test_a_port_in_use_fails_in_the_constructor(
 # ------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.slow
 def test_serve_serves_mcp_beside_rest(serve: Callable[..., Any], tmp_path: Path) -> None:
     config = tmp_path / "cell.toml"
     config.write_text('[http]\ntokens = { agent = { token = "agent-token", scopes = ["read", '

@@ -132,7 +132,9 @@ class McpHttpServer:
         )
         self.app = BearerTokenGate(app, credentials)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        # proto named: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
+        # an accepted socket inherits it (without, Nagle + delayed ACK add ~40 ms per answer)
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind((host, port))
