@@ -437,11 +437,23 @@ def mcp_command(args: argparse.Namespace) -> int:
         return 2
     server = create_mcp_server(dispatcher, bridges=bridges)
     dispatcher.subscribe(OperationLog(dispatcher))
+    done = threading.Event()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # ends anyio.run below; the shutdown follows
+    def serve_stdio() -> None:
+        try:
+            anyio.run(server.run_stdio_async)  # returns when the agent closes stdin
+        except Exception:
+            log.exception("the MCP stdio transport failed")
+        finally:
+            done.set()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        done.set()
+
+    # The transport runs on a daemon thread: its reader blocks in stdin's readline, which no
+    # signal interrupts, so a SIGTERM must not wait for it (the process exits around it).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
         dispatcher.start()
@@ -449,15 +461,17 @@ def mcp_command(args: argparse.Namespace) -> int:
             bridge.start()
         log.info("MCP over stdio for %r (journal %s)", dispatcher.resource_id,
                  config.dispatcher_kwargs()["journal"] or "none (in memory)")
-        anyio.run(server.run_stdio_async)
-    except KeyboardInterrupt:
-        pass
+        threading.Thread(target=serve_stdio, name="operation-dispatcher-mcp[stdio]",
+                         daemon=True).start()
+        done.wait()
     except DispatcherError as exc:  # the journal cannot record the start, for one
         print(f"{PROG}: cannot start the dispatcher: {exc}", file=sys.stderr)
         status = 1
     finally:
         status = _shut_down(None, bridges, None, dispatcher) or status
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped")
     return status
 
 

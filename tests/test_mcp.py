@@ -8,7 +8,6 @@ handshake and JSON-RPC framing over memory streams, as a real transport would.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +33,7 @@ TEMPLATES = {
     "dispatcher://operations/{operation_id}/explain",
 }
 PROMPTS = {"dispatcher_introduction_prompt", "dispatcher_triage_prompt"}
-UNKNOWN = str(uuid.uuid4())
+UNKNOWN = "3f2b8a51-7c0e-4d9a-9b1e-5a6c7d8e9f01"  # fixed: xdist workers must collect the same ids
 
 
 class PendingCallback:

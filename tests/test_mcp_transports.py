@@ -315,6 +315,7 @@ def test_serve_serves_mcp_beside_rest(serve: Callable[..., Any], tmp_path: Path)
     assert "did not stop" not in err
 
 
+@pytest.mark.slow
 def test_serve_mcp_port_flag_is_checked(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "operation_dispatcher", "serve", "--journal", ":memory:",
@@ -331,6 +332,7 @@ def _stdio_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_stdio_subprocess_speaks_only_json_rpc_on_stdout(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "operation_dispatcher", "mcp", "--journal", "cell.db",
@@ -379,3 +381,44 @@ def test_stdio_subprocess_speaks_only_json_rpc_on_stdout(tmp_path: Path) -> None
     assert "MCP over stdio for 'press-1'" in err  # the log went to stderr
     assert "operation" in err and "started" in err
     assert (tmp_path / "cell.db").exists()  # its own journal
+
+
+def test_a_loopback_server_refuses_foreign_host_and_origin(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    """DNS rebinding: a web page cannot reach the loopback MCP server through a browser."""
+    server = make_mcp_http(make_dispatcher())
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    host = requests.post(server.url, json=call, headers={**accept, "Host": "evil.example"},
+                         timeout=30)
+    assert host.status_code == 421
+    origin = requests.post(server.url, json=call,
+                           headers={**accept, "Origin": "http://evil.example"}, timeout=30)
+    assert origin.status_code == 403
+
+
+@pytest.mark.slow
+def test_stdio_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operation_dispatcher", "mcp", "--journal", ":memory:"],
+        cwd=tmp_path, env=_stdio_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1  # serving
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err and "stopped" in err
