@@ -149,7 +149,7 @@ def test_a_finished_operation_beyond_memory_retention_reads_the_same_everywhere(
     snapshot = dispatcher.get_operation(old.id)
     assert snapshot is not None and snapshot.state is ExecutionState.COMPLETED
     assert dispatcher.explain(old.id) == {
-        "operation_id": str(old.id), "state": "COMPLETED", "blocked_by": []
+        "operation_id": str(old.id), "state": "COMPLETED", "blocked_by": [], "details": []
     }
     with pytest.raises(OperationNotUpdatable, match="finished"):
         dispatcher.update_operation(old.id, {"priority": 5})

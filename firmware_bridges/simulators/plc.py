@@ -17,6 +17,8 @@ The register map (device id 1 by default, every address 0-based)::
     coil 5               resume       a rising edge lets a paused cycle run on
     holding register 0   program      written by the host before the start pulse
     holding register 1   error code   the code of the last failed cycle (0 after a start)
+    holding register 2   progress     how far the cycle has got, 0..``progress_scale`` (0 at the
+                                      start, frozen while paused, full once done or failed)
     input register 0     cycles       completed cycles (done or error)
     input register 1     temperature  tenths of a degree (``set_temperature``)
     input register 2     mode         0 idle, 1 running, 2 done, 3 error, 4 paused
@@ -196,11 +198,13 @@ class PlcSimulator:
         (kept across :meth:`stop` / :meth:`start`; :meth:`close` releases it).
     :param clear_on_start: False plays a PLC whose start pulse leaves the previous cycle's done,
         error and error code set.
+    :param progress_scale: the progress register's value for a finished cycle (100: percent,
+        10000: hundredths of a percent).
     """
 
     READY_INPUT = 0
     START_COIL, DONE_COIL, ERROR_COIL, CANCEL_COIL, PAUSE_COIL, RESUME_COIL = 0, 1, 2, 3, 4, 5
-    PROGRAM_REGISTER, ERROR_CODE_REGISTER = 0, 1
+    PROGRAM_REGISTER, ERROR_CODE_REGISTER, PROGRESS_REGISTER = 0, 1, 2
     CYCLES_REGISTER, TEMPERATURE_REGISTER, MODE_REGISTER, STATUS_REGISTER = 0, 1, 2, 3
 
     def __init__(
@@ -215,7 +219,10 @@ class PlcSimulator:
         framer: str = "tcp",
         serial_port: str | None = None,
         clear_on_start: bool = True,
+        progress_scale: int = 100,
     ) -> None:
+        if type(progress_scale) is not int or not 1 <= progress_scale <= 0xFFFF:
+            raise ValueError(f"progress_scale must be an integer 1..65535, got {progress_scale!r}")
         if not cycle_time >= 0:
             raise ValueError(f"cycle_time must be >= 0 seconds, got {cycle_time!r}")
         if framer not in FRAMERS:
@@ -231,6 +238,8 @@ class PlcSimulator:
         self.cycle_time = float(cycle_time)
         self.device_id = device_id
         self.failing_programs = dict(failing_programs or {})
+        self.progress_scale = progress_scale
+        self._progress_override: int | None = None
         self._lock = threading.Lock()
         # the PLC's state; the Modbus registers only mirror it (see _action)
         self._ready = bool(ready)
@@ -256,6 +265,25 @@ class PlcSimulator:
     def set_ready(self, ready: bool) -> None:
         with self._lock:
             self._ready = bool(ready)
+
+    def set_progress(self, raw: int | None) -> None:
+        """Show ``raw`` in the progress register (any 0..65535, also beyond the scale, as a
+        faulty PLC program would); None goes back to the cycle's own progress."""
+        with self._lock:
+            self._progress_override = None if raw is None else int(raw) & 0xFFFF
+
+    def _progress(self, now: float) -> int:
+        """The progress register (lock held): the share of the cycle time gone, scaled."""
+        if self._progress_override is not None:
+            return self._progress_override
+        if self._busy_until is not None:
+            left = self._busy_until - now
+        elif self._paused_left is not None:
+            left = self._paused_left
+        else:
+            return self.progress_scale if self._done or self._error else 0
+        share = 1.0 - left / self.cycle_time if self.cycle_time > 0 else 1.0
+        return int(self.progress_scale * min(1.0, max(0.0, share)))
 
     def set_temperature(self, tenths_of_degree: int) -> None:
         with self._lock:
@@ -448,6 +476,7 @@ class PlcSimulator:
         elif func_code in (_READ_HOLDING, _WRITE_REGISTER, _WRITE_REGISTERS):
             registers[self.PROGRAM_REGISTER] = self._program
             registers[self.ERROR_CODE_REGISTER] = self._error_code
+            registers[self.PROGRESS_REGISTER] = self._progress(time.monotonic())
         elif func_code == _READ_INPUT:
             mode = (MODE_PAUSED if paused else MODE_RUNNING if busy else MODE_ERROR if self._error
                     else MODE_DONE if self._done else MODE_IDLE)
@@ -504,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clear-on-start", dest="clear_on_start", action="store_false",
                         help="keep the previous cycle's done/error bits set after a start pulse")
     parser.add_argument("--cycle-time", type=float, default=0.5, help="seconds (default 0.5)")
+    parser.add_argument("--progress-scale", type=int, default=100,
+                        help="holding register 2 at the end of a cycle (default 100: percent)")
     parser.add_argument("--device-id", type=int, default=1)
     parser.add_argument("--ready", action="store_true", help="start with the ready bit set")
     parser.add_argument("--fail", action="append", default=[], metavar="PROGRAM=CODE",
@@ -521,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     plc = PlcSimulator(args.host, args.port, cycle_time=args.cycle_time,
                        device_id=args.device_id, failing_programs=failing, ready=args.ready,
                        framer=args.framer, serial_port=args.serial_port,
-                       clear_on_start=args.clear_on_start)
+                       clear_on_start=args.clear_on_start, progress_scale=args.progress_scale)
     try:
         plc.start()
         if plc.serial_url is not None:
