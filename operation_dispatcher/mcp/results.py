@@ -49,6 +49,9 @@ class Explanation(Open):
     operation_id: str
     state: str
     blocked_by: list[str] = Field(description="empty: nothing holds it back")
+    details: list[JsonObject] = Field(description=(
+        "one per blocked_by entry, same order: blocker, kind, a sentence to act on (text), "
+        "and the facts behind it"))
 
 
 class RequestList(Open):

@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field, StrictBool
 
+from .._checks import MAX_PROGRESS_MESSAGE
 from ..models import ExecutionState, Operation
 from . import results
 from .access import require
@@ -50,6 +51,9 @@ HistoryLimit = Annotated[int, Field(ge=1, le=MAX_HISTORY_LIMIT, strict=True, des
 ListLimit = Annotated[int, Field(ge=1, le=MAX_LISTED, strict=True,
                                  description=f"at most this many (1..{MAX_LISTED})")]
 Payload = Annotated[dict[str, Any], Field(description="what to do; any JSON object")]
+MetaData = Annotated[dict[str, Any], Field(description="recorded in the event's meta_data")]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True,
+                                  description="how much is done, 0..1")]
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _CHANGE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
@@ -75,10 +79,14 @@ class DispatcherTools:
         change = [
             self.dispatcher_add_operation, self.dispatcher_update_operation,
             self.dispatcher_pause_operation, self.dispatcher_resume_operation,
+            self.dispatcher_report_progress, self.dispatcher_complete_operation,
             self.dispatcher_approve_request, self.dispatcher_pause_runtime,
             self.dispatcher_resume_runtime,
         ]
-        stop = [self.dispatcher_cancel_operation, self.dispatcher_deny_request]
+        stop = [
+            self.dispatcher_cancel_operation, self.dispatcher_fail_operation,
+            self.dispatcher_deny_request,
+        ]
         for tools, hints in ((read, _READ), (change, _CHANGE), (stop, _STOP)):
             for tool in tools:
                 server.add_tool(tool, name=tool.__name__, annotations=hints)
@@ -270,6 +278,67 @@ class DispatcherTools:
                     "dispatcher_get_history shows the answer"
                 )
             return self._status(self._find(operation_id), self._current_id())
+
+    # ------------------------------------------------------------------ finishing by hand
+
+    def dispatcher_report_progress(
+        self,
+        ctx: Context,
+        operation_id: OperationId,
+        fraction: Fraction | None = None,
+        message: Annotated[str, Field(max_length=MAX_PROGRESS_MESSAGE)] | None = None,
+    ) -> results.OperationStatus:
+        """Say how far the current (RUNNING or PAUSED) operation has got: a fraction 0..1, a
+        short message, or both; each report replaces the last."""
+        require(ctx, "dispatcher_report_progress")
+        with tool_errors():
+            self._find(operation_id)
+            op = self._dispatcher.report_progress(operation_id, fraction, message)
+        return self._status(op, self._current_id())
+
+    def dispatcher_complete_operation(
+        self,
+        ctx: Context,
+        operation_id: OperationId,
+        force: StrictBool = False,
+        meta_data: MetaData | None = None,
+    ) -> results.OperationStatus:
+        """Report the current operation done (a job finished by hand). One that an executor
+        bridge runs is the bridge's to finish: refused unless force is true (the machine may
+        still be working; the event then records that it was forced)."""
+        caller = require(ctx, "dispatcher_complete_operation")
+        return self._finish(operation_id, None, force, meta_data, caller.name)
+
+    def dispatcher_fail_operation(
+        self,
+        ctx: Context,
+        operation_id: OperationId,
+        termination_reason: Reason = "INTERNAL_ERROR",
+        force: StrictBool = False,
+        meta_data: MetaData | None = None,
+    ) -> results.OperationStatus:
+        """Report the current operation failed (a job that went wrong by hand); force as for
+        dispatcher_complete_operation."""
+        caller = require(ctx, "dispatcher_fail_operation")
+        return self._finish(operation_id, termination_reason, force, meta_data, caller.name)
+
+    def _finish(
+        self, operation_id: str, reason: str | None, force: bool,
+        meta_data: dict[str, Any] | None, who: str,
+    ) -> results.OperationStatus:
+        meta = {**(meta_data or {}), "reported_by": who, "channel": "mcp"}
+        with tool_errors():
+            op = self._find(operation_id)
+            if op.state not in _ACTIVE:
+                raise ToolError(
+                    f"operation {operation_id} is not running (it is {op.state.value}): only "
+                    "the current operation can be completed or failed"
+                )
+            if reason is None:
+                done = self._dispatcher.complete_operation(operation_id, meta, force=force)
+            else:
+                done = self._dispatcher.fail_operation(operation_id, reason, meta, force=force)
+        return self._status(done, self._current_id())
 
     # ------------------------------------------------------------------ approvals
 
