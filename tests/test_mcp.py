@@ -599,3 +599,25 @@ def test_prompts(make_dispatcher: Callable[..., OperationDispatcher], mode: str)
             assert tool in triage
 
     run(create_mcp_server(dispatcher), body, mode)
+
+
+@pytest.mark.slow  # a fresh interpreter importing the SDK: seconds on a loaded machine
+def test_creating_a_server_leaves_the_programs_logging_alone(tmp_path: Any) -> None:
+    """The SDK's constructor would set up root logging (INFO, to stderr) in a library user's
+    program; create_mcp_server keeps the root logger as it was."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, logging\n"
+        "from operation_dispatcher import OperationDispatcher\n"
+        "from operation_dispatcher.mcp import create_mcp_server\n"
+        "create_mcp_server(OperationDispatcher('r'))\n"
+        "root = logging.getLogger()\n"
+        "print(json.dumps([len(root.handlers), root.level]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [0, 30]  # no handler, WARNING: as Python starts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +41,20 @@ def create_mcp_server(
         by_name = dict(bridges)
     else:
         by_name = {bridge.name: bridge for bridge in bridges}
-    server: MCPServer = MCPServer(
-        name or f"operation-dispatcher[{dispatcher.resource_id}]",
-        instructions=INSTRUCTIONS, version=__version__,
-    )
+    # The SDK's constructor calls logging.basicConfig (INFO, to stderr): a library must not
+    # configure its host program's logging, so a root logger without handlers keeps none.
+    root = logging.getLogger()
+    level, placeholder = root.level, logging.NullHandler()
+    if not root.handlers:
+        root.addHandler(placeholder)
+    try:
+        server: MCPServer = MCPServer(
+            name or f"operation-dispatcher[{dispatcher.resource_id}]",
+            instructions=INSTRUCTIONS, version=__version__,
+        )
+    finally:
+        root.removeHandler(placeholder)
+        root.setLevel(level)
     DispatcherTools(dispatcher, by_name).register(server)
     DispatcherResources(dispatcher).register(server)
     DispatcherPrompts(dispatcher).register(server)
