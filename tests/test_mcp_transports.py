@@ -442,3 +442,87 @@ def test_stdio_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             proc.kill()
         _out, err = proc.communicate(timeout=30)
     assert "Traceback" not in err and "stopped" in err
+
+
+# ------------------------------------------------------------------------ hostile sockets
+
+
+def test_silent_and_half_sent_sockets_are_closed(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    """uvicorn alone keeps a silent socket, or half a request, open forever."""
+    import socket
+
+    dispatcher = make_dispatcher()
+    server = make_mcp_http(dispatcher, idle_timeout_seconds=0.5)
+    silent = socket.create_connection((server.host, server.port))
+    half = socket.create_connection((server.host, server.port))
+    half.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+    started = time.monotonic()
+    for sock in (silent, half):
+        sock.settimeout(10)
+        with sock:
+            assert sock.recv(100) == b""  # closed by the server
+    assert time.monotonic() - started < 5
+
+    async def body(s: Session) -> None:  # the server serves on
+        await s.ok("dispatcher_get_state")
+
+    run(transport(server.url, None), body)
+
+
+def test_a_call_that_waits_longer_than_the_idle_timeout_is_answered(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    """A cancel waits for the operator; its socket is silent meanwhile, but not idle."""
+    asked: list[Any] = []
+    cond = threading.Condition()
+
+    def callback(event: Any) -> Any:
+        with cond:
+            asked.append(event)
+            cond.notify_all()
+        return True if event.event_type is EventType.OPERATION_START_REQUESTED else PENDING
+
+    dispatcher = make_dispatcher(on_request_callback=callback, request_event_timeout_seconds=60.0)
+    recorder = EventRecorder(dispatcher)
+    dispatcher.start()
+    running = dispatcher.add_operation(op())
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=running.id)
+    server = make_mcp_http(dispatcher, idle_timeout_seconds=0.3)
+    answers: list[requests.Response] = []
+    caller = threading.Thread(target=lambda: answers.append(raw_tool_call(
+        server.url, "dispatcher_cancel_operation", json.dumps({"operation_id": str(running.id)})
+    )), name="test-mcp-cancel")
+    caller.start()
+    with cond:
+        assert cond.wait_for(lambda: len(asked) == 2, 10)  # the start, then the cancel
+    assert not threading.Event().wait(1.0)  # > 3 idle timeouts pass while the call waits
+    dispatcher.decide(asked[1].id, True, reasoning="operator agrees")
+    caller.join(30)
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    assert result["isError"] is False, result
+    assert result["structuredContent"]["operation"]["outcome"] == "CANCELLED"
+
+
+def test_sockets_beyond_the_connection_limit_are_closed(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    import socket
+
+    server = make_mcp_http(make_dispatcher(), connection_limit=2)
+    kept = [socket.create_connection((server.host, server.port)) for _ in range(2)]
+    try:
+        wait_until(lambda: len(server._uvicorn.server_state.connections) == 2, what="2 sockets")
+        with socket.create_connection((server.host, server.port)) as third:
+            third.settimeout(10)
+            assert third.recv(100) == b""
+        assert len(server._uvicorn.server_state.connections) == 2
+    finally:
+        for sock in kept:
+            sock.close()

@@ -6,6 +6,12 @@ a port in use fails there (and port 0's choice is known at once). :meth:`McpHttp
 sets ``should_exit`` and joins: uvicorn notices within 0.1 s, gives requests in progress
 ``graceful_seconds`` to finish, cancels the rest, and ends the SDK's session manager.
 
+uvicorn itself never drops a client that connects and stays silent, or sends half a request:
+each would hold a socket forever. Its h11 protocol is used here with the REST server's bounds
+(:class:`_BoundedH11`): at most ``connection_limit`` sockets (more are closed at once), and a
+socket that receives nothing for ``idle_timeout_seconds`` while no request of it is being
+answered is closed (a tool call that waits, e.g. a cancel waiting for an operator, is not idle).
+
 The gate checks the REST API's bearer tokens (:class:`~..credentials.Credentials`, the same
 table and comparison): an unknown or missing token is refused with 401, a token without the
 ``read`` scope with 403; each tool then checks its own scope (:mod:`.access`). It is a small
@@ -20,8 +26,10 @@ import socket
 import threading
 from typing import Any
 
+import h11
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..credentials import Credentials, bearer_token
 from .access import CALLER_KEY, GATE_SCOPE, Caller
@@ -36,6 +44,10 @@ DEFAULT_SESSION_IDLE_SECONDS = 600.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 #: Seconds requests in progress get to finish on stop before they are cancelled.
 DEFAULT_GRACEFUL_SECONDS = 0.5
+#: Sockets served at once (as the REST server's); more are closed as they come.
+DEFAULT_CONNECTION_LIMIT = 1000
+#: Seconds a socket may stay silent while none of its requests is being answered.
+DEFAULT_IDLE_TIMEOUT = 10.0
 
 Scope = dict[str, Any]
 
@@ -86,6 +98,52 @@ async def _refuse(send: Any, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _BoundedH11(H11Protocol):
+    """uvicorn's h11 protocol, bounded: see the module's docstring. Subclassed per server by
+    :func:`_bounded_h11` with its limits."""
+
+    connection_limit = DEFAULT_CONNECTION_LIMIT
+    idle_timeout_seconds = DEFAULT_IDLE_TIMEOUT
+    _last_data = 0.0
+    _idle_timer: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.connection_limit:
+            log.warning("MCP: more than %d sockets open: %s refused", self.connection_limit,
+                        self.client)
+            transport.close()
+            return
+        self._last_data = self.loop.time()
+        self._idle_timer = self.loop.call_later(self.idle_timeout_seconds, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self.loop.time()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        super().connection_lost(exc)
+
+    def _check_idle(self) -> None:
+        if self.transport.is_closing():
+            return
+        silent = self.loop.time() - self._last_data
+        answering = self.conn.their_state is h11.DONE  # the request is in: being answered
+        if silent >= self.idle_timeout_seconds and not answering:
+            self.transport.close()
+            return
+        wait = self.idle_timeout_seconds - silent if silent < self.idle_timeout_seconds else 1.0
+        self._idle_timer = self.loop.call_later(wait, self._check_idle)
+
+
+def _bounded_h11(connection_limit: int, idle_timeout_seconds: float) -> type[_BoundedH11]:
+    return type("BoundedH11", (_BoundedH11,), {
+        "connection_limit": connection_limit, "idle_timeout_seconds": idle_timeout_seconds,
+    })
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn's server, telling a waiting thread when startup is over (done or failed)."""
 
@@ -110,6 +168,9 @@ class McpHttpServer:
     :param credentials: the REST API's tokens (``Credentials.build(token, tokens)``); None:
         no token needed (bind to 127.0.0.1 then).
     :param max_sessions: concurrent MCP sessions.
+    :param connection_limit: sockets served at once; more are closed as they come.
+    :param idle_timeout_seconds: a socket silent this long, none of its requests being
+        answered, is closed.
     :param graceful_seconds: what requests in progress get to finish on :meth:`stop`.
     """
 
@@ -124,6 +185,8 @@ class McpHttpServer:
         session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         graceful_seconds: float = DEFAULT_GRACEFUL_SECONDS,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         app = server.streamable_http_app(
             json_response=True, max_sessions=max_sessions,
@@ -145,6 +208,7 @@ class McpHttpServer:
         self.host, self.port = host, int(self._socket.getsockname()[1])
         config = uvicorn.Config(
             self.app, lifespan="on", log_config=None, access_log=False,
+            http=_bounded_h11(connection_limit, idle_timeout_seconds),
             timeout_graceful_shutdown=graceful_seconds,  # type: ignore[arg-type]
         )
         self._ready = threading.Event()
@@ -208,7 +272,9 @@ class McpHttpServer:
 
 
 __all__ = [
+    "DEFAULT_CONNECTION_LIMIT",
     "DEFAULT_GRACEFUL_SECONDS",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_SESSION_IDLE_SECONDS",
