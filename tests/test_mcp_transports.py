@@ -116,9 +116,11 @@ MINIMAL_ARGUMENTS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # stateless calls, and a session
 def test_each_tool_needs_the_scope_of_its_rest_route(
     make_dispatcher: Callable[..., OperationDispatcher],
     make_mcp_http: Callable[..., McpHttpServer],
+    mode: str,
 ) -> None:
     dispatcher = make_dispatcher()
     server = make_mcp_http(dispatcher, credentials=Credentials.build(None, TOKENS))
@@ -130,7 +132,7 @@ def test_each_tool_needs_the_scope_of_its_rest_route(
             answers[tool] = result.content[0].text if result.is_error else "ok"
         return answers
 
-    answers = run(transport(server.url, "reader-token"), body)
+    answers = run(transport(server.url, "reader-token"), body, mode)
     for tool, scope in TOOL_SCOPES.items():
         refused = f"this token lacks the scope {scope!r} that the tool {tool} needs" in answers[tool]
         assert refused is (scope != "read"), (tool, answers[tool])

@@ -15,13 +15,15 @@ operations (jobs) of one physical machine, "{resource_id}", one operation at a t
 
 How it works:
 - Operations are added (dispatcher_add_operation) and may be updated while queued \
-(dispatcher_update_operation). The queue sorts itself (priority, then age, unless configured \
-otherwise); an operation waits for its release date, its release conditions (live signals such \
-as plc.ready), the operations it depends on, and a free machine.
+(dispatcher_update_operation). The queue sorts itself (by default: earliest release date, \
+then highest priority, then oldest); an operation waits for its release date, its release \
+conditions (live signals such as plc.ready), the operations it depends on, and a free machine.
 - Before starting, cancelling, pausing or resuming, the dispatcher asks the business logic: \
 a request event that is approved, denied, or left PENDING for an operator (or you) to answer \
 with dispatcher_approve_request or dispatcher_deny_request.
-- The machine (or the logic driving it) reports back when an operation completes or fails.
+- The machine (or the logic driving it) reports back when an operation completes or fails, and \
+may report progress; a job done by hand is finished with dispatcher_complete_operation or \
+dispatcher_fail_operation (one an executor bridge runs only with force=true).
 - The dispatcher itself can be paused (no new starts; the current operation runs on) and resumed.
 
 Guidance:
