@@ -528,3 +528,21 @@ def test_sockets_beyond_the_connection_limit_are_closed(
     finally:
         for sock in kept:
             sock.close()
+
+
+def test_a_flood_of_sessions_is_refused_beyond_the_limit(
+    make_dispatcher: Callable[..., OperationDispatcher],
+    make_mcp_http: Callable[..., McpHttpServer],
+) -> None:
+    server = make_mcp_http(make_dispatcher(), max_sessions=2)
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "flood", "version": "1"}}}
+    answers = [post(server.url, initialize) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 503]
+    assert all(a.headers.get("mcp-session-id") for a in answers[:2])
+
+    async def body(s: Session) -> None:  # stateless calls of the current protocol still work
+        await s.ok("dispatcher_get_state")
+
+    run(transport(server.url, None), body)
