@@ -25,7 +25,6 @@ from ..errors import (
     UnknownRequest,
     ValidationError,
 )
-from ..models import TerminationReason
 
 #: A UUID as text (any form ``uuid.UUID`` reads); checked by the core.
 OperationId = Annotated[StrictStr, Field(min_length=1, max_length=64,
@@ -41,7 +40,6 @@ Priority = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 Reasoning = Annotated[StrictStr, Field(min_length=1, max_length=2000, description=(
     "why: recorded with the decision in the request's event"))]
 ListableState = Literal["QUEUED", "RUNNING", "PAUSED"]
-Reason = Literal[tuple(reason.value for reason in TerminationReason)]  # type: ignore[valid-type]
 
 
 def timestamp(value: str | None, name: str) -> datetime | None:
@@ -95,7 +93,6 @@ __all__ = [
     "ListableState",
     "OperationId",
     "Priority",
-    "Reason",
     "Reasoning",
     "RequestId",
     "Seconds",

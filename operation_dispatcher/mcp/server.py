@@ -35,12 +35,12 @@ def create_mcp_server(
     Serve it with ``server.run("stdio")``, in-process with ``mcp.Client(server)``, or over
     streamable HTTP with :class:`~.http.McpHttpServer` (one server per transport).
     """
-    if bridges is None:
-        by_name: dict[str, Any] = {}
-    elif isinstance(bridges, Mapping):
-        by_name = dict(bridges)
-    else:
-        by_name = {bridge.name: bridge for bridge in bridges}
+    by_name: dict[str, Any] = {}
+    if isinstance(bridges, Mapping):
+        by_name.update(bridges)
+    elif bridges is not None:
+        listed: Iterable[Any] = bridges
+        by_name.update((bridge.name, bridge) for bridge in listed)
     # The SDK's constructor calls logging.basicConfig (INFO, to stderr): a library must not
     # configure its host program's logging, so a root logger without handlers keeps none.
     root = logging.getLogger()

@@ -8,7 +8,7 @@ What a tool returns is bounded: lists take a ``limit`` with a maximum and say wh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -18,14 +18,13 @@ from mcp_types import ToolAnnotations
 from pydantic import Field, StrictBool
 
 from .._checks import MAX_PROGRESS_MESSAGE
-from ..models import ExecutionState, Operation
+from ..models import ExecutionState, Operation, TerminationReason
 from . import results
 from .access import require
 from .arguments import (
     ListableState,
     OperationId,
     Priority,
-    Reason,
     Reasoning,
     RequestId,
     Seconds,
@@ -70,20 +69,20 @@ class DispatcherTools:
         self._bridges = dict(bridges or {})
 
     def register(self, server: MCPServer) -> None:
-        read = [
+        read: list[Callable[..., Any]] = [
             self.dispatcher_get_state, self.dispatcher_get_history,
             self.dispatcher_list_operations, self.dispatcher_get_operation,
             self.dispatcher_explain_operation, self.dispatcher_list_requests,
             self.dispatcher_list_signals, self.dispatcher_list_bridges,
         ]
-        change = [
+        change: list[Callable[..., Any]] = [
             self.dispatcher_add_operation, self.dispatcher_update_operation,
             self.dispatcher_pause_operation, self.dispatcher_resume_operation,
             self.dispatcher_report_progress, self.dispatcher_complete_operation,
             self.dispatcher_approve_request, self.dispatcher_pause_runtime,
             self.dispatcher_resume_runtime,
         ]
-        stop = [
+        stop: list[Callable[..., Any]] = [
             self.dispatcher_cancel_operation, self.dispatcher_fail_operation,
             self.dispatcher_deny_request,
         ]
@@ -211,12 +210,13 @@ class DispatcherTools:
         """Queue one operation for this dispatcher's resource; returns it as stored."""
         require(ctx, "dispatcher_add_operation")
         fields = aware({"release_date": release_date, "due_date": due_date}, _DATETIME_FIELDS)
+        depends: Any = dependencies or []  # dicts: the core reads (and checks) them
         with tool_errors():
             op = Operation(
                 resource_id=self._dispatcher.resource_id, payload=payload, job_id=job_id,
                 priority=priority, planned_duration=planned_duration,
                 timeout_seconds=timeout_seconds, release_conditions=release_conditions or {},
-                dependencies=dependencies or [], **fields,
+                dependencies=depends, **fields,
             )
             stored = self._dispatcher.add_operation(op)
         return self._status(stored, self._current_id())
@@ -239,7 +239,8 @@ class DispatcherTools:
         return self._status(op, self._current_id())
 
     def dispatcher_cancel_operation(
-        self, ctx: Context, operation_id: OperationId, termination_reason: Reason = "USER_REQUEST",
+        self, ctx: Context, operation_id: OperationId,
+        termination_reason: TerminationReason = TerminationReason.USER_REQUEST,
     ) -> results.OperationStatus:
         """Cancel a queued or the current operation, if the business logic agrees (it may ask an
         operator first). Stopping the real work is the machine's business."""
@@ -313,7 +314,7 @@ class DispatcherTools:
         self,
         ctx: Context,
         operation_id: OperationId,
-        termination_reason: Reason = "INTERNAL_ERROR",
+        termination_reason: TerminationReason = TerminationReason.INTERNAL_ERROR,
         force: StrictBool = False,
         meta_data: MetaData | None = None,
     ) -> results.OperationStatus:
@@ -323,7 +324,7 @@ class DispatcherTools:
         return self._finish(operation_id, termination_reason, force, meta_data, caller.name)
 
     def _finish(
-        self, operation_id: str, reason: str | None, force: bool,
+        self, operation_id: str, reason: TerminationReason | None, force: bool,
         meta_data: dict[str, Any] | None, who: str,
     ) -> results.OperationStatus:
         meta = {**(meta_data or {}), "reported_by": who, "channel": "mcp"}
