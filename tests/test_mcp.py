@@ -454,6 +454,30 @@ def test_deeply_nested_payload_is_refused(dispatcher: OperationDispatcher) -> No
     assert dispatcher.get_schedule() == []
 
 
+def test_a_request_the_business_logic_denies_is_a_tool_error(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    """Start approved, cancel and pause denied: the agent is told, and nothing changes."""
+    def callback(event: Any) -> bool:
+        return event.event_type is EventType.OPERATION_START_REQUESTED
+
+    dispatcher = make_dispatcher(on_request_callback=callback)
+    recorder = EventRecorder(dispatcher)
+    dispatcher.start()
+    running = dispatcher.add_operation(op())
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=running.id)
+
+    async def body(s: Session) -> None:
+        message = await s.error("dispatcher_cancel_operation", operation_id=str(running.id))
+        assert "was denied" in message and "dispatcher_get_history" in message
+        message = await s.error("dispatcher_pause_operation", operation_id=str(running.id))
+        assert "pause of operation" in message and "denied" in message
+
+    run(create_mcp_server(dispatcher), body, "legacy")
+    assert dispatcher.get_operation(running.id).state is ExecutionState.RUNNING  # type: ignore[union-attr]
+    recorder.wait_for(EventType.OPERATION_CANCEL_DENIED, operation_id=running.id)
+
+
 # ------------------------------------------------------------------------ an agent as approver
 
 
