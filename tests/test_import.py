@@ -147,3 +147,26 @@ def test_plotly_is_imported_only_to_draw(tmp_path: Path) -> None:
     assert json.loads(run_python(sys.executable, code, tmp_path)) == {
         "before": False, "after": True,
     }
+
+
+def test_mcp_and_rest_layers_import_only_their_own_extras(tmp_path: Path) -> None:
+    """The MCP server needs no Flask (extra ``api``), the REST API no MCP SDK (extra ``mcp``),
+    and the CLI, the config and the shared token check neither until a command needs one."""
+    code = (
+        "import json, sys\n"
+        "def roots():\n"
+        "    return {m.split('.')[0] for m in sys.modules}\n"
+        "import operation_dispatcher.cli, operation_dispatcher.config\n"
+        "import operation_dispatcher.credentials\n"
+        "cli = sorted(roots() & {'flask', 'mcp', 'uvicorn', 'starlette'})\n"
+        "import operation_dispatcher.mcp\n"
+        "mcp = sorted(roots() & {'flask', 'flask_openapi3', 'waitress'})\n"
+        "print(json.dumps({'cli': cli, 'mcp': mcp}))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == {"cli": [], "mcp": []}
+    code = (
+        "import json, sys\n"
+        "import operation_dispatcher.http\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'uvicorn'})))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == []
