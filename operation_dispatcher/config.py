@@ -50,7 +50,9 @@ Sections (every one optional)::
     keepalive = 30
     buffer_size = 10000                # events kept until the broker acknowledged them
 
-    [mcp]                              # reserved for the MCP server (not validated yet)
+    [mcp]                              # the MCP server for LLM agents (extra "mcp")
+    port = 8081                        # serve it over streamable HTTP; leave out for none
+    host = "127.0.0.1"                 # the tokens of [http] guard it too
 
     [[bridges]]                        # one table per hardware bridge, see operation_dispatcher.bridges
     type = "modbus"                    # or "serial"
@@ -130,6 +132,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class McpSettings:
+    #: the port of the streamable-HTTP transport ``serve`` runs beside the REST API (None: none)
+    port: int | None = None
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated configuration (defaults for everything left out)."""
 
@@ -137,7 +146,7 @@ class Config:
     journal: JournalSettings = field(default_factory=JournalSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
-    mcp: dict[str, Any] = field(default_factory=dict)
+    mcp: McpSettings = field(default_factory=McpSettings)
     bridges: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
     #: the ``[mqtt]`` section, None when the config has none (no broker)
@@ -373,9 +382,16 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "max_body_bytes": _integer(1),
         "signal_max_age_seconds": _seconds(),
     },
+    "mcp": {
+        "port": _integer(0, 65535),
+        "host": _text,
+    },
 }
-_RESERVED = ("approvals", "mcp", "mqtt", "bridges")
-_SETTINGS = {"dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings}
+_RESERVED = ("approvals", "mqtt", "bridges")
+_SETTINGS = {
+    "dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings,
+    "mcp": McpSettings,
+}
 
 
 def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
@@ -422,10 +438,6 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         dispatcher_table.get("resource_id", DispatcherSettings.resource_id)
         if isinstance(dispatcher_table, dict) else None
     )))
-    mcp = data.get("mcp", {})
-    if not isinstance(mcp, dict):
-        errors.append("mcp: must be a table ([mcp])")
-        mcp = {}
     bridges = data.get("bridges", [])
     if not isinstance(bridges, list):
         errors.append("bridges: must be a list of tables ([[bridges]])")
@@ -445,7 +457,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
     }
     return Config(
         dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
-        approvals=ApprovalPolicy.from_mapping(approvals), mcp=dict(mcp),
+        approvals=ApprovalPolicy.from_mapping(approvals), mcp=built["mcp"],
         bridges=[dict(b) for b in bridges], source=source,
         mqtt=None if "mqtt" not in data else MqttSettings.from_mapping(data["mqtt"]),
     )
@@ -482,6 +494,7 @@ __all__ = [
     "DispatcherSettings",
     "HttpSettings",
     "JournalSettings",
+    "McpSettings",
     "SCOPES",
     "check_config",
     "load_config",
