@@ -396,15 +396,11 @@ class OperationDispatcher:
         """Receive every event from now on, in order, on the event thread.
 
         ``*_REQUESTED`` events are delivered only with ``include_requests=True``. With
-        ``with_seq=True`` the handler is called as ``handler(event, seq)``: ``seq`` numbers the
-        events 1, 2, ... in the order they were committed, with no gap; with a journal it is
-        the journal's ``events.seq`` and goes on across restarts, without one it starts again
-        at 1 in each process (``*_REQUESTED`` events are numbered too: without
-        ``include_requests`` their numbers are gaps). Returns a function that unsubscribes.
+        ``with_seq=True`` it is called as ``handler(event, seq)``: the event store's number,
+        1, 2, ... in commit order (a journal's ``events.seq``: it goes on across restarts).
+        Returns a function that unsubscribes.
         """
-        return self._bus.subscribe(
-            handler, include_requests=include_requests, with_seq=with_seq
-        )
+        return self._bus.subscribe(handler, include_requests=include_requests, with_seq=with_seq)
 
     def drain_events(self, timeout: float | None = None) -> bool:
         """Wait until every event emitted so far has reached the subscribers.
@@ -534,23 +530,10 @@ class OperationDispatcher:
             return self._handshake.desk.pending()
 
     def watch_requests(self, watcher: Callable[[PendingRequest], Any]) -> Callable[[], None]:
-        """Call ``watcher(request)`` whenever a request opens that waits for :meth:`decide`
-        (an ``"operator"`` or ``"mqtt"`` approval policy, or a callback that returned
-        PENDING); the request is a :class:`PendingRequest` snapshot, the call runs on a
-        request-callback worker with no lock held. The ``*_REQUESTED`` event itself reaches
-        the history (and subscribers) only once the request is answered, so this is how an
-        interface (the MQTT link) learns of it at once. Returns a function that unwatches.
-        """
-        with self._lock:
-            self._handshake.watchers = (*self._handshake.watchers, watcher)
-
-        def unwatch() -> None:
-            with self._lock:
-                self._handshake.watchers = tuple(
-                    w for w in self._handshake.watchers if w is not watcher
-                )
-
-        return unwatch
+        """Call ``watcher(request)`` (a snapshot, on a request worker, no lock held) as soon as
+        a request opens that waits for :meth:`decide` (policy "operator"/"mqtt", or PENDING):
+        its ``*_REQUESTED`` event reaches the history only once answered. Returns an unwatch."""
+        return self._handshake.watch(watcher, self._lock)
 
     def get_history(
         self,

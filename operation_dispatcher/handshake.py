@@ -101,6 +101,19 @@ class Handshake:
             self._callbacks.submit(self._ask, request)
         return request
 
+    def watch(self, watcher: Callable[[PendingRequest], Any],
+              lock: threading.RLock) -> Callable[[], None]:
+        """Add a watcher of requests that wait for decide() (under ``lock``); returns the
+        function that removes it."""
+        with lock:
+            self.watchers = (*self.watchers, watcher)
+
+        def unwatch() -> None:
+            with lock:
+                self.watchers = tuple(w for w in self.watchers if w is not watcher)
+
+        return unwatch
+
     def _opened(self, request: ApprovalRequest) -> None:
         """Tell the watchers (off the lock, on a callback worker) that ``request`` waits for
         ``decide()``. Lock held."""

@@ -146,9 +146,7 @@ class Journal:
         self._prune_every = prune_every
         self._commits = 0
         self._position = 0
-        #: the ``seq`` of the last event row written (0: none yet); never goes down, pruning
-        #: included (AUTOINCREMENT), so it numbers every event this file ever held
-        self.last_event_seq = 0
+        self.last_event_seq = 0  #: ``seq`` of the last event written (AUTOINCREMENT: never reused)
         #: how long each committed write took (read by ``GET /metrics``; fixed memory)
         self.write_times = DurationHistogram(JOURNAL_WRITE_BUCKETS)
         self._conn: sqlite3.Connection | None = None
@@ -320,10 +318,7 @@ class Journal:
         Any failure: SQLite's (disk full, I/O) or not (a payload ``json`` cannot encode, say).
         The transaction is rolled back in every case, so the next write starts clean.
 
-        Returns the ``seq`` the first event got: the events of the unit are numbered from it,
-        in order, with no gap (``seq`` is AUTOINCREMENT and this connection is the file's only
-        writer, so SQLite hands out last + 1, last + 2, ...). This is the ``seq`` the MQTT link
-        publishes with each event.
+        Returns the first event's ``seq``; the rest follow, no gap (AUTOINCREMENT, one writer).
         """
         conn = self._db()
         position = self._position
@@ -345,7 +340,6 @@ class Journal:
                 None if isinstance(exc, sqlite3.Error) else exc
             )
         self.write_times.observe(time.perf_counter() - began)
-        first_seq = self.last_event_seq + 1
         self.last_event_seq += len(event_rows)
         self._commits += 1
         if self._prune_every and self._commits % self._prune_every == 0:
@@ -353,7 +347,7 @@ class Journal:
                 self.prune()
             except JournalError as exc:  # the unit is committed: a failed prune must not undo it
                 log.warning("%s; tried again after %d commits", exc, self._prune_every)
-        return first_seq
+        return self.last_event_seq - len(event_rows) + 1
 
     def _rows(
         self,

@@ -94,6 +94,7 @@ class MqttLink:
         self._acked: deque[int] = deque()  # message ids paho saw acknowledged (lock-free)
         self._ack_seen = threading.Event()
         self._connected = False
+        self._subscribed = False  # the broker confirmed the commands/responses subscription
         self._dirty = True
         self._announce: bool | None = None  # None: nothing; False: new requests; True: all
         self._announced: OrderedDict[UUID, None] = OrderedDict()
@@ -122,6 +123,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         # paho keeps what it was given until acknowledged: bounded, so that a broker that stops
         # reading (but keeps the socket open) cannot grow it without limit. Room for every
@@ -180,7 +182,7 @@ class MqttLink:
         client.loop_stop()
         with self._lock:
             self._client = None
-            self._connected = False
+            self._connected = self._subscribed = False
 
     def _wait_acknowledged(self, deadline: float) -> bool:
         """Wait until the broker acknowledged every event (False if it did not by then)."""
@@ -209,9 +211,10 @@ class MqttLink:
             return self._connected
 
     def wait_connected(self, timeout: float | None = None) -> bool:
-        """Block until connected to the broker (False on timeout)."""
+        """Block until connected to the broker and subscribed to the commands and responses
+        (False on timeout)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._connected, timeout)
+            return self._cond.wait_for(lambda: self._connected and self._subscribed, timeout)
 
     @property
     def buffered(self) -> int:
@@ -253,8 +256,20 @@ class MqttLink:
                        properties: Any) -> None:
         with self._lock:
             was, self._connected = self._connected, False
+            self._subscribed = False
         if was and not self._stopping:
             self._log.warning("MQTT: lost the broker (%s); reconnecting", reason_code)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:  # the broker's ACL, say: no command can reach this controller
+            self._log.error("MQTT: the broker refused the subscription to %s/%s: %s",
+                            self.topics.of(""), "{commands,responses}", refused)
+            return
+        with self._cond:
+            self._subscribed = True
+            self._cond.notify_all()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
