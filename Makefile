@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo lint clean
+.PHONY: test test-fast bench demo lint clean screenshots
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080
+
+# The dashboard screenshots of the README: the test suite takes them (desktop and 800x480) into a
+# temporary folder named by OPERATION_DISPATCHER_SCREENSHOTS; only this target copies them into
+# docs/screenshots/ (tests never write outside temporary folders).
+screenshots: $(VENV)/.dev-installed
+	mkdir -p docs/screenshots
+	dir=$$(mktemp -d) && \
+	OPERATION_DISPATCHER_SCREENSHOTS=$$dir $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshots && \
+	cp $$dir/*.png docs/screenshots/ && rm -rf $$dir
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples

@@ -9,7 +9,13 @@ from it needs ``admin`` (fail safe: a new route is never open by accident, and a
 
 Checking a token compares the presented one with *every* known token, in constant time and over
 SHA-256 digests (so neither the length nor which name matched leaks through timing); the names
-are never part of an answer.
+are never part of an answer, except to the token's own holder (``GET /auth/whoami``, which the
+dashboard reads to disable the buttons a token may not use).
+
+The dashboard's static files (:data:`~.docs.PUBLIC_ENDPOINTS`) and ``/`` asked for by a browser
+(``Accept`` prefers ``text/html``) answer without a token: a browser cannot send the header when
+it navigates, and the page itself holds no data; it asks for the token and sends it with every
+call it makes.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import request
+from flask import g, request
 
 from ..config import SCOPES, token_problems
 from .docs import PUBLIC_ENDPOINTS
 from .errors import ApiError
+from .webui import wants_html
 
 #: The scope each route needs, by Flask endpoint (``blueprint.view``). ``/health`` is public
 #: (:data:`~.docs.PUBLIC_ENDPOINTS`); every other route must be listed here.
@@ -48,6 +55,8 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "bridges.get_bridge": "read",
     "events.stream_events": "read",
     "metrics.get_metrics": "read",
+    "session.whoami": "read",
+    "reports.get_kpis": "read",
     # submit: new work and changes to queued work (a MES)
     "operations.add_operation": "submit",
     "operations.update_operation": "submit",
@@ -73,9 +82,11 @@ def _digest(token: str) -> bytes:
 
 @dataclass(frozen=True)
 class Credentials:
-    """The tokens of one app: SHA-256 digests with the scopes each grants."""
+    """The tokens of one app: SHA-256 digests with the scopes each grants (and its name)."""
 
     entries: tuple[tuple[bytes, frozenset[str]], ...]
+    #: the name of each entry, same order (None for the single ``token``)
+    names: tuple[str | None, ...] = ()
 
     @classmethod
     def build(
@@ -93,20 +104,27 @@ class Credentials:
         if problems:
             raise ValueError("; ".join(f"{key}: {rule}" for key, rule in problems))
         entries = [(_digest(e["token"]), frozenset(e["scopes"])) for e in tokens.values()]
+        names: list[str | None] = list(tokens)
         if token is not None:
             entries.insert(0, (_digest(token), frozenset(SCOPES)))
-        return cls(tuple(entries))
+            names.insert(0, None)
+        return cls(tuple(entries), tuple(names))
 
     def scopes_of(self, presented: str) -> frozenset[str] | None:
-        """The scopes ``presented`` grants, or None for an unknown token.
+        """The scopes ``presented`` grants, or None for an unknown token."""
+        found = self.identify(presented)
+        return None if found is None else found[1]
+
+    def identify(self, presented: str) -> tuple[str | None, frozenset[str]] | None:
+        """The name and scopes of ``presented``, or None for an unknown token.
 
         Every entry is compared (no early exit), each in constant time.
         """
         digest = _digest(presented)
-        found: frozenset[str] | None = None
-        for known, scopes in self.entries:
+        found: tuple[str | None, frozenset[str]] | None = None
+        for index, (known, scopes) in enumerate(self.entries):
             if hmac.compare_digest(digest, known):
-                found = scopes
+                found = (self.names[index] if index < len(self.names) else None, scopes)
         return found
 
 
@@ -115,12 +133,33 @@ def required_scope(endpoint: str) -> str:
     return ROUTE_SCOPES.get(endpoint, UNLISTED_SCOPE)
 
 
+#: The Flask ``g`` attribute holding ``(name, scopes)`` of the request's token.
+IDENTITY_KEY = "operation_dispatcher_identity"
+#: What a request holds when the app has no token at all: every scope.
+OPEN_IDENTITY: tuple[str | None, frozenset[str]] = (None, frozenset(SCOPES))
+
+
+def is_public() -> bool:
+    """True for the routes any client may call without a token (see the module docstring)."""
+    endpoint = request.endpoint
+    return endpoint in PUBLIC_ENDPOINTS or (endpoint == "index.index" and wants_html())
+
+
+def identity() -> tuple[str | None, frozenset[str]]:
+    """The name and scopes of the request's token (every scope when the app has none)."""
+    found: tuple[str | None, frozenset[str]] = g.get(IDENTITY_KEY, OPEN_IDENTITY)
+    return found
+
+
 def authorize(credentials: Credentials | None) -> None:
     """The before-request hook: 401 without a known bearer token, 403 without the scope."""
-    if credentials is None or request.endpoint in PUBLIC_ENDPOINTS:
+    if credentials is None or is_public():
         return
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    scopes = credentials.scopes_of(presented.strip()) if scheme.lower() == "bearer" else None
+    found = credentials.identify(presented.strip()) if scheme.lower() == "bearer" else None
+    scopes = None if found is None else found[1]
+    if found is not None:
+        setattr(g, IDENTITY_KEY, found)
     if scopes is None:
         raise ApiError(
             401, "unauthorized",
@@ -138,11 +177,15 @@ def authorize(credentials: Credentials | None) -> None:
 
 
 __all__ = [
+    "IDENTITY_KEY",
+    "OPEN_IDENTITY",
     "ROUTE_SCOPES",
     "SCOPES",
     "UNLISTED_SCOPE",
     "Credentials",
     "authorize",
+    "identity",
+    "is_public",
     "required_scope",
     "token_problems",
 ]
