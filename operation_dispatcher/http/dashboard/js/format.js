@@ -17,11 +17,17 @@ export function duration(seconds) {
   return `${h} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
 }
 
-/** Local wall-clock time "08:15:02" of an ISO string or epoch ms. */
+/** Local wall-clock time "08:15:02" of an ISO string or epoch ms (with the date when it is
+ * not today). */
 export function clock(value) {
   const t = typeof value === "number" ? value : ms(value);
   if (t === null) return "?";
-  return new Date(t).toLocaleTimeString([], { hour12: false });
+  const date = new Date(t);
+  const time = date.toLocaleTimeString([], { hour12: false });
+  if (date.toDateString() === new Date().toDateString()) return time;
+  const day = `${date.getFullYear()}-${String(date.getMonth() + 1).padStart(2, "0")}-`
+    + String(date.getDate()).padStart(2, "0");
+  return `${day} ${time}`;
 }
 
 /** A short, single-line rendering of any JSON value (bounded). */

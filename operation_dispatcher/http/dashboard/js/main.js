@@ -1,7 +1,9 @@
 // The dashboard: signs in, follows the event stream, keeps a bounded picture of the machine
 // and draws it. Every network read is a reaction to an event (or to a reconnect, which
-// resynchronises everything); only signals and bridges, which have no events, are re-read
-// every SLOW_REFRESH_MS while the page is visible.
+// resynchronises everything), except for what has no event of its own: signals and bridges
+// are re-read every SLOW_REFRESH_MS, and the open approval requests (a request is recorded as
+// an event only once it is answered) every REQUESTS_REFRESH_MS while there is work that may
+// need one (something queued or running). An idle cell costs one read per SLOW_REFRESH_MS.
 import { ApiError, followStream, get, post, storeToken, storedToken } from "./api.js";
 import { el, replace, setText } from "./dom.js";
 import { reasons } from "./explain.js";
@@ -14,6 +16,7 @@ const SHOWN_QUEUE = 100;      // queue rows in the page (the count says how many
 const EXPLAIN_LIMIT = 25;     // queued operations explained (the first ones in dispatch order)
 const HISTORY_LIMIT = 1000;   // events read for the Gantt (the API's maximum)
 const SLOW_REFRESH_MS = 10000;
+const REQUESTS_REFRESH_MS = 2000;
 const EVENT_TYPES = [
   "operation_added", "operation_updated", "operation_start_requested", "operation_start_denied",
   "operation_started", "operation_progress", "operation_pause_requested", "operation_pause_denied",
@@ -160,6 +163,7 @@ const LOADERS = {
     state.fetchedAt = Date.now();
     renderQueue();
     renderCurrent();
+    renderRequests(); // their rows name the operations
     scheduleRefresh("explains");
   },
   async explains() {
@@ -231,7 +235,7 @@ function onEvent({ type, data }) {
   } else if (type.endsWith("_requested") || type.endsWith("_denied")) {
     scheduleRefresh("requests", "operations", "forecast");
   } else if (type === "operation_added" || type === "operation_updated") {
-    scheduleRefresh("operations", "forecast", "dispatcher");
+    scheduleRefresh("operations", "forecast", "dispatcher", "requests");
   } else if (type === "operation_progress") {
     scheduleRefresh("operations");
   } else {
@@ -651,6 +655,10 @@ function boot() {
   setInterval(() => {
     if (!document.hidden && state.stream) scheduleRefresh("signals", "bridges");
   }, SLOW_REFRESH_MS);
+  setInterval(() => {
+    const working = state.operations.length > 0 || state.requests.length > 0;
+    if (!document.hidden && state.stream && working) scheduleRefresh("requests");
+  }, REQUESTS_REFRESH_MS);
   setInterval(() => {
     if (!document.hidden && state.history && currentStatus()) renderGantt(); // the "now" line
   }, 5000);
