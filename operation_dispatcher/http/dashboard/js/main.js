@@ -1,9 +1,9 @@
 // The dashboard: signs in, follows the event stream, keeps a bounded picture of the machine
 // and draws it. Every network read is a reaction to an event (or to a reconnect, which
-// resynchronises everything), except for what has no event of its own: signals and bridges
-// are re-read every SLOW_REFRESH_MS, and the open approval requests (a request is recorded as
-// an event only once it is answered) every REQUESTS_REFRESH_MS while there is work that may
-// need one (something queued or running). An idle cell costs one read per SLOW_REFRESH_MS.
+// resynchronises everything), except for what has no event of its own: signals (and bridges,
+// when there are any) are re-read every SLOW_REFRESH_MS, and the open approval requests (a
+// request is recorded as an event only once it is answered) every REQUESTS_REFRESH_MS while
+// there is work that may need one (something queued or running).
 import { ApiError, followStream, get, post, storeToken, storedToken } from "./api.js";
 import { el, replace, setText } from "./dom.js";
 import { reasons } from "./explain.js";
@@ -145,6 +145,13 @@ async function runRefresh() {
     refreshing = false;
   }
   if (pending.size) armRefresh(Math.max(Number.isFinite(wait) ? wait : 50, 50));
+  else if (!document.body.dataset.rendered && ALL_PARTS.every((part) => lastRun[part])) {
+    // the first full picture (every part read and drawn): a mark for tests and benchmarks
+    requestAnimationFrame(() => {
+      document.body.dataset.rendered = "1";
+      performance.mark("dashboard-rendered");
+    });
+  }
 }
 
 function resync() {
@@ -653,7 +660,10 @@ function boot() {
   }
   setInterval(tick, 1000);
   setInterval(() => {
-    if (!document.hidden && state.stream) scheduleRefresh("signals", "bridges");
+    // bridges are configured at start-up: none now means none until a restart (which resyncs)
+    if (!document.hidden && state.stream) {
+      scheduleRefresh(state.bridges.length ? ["signals", "bridges"] : ["signals"]);
+    }
   }, SLOW_REFRESH_MS);
   setInterval(() => {
     const working = state.operations.length > 0 || state.requests.length > 0;
