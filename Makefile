@@ -30,7 +30,8 @@ test-fast: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
-# The demo needs the api and modbus extras: the REST API on http://127.0.0.1:8080 (Swagger UI:
+# The demo needs the api and modbus extras: the REST API on http://127.0.0.1:8080 (the live
+# dashboard: http://127.0.0.1:8080/dashboard, Swagger UI:
 # /apidocs, live events: /events/stream) and a Modbus bridge to a simulated PLC on
 # 127.0.0.1:5020 that runs the operations. Ctrl-C stops it.
 $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml

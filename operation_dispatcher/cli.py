@@ -195,7 +195,8 @@ def serve(args: argparse.Namespace) -> int:
         journal = kwargs["journal"] or "none (in memory)"
         print(
             f"{PROG}: serving {dispatcher.resource_id!r} on {url} "
-            f"(API docs {url}/apidocs, events {url}/events/stream, journal {journal})",
+            f"(dashboard {url}/dashboard, API docs {url}/apidocs, events {url}/events/stream, "
+            f"journal {journal})",
             flush=True,
         )
         for bridge in bridges:

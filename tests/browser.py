@@ -14,6 +14,11 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from playwright.sync_api import expect
+
+# (page.wait_for_function evaluates a string in the page, which the dashboard's
+# Content-Security-Policy refuses, rightly: wait with ``expect`` or selectors instead)
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 800}
 SMALL = {"width": 800, "height": 480}  # a Raspberry Pi touch screen
@@ -77,3 +82,6 @@ class PageWatch:
 
     def close(self) -> None:
         self.context.close()
+
+
+__all__ = ["CHROMIUM", "DESKTOP", "SMALL", "PageWatch", "chromium", "expect"]

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from browser import DESKTOP, SMALL, PageWatch, chromium
+from browser import DESKTOP, SMALL, PageWatch, chromium, expect
 from conftest import EventRecorder
 from served import Served
 
@@ -93,6 +93,26 @@ def test_an_operation_added_over_the_api_appears_within_2_s(
     op = api.add({"payload": {"name": "glue"}, "release_conditions": {"plc.ready": True}})[0]
     row = page.wait_for_selector(f'#queue li[data-operation-id="{op["id"]}"]', timeout=2000)
     assert "glue" in row.inner_text()
+
+
+def test_updates_keep_flowing_after_an_operation_finishes(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    watch: Callable[..., PageWatch],
+) -> None:
+    """A finish also asks for the key figures, which are re-read at most every 10 s: that
+    wait must not hold back the rest (it did: the next operation showed ~10 s late)."""
+    dispatcher = make_dispatcher()
+    recorder = EventRecorder(dispatcher)
+    api = make_api(dispatcher)
+    page = watch(api.url).open()
+    first = api.add({"payload": {"name": "first"}})[0]
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(first["id"]))
+    page.wait_for_selector('#current-title:text-is("first")', timeout=2000)
+    dispatcher.complete_operation(first["id"])
+    second = api.add({"payload": {"name": "second"}})[0]
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(second["id"]))
+    page.wait_for_selector('#current-title:text-is("second")', timeout=2000)
+    expect(page.locator("#gantt rect[data-kind=history]")).to_have_count(2, timeout=3000)
 
 
 def test_explain_text_of_a_release_condition(
@@ -236,7 +256,7 @@ def test_gantt_has_a_bar_per_finished_operation_and_forecast_bars(
                       "release_conditions": {"plc.ready": True}})
     page = watch(api.url).open()
     page.wait_for_selector("#gantt rect[data-kind=history]")
-    page.wait_for_function("document.querySelectorAll('#gantt [data-kind=history]').length === 3")
+    expect(page.locator("#gantt [data-kind=history]")).to_have_count(3)
     bars = page.eval_on_selector_all(
         "#gantt rect[data-kind=history]",
         "nodes => nodes.map(n => [n.dataset.operationId, n.dataset.outcome, n.getAttribute('class')])")
@@ -244,9 +264,8 @@ def test_gantt_has_a_bar_per_finished_operation_and_forecast_bars(
     assert sorted(bar[2] for bar in bars) == ["bar failure", "bar success", "bar success"]
     assert page.query_selector_all("#gantt rect[data-kind=dispatcher].dispatcher-paused")
     if has_forecast(api):
-        page.wait_for_function(
-            "document.querySelectorAll('#gantt [data-kind=forecast], #gantt [data-kind=waiting]')"
-            ".length === 2")
+        expect(page.locator("#gantt [data-kind=forecast], #gantt [data-kind=waiting]")
+               ).to_have_count(2)
         shown = page.eval_on_selector_all(
             "#gantt [data-kind=forecast], #gantt [data-kind=waiting]",
             "nodes => nodes.map(n => n.dataset.operationId)")

@@ -39,6 +39,7 @@ const state = {
   history: null,
   forecast: null,          // null: unavailable
   forecastNote: "",
+  forecastMissing: false,  // GET /forecast answered 404 (a server without it)
   kpis: null,
   log: [],                 // newest first, at most MAX_LOG
   logIds: new Set(),
@@ -111,8 +112,15 @@ function scheduleRefresh(...parts) {
   armRefresh(60);
 }
 
+let refreshDueAt = 0;
+
 function armRefresh(delay) {
-  if (refreshTimer === null) refreshTimer = setTimeout(runRefresh, delay);
+  // an earlier need wins over a timer set for a later one (a part held back by its interval)
+  const due = Date.now() + delay;
+  if (refreshTimer !== null && refreshDueAt <= due) return;
+  clearTimeout(refreshTimer);
+  refreshDueAt = due;
+  refreshTimer = setTimeout(runRefresh, delay);
 }
 
 async function runRefresh() {
@@ -208,12 +216,14 @@ const LOADERS = {
     renderDispatcher();
   },
   async forecast() {
+    if (state.forecastMissing) return; // a server without the route: asked again on reconnect
     try {
       state.forecast = await get("/forecast");
       state.forecastNote = "";
     } catch (error) {
       if (!(error instanceof ApiError) || error.status === 401) throw error;
       state.forecast = null;
+      state.forecastMissing = error.status === 404;
       state.forecastNote = error.status === 404 ? "forecast unavailable"
         : `forecast unavailable: ${error.message}`;
     }
@@ -271,6 +281,7 @@ function onStreamStatus(status, detail) {
   chip.title = detail || "";
   if (status === "live") {
     notice("");
+    state.forecastMissing = false; // the server may have been upgraded meanwhile
     resync();
   } else if (status === "reconnecting") {
     notice(`Event stream lost (${detail}); reconnecting — the page resynchronises when it is back.`);
@@ -509,20 +520,24 @@ function renderRequests() {
   });
 }
 
+/** A signal's age when it was last read (a bridge re-confirms its signals without an event,
+ * so an age ticking on between two reads would be wrong). */
 function signalAge(signal) {
   const updated = ms(signal.updated_at);
-  return updated === null ? null : (Date.now() - updated) / 1000;
+  return updated === null ? null : Math.max(0, (signal.readAt - updated) / 1000);
 }
 
 function renderSignals() {
   const rows = [...state.signals.values()].sort((a, b) => a.name.localeCompare(b.name)).map((s) => {
     const age = signalAge(s);
-    const stale = s.stale || (s.max_age_seconds != null && age !== null && age > s.max_age_seconds);
-    return el("tr", { "data-signal": s.name, class: stale ? "stale" : "" },
+    return el("tr", { "data-signal": s.name, class: s.stale ? "stale" : "" },
       el("td", { class: "mono" }, s.name), el("td", { class: "mono" }, brief(s.value, 60)),
-      el("td", { class: "age", "data-since": s.updated_at || "" }, duration(age)),
-      el("td", {}, stale ? "stale" : ""));
+      el("td", { class: "age" }, duration(age)),
+      el("td", {}, s.stale ? "stale" : ""));
   });
+  const read = $("signals-read");
+  read.dataset.since = new Date().toISOString();
+  setText(read, "0 s");
   replace($("signals"), rows.length ? rows : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no signals"))]);
 }
 
