@@ -275,6 +275,56 @@ def test_gantt_has_a_bar_per_finished_operation_and_forecast_bars(
         assert page.query_selector_all("#gantt [data-kind=forecast]") == []
 
 
+def test_set_priority_and_cancel_from_the_queue(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    watch: Callable[..., PageWatch],
+) -> None:
+    dispatcher = make_dispatcher()
+    recorder = EventRecorder(dispatcher)
+    api = make_api(dispatcher)
+    dispatcher.pause_dispatcher_runtime()
+    first, second = api.add({"payload": {"name": "first"}, "priority": 1},
+                            {"payload": {"name": "second"}, "priority": 0})
+    page = watch(api.url).open()
+    row = page.wait_for_selector(f'#queue li[data-operation-id="{second["id"]}"]')
+    assert row.query_selector(".pos").inner_text() == "#2"
+    row.query_selector("input[type=number]").fill("7")
+    row.query_selector("button:not(.danger)").click()
+    recorder.wait_for(EventType.OPERATION_UPDATED, operation_id=UUID(second["id"]))
+    assert dispatcher.get_operation(second["id"]).priority == 7
+    # it moves to the top of the queue, the row (and what was typed in it) reused
+    expect(page.locator("#queue li").first).to_have_attribute("data-operation-id", second["id"])
+    page.locator(f'#queue li[data-operation-id="{first["id"]}"] button.danger').click()
+    recorder.wait_for(EventType.OPERATION_CANCELLED, operation_id=UUID(first["id"]))
+    expect(page.locator(f'#queue li[data-operation-id="{first["id"]}"]')).to_have_count(0)
+
+
+def test_the_page_keeps_bounded_lists_and_filters_the_log(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    watch: Callable[..., PageWatch],
+) -> None:
+    dispatcher = make_dispatcher()
+    recorder = EventRecorder(dispatcher)
+    api = make_api(dispatcher)
+    dispatcher.pause_dispatcher_runtime()
+    page = watch(api.url).open()
+    api.add(*({"payload": {"name": f"op {index}"}} for index in range(600)))
+    recorder.wait_for(EventType.OPERATION_ADDED, count=600)
+    expect(page.locator("#queue-count")).to_have_text("(600)")
+    expect(page.locator("#queue li")).to_have_count(100)
+    assert page.inner_text("#queue-more") == "… and 500 more (the API lists them all)"
+    expect(page.locator("#events li")).to_have_count(200)
+    assert page.evaluate("window.dashboardState.log.length") == 500
+    assert page.evaluate("window.dashboardState.logIds.size") == 500
+    page.select_option("#event-type-filter", "operation_dispatcher_paused")
+    expect(page.locator("#events li")).to_have_count(0)  # pushed out of the 500 kept
+    page.select_option("#event-type-filter", "operation_added")
+    expect(page.locator("#events li")).to_have_count(200)
+    last = api.get("/operations").json()[-1]["operation"]["id"]
+    page.fill("#event-op-filter", last[:13])
+    expect(page.locator("#events li")).to_have_count(1)
+
+
 def test_a_read_only_token_sees_disabled_buttons(
     make_api: Callable[..., Any], watch: Callable[..., PageWatch],
 ) -> None:

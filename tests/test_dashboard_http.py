@@ -148,7 +148,7 @@ def test_kpis_of_a_window_inside_a_long_run_count_it_as_up(
     paused = recorder.wait_for(EventType.OPERATION_DISPATCHER_PAUSED)[0]
     later = paused.created_at + timedelta(microseconds=1)  # a window after every event so far
     report = api.get("/reports/kpis", params={"from_time": later.isoformat()}).json()
-    assert report["events"] == 2  # the two marks: up since the start, paused since the start
+    assert report["events"] == 0  # none inside: up, and paused, since before the window
     assert report["dispatcher_uptime_percentage"] == pytest.approx(100.0)
     assert report["dispatcher_runtime_seconds"] == pytest.approx(0.0)
 
@@ -217,3 +217,26 @@ def test_every_dashboard_file_is_package_data() -> None:
     shipped = {p for pattern in globs for p in package.glob(pattern)}
     files = {p for p in Path(DASHBOARD_DIR).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert files and files <= shipped, sorted(str(p) for p in files - shipped)
+
+
+def test_kpis_analyse_at_most_the_most_recent_events(
+    make_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from operation_dispatcher.http import reports
+
+    monkeypatch.setattr(reports, "MAX_KPI_EVENTS", 3)
+    api = make_client()
+    api.add(*({"payload": {"n": n}} for n in range(5)))
+    report = api.get("/reports/kpis").json()
+    assert report["truncated"] is True
+    assert report["events"] == 3
+    huge = api.get("/reports/kpis", params={"from_time": "0001-01-01T00:00:00Z"}).json()
+    assert huge["truncated"] is True and huge["events"] == 3
+
+
+def test_openapi_documents_whoami_and_kpis(make_client: Callable[..., Any]) -> None:
+    spec = make_client(start=False).get("/openapi.json").json()
+    assert set(spec["paths"]["/auth/whoami"]) == {"get"}
+    kpis = spec["paths"]["/reports/kpis"]["get"]
+    assert {p["name"] for p in kpis["parameters"]} == {"from_time", "to_time"}
+    assert "/dashboard" not in spec["paths"]  # a page, not an API route

@@ -50,6 +50,7 @@ def get_kpis(query: KpiQuery) -> Response:
     truncated = len(events) > MAX_KPI_EVENTS
     if truncated:
         events = events[-MAX_KPI_EVENTS:]
+    analysed = len(events)
     if end >= now - timedelta(seconds=1):
         events = _with_present_state(events, start, dispatcher.resource_id,
                                      dispatcher.is_running, dispatcher.is_paused)
@@ -61,7 +62,7 @@ def get_kpis(query: KpiQuery) -> Response:
     return json_response({
         "from_time": format_datetime(start),
         "to_time": format_datetime(end),
-        "events": len(events),
+        "events": analysed,
         "truncated": truncated,
         **report,
         "operation_count": analyzer.operation_count(),

@@ -41,7 +41,7 @@ class KpiReport(ResponseModel):
 
     from_time: str
     to_time: str
-    events: int = Field(description="events analysed")
+    events: int = Field(description="events of the window analysed")
     truncated: bool = Field(description="true when the window held more events than are "
                                         "analysed (the most recent ones are kept)")
     dispatcher_uptime_seconds: float | None
