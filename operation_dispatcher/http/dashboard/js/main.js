@@ -164,7 +164,8 @@ async function runRefresh() {
 
 function resync() {
   for (const part of ALL_PARTS) lastRun[part] = 0;
-  scheduleRefresh(ALL_PARTS);
+  // the explanations follow the operations they explain (the operations loader asks for them)
+  scheduleRefresh(ALL_PARTS.filter((part) => part !== "explains"));
 }
 
 const LOADERS = {
