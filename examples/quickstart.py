@@ -1,4 +1,4 @@
-"""Quickstart: queue an operation, approve its start, report its completion.
+"""Quickstart: queue an operation, approve its start, report its completion, cancel another.
 
 The asyncio original's README quickstart, made synchronous: no event loop, just a dispatcher
 thread started by the ``with`` block.
@@ -16,9 +16,13 @@ started = threading.Event()
 
 
 def on_request(event: DispatchEvent) -> bool:
-    """Business logic: may this operation start (pause, resume, be cancelled)?"""
-    # Only an exact True approves; False, None or anything else denies.
-    return event.event_type is EventType.OPERATION_START_REQUESTED
+    """Business logic: may this operation start, pause, resume or be cancelled?
+
+    It is asked for all four (event.event_type says which): approve them all here, or
+    cancel_operation() would be denied and return None. Only an exact True approves; False,
+    None or anything else denies.
+    """
+    return True
 
 
 def on_notification(event: DispatchEvent) -> None:
@@ -39,6 +43,14 @@ def main() -> None:
         )
         if not started.wait(timeout=5):
             raise SystemExit("the operation did not start")
+        # A second one waits behind it; cancelling asks on_request too (None if it denies).
+        queued = dispatcher.add_operation(
+            Operation(payload={"task": "dropoff"}, resource_id="robot-1")
+        )
+        cancelled = dispatcher.cancel_operation(queued.id)
+        if cancelled is None:
+            raise SystemExit("the cancel was denied")
+        print(f"cancelled: {cancelled.state} / {cancelled.outcome}")
         # The dispatcher never executes work itself: the machine (here: us) reports the end.
         done = dispatcher.complete_operation(operation.id)
         print(f"finished: {done.state} / {done.outcome}")

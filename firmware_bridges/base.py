@@ -352,10 +352,25 @@ class BaseBridge:
         try:
             self.dispatcher.fail_operation(
                 op_id, TerminationReason.EXTERNAL_ERROR,
-                meta_data={"bridge": self.name, "reason": reason},
+                meta_data={"bridge": self.name, "reason": reason}, executor=self.name,
             )
         except DispatcherError:
             self.logger.debug("%s: operation %s already finished", self.thread_name, op_id)
+
+    def _forced_off(self, event: DispatchEvent) -> bool:
+        """Event thread: whether ``event`` ends a job of this bridge that an operator finished
+        by force (``complete``/``fail`` with force). The device may still be running it, and
+        the dispatcher now starts the next job on it: so the bridge cancels the job on the
+        device (its cancel command, if it has one), and ignores the device's late report."""
+        meta = event.meta_data
+        if meta.get("forced_by_operator") is not True or meta.get("executor") != self.name:
+            return False
+        self.logger.warning(
+            "%s: operation %s was finished by an operator (force) while the device ran it; "
+            "the device is told to cancel it, and what it reports for it is ignored",
+            self.thread_name, event.operation_id,
+        )
+        return True
 
     def _forget_command(self, command: str, op_id: Any) -> None:
         """A queued command other than a start was dropped with its connection (see

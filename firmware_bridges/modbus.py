@@ -37,6 +37,13 @@ on OPERATION_PAUSED, OPERATION_RESUMED, OPERATION_CANCELLED) and ``program_key``
 key, default ``"program"``). An operation's ``timeout_seconds`` is enforced by the dispatcher
 (FAILED, TIMEOUT); the bridge then stops watching it, as for a cancel.
 
+Progress (optional): ``progress_register`` is a holding register the PLC fills with how far the
+running program has got, read with every poll while an operation runs; ``progress_scale`` is the
+raw value that means done (default 100: percent; 10000 for hundredths of a percent). Each value
+that differs from the last one read becomes ``report_progress(fraction=raw / progress_scale)``
+(the dispatcher rate-limits the events); a value above the scale is counted as malformed and
+logged, never reported. The PLC should set the register to 0 when a cycle starts.
+
 All Modbus traffic happens on the bridge thread with one client (pymodbus clients must not be
 shared across threads); the dispatcher's event thread only queues commands for it.
 
@@ -59,7 +66,7 @@ from typing import Any
 from uuid import UUID
 
 try:
-    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+    from pymodbus.client import ModbusSerialClient
     from pymodbus.exceptions import ConnectionException, ModbusIOException
     from pymodbus.framer import FramerType
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -84,6 +91,7 @@ from .base import (
     BridgeError,
     BridgeProtocolError,
 )
+from .modbus_tcp import TcpClient, closed_by_peer, connect_failure
 
 __all__ = ["EXCEPTION_CODES", "ModbusBridge", "ModbusRefused", "SignalSpec"]
 
@@ -92,8 +100,10 @@ _BIT_KINDS = frozenset({"coil", "discrete_input"})
 _MAX_COUNT = {"coil": 2000, "discrete_input": 2000, "holding_register": 125, "input_register": 125}
 _EXECUTOR_KEYS = frozenset({
     "program_register", "start_coil", "done_coil", "error_coil", "error_code_register",
-    "pause_coil", "resume_coil", "cancel_coil", "program_key",
+    "pause_coil", "resume_coil", "cancel_coil", "program_key", "progress_register",
+    "progress_scale",
 })
+_DEFAULT_PROGRESS_SCALE = 100
 _REQUIRED_EXECUTOR_KEYS = ("program_register", "start_coil", "done_coil", "error_coil")
 
 TRANSPORTS = ("tcp", "rtu")
@@ -308,7 +318,8 @@ class ModbusBridge(BaseBridge):
         self._refused: dict[tuple[str, int], str] = {}
         # the operation the PLC was told to start: set and cleared on the bridge thread only
         self._active: UUID | None = None
-        self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        self._last_progress: int | None = None  # the progress register's last value read
+        self._client: TcpClient | ModbusSerialClient | None = None
         if self.executor is not None:
             self._become_executor()
 
@@ -323,8 +334,9 @@ class ModbusBridge(BaseBridge):
             wanted[spec.kind].add(spec.address)
         if self.executor is not None:
             wanted["coil"].update((self.executor["done_coil"], self.executor["error_coil"]))
-            if "error_code_register" in self.executor:
-                wanted["holding_register"].add(self.executor["error_code_register"])
+            for key in ("error_code_register", "progress_register"):
+                if key in self.executor:
+                    wanted["holding_register"].add(self.executor[key])
         return wanted
 
     @property
@@ -351,22 +363,24 @@ class ModbusBridge(BaseBridge):
         self._plan = _batch(self._addresses())
         if self.transport == "rtu":
             assert self.serial_port is not None
-            self._client = ModbusSerialClient(
+            serial = self._client = ModbusSerialClient(
                 self.serial_port, framer=FramerType.RTU, baudrate=self.baudrate,
                 parity=self.parity, stopbits=self.stopbits, bytesize=self.bytesize,
                 timeout=self.timeout, retries=0, reconnect_delay=0, reconnect_delay_max=0,
             )
-            failure = f"cannot open {self.serial_port}"
+            if not serial.connect():
+                failure = f"cannot open {self.serial_port}"
+                reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
+                raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
         else:
             assert self.host is not None
-            self._client = ModbusTcpClient(
+            tcp = self._client = TcpClient(
                 self.host, port=self.port, timeout=self.timeout, retries=0,
                 reconnect_delay=0, reconnect_delay_max=0,
             )
-            failure = f"cannot connect to {self.host}:{self.port}"
-        if not self._client.connect():
-            reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
-            raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
+            if not tcp.connect():  # "connection refused by host:port", the same on every retry
+                reason = connect_failure(self.host, self.port, tcp.connect_error)
+                raise BridgeConnectionError(self.name, reason)
         self._probe()
 
     def _probe(self) -> None:
@@ -417,6 +431,7 @@ class ModbusBridge(BaseBridge):
                 return
             op = self.dispatcher.get_operation(op_id)
             payload = op.payload if op is not None else {}
+            assert self.executor is not None  # only an executor handles events (_handles_events)
             self._queue_command("start", op_id, payload.get(self.executor["program_key"]))
         elif kind is EventType.OPERATION_PAUSED:
             self._queue_command("pause", op_id)
@@ -424,7 +439,8 @@ class ModbusBridge(BaseBridge):
             self._queue_command("resume", op_id)
         elif kind in (EventType.OPERATION_CANCELLED, EventType.OPERATION_FAILED,
                       EventType.OPERATION_COMPLETED):
-            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
+            stop = kind is EventType.OPERATION_CANCELLED or self._forced_off(event)
+            self._queue_command("cancel" if stop else "ended", op_id)
 
     # ================================================================ Modbus I/O
     def _request(self, method: str, address: int, **kwargs: Any) -> Any:
@@ -433,7 +449,11 @@ class ModbusBridge(BaseBridge):
             raise BridgeConnectionError(self.name, "not connected")
         try:
             response = getattr(client, method)(address, device_id=self.device_id, **kwargs)
-        except (ConnectionException, ModbusIOException) as exc:
+        except (ConnectionException, ModbusIOException, ConnectionResetError, BrokenPipeError) as exc:
+            if closed_by_peer(exc):  # not pymodbus' "unexpectedly closed 0.000 seconds into read"
+                raise BridgeConnectionError(self.name, (
+                    f"{self.endpoint} closed the connection without answering (a PLC does so "
+                    "when it allows no more clients, or not this client's address)")) from exc
             # pymodbus raises "from None" after an OSError; what the line said is the useful part
             cause = exc.__cause__ or exc.__context__
             detail = f"{exc} ({cause})" if cause is not None else str(exc)
@@ -530,6 +550,7 @@ class ModbusBridge(BaseBridge):
             self._request("write_coil", ex["error_coil"], value=False)
             self._request("write_register", ex["program_register"], value=program)
             self._pulse(ex["start_coil"])
+            self._last_progress = None
         except BridgeError as exc:  # half a start sequence: whether the PLC runs is unknown
             self._fail_start(op_id, f"the start sequence failed ({exc}); check the machine",
                              plc_state="unknown")
@@ -539,14 +560,16 @@ class ModbusBridge(BaseBridge):
             raise
         self._active = op_id
 
-    def _fail_start(self, op_id: UUID, error: str, **meta: Any) -> None:
-        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, error)
-        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": error, **meta})
+    def _fail_start(self, op_id: Any, reason: str, **meta: Any) -> None:
+        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, reason)
+        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": reason, **meta})
 
     def _watch(self, raw: dict[tuple[str, int], int | bool]) -> None:
         ex = self.executor
         assert ex is not None and self._active is not None
         op_id = self._active
+        if "progress_register" in ex:
+            self._report_progress(op_id, raw.get(("holding_register", ex["progress_register"])))
         if raw.get(("coil", ex["done_coil"])):  # a refused coil (last_error) ends nothing
             self._active = None
             self._finish(op_id, None, None)
@@ -555,13 +578,38 @@ class ModbusBridge(BaseBridge):
             code = raw.get(("holding_register", ex.get("error_code_register", -1)))
             self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"plc_error_code": code})
 
+    def _report_progress(self, op_id: UUID, value: int | bool | None) -> None:
+        """A new value of the progress register (None: not read) -> ``report_progress``."""
+        if value is None or value == self._last_progress:
+            return
+        self._last_progress = int(value)
+        ex = self.executor
+        assert ex is not None
+        scale = ex["progress_scale"]
+        if value > scale:
+            self._count("malformed")
+            self._warn_limited("progress values", (
+                f"progress register {ex['progress_register']} holds {value}, more than "
+                f"progress_scale={scale}: not reported"))
+            return
+        try:
+            self.dispatcher.report_progress(op_id, value / scale)
+        except DispatcherError as exc:  # no longer current: finished meanwhile
+            self.logger.info("%s: progress of operation %s ignored: %s", self.thread_name, op_id, exc)
+
     def _finish(self, op_id: UUID, reason: TerminationReason | None, meta: dict[str, Any] | None) -> None:
         try:
             if reason is None:
-                self.dispatcher.complete_operation(op_id, meta_data={"bridge": self.name})
+                self.dispatcher.complete_operation(
+                    op_id, meta_data={"bridge": self.name}, executor=self.name
+                )
             else:
-                self.dispatcher.fail_operation(op_id, reason, meta_data={"bridge": self.name, **(meta or {})})
-        except DispatcherError as exc:  # no longer current: cancelled or finished meanwhile
+                self.dispatcher.fail_operation(
+                    op_id, reason, meta_data={"bridge": self.name, **(meta or {})},
+                    executor=self.name,
+                )
+        except DispatcherError as exc:  # no longer current: cancelled, timed out or finished
+            # by an operator's force meanwhile: the device's late report changes nothing
             self.logger.info("%s: operation %s was not finished by the PLC: %s", self.thread_name, op_id, exc)
 
 
@@ -658,6 +706,27 @@ def _check_executor(executor: Mapping[str, Any] | None) -> dict[str, Any] | None
     for key, value in executor.items():
         if key.endswith(("_coil", "_register")) and (type(value) is not int or not 0 <= value <= 0xFFFF):
             raise ValidationError(f"executor.{key}", f"must be an address 0..65535, got {value!r}")
+    if "progress_register" not in checked:
+        if "progress_scale" in checked:
+            raise ValidationError("executor.progress_scale", "applies only with a progress_register")
+        return _with_program_key(checked)
+    for other in ("program_register", "error_code_register"):
+        if checked.get(other) == checked["progress_register"]:
+            raise ValidationError(
+                "executor.progress_register",
+                f"must differ from {other} ({checked[other]}): that register holds something else",
+            )
+    scale = checked.setdefault("progress_scale", _DEFAULT_PROGRESS_SCALE)
+    if type(scale) is not int or not 1 <= scale <= 0xFFFF:
+        raise ValidationError(
+            "executor.progress_scale",
+            f"must be an integer 1..65535 (the raw value meaning done, e.g. 100 or 10000), "
+            f"got {scale!r}",
+        )
+    return _with_program_key(checked)
+
+
+def _with_program_key(checked: dict[str, Any]) -> dict[str, Any]:
     program_key = checked.setdefault("program_key", "program")
     if type(program_key) is not str or not program_key:
         raise ValidationError("executor.program_key", f"must be a payload key, got {program_key!r}")

@@ -7,11 +7,13 @@ traffic dump.
 
 Device to host: ``SIG name=value`` sets ``<bridge>.name``; ``DONE <id>`` completes and
 ``ERR <id> <reason>`` fails (EXTERNAL_ERROR, ``meta_data={"reason": ...}``) the running
-operation. Host to device, only with ``executor=True`` (off by default: one machine has one
-executor, and a bridge that runs jobs must be chosen, not defaulted into), when the dispatcher
-starts, pauses, resumes or cancels the current operation: ``RUN <id> <payload[command_key]>``,
-``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued by the dispatcher's event thread and
-written by the bridge's own thread, so a stalled line stalls no other subscriber.
+operation; ``PROG <id> <percent> [message]`` reports its progress (``report_progress`` with
+``fraction = percent / 100``). Host to device, only with ``executor=True`` (off by default:
+one machine has one executor, and a bridge that runs jobs must be chosen, not defaulted into),
+when the dispatcher starts, pauses, resumes or cancels the current operation:
+``RUN <id> <payload[command_key]>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``. These are queued
+by the dispatcher's event thread and written by the bridge's own thread, so a stalled line
+stalls no other subscriber.
 
 Online means "a well-formed line arrived within ``max_age_seconds``": a hung firmware keeps a
 USB port open, so the open connection proves nothing. A device that falls silent goes offline
@@ -20,8 +22,9 @@ its next line.
 
 Partial lines are buffered; bytes that are not UTF-8, lines over ``max_line`` bytes, unknown
 messages and bad checksums are counted (``counters["malformed"]``) and logged, never fatal.
-A DONE/ERR the dispatcher refuses (not the current operation) and a NAK count as
-``counters["rejected"]``.
+A DONE/ERR/PROG the dispatcher refuses (not the current operation) and a NAK count as
+``counters["rejected"]`` (logged, rate-limited); a PROG whose message the dispatcher refuses
+(over 200 characters) counts as malformed.
 """
 
 from __future__ import annotations
@@ -247,14 +250,19 @@ class SerialLineBridge(BaseBridge):
         self._last_line = time.monotonic()  # the device talks: online (again)
         self._confirm_online()
         if msg.kind == "SIG":
+            assert msg.name is not None  # the parser names every SIG
             try:
                 self.set_signal(msg.name, msg.value)
             except DispatcherError as exc:
                 self._malformed(line, str(exc))
         elif msg.kind == "DONE":
+            assert msg.operation_id is not None  # the parser requires the id of DONE and ERR
             self._finish(msg.operation_id, None)
         elif msg.kind == "ERR":
+            assert msg.operation_id is not None
             self._finish(msg.operation_id, msg.reason or "")
+        elif msg.kind == "PROG":
+            self._progress(line, msg)
         elif msg.kind == "NAK":
             self._rejected("the device refused the last command (NAK)")
         else:
@@ -263,15 +271,26 @@ class SerialLineBridge(BaseBridge):
     def _finish(self, operation_id: str, reason: str | None) -> None:
         try:
             if reason is None:
-                self.dispatcher.complete_operation(operation_id, meta_data={"bridge": self.name})
+                self.dispatcher.complete_operation(
+                    operation_id, meta_data={"bridge": self.name}, executor=self.name
+                )
             else:
                 self.dispatcher.fail_operation(
                     operation_id, TerminationReason.EXTERNAL_ERROR,
-                    meta_data={"bridge": self.name, "reason": reason},
+                    meta_data={"bridge": self.name, "reason": reason}, executor=self.name,
                 )
         except DispatcherError as exc:
             word = "DONE" if reason is None else "ERR"
             self._rejected(f"{word} {operation_id} refused by the dispatcher: {exc}")
+
+    def _progress(self, line: bytes, msg: proto.DeviceMessage) -> None:
+        assert msg.operation_id is not None  # the parser gives PROG an id
+        try:
+            self.dispatcher.report_progress(msg.operation_id, msg.value / 100, msg.message)
+        except ValidationError as exc:  # the message is too long, the id is not a UUID
+            self._malformed(line, str(exc))
+        except DispatcherError as exc:  # not the current operation: ignored, with a log line
+            self._rejected(f"PROG {msg.operation_id} ignored by the dispatcher: {exc}")
 
     # ================================================================ host -> device
     def _handles_events(self) -> bool:
@@ -313,7 +332,8 @@ class SerialLineBridge(BaseBridge):
         elif kind is EventType.OPERATION_RESUMED:
             self._queue_command("resume", op_id)
         elif kind in _FINISHED:
-            self._queue_command("cancel" if kind is EventType.OPERATION_CANCELLED else "ended", op_id)
+            stop = kind is EventType.OPERATION_CANCELLED or self._forced_off(event)
+            self._queue_command("cancel" if stop else "ended", op_id)
 
     def _run_commands(self) -> None:
         """Bridge thread: write the queued commands; the current job is ``_running_id``."""

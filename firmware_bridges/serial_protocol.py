@@ -11,6 +11,9 @@ Device to host:
                              else kept as the raw text (``SIG mode=auto`` gives ``"auto"``)
 ``DONE <op-id>``             the operation finished successfully
 ``ERR <op-id> <reason>``     the operation failed; ``<reason>`` is the rest of the line
+``PROG <op-id> <pct> [msg]`` progress of the running operation: ``<pct>`` is a plain decimal
+                             number from 0 to 100 (``42``, ``42.5``; no sign, no exponent),
+                             ``[msg]`` an optional text, the rest of the line
 ``ACK`` / ``NAK``            the last host command was accepted / refused
 ===========================  ================================================================
 
@@ -31,7 +34,9 @@ Lines longer than a cap (256 bytes by default, terminator excluded) are dropped 
 :class:`MalformedLine`, which the bridge counts and logs and never treats as fatal.
 
 >>> parse_device_line("SIG temperature=21.5")
-DeviceMessage(kind='SIG', name='temperature', value=21.5, operation_id=None, reason=None)
+DeviceMessage(kind='SIG', name='temperature', value=21.5, operation_id=None, reason=None, message=None)
+>>> parse_device_line("PROG op-1 42.5 heating up")
+DeviceMessage(kind='PROG', name=None, value=42.5, operation_id='op-1', reason=None, message='heating up')
 >>> format_run("op-1", "weld seam=3")
 'RUN op-1 weld seam=3'
 >>> add_checksum("SIG ready=true")
@@ -42,13 +47,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_TERMINATOR = "\n"
 DEFAULT_MAX_LINE = 256
 
-DEVICE_KINDS = ("SIG", "DONE", "ERR", "ACK", "NAK")
+DEVICE_KINDS = ("SIG", "DONE", "ERR", "PROG", "ACK", "NAK")
+#: a percent as ``PROG`` carries it: digits, an optional fraction; no sign, exponent, nan or inf
+_PERCENT = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?")
 HOST_KINDS = ("RUN", "PAUSE", "RESUME", "CANCEL")
 
 
@@ -63,13 +71,17 @@ class MalformedLine(ValueError):
 
 @dataclass(frozen=True)
 class DeviceMessage:
-    """A parsed device-to-host line; fields that the kind does not use are None."""
+    """A parsed device-to-host line; fields that the kind does not use are None.
+
+    ``PROG``: ``value`` is the percent (a float 0..100), ``message`` the text after it.
+    """
 
     kind: str
     name: str | None = None
     value: Any = None
     operation_id: str | None = None
     reason: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,11 +186,26 @@ def parse_device_line(line: str | bytes, *, use_checksum: bool = False) -> Devic
         op_id, _, reason = rest.partition(" ")
         op_id = _token(line, op_id, "operation id")
         return DeviceMessage("ERR", operation_id=op_id, reason=reason.strip())
+    if kind == "PROG":
+        return _parse_progress(line, rest)
     if kind in ("ACK", "NAK"):
         if rest:
             raise MalformedLine(line, f"{kind} takes no arguments")
         return DeviceMessage(kind)
     raise MalformedLine(line, f"unknown message {kind!r} (known: {', '.join(DEVICE_KINDS)})")
+
+
+def _parse_progress(line: str | bytes, rest: str) -> DeviceMessage:
+    """``PROG <op-id> <percent> [message]``: the percent must be a plain number 0..100."""
+    op_id, _, tail = rest.partition(" ")
+    op_id = _token(line, op_id, "operation id")
+    text, _, message = tail.strip().partition(" ")
+    if not _PERCENT.fullmatch(text):
+        raise MalformedLine(line, f"PROG needs a percent from 0 to 100 after the id, got {text!r}")
+    percent = float(text)
+    if percent > 100:
+        raise MalformedLine(line, f"PROG percent must be from 0 to 100, got {text}")
+    return DeviceMessage("PROG", value=percent, operation_id=op_id, message=message.strip() or None)
 
 
 def parse_host_line(line: str | bytes, *, use_checksum: bool = False) -> HostMessage:
@@ -242,6 +269,15 @@ def format_done(operation_id: Any) -> str:
 
 def format_error(operation_id: Any, reason: str) -> str:
     return _one_line(f"ERR {_op_id(operation_id)} {reason}".rstrip(), "reason")
+
+
+def format_progress(operation_id: Any, percent: float, message: str | None = None) -> str:
+    """``PROG <id> <percent> [message]``; ``percent`` a finite number from 0 to 100."""
+    if type(percent) not in (int, float) or not 0 <= percent <= 100:  # also refuses nan
+        raise ValueError(f"percent must be a number from 0 to 100, got {percent!r}")
+    text = f"{percent:.3f}".rstrip("0").rstrip(".")
+    body = f"PROG {_op_id(operation_id)} {text}"
+    return _one_line(f"{body} {message}" if message else body, "message")
 
 
 def encode_line(

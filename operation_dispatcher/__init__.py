@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from .approval_policy import ApprovalPolicy
 from .approvals import PENDING, PendingRequest, RequestDecision, RequestKind
 from .dispatcher import OperationDispatcher
 from .errors import (
@@ -23,6 +24,7 @@ from .errors import (
     OperationNotUpdatable,
     RequestClosed,
     ResourceMismatch,
+    RunByExecutor,
     ThreadDidNotStop,
     UnknownRequest,
     ValidationError,
@@ -40,6 +42,7 @@ from .models import (
     Operation,
     OperationDependency,
     OperationDispatcherState,
+    OperationProgress,
     TerminationReason,
     TimeWindow,
 )
@@ -62,6 +65,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "PENDING",
+    "ApprovalPolicy",
     "HistoryAnalyzer",
     "OperationDispatcher",
     "OperationNotUpdatable",
@@ -91,11 +95,13 @@ __all__ = [
     "Operation",
     "OperationDependency",
     "OperationDispatcherState",
+    "OperationProgress",
     "OperationLifecycle",
     "OperationNotCurrent",
     "OperationNotFound",
     "RequestClosed",
     "ResourceMismatch",
+    "RunByExecutor",
     "SortDirection",
     "SortField",
     "SortRule",

@@ -299,6 +299,40 @@ def release_conditions(value: Any, name: str) -> dict[str, Any]:
     return conditions
 
 
+# ------------------------------------------------------------------------------ progress
+
+#: Longest progress message, in characters: a status line for an operator's screen, not a log
+#: (a device repeating a long text every few hundred ms must not bloat events and journal).
+MAX_PROGRESS_MESSAGE = 200
+
+
+def progress_fraction(value: Any, name: str = "fraction") -> float | None:
+    """None, or how much of an operation is done: a real finite number from 0 to 1.
+
+    A bool is refused (``True`` is not 100 %), and so are text, NaN and infinities. Returned
+    as a float.
+    """
+    if value is None:
+        return None
+    if type(value) not in _NUMBERS or not 0 <= value <= 1:  # also refuses nan
+        raise _refuse(name, "must be a number from 0 to 1 (or None)", value, True)
+    return float(value)
+
+
+def progress_message(value: Any, name: str = "message") -> str | None:
+    """None, or a progress message: text of at most :data:`MAX_PROGRESS_MESSAGE` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string or None, got {type(value).__name__}")
+    if len(value) > MAX_PROGRESS_MESSAGE:
+        raise ValidationError(
+            name, f"must have at most {MAX_PROGRESS_MESSAGE} characters, got {len(value)}"
+        )
+    check_text(value, name)
+    return value
+
+
 # --------------------------------------------------------------- OperationDispatcher(...)
 
 
@@ -328,7 +362,7 @@ def dispatcher_arguments(
     seconds(poll_interval_seconds, "poll_interval_seconds")
     integer(start_request_max_retries, "start_request_max_retries", 1)
     seconds(start_request_retry_cooldown_seconds, "start_request_retry_cooldown_seconds", zero=True)
-    seconds(request_event_timeout_seconds, "request_event_timeout_seconds")
+    seconds(request_event_timeout_seconds, "request_event_timeout_seconds", optional=True)
     seconds(default_planned_duration, "default_planned_duration", optional=True)
     one_of(recovery, "recovery", ("fail", "pause"))
     boolean(start_paused, "start_paused")
@@ -358,6 +392,7 @@ __all__ = [
     "INT_LIMIT",
     "MAX_INT_DIGITS",
     "MAX_NESTING",
+    "MAX_PROGRESS_MESSAGE",
     "MAX_RELEASE_AHEAD",
     "MAX_SECONDS",
     "boolean",
@@ -370,6 +405,8 @@ __all__ = [
     "not_too_far",
     "one_of",
     "optional_text",
+    "progress_fraction",
+    "progress_message",
     "release_conditions",
     "seconds",
     "text",

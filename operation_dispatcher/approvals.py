@@ -7,7 +7,8 @@ The request callback gets a ``*_REQUESTED`` DispatchEvent and answers with ``Tru
 ``decide(request_id, ...)`` from any thread. Fail safe: only the real ``True`` approves, in every
 form. Anything else denies with a reasoning that names it: ``None``, ``1`` and ``"yes"`` as a
 bare answer, and ``"false"``, ``[False]``, ``numpy.bool_(True)`` or a ``Mock`` as the
-``accepted`` value. No answer by the deadline denies with reasoning ``timeout``.
+``accepted`` value. No answer by the deadline denies with reasoning ``timeout``; a request
+without a deadline (timeout None) waits for as long as it takes.
 
 :class:`ApprovalDesk` holds the open requests; it never calls out and it uses the dispatcher's
 own lock, so a decision arriving from an HTTP thread wakes exactly the thread that waits for it.
@@ -227,15 +228,19 @@ class ApprovalRequest:
     kind: RequestKind
     event: DispatchEvent  # the *_REQUESTED event the callback receives; its id is the request id
     operation: Operation  # the dispatcher's own object (never handed out)
-    deadline: float  # time.monotonic()
-    deadline_at: datetime
-    timeout: float
+    deadline: float | None  # time.monotonic(); None: no deadline, it waits for an answer
+    deadline_at: datetime | None
+    timeout: float | None
     status: RequestStatus = RequestStatus.PENDING
     decision: RequestDecision | None = None
     #: who the request waits for: the callback while it runs, decide() once it said PENDING
     waiting_for: str = "request callback"
     #: set when the operation is updated while the request is open: the approval is then void
     changed: bool = False
+    #: the approval policy left it to an operator: its expiry is not counted as a denial
+    by_operator: bool = False
+    #: closed by the dispatcher itself (its operation finished or changed): not a denial either
+    withdrawn: bool = False
 
     @property
     def request_id(self) -> UUID:
@@ -264,7 +269,7 @@ class PendingRequest:
     event_type: EventType
     operation_id: UUID
     created_at: datetime
-    deadline: datetime
+    deadline: datetime | None  # None: it waits until someone answers
     waiting_for: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,7 +279,7 @@ class PendingRequest:
             "event_type": self.event_type.value,
             "operation_id": str(self.operation_id),
             "created_at": format_datetime(self.created_at),
-            "deadline": format_datetime(self.deadline),
+            "deadline": None if self.deadline is None else format_datetime(self.deadline),
             "waiting_for": self.waiting_for,
         }
 
@@ -298,16 +303,23 @@ class ApprovalDesk:
         self._closed: OrderedDict[UUID, str] = OrderedDict()
 
     def open(
-        self, kind: RequestKind, event: DispatchEvent, operation: Operation, timeout: float
+        self,
+        kind: RequestKind,
+        event: DispatchEvent,
+        operation: Operation,
+        timeout: float | None,
+        *,
+        waiting_for: str = "request callback",
     ) -> ApprovalRequest:
-        """Register a new request that expires ``timeout`` seconds from now."""
+        """Register a new request that expires ``timeout`` seconds from now (None: never)."""
         request = ApprovalRequest(
             kind=kind,
             event=event,
             operation=operation,
-            deadline=time.monotonic() + timeout,
-            deadline_at=event.created_at + timedelta(seconds=timeout),
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            deadline_at=None if timeout is None else event.created_at + timedelta(seconds=timeout),
             timeout=timeout,
+            waiting_for=waiting_for,
         )
         self._open[request.request_id] = request
         return request
@@ -316,7 +328,7 @@ class ApprovalDesk:
         """Record the answer if the request is still pending; wakes every waiter."""
         if not request.is_pending:
             return False
-        if time.monotonic() >= request.deadline:
+        if request.deadline is not None and time.monotonic() >= request.deadline:
             # answered after its deadline, before the dispatcher got round to expiring it:
             # too late to count as an approval (the machine must not start on a stale answer)
             self.expire(request)
@@ -331,9 +343,20 @@ class ApprovalDesk:
         """Deny a request whose deadline passed, saying what did not answer."""
         if not request.is_pending:
             return False
-        what = f"{request.waiting_for} gave no answer within {request.timeout:g} s"
+        what = f"{request.waiting_for} gave no answer within {request.timeout or 0:g} s"
         request.decision = RequestDecision(False, "timeout", {"error": what})
         request.status = RequestStatus.EXPIRED
+        self._cond.notify_all()
+        return True
+
+    def withdraw(self, request: ApprovalRequest, why: str) -> bool:
+        """Close a pending request the dispatcher no longer needs (its operation finished or
+        changed); a later answer gets RequestClosed, and nobody is counted as denying it."""
+        if not request.is_pending:
+            return False
+        request.decision = RequestDecision(False, "withdrawn", {"error": why})
+        request.status = RequestStatus.EXPIRED
+        request.withdrawn = True
         self._cond.notify_all()
         return True
 

@@ -15,6 +15,12 @@ Sections (every one optional)::
     sort_rules = [{field = "priority", direction = "desc"}]
     default_release_conditions = { "door.closed" = true }  # every added operation gets these
 
+    [approvals]                        # who answers each request kind (approval_policy.py)
+    start = "operator"                 # "auto" (default), "operator" or "deny"; also cancel,
+    cancel = "auto"                    # pause, resume
+    operator_timeout_seconds = 600     # leave out to wait for the operator however long
+    operator_when_payload = ["needs_operator"]  # "operator" only for operations flagged so
+
     [journal]
     path = "./operation-dispatcher.db" # ":memory:" for none
     recovery = "fail"                  # or "pause": what happens to an interrupted operation
@@ -55,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _checks
+from .approval_policy import ApprovalPolicy, Policy, policy_problems
 from .errors import DispatcherError, ValidationError
 
 #: The journal file used when neither the config nor the command line names one.
@@ -118,6 +125,7 @@ class Config:
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     journal: JournalSettings = field(default_factory=JournalSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     mcp: dict[str, Any] = field(default_factory=dict)
     bridges: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
@@ -144,6 +152,7 @@ class Config:
         path = self.journal.path
         kwargs["journal"] = None if path == ":memory:" else path
         kwargs["recovery"] = self.journal.recovery
+        kwargs["approval_policy"] = self.approvals
         return kwargs
 
 
@@ -283,6 +292,22 @@ def _token_errors(http: Mapping[str, Any]) -> list[str]:
     return [f"http.{key}: {rule}" for key, rule in token_problems(http["tokens"], "tokens", single)]
 
 
+def _approval_errors(table: Any) -> list[str]:
+    """Every problem of ``[approvals]``, and "operator" for cancel, pause or resume without a
+    timeout: that answer is awaited in the caller's HTTP request, which would hold one of the
+    server's threads for as long as the operator is away (enough of them, and the operator's
+    own approve could find no thread to run on)."""
+    errors = [f"{key}: {rule}" for key, rule in policy_problems(table, "approvals")]
+    if not isinstance(table, Mapping) or "operator_timeout_seconds" in table:
+        return errors
+    for kind in ("cancel", "pause", "resume"):
+        if table.get(kind) == Policy.OPERATOR.value:
+            errors.append(
+                f'approvals.{kind}: "operator" needs approvals.operator_timeout_seconds (a '
+                f"{kind} waits for the operator inside its HTTP request, holding a server thread)"
+            )
+    return errors
+
 _SECTIONS: dict[str, dict[str, Check]] = {
     "dispatcher": {
         "resource_id": _text,
@@ -317,7 +342,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "signal_max_age_seconds": _seconds(),
     },
 }
-_RESERVED = ("mcp", "bridges")
+_RESERVED = ("approvals", "mcp", "bridges")
 _SETTINGS = {"dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings}
 
 
@@ -358,6 +383,8 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
             "http.max_event_streams: must be less than http.threads "
             "(each open event stream holds a server thread)"
         )
+    approvals = data.get("approvals", {})
+    errors.extend(_approval_errors(approvals))
     mcp = data.get("mcp", {})
     if not isinstance(mcp, dict):
         errors.append("mcp: must be a table ([mcp])")
@@ -381,7 +408,8 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
     }
     return Config(
         dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
-        mcp=dict(mcp), bridges=[dict(b) for b in bridges], source=source,
+        approvals=ApprovalPolicy.from_mapping(approvals), mcp=dict(mcp),
+        bridges=[dict(b) for b in bridges], source=source,
     )
 
 

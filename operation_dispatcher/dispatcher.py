@@ -30,7 +30,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from . import _checks
+from . import _checks, reasons
+from .approval_policy import ApprovalPolicy
 from .approvals import (
     PendingRequest,
     RequestKind,
@@ -48,6 +49,7 @@ from .errors import (
     ExecutorConflict,
     InvalidTransition,
     JournalError,
+    OperationNotCurrent,
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
@@ -85,6 +87,8 @@ from .unit import UnitOfWork
 from .workers import CallbackRunner
 
 HistoryCallback = Callable[..., History | None]
+#: the states in which an operation takes progress reports (it is the current operation)
+_PROGRESS_STATES = (ExecutionState.RUNNING, ExecutionState.PAUSED)
 
 
 class OperationDispatcher:
@@ -107,7 +111,8 @@ class OperationDispatcher:
     :param start_request_max_retries: denials of one (request kind, operation) before the
         dispatcher pauses itself.
     :param start_request_retry_cooldown_seconds: wait after a denial before asking again.
-    :param request_event_timeout_seconds: a request with no answer by then is denied.
+    :param request_event_timeout_seconds: a request the callback has not answered by then is
+        denied (reasoning ``timeout``); None: it waits for the answer, however long.
     :param default_planned_duration: planned_duration (seconds) for operations that have none.
     :param updatable_fields: fields :meth:`update_operation` may change.
     :param dispatch_queue_sort_rules: the dispatch order (default: release date, priority, age).
@@ -124,6 +129,9 @@ class OperationDispatcher:
     :param operation_retention: finished operations kept in memory.
     :param default_release_conditions: release conditions every added operation gets, unless
         it names the same signal itself (e.g. ``{"door.closed": True}`` for a whole cell).
+    :param approval_policy: an :class:`~.approval_policy.ApprovalPolicy`: per request kind,
+        ``"auto"`` (the callback decides, or approve when there is none), ``"operator"`` (wait
+        for ``decide()``, the callback is not asked) or ``"deny"``.
     """
 
     def __init__(
@@ -137,7 +145,7 @@ class OperationDispatcher:
         poll_interval_seconds: float = 0.1,
         start_request_max_retries: int = 5,
         start_request_retry_cooldown_seconds: float = 1.0,
-        request_event_timeout_seconds: float = 5.0,
+        request_event_timeout_seconds: float | None = 5.0,
         default_planned_duration: float | None = None,
         updatable_fields: Iterable[str] | None = None,
         dispatch_queue_sort_rules: Iterable[SortRule] | None = None,
@@ -149,7 +157,13 @@ class OperationDispatcher:
         event_retention: int = 10_000,
         operation_retention: int = 10_000,
         default_release_conditions: Mapping[str, Any] | None = None,
+        approval_policy: ApprovalPolicy | None = None,
     ) -> None:
+        if approval_policy is not None and not isinstance(approval_policy, ApprovalPolicy):
+            raise ValidationError(
+                "approval_policy", "must be an ApprovalPolicy or None, "
+                f"got {type(approval_policy).__name__}"
+            )
         fields, defaults = _checks.dispatcher_arguments(
             resource_id=resource_id,
             poll_interval_seconds=poll_interval_seconds,
@@ -189,6 +203,7 @@ class OperationDispatcher:
                 operation_retention=operation_retention,
                 journal=opened,
                 recovery=recovery,
+                approval_policy=approval_policy,
             )
         except BaseException:
             if opened is not None and opened is not journal:
@@ -208,7 +223,7 @@ class OperationDispatcher:
         start_paused: bool,
         max_retries: int,
         retry_cooldown_seconds: float,
-        request_timeout_seconds: float,
+        request_timeout_seconds: float | None,
         default_planned_duration: float | None,
         updatable_fields: Iterable[str],
         sort_rules: Iterable[SortRule] | None,
@@ -219,6 +234,7 @@ class OperationDispatcher:
         operation_retention: int,
         journal: Journal | None,
         recovery: str,
+        approval_policy: ApprovalPolicy | None,
     ) -> None:
         """Build the parts and wire them (each gets only the parts it needs; none the hub)."""
         self._resource_id = resource_id
@@ -262,8 +278,9 @@ class OperationDispatcher:
         self._work.track(retry, self._pause, self._reload_after_failed_write)
         self._handshake = Handshake(
             unit=self._work, answered=answered, callbacks=callbacks,
-            on_request=on_request_callback, timeout=float(request_timeout_seconds),
-            retry=retry, pause=self._pause, log=self._log,
+            on_request=on_request_callback,
+            timeout=None if request_timeout_seconds is None else float(request_timeout_seconds),
+            retry=retry, pause=self._pause, log=self._log, policy=approval_policy,
         )
         self._signals = signals if signals is not None else SignalBoard()
         self._compose_decisions(strict_order, journal, recovery, operation_retention)
@@ -450,10 +467,19 @@ class OperationDispatcher:
             op = self._find(key)
             return None if op is None else op.copy()
 
-    def get_schedule(self) -> list[Operation]:
-        """Snapshots of the queued operations in dispatch order (the current one excluded)."""
+    def get_schedule(self, *, include_current: bool = False) -> list[Operation]:
+        """Snapshots of the queued operations in the order they can start: the dispatch order,
+        except that a provider always comes before the operations that depend on it.
+
+        With ``include_current`` the current operation comes first, from the same instant (one
+        lock acquisition: nothing can start or finish between the two reads).
+        """
         with self._work:
-            return [op.copy() for op in self._queue.list()]
+            current = self._queue.pulled_operation
+            ops = self._queue.list()
+            if include_current and current is not None:
+                ops.insert(0, current)
+            return [op.copy() for op in ops]
 
     def list_events(self, operation_id: UUID | str) -> list[DispatchEvent]:
         """The events of one operation, oldest first (all of them, with a journal)."""
@@ -515,20 +541,31 @@ class OperationDispatcher:
                 )
         return history
 
-    def explain(self, operation_id: UUID | str) -> dict[str, Any]:
-        """Why an operation is not running: ``{"operation_id", "state", "blocked_by": [...]}``.
+    def explain(self, operation_id: UUID | str, *, details: bool = True) -> dict[str, Any]:
+        """Why an operation is not running: ``{"operation_id", "state", "blocked_by",
+        "details"}``.
 
         ``blocked_by`` names release_date, release_condition:NAME, dependency:ID, cooldown,
         awaiting_approval, dispatcher_paused, dispatcher_not_running and resource_busy; it is
         empty for an operation that is running, finished, or about to be asked for.
+        ``details`` has one entry per blocker, in the same order, with its ``kind``, a sentence
+        (``text``) and the facts behind it (see :mod:`.reasons`); ``details=False`` leaves
+        them out, for callers that only count blockers (several times cheaper).
         """
         key = to_uuid(operation_id, "operation_id")
+        _checks.boolean(details, "details")
         with self._work:
             op = self._find(key)
             if op is None:
                 raise OperationNotFound(key)
             blocked = self._engine.why_waiting(op)
-            return {"operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked}
+            facts = self._engine.waiting_facts(op, blocked, self._find) if details else None
+            answer: dict[str, Any] = {
+                "operation_id": str(op.id), "state": op.state.value, "blocked_by": blocked
+            }
+        if facts is not None:
+            answer["details"] = reasons.describe(facts, self._signals)  # words need no lock
+        return answer
 
     # ================================================================== executor
     @property
@@ -565,6 +602,47 @@ class OperationDispatcher:
         with self._work:
             if self._engine.detach_executor(name):
                 self._engine.advance()
+
+    # ================================================================== progress
+    def report_progress(
+        self,
+        operation_id: UUID | str,
+        fraction: float | None = None,
+        message: str | None = None,
+    ) -> Operation:
+        """Say how far the current operation has got; returns its snapshot.
+
+        ``fraction`` is a number from 0 to 1 (None: not known), ``message`` a short text (at
+        most :data:`~._checks.MAX_PROGRESS_MESSAGE` characters); at least one of them must be
+        given. Each report replaces the previous one (``op.progress``, with ``updated_at``).
+        Only the current operation takes reports, RUNNING or PAUSED (a device may report where
+        it stopped). OPERATION_PROGRESS events, and with them the journal writes, are limited
+        to one per :data:`~.progress.PROGRESS_EVENT_INTERVAL` (0.5 s) per operation; a report
+        in between is held and its latest value emitted when the interval ends, when the
+        operation ends or when the dispatcher stops.
+
+        Raises ValidationError (nothing changes) for a bad value, OperationNotFound for an
+        unknown id and OperationNotCurrent for an operation that is not the current one.
+        """
+        key = to_uuid(operation_id, "operation_id")
+        fraction = _checks.progress_fraction(fraction, "fraction")
+        message = _checks.progress_message(message, "message")
+        if fraction is None and message is None:
+            raise ValidationError(
+                "fraction", "and message are both None: report a fraction, a message or both"
+            )
+        with self._work:
+            op = self._find(key)
+            if op is None:
+                raise OperationNotFound(key)
+            if op is not self._queue.pulled_operation or op.state not in _PROGRESS_STATES:
+                raise OperationNotCurrent(
+                    f"cannot report progress of operation {key}: it is {op.state.value} "
+                    "(only the current RUNNING or PAUSED operation takes progress)", key,
+                )
+            self._engine.report_progress(op, fraction, message)
+            self._engine.advance()
+            return op.copy()
 
     # ================================================================== operation control
     def cancel_operation(
@@ -647,30 +725,63 @@ class OperationDispatcher:
 
     # ================================================================== finishing
     def complete_operation(
-        self, operation_id: UUID | str, meta_data: dict[str, Any] | None = None
+        self,
+        operation_id: UUID | str,
+        meta_data: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
+        executor: str | None = None,
     ) -> Operation:
-        """Report that the current operation finished successfully; returns its snapshot."""
-        key = to_uuid(operation_id, "operation_id")
-        check_meta_data(meta_data, "meta_data")
-        with self._work:
-            op = self._engine.current(key)
-            self._engine.finish(op, "complete", EventType.OPERATION_COMPLETED, None, meta_data)
-            self._engine.advance()
-            return op.copy()
+        """Report that the current operation finished successfully; returns its snapshot.
+
+        An operation that an executor bridge started is that bridge's to finish (it passes
+        ``executor=<its name>``): anyone else gets :class:`~.errors.RunByExecutor`, unless
+        ``force=True`` (the operator overrides the machine; the event's meta_data then holds
+        ``{"forced_by_operator": true, "executor": <name>}``). Raises OperationNotCurrent when
+        the operation is not the current one.
+        """
+        return self._finish_current(
+            operation_id, "complete", EventType.OPERATION_COMPLETED, None, meta_data,
+            force, executor,
+        )
 
     def fail_operation(
         self,
         operation_id: UUID | str,
         termination_reason: TerminationReason = TerminationReason.INTERNAL_ERROR,
         meta_data: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
+        executor: str | None = None,
     ) -> Operation:
-        """Report that the current operation failed; returns its snapshot."""
+        """Report that the current operation failed; returns its snapshot.
+
+        ``force`` and ``executor`` as for :meth:`complete_operation`.
+        """
+        return self._finish_current(
+            operation_id, "fail", EventType.OPERATION_FAILED,
+            TerminationReason(termination_reason), meta_data, force, executor,
+        )
+
+    def _finish_current(
+        self,
+        operation_id: UUID | str,
+        trigger: str,
+        event_type: EventType,
+        reason: TerminationReason | None,
+        meta_data: dict[str, Any] | None,
+        force: bool,
+        executor: str | None,
+    ) -> Operation:
         key = to_uuid(operation_id, "operation_id")
-        reason = TerminationReason(termination_reason)
         check_meta_data(meta_data, "meta_data")
+        _checks.boolean(force, "force")  # a truthy "false" must not override a machine
+        if executor is not None:
+            _checks.text(executor, "executor")
         with self._work:
             op = self._engine.current(key)
-            self._engine.finish(op, "fail", EventType.OPERATION_FAILED, reason, meta_data)
+            meta = self._engine.finisher_meta(op, meta_data, force, executor)
+            self._engine.finish(op, trigger, event_type, reason, meta)
             self._engine.advance()
             return op.copy()
 

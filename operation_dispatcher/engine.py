@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from . import reasons
 from .approvals import ApprovalRequest, RequestKind
 from .deadlines import Deadlines
 from .dependencies import DependencyIndex
-from .errors import OperationNotCurrent
+from .errors import OperationNotCurrent, RunByExecutor
 from .handshake import Handshake
 from .keys import Blocker, DeadlineKind, DependencyStatus
 from .lifecycle import OperationLifecycle
@@ -29,9 +30,11 @@ from .models import (
     ExecutionOutcome,
     ExecutionState,
     Operation,
+    OperationProgress,
     TerminationReason,
     utcnow,
 )
+from .progress import ProgressThrottle
 from .queue import DispatchQueue
 from .runstate import LoopState, PauseSwitch
 from .signals import Signal, SignalBoard
@@ -39,6 +42,8 @@ from .unit import UnitOfWork
 
 _SORT_FIELDS = frozenset({"priority", "release_date", "created_at"})
 _RELEASE_FIELDS = frozenset({"release_date", "release_conditions", "dependencies"})
+#: start requests answered at once (an approval policy's "deny") acted on in one pass at most
+_ANSWERED_AT_ONCE = 16
 
 
 class DispatchEngine:
@@ -77,6 +82,11 @@ class DispatchEngine:
         #: the one bridge that runs this resource's jobs and the signal that says it is online
         self.executor: str | None = None
         self._executor_gate: str | None = None
+        #: the bridge that started the current operation (None: started without an executor);
+        #: only it reports the operation's end, unless an operator forces it
+        self.running_executor: str | None = None
+        #: the rate limit of OPERATION_PROGRESS events (its clock may be replaced by tests)
+        self.progress = ProgressThrottle()
         handshake.on_answer = self.answered
 
     # ------------------------------------------------------------------ adding
@@ -134,6 +144,17 @@ class DispatchEngine:
             blocked.append(Blocker.DISPATCHER_NOT_RUNNING)
         return [str(b) for b in blocked]
 
+    def waiting_facts(
+        self, op: Operation, blocked: list[str], find: Callable[[UUID], Operation | None]
+    ) -> list[dict[str, Any]]:
+        """Copies of what each of ``blocked`` waits on (see :func:`.reasons.collect`)."""
+        return reasons.collect(
+            op, blocked, signals=self._signals, find=find, why_waiting=self.why_waiting,
+            retry=self._handshake.retry, request=self.start_request,
+            current=self._queue.pulled_operation, executor=self.executor,
+            executor_signal=self._executor_gate, paused_since=self._pause.since,
+        )
+
     def _schedule_unpark(self, op: Operation, blockers: list[str]) -> None:
         """Ask to be woken when a time-based blocker of ``op`` runs out."""
         now = time.monotonic()
@@ -155,18 +176,24 @@ class DispatchEngine:
         request = self.start_request
         if request is not None and not request.is_pending:
             self.conclude_start(request)
-        if (
-            not self._pause.is_set
-            and self.start_request is None
-            and self._queue.pulled_operation is None
-            and not self._loop.stop_requested
-        ):
+        for _ in range(_ANSWERED_AT_ONCE):
+            if (
+                self._pause.is_set
+                or self.start_request is not None
+                or self._queue.pulled_operation is not None
+                or self._loop.stop_requested
+            ):
+                break
             self._try_start()
             request = self.start_request
-            if request is not None and not request.is_pending:
-                # Answered at once (no request callback): act on it now, since its notify came
-                # before this thread waits and would otherwise be lost.
-                self.conclude_start(request)
+            if request is None or request.is_pending:
+                break
+            # Answered at once (no request callback, or the approval policy denied it): act on
+            # it now, since its notify came before this thread waits and would otherwise be
+            # lost; after a denial, ask about whatever is best now (the denied one cools down).
+            self.conclude_start(request)
+        else:  # denied at once again and again (no cooldown): go on after a breath, unlocked
+            return 0.0
         return self._deadlines.seconds_until_next()
 
     def advance(self) -> None:
@@ -228,6 +255,10 @@ class DispatchEngine:
                     "%s request for operation %s: %s",
                     key.kind.value, key.operation.id, key.decision.data["error"],
                 )
+        elif kind is DeadlineKind.PROGRESS:
+            op = self._queue.pulled_operation
+            if op is not None and op.id == key and self.progress.take_held(key):
+                self._emit_progress(op)
         elif kind is DeadlineKind.TIMEOUT:
             op = self._queue.pulled_operation
             if op is not None and op.id == key and op.timeout_seconds is not None:
@@ -253,7 +284,7 @@ class DispatchEngine:
             if not blockers:
                 request = self._handshake.open(RequestKind.START, op, None)
                 self.start_request = request
-                if self._handshake.asks:
+                if request.is_pending and request.deadline is not None:
                     self._deadlines.push(request.deadline, DeadlineKind.REQUEST, request)
                 return
             self._schedule_unpark(op, blockers)
@@ -271,6 +302,9 @@ class DispatchEngine:
         decision = request.decision
         assert decision is not None
         op = self._queue.get(request.operation.id)
+        if request.withdrawn:  # the dispatcher closed it itself: nobody denied anything
+            self._handshake.record(request, decision.data.get("error"))
+            return
         if decision.accepted is not True:  # only the real True starts a machine
             self._handshake.record(request)
             self._handshake.deny(request, op)
@@ -286,6 +320,7 @@ class DispatchEngine:
         changes = self._lifecycle.fire(op, "start")
         # the journal keeps who runs it: after a crash that executor re-attaches to it
         meta = None if self.executor is None else {"executor": self.executor}
+        self.running_executor = self.executor
         self._unit.emit(EventType.OPERATION_STARTED, op, changes, meta)
         self._last_started = op
         self.schedule_timeout(op)
@@ -320,6 +355,23 @@ class DispatchEngine:
             raise OperationNotCurrent("operation is not current", operation_id)
         return op
 
+    def finisher_meta(
+        self, op: Operation, meta_data: dict[str, Any] | None, force: bool, executor: str | None
+    ) -> dict[str, Any] | None:
+        """The meta_data of a complete or fail of the current ``op`` by ``executor`` (None: a
+        person or program, not a bridge); raises RunByExecutor when a bridge runs ``op`` and
+        someone else finishes it without ``force``. A forced finish says so in its event: the
+        device may still be running the job."""
+        runner = self.running_executor
+        if runner is None or runner == executor:
+            return meta_data
+        if not force:
+            raise RunByExecutor(op.id, runner)
+        self._log.warning(
+            "operation %s finished by hand although executor %r runs it (force)", op.id, runner
+        )
+        return {**(meta_data or {}), "forced_by_operator": True, "executor": runner}
+
     def update(self, op: Operation, candidate: Operation, changed: list[str]) -> None:
         """Take the ``changed`` fields of ``candidate`` into ``op``, then re-place, re-check and
         re-time it; an open approval for it is void (what was approved would not start)."""
@@ -336,9 +388,18 @@ class DispatchEngine:
                 self._queue.unpark_operation(op.id)  # re-checked on the next pass
         elif "timeout_seconds" in changed and op.start_time is not None:
             self.schedule_timeout(op)
+        self._withdraw_start(op, "operation changed while the request was open")
+
+    def _withdraw_start(self, op: Operation, why: str) -> None:
+        """Void the open start request of ``op``: at once when it waits for an operator (who
+        may never answer; the dispatcher asks again about whatever is best now), else when
+        the answer comes."""
         request = self.start_request
-        if request is not None and request.operation is op:
-            request.changed = True
+        if request is None or request.operation is not op:
+            return
+        request.changed = True
+        if request.by_operator and self._handshake.desk.withdraw(request, why):
+            self.conclude_start(request)
 
     def transition(
         self, op: Operation, trigger: str, event_type: EventType, meta: dict[str, Any] | None
@@ -346,6 +407,36 @@ class DispatchEngine:
         """Pause or resume the current operation (already approved) and say so."""
         changes = self._lifecycle.fire(op, trigger)
         self._unit.emit(event_type, op, changes, meta)
+
+    # ------------------------------------------------------------------ progress
+    def report_progress(self, op: Operation, fraction: float | None, message: str | None) -> None:
+        """The current operation's latest progress (checked values); its event now, or once
+        the rate limit allows (see :mod:`~.progress`)."""
+        op.progress = OperationProgress(fraction=fraction, message=message)
+        due = self.progress.offer(op.id)
+        if due is None:
+            self._deadlines.discard(DeadlineKind.PROGRESS, op.id)
+            self._emit_progress(op)
+        else:
+            self._deadlines.push(due, DeadlineKind.PROGRESS, op.id)
+
+    def _emit_progress(self, op: Operation) -> None:
+        progress = op.progress
+        assert progress is not None
+        self._unit.emit(
+            EventType.OPERATION_PROGRESS, op,
+            meta_data={"fraction": progress.fraction, "message": progress.message},
+        )
+
+    def flush_progress(self) -> None:
+        """Emit every held progress report now (the dispatcher stops: journal the latest)."""
+        op = self._queue.pulled_operation
+        for op_id in self.progress.held():
+            if op is not None and op.id == op_id and self.progress.take_held(op_id):
+                self._deadlines.discard(DeadlineKind.PROGRESS, op_id)
+                self._emit_progress(op)
+            else:
+                self.progress.forget(op_id)
 
     # ------------------------------------------------------------------ finishing
     def finish(
@@ -358,9 +449,17 @@ class DispatchEngine:
         cascade: bool = True,
     ) -> None:
         """Complete, fail or cancel ``op`` (current or queued) and archive it."""
+        if op.progress is not None:  # its last report is not lost: emitted before the end
+            if self.progress.take_held(op.id):
+                self._emit_progress(op)
+            self.progress.forget(op.id)
+            self._deadlines.discard(DeadlineKind.PROGRESS, op.id)
         changes = self._lifecycle.fire(op, trigger, termination_reason=reason)
+        why = f"operation ended {op.outcome.value} while the request was open"
+        self._withdraw_start(op, why)
         if self._queue.pulled_operation is op:
             self._queue.release_pulled()
+            self.running_executor = None
             self._deadlines.discard(DeadlineKind.TIMEOUT, op.id)
         else:
             self._queue.remove(op.id)
@@ -407,7 +506,9 @@ class DispatchEngine:
     def reset(self) -> None:
         """Forget the open start request and every deadline (the state is being reloaded)."""
         self.start_request = None
+        self.running_executor = None
         self._deadlines.clear()
+        self.progress.clear()
 
 
 __all__ = ["DispatchEngine"]

@@ -150,6 +150,22 @@ class ExecutorConflict(DispatcherError, ValueError):
         )
 
 
+class RunByExecutor(DispatcherError, RuntimeError):
+    """Someone other than the executor bridge tried to finish an operation that bridge runs.
+
+    The device may still be running the job: finishing it by hand needs ``force=True`` (the
+    operator overrides the machine, and the event says so).
+    """
+
+    def __init__(self, operation_id: Any, executor: str) -> None:
+        self.operation_id = operation_id
+        self.executor = executor
+        super().__init__(
+            f"operation {operation_id} is run by executor bridge {executor!r}, which reports "
+            f"when the device is done; to finish it by hand anyway, pass force=true"
+        )
+
+
 class ThreadDidNotStop(DispatcherError, RuntimeError):
     """A thread the dispatcher started was still alive after the stop timeout."""
 
@@ -172,6 +188,7 @@ __all__ = [
     "OperationNotUpdatable",
     "RequestClosed",
     "ResourceMismatch",
+    "RunByExecutor",
     "ThreadDidNotStop",
     "UnknownRequest",
     "ValidationError",

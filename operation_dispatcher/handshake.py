@@ -4,7 +4,10 @@ It owns the approval desk (the open requests) and the retry policy (denials and 
 it opens a request, asks the request callback on a worker thread (never under the lock),
 waits for an answer in the caller's thread when the caller needs one, records every
 ``*_REQUESTED`` event with its decision, and counts denials, pausing the dispatcher after too
-many. Which operation to ask about, and what to do once it is approved, is the engine's business.
+many. An :class:`~.approval_policy.ApprovalPolicy` comes first: it may deny a request at once or
+leave it to an operator (the callback is then not asked, and an operator's silence is never
+counted as a denial). Which operation to ask about, and what to do once it is approved, is
+the engine's business.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .approval_policy import ApprovalPolicy, Policy
 from .approvals import (
     PENDING,
     ApprovalDesk,
     ApprovalRequest,
     RequestDecision,
     RequestKind,
+    RequestStatus,
     RetryPolicy,
     normalize_decision,
 )
@@ -45,10 +50,11 @@ class Handshake:
         answered: threading.Condition,
         callbacks: CallbackRunner,
         on_request: RequestCallback | None,
-        timeout: float,
+        timeout: float | None,
         retry: RetryPolicy,
         pause: PauseSwitch,
         log: logging.Logger,
+        policy: ApprovalPolicy | None = None,
     ) -> None:
         self.desk = ApprovalDesk(answered)
         self.retry = retry
@@ -59,24 +65,33 @@ class Handshake:
         self._timeout = timeout
         self._pause = pause
         self._log = log
+        self.policy = policy
         #: called (lock held) when a callback answered a request, so the engine can act on it
         self.on_answer: Callable[[ApprovalRequest], None] = lambda request: None
-
-    @property
-    def asks(self) -> bool:
-        """Whether a request callback decides (without one everything is approved at once)."""
-        return self._on_request is not None
 
     def open(
         self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
     ) -> ApprovalRequest:
-        """Open a request and hand it to the callback (or approve it: no callback)."""
+        """Open a request and decide it by the policy, hand it to the callback, or approve it
+        (no callback); an operator's request stays pending for ``decide()``."""
         event = DispatchEvent.trusted(
             op.resource_id, kind.requested_event, op.id, EMPTY_LIST,
             copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,
         )
+        policy = Policy.AUTO if self.policy is None else self.policy.for_request(kind, op)
+        if policy is Policy.OPERATOR:
+            assert self.policy is not None
+            request = self.desk.open(
+                kind, event, op, self.policy.operator_timeout_seconds, waiting_for="operator"
+            )
+            request.by_operator = True
+            return request
         request = self.desk.open(kind, event, op, self._timeout)
-        if self._on_request is None:
+        if policy is Policy.DENY:
+            self.desk.resolve(request, RequestDecision(
+                False, "approval_policy", {"policy": f'approvals.{kind.value} = "deny"'}
+            ))
+        elif self._on_request is None:
             self.desk.resolve(request, RequestDecision(True))
         else:
             self._callbacks.submit(self._ask, request)
@@ -110,6 +125,9 @@ class Handshake:
     def await_decision(self, request: ApprovalRequest) -> None:
         """Block until ``request`` is answered or expires (lock held, released while waiting)."""
         while request.is_pending:
+            if request.deadline is None:  # no deadline: wait for the answer, however long
+                self._unit.wait(self._answered, None)
+                continue
             remaining = request.deadline - time.monotonic()
             if remaining <= 0:
                 self.desk.expire(request)
@@ -137,14 +155,22 @@ class Handshake:
         decision = request.decision
         assert decision is not None
         kind = request.kind
-        if op is None or op.is_finished:
-            return  # it finished while the request was open: nothing left to deny or retry
-        count = self.retry.record_denial(kind, op.id)
+        if op is None or op.is_finished or request.withdrawn:
+            return  # it finished (or changed) while the request was open: nothing to retry
+        # an operator who did not answer in time has not denied anything: ask again after the
+        # cooldown, but never count it towards pausing the dispatcher behind the operator's back
+        silent = request.by_operator and request.status is RequestStatus.EXPIRED
+        count = (
+            self.retry.record_expiry(kind, op.id) if silent
+            else self.retry.record_denial(kind, op.id)
+        )
         meta: dict[str, Any] = {
             "retry_count": count,
             "max_retries": self.retry.max_retries,
             "cooldown_seconds": self.retry.cooldown_seconds,
         }
+        if silent:
+            meta["counted"] = False
         if decision.reasoning is not None:
             meta["reasoning"] = decision.reasoning
         if decision.data:
@@ -152,7 +178,7 @@ class Handshake:
         if request.event.meta_data:
             meta["request_meta_data"] = copy_json(request.event.meta_data)
         self._unit.emit(kind.denied_event, op, meta_data=meta)
-        if self.retry.exhausted(count):
+        if not silent and self.retry.exhausted(count):
             self._pause.set(True)
 
     def ask_and_wait(

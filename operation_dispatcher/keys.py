@@ -48,6 +48,7 @@ class DeadlineKind(StrEnum):
     UNPARK = "unpark"  # a release date or a cooldown ends: re-check a parked operation
     REQUEST = "request"  # an approval request times out
     TIMEOUT = "timeout"  # the running operation exceeds its timeout_seconds
+    PROGRESS = "progress"  # a held progress report of an operation is due (see progress.py)
 
 
 class DependencyStatus(Enum):

@@ -102,6 +102,8 @@ class EventType(StrEnum):
     OPERATION_PAUSED = "operation_paused"
     OPERATION_RESUMED = "operation_resumed"
     OPERATION_CANCELLED = "operation_cancelled"
+    #: how far the current operation has got (meta_data: fraction, message); rate-limited
+    OPERATION_PROGRESS = "operation_progress"
 
     @property
     def is_request(self) -> bool:
@@ -331,6 +333,35 @@ def _to_dependency(value: Any) -> OperationDependency:
     )
 
 
+@dataclass(slots=True, kw_only=True, frozen=True)
+class OperationProgress(_Model):
+    """How far a started operation has got, as its executor last reported it.
+
+    ``fraction`` is 0..1 (None: not known), ``message`` a short text for people (at most
+    :data:`~._checks.MAX_PROGRESS_MESSAGE` characters), ``updated_at`` when it was reported.
+    """
+
+    fraction: float | None = None
+    message: str | None = None
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        setter = object.__setattr__
+        setter(self, "fraction", _checks.progress_fraction(self.fraction, "progress.fraction"))
+        setter(self, "message", _checks.progress_message(self.message, "progress.message"))
+        setter(self, "updated_at", to_utc(self.updated_at, "progress.updated_at"))
+
+
+def _to_progress(value: Any) -> OperationProgress:
+    if isinstance(value, OperationProgress):
+        return value
+    if isinstance(value, dict):
+        return OperationProgress.from_dict(value)
+    raise ValidationError(
+        "progress", f"must be a progress object or None, got {type(value).__name__}"
+    )
+
+
 @dataclass(slots=True, kw_only=True, eq=True)
 class Operation(_Model):
     """One piece of work for the resource: what to do (payload), when, and how it went.
@@ -360,6 +391,8 @@ class Operation(_Model):
     created_at: datetime = field(default_factory=utcnow)
     release_conditions: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float | None = None
+    #: the last progress report (``report_progress``); None until one arrives
+    progress: OperationProgress | None = None
 
     def __post_init__(self) -> None:
         self.id = to_uuid(self.id, "id")
@@ -403,6 +436,8 @@ class Operation(_Model):
         self.release_conditions = conditions
         if self.timeout_seconds is not None:
             _check_seconds(self.timeout_seconds, "timeout_seconds")
+        if self.progress is not None:
+            self.progress = _to_progress(self.progress)
         # cross-field rules
         if (
             self.release_date is not None
@@ -418,6 +453,8 @@ class Operation(_Model):
             raise ValidationError("finish_time", "must be after start_time")
         if self.state in (ExecutionState.RUNNING, ExecutionState.PAUSED) and self.start_time is None:
             raise ValidationError("start_time", f"is required while the operation is {self.state}")
+        if self.progress is not None and self.state is ExecutionState.QUEUED:
+            raise ValidationError("progress", "is reported only once the operation has started")
 
     def copy(self) -> Operation:
         """An independent snapshot: changing it (payload included) changes nothing here."""
@@ -697,6 +734,7 @@ __all__ = [
     "Operation",
     "OperationDependency",
     "OperationDispatcherState",
+    "OperationProgress",
     "TerminationReason",
     "TimeWindow",
     "MAX_INT_DIGITS",

@@ -75,6 +75,47 @@ def find_cycle(
     return None
 
 
+def start_order(ops: list[Operation]) -> list[Operation]:
+    """``ops`` (given in dispatch order) in the order they can start.
+
+    Each step takes the first operation in dispatch order whose providers among ``ops`` are all
+    placed, as the dispatcher starts the best operation that can start: a provider always comes
+    before its dependents, whatever their priorities, and otherwise the dispatch order holds.
+    A provider that is not among ``ops`` (running, finished, forgotten) holds nothing up. A
+    cycle (refused when added, so only from a hand-edited journal) cannot stall the listing: its
+    first operation in dispatch order goes next, as if its providers were placed. O(n log n + e).
+    """
+    if not any(op.dependencies for op in ops):
+        return ops  # the common case: nothing to reorder
+    rank = {op.id: index for index, op in enumerate(ops)}
+    waiting = [0] * len(ops)  # providers of each operation not placed yet
+    dependents: dict[int, list[int]] = {}
+    for index, op in enumerate(ops):
+        providers = {rank[d.depends_on_operation_id] for d in op.dependencies
+                     if d.depends_on_operation_id in rank} - {index}
+        waiting[index] = len(providers)
+        for provider in providers:
+            dependents.setdefault(provider, []).append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]  # sorted: a heap
+    placed = [False] * len(ops)
+    order: list[Operation] = []
+    first_unplaced = 0
+    while len(order) < len(ops):
+        if ready:
+            index = heapq.heappop(ready)
+        else:  # only operations in a cycle are left: break it in dispatch order
+            while placed[first_unplaced]:
+                first_unplaced += 1
+            index = first_unplaced
+        placed[index] = True
+        order.append(ops[index])
+        for dependent in dependents.get(index, ()):
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0 and not placed[dependent]:
+                heapq.heappush(ready, dependent)
+    return order
+
+
 class DispatchQueue:
     """The queued operations of one resource, their current (pulled) one and recent finished ones.
 
@@ -165,11 +206,12 @@ class DispatchQueue:
         return self._archive.get(operation_id)
 
     def list(self) -> list[Operation]:
-        """The queued operations in dispatch order; the heap is not disturbed."""
+        """The queued operations in the order they can start (:func:`start_order` of the
+        dispatch order: a provider before its dependents); the heap is not disturbed."""
         entries = list(self._ready.values())
         entries.extend(entry for entry, _ in self._parked.values())
         entries.sort()
-        return [entry[-1] for entry in entries]
+        return start_order([entry[-1] for entry in entries])
 
     def history(self, limit: int | None = None) -> list[Operation]:
         """Finished operations, most recent first, at most ``limit``."""
@@ -502,4 +544,5 @@ __all__ = [
     "find_cycle",
     "make_sort_key",
     "normalize_sort_rules",
+    "start_order",
 ]

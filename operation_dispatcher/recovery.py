@@ -79,6 +79,8 @@ class Recovery:
         if saved.active:
             queue.restore_pulled(saved.active[-1])
             self._engine.schedule_timeout(saved.active[-1])
+            # whoever started it still reports its end (a re-attached bridge, or by force)
+            self._engine.running_executor = self._journal.executor_of(saved.active[-1].id)
         now_wall, now_mono = time.time(), time.monotonic()
         self._handshake.retry.load(
             (RequestKind(row.kind), row.operation_id, row.denials,

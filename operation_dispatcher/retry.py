@@ -69,6 +69,15 @@ class RetryPolicy:
         self._dirty.add(operation_id)
         return count
 
+    def record_expiry(self, kind: Hashable, operation_id: UUID) -> int:
+        """Start the cooldown without counting a denial (an operator did not answer in
+        time); returns the unchanged count."""
+        count = self.count(kind, operation_id)
+        until = time.monotonic() + self.cooldown_seconds
+        self._denials.setdefault(operation_id, {})[kind] = (count, until)
+        self._dirty.add(operation_id)
+        return count
+
     def exhausted(self, count: int) -> bool:
         return count >= self.max_retries
 

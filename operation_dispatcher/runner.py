@@ -143,6 +143,7 @@ class DispatcherLoop:
             self._cond.notify_all()  # stop() may be waiting for this loop to end
             try:
                 with self._work:
+                    self._engine.flush_progress()  # the latest progress reaches the journal
                     self._work.emit(EventType.OPERATION_DISPATCHER_STOPPED)
             except JournalError as exc:
                 self._log.error("the dispatcher stopped, but the journal missed it: %s", exc)

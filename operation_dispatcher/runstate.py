@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from .models import EventType
+from .models import EventType, utcnow
 
 if TYPE_CHECKING:
     from .unit import UnitOfWork
@@ -21,12 +21,14 @@ if TYPE_CHECKING:
 class PauseSwitch:
     """Whether the dispatcher holds new starts; tracks its own change for the journal."""
 
-    __slots__ = ("_paused", "_changed", "_unit")
+    __slots__ = ("_paused", "_changed", "_unit", "since")
 
     def __init__(self, unit: UnitOfWork, paused: bool) -> None:
         self._unit = unit
         self._paused = paused
         self._changed = False
+        #: when it was paused in this process (None: not paused, or paused before a restart)
+        self.since: datetime | None = None
 
     @property
     def is_set(self) -> bool:
@@ -38,6 +40,7 @@ class PauseSwitch:
             return False
         self._paused = paused
         self._changed = True
+        self.since = utcnow() if paused else None
         self._unit.emit(
             EventType.OPERATION_DISPATCHER_PAUSED if paused
             else EventType.OPERATION_DISPATCHER_RESUMED
@@ -46,6 +49,8 @@ class PauseSwitch:
 
     def load(self, paused: bool) -> None:
         """Take the value the journal holds (or the constructor's): not a change to journal."""
+        if paused != self._paused:
+            self.since = None  # when the journal's pause began is not known here
         self._paused = paused
 
     def take_change(self) -> bool | None:

@@ -45,6 +45,8 @@ class Signal:
     updated_at: datetime
     max_age_seconds: float | None
     confirmed_at: float  # time.monotonic() of the last set(); staleness is judged on it
+    #: when the value last changed (a re-confirmation of the same value keeps it): "false for 12 s"
+    changed_at: datetime | None = None
 
     def age_seconds(self, now: float | None = None) -> float:
         """Seconds since the value was last confirmed."""
@@ -104,14 +106,18 @@ class SignalBoard:
             )
         value = copy_json(value)  # the caller's dict, edited later, must not change the board
         now = time.monotonic()
-        signal = Signal(name, value, utcnow(), max_age_seconds, now)
+        stamp = utcnow()
         with self._lock:
             old = self._signals.get(name)
+            same = old is not None and same_value(old.value, value)
+            # the same value confirmed again has not changed: "false for 12 s" counts from its change
+            since = old.changed_at if same and old is not None and old.changed_at else stamp
+            signal = Signal(name, value, stamp, max_age_seconds, now, since)
             self._signals[name] = signal
             listeners = list(self._listeners)
         changed = (
             old is None
-            or not same_value(old.value, value)
+            or not same
             or old.is_stale(now)
             or old.max_age_seconds != max_age_seconds
         )
@@ -203,11 +209,21 @@ class SignalBoard:
 
     def owner_of(self, name: str) -> str | None:
         """Who owns the signal ``name`` (see :meth:`claim`), or None if anyone may write it."""
+        claim = self.claim_of(name)
+        return None if claim is None else claim[1]
+
+    def claim_of(self, name: str) -> tuple[str, str] | None:
+        """The claim covering ``name``: ``(prefix, owner)``, or None if anyone may write it."""
         with self._lock:
             for prefix, owner in self._owners.items():
                 if name.startswith(prefix):
-                    return owner
+                    return prefix, owner
         return None
+
+    def names(self) -> list[str]:
+        """The names of every signal written so far (cheap: no value is copied)."""
+        with self._lock:
+            return list(self._signals)
 
     def __contains__(self, name: object) -> bool:
         with self._lock:

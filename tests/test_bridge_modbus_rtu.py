@@ -85,7 +85,7 @@ def test_the_simulator_serves_rtu_from_the_command_line():
     process = subprocess.Popen(
         [sys.executable, "-m", "firmware_bridges.simulators.plc", "--port", str(port),
          "--framer", "rtu", "--ready"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 10.0)

@@ -34,6 +34,7 @@ from operation_dispatcher import (
     ExecutionState,
     Operation,
     OperationDispatcher,
+    RunByExecutor,
     TerminationReason,
 )
 
@@ -542,10 +543,40 @@ def test_a_stalled_line_does_not_stall_the_other_subscribers(make_bridge) -> Non
         assert bridge.counters["errors"] == 0  # ...and is still writing: the peer reads nothing
 
         other = d.add_operation(op())  # events keep flowing to every other subscriber
-        rec.wait_for(EventType.OPERATION_ADDED, operation_id=other.id, timeout=3.0)
+        rec.wait_for(EventType.OPERATION_ADDED, operation_id=other.id, timeout=10.0)
         d.pause_operation(big.id)
-        rec.wait_for(EventType.OPERATION_PAUSED, operation_id=big.id, timeout=3.0)
+        rec.wait_for(EventType.OPERATION_PAUSED, operation_id=big.id, timeout=10.0)
         assert bridge.counters["errors"] == 0 and bridge.is_running  # the write is still stuck
     finally:
         for sock in (*peer, listener):
             sock.close()  # the write fails at once: the bridge reconnects, then stops
+
+
+def test_a_job_finished_by_force_is_cancelled_on_the_device_and_its_late_done_rejected(
+    make_sim, make_bridge
+) -> None:
+    """Issue 12 item 2: the bridge's job is its own to finish; an operator's force ends it, the
+    device is told CANCEL, and the DONE it sends afterwards changes nothing."""
+    sim = make_sim(run_seconds=None)
+    d, bridge = make_bridge(sim.url)
+    rec = EventRecorder(d)
+    running = d.add_operation(op())
+    rec.wait_for(STARTED, operation_id=running.id)
+    sim.wait_until(lambda s: len(run_ids(s)) == 1)
+    with pytest.raises(RunByExecutor, match="dev1"):
+        d.complete_operation(running.id, meta_data={"by": "hand"})
+
+    d.complete_operation(running.id, meta_data={"by": "hand"}, force=True)
+    event = rec.wait_for(COMPLETED, operation_id=running.id)[0]
+    assert event.meta_data == {"by": "hand", "forced_by_operator": True, "executor": "dev1"}
+    sim.wait_until(lambda s: s.received[-1] == proto.HostMessage("CANCEL", str(running.id)))
+    sim.send_done(str(running.id))  # the device's late report of the job
+    sim.send_signal("after", 1)
+    wait_signal(d, "dev1.after", 1)
+    assert bridge.counters["rejected"] == 1 and bridge.is_online
+    assert rec.types(running.id).count(COMPLETED) == 1
+    nxt = d.add_operation(op())  # the next job runs as usual
+    rec.wait_for(STARTED, operation_id=nxt.id)
+    sim.wait_until(lambda s: len(run_ids(s)) == 2)
+    sim.send_done(str(nxt.id))
+    assert rec.wait_for(COMPLETED, operation_id=nxt.id)[0].meta_data == {"bridge": "dev1"}

@@ -9,6 +9,7 @@ no test sleeps to synchronise. Screenshots go to a temporary folder (``tmp_path`
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,13 @@ from browser import DESKTOP, SMALL, PageWatch, chromium, expect
 from conftest import EventRecorder
 from served import Served
 
-from operation_dispatcher import PENDING, DispatchEvent, EventType, OperationDispatcher
+from operation_dispatcher import (
+    PENDING,
+    ApprovalPolicy,
+    DispatchEvent,
+    EventType,
+    OperationDispatcher,
+)
 
 XSS = "<img src=x onerror=alert(1)>"
 TOKENS = {
@@ -52,6 +59,11 @@ def watch(browser: Any) -> Iterator[Callable[..., PageWatch]]:
 
 def has_forecast(api: Any) -> bool:
     return any(rule.rule == "/forecast" for rule in api.app.url_map.iter_rules())
+
+
+def seconds_blurred(text: str) -> str:
+    """``text`` with every "12.5 s" as "N s" (two reads of one sentence differ in time)."""
+    return re.sub(r"\d+(\.\d+)? s\b", "N s", text)
 
 
 def expected_console_errors(watch: PageWatch, api: Any) -> list[tuple[str, str]]:
@@ -126,8 +138,10 @@ def test_explain_text_of_a_release_condition(
     explained = api.get(f"/operations/{op['id']}/explain").json()
     assert explained["blocked_by"] == ["release_condition:plc.ready"]
     details = explained.get("details")
-    if details:  # the server says it in words: the page shows exactly that sentence
-        assert reason.inner_text() == details[0]["text"]
+    if details:  # the server says it in words: the page shows that sentence (its own read)
+        assert details[0]["kind"] == "release_condition"
+        assert seconds_blurred(reason.inner_text()) == seconds_blurred(details[0]["text"])
+        assert "plc.ready" in reason.inner_text()
     else:
         assert reason.inner_text() == "waiting for plc.ready = true, now false"
     assert page.inner_text('#signals tr[data-signal="plc.ready"]').split("\t")[:2] == [
@@ -138,26 +152,45 @@ def test_approving_a_pending_request_in_the_page_starts_the_operation(
     make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
     watch: Callable[..., PageWatch],
 ) -> None:
-    def on_request(event: DispatchEvent) -> Any:
-        return PENDING if event.event_type is EventType.OPERATION_START_REQUESTED else True
-
-    dispatcher = make_dispatcher(on_request_callback=on_request,
-                                 request_event_timeout_seconds=30)
+    dispatcher = make_dispatcher(approval_policy=ApprovalPolicy(start="operator"))
     recorder = EventRecorder(dispatcher)
     api = make_api(dispatcher)
     page = watch(api.url).open()
     op = api.add({"payload": {"task": "drill"}})[0]
     row = page.wait_for_selector('#requests li:has-text("drill")')
     assert "start" in row.inner_text()
+    assert dispatcher.get_operation(op["id"]).state.value == "QUEUED"  # waits for the operator
     row.query_selector("input").fill("tool checked")
     row.query_selector("button.ok").click()
-    started = recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(op["id"]))
-    assert started
-    decided = recorder.matching(EventType.OPERATION_START_REQUESTED, operation_id=UUID(op["id"]))
-    assert decided and page.wait_for_selector("#current-title").inner_text() == "drill"
-    page.wait_for_selector("#requests li", state="detached")
-    request_events = [e for e in recorder.events if e.event_type is EventType.OPERATION_STARTED]
-    assert request_events[0].operation_id == UUID(op["id"])
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(op["id"]))
+    requested = recorder.matching(EventType.OPERATION_START_REQUESTED, operation_id=UUID(op["id"]))
+    assert requested[-1].meta_data["request_decision"]["accepted"] is True
+    assert requested[-1].meta_data["request_decision"]["reasoning"] == "tool checked"
+    assert page.wait_for_selector('#current-title:text-is("drill")')
+    expect(page.locator("#requests li")).to_have_count(0)
+
+
+def test_denying_a_pending_request_in_the_page(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    watch: Callable[..., PageWatch],
+) -> None:
+    def on_request(event: DispatchEvent) -> Any:  # the Python way: a callback leaves it open
+        return PENDING if event.event_type is EventType.OPERATION_START_REQUESTED else True
+
+    dispatcher = make_dispatcher(on_request_callback=on_request, request_event_timeout_seconds=30,
+                                 start_request_retry_cooldown_seconds=60)
+    recorder = EventRecorder(dispatcher)
+    api = make_api(dispatcher)
+    page = watch(api.url).open()
+    op = api.add({"payload": {"task": "grind"}})[0]
+    row = page.wait_for_selector('#requests li:has-text("grind")')
+    row.query_selector("input").fill("guard open")
+    row.query_selector("button.danger").click()
+    denied = recorder.wait_for(EventType.OPERATION_START_DENIED, operation_id=UUID(op["id"]))
+    assert denied[0].meta_data["reasoning"] == "guard open"
+    page.wait_for_selector('#events li[data-type="operation_start_denied"]:has-text("guard open")')
+    expect(page.locator("#requests li")).to_have_count(0)
+    assert dispatcher.get_operation(op["id"]).state.value == "QUEUED"
 
 
 def test_pause_and_resume_buttons(

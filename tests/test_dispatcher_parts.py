@@ -60,7 +60,7 @@ def test_no_part_imports_the_hub(part: str) -> None:
 @pytest.mark.parametrize("part", PARTS + ("dispatcher",))
 def test_every_core_file_stays_readable_in_one_sitting(part: str) -> None:
     lines = (PACKAGE / f"{part}.py").read_text().count("\n")
-    limit = 950 if part == "dispatcher" else 600  # the hub: the public API with its docstrings
+    limit = 1000 if part == "dispatcher" else 600  # the hub: the public API with its docstrings
     assert lines <= limit, f"{part}.py has {lines} lines"
 
 
@@ -149,7 +149,7 @@ def test_a_finished_operation_beyond_memory_retention_reads_the_same_everywhere(
     snapshot = dispatcher.get_operation(old.id)
     assert snapshot is not None and snapshot.state is ExecutionState.COMPLETED
     assert dispatcher.explain(old.id) == {
-        "operation_id": str(old.id), "state": "COMPLETED", "blocked_by": []
+        "operation_id": str(old.id), "state": "COMPLETED", "blocked_by": [], "details": []
     }
     with pytest.raises(OperationNotUpdatable, match="finished"):
         dispatcher.update_operation(old.id, {"priority": 5})

@@ -14,7 +14,15 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("quickstart.py", ["operation_started", "finished: COMPLETED / SUCCESS"]),
+        (
+            "quickstart.py",
+            [
+                "operation_started",
+                "finished: COMPLETED / SUCCESS",
+                # the README's callback approves cancels too (it used to deny them: None)
+                "cancelled: COMPLETED / CANCELLED",
+            ],
+        ),
         ("dispatch_queue.py", ["dispatch order: ['pickup', 'dropoff']", "running: dropoff"]),
         (
             "dispatcher.py",

@@ -52,7 +52,7 @@ def test_an_executor_going_offline_holds_the_next_start(make_dispatcher, make_re
     recorder.wait_for(EventType.OPERATION_STARTED, operation_id=first.id)
     second = dispatcher.add_operation(_op())
     dispatcher.signals.set("plc.ready", False)
-    dispatcher.complete_operation(first.id)
+    dispatcher.complete_operation(first.id, executor="plc")  # as the PLC bridge does
     assert dispatcher.explain(second.id)["blocked_by"] == ["release_condition:plc.ready"]
     dispatcher.signals.set("plc.ready", True)
     recorder.wait_for(EventType.OPERATION_STARTED, operation_id=second.id)
@@ -157,7 +157,7 @@ def test_the_executor_reattaches_to_the_operation_it_ran(tmp_path, make_recorder
         assert dispatcher.get_operation(op.id).state is state  # nothing re-sent, nothing failed
         if pause:
             dispatcher.resume_operation(op.id)
-        dispatcher.complete_operation(op.id)  # the machine reports the job done
+        dispatcher.complete_operation(op.id, executor="plc")  # the machine reports it done
         recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=op.id)
         assert recorder.matching(EventType.OPERATION_STARTED) == []
     finally:
@@ -226,6 +226,7 @@ def test_a_serial_executor_reattaches_and_done_finishes_the_job(tmp_path, make_r
             with SerialLineBridge(dispatcher, "mcu", url, executor=True):
                 dispatcher.start()
                 assert dispatcher.get_operation(op.id).state is ExecutionState.RUNNING
+                sim.wait_connected(count=2)  # DONE goes to the new bridge, not into the void
                 sim.send_done(op.id)
                 recorder.wait_for(EventType.OPERATION_COMPLETED, operation_id=op.id)
             assert [m.kind for m in sim.received].count("RUN") == 1

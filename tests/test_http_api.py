@@ -235,7 +235,7 @@ def test_get_operation_queued_current_and_finished(make_client: Callable[..., An
     assert body["is_current_operation"] is True and body["operation"]["state"] == "RUNNING"
     braces = "{" + queued["id"] + "}"  # any form the UUID parser accepts
     body = api.get(f"/operations/{braces}").json()
-    assert body == {"operation": queued, "is_current_operation": False}
+    assert body == {"operation": queued, "is_current_operation": False, "elapsed_seconds": None}
     api.dispatcher.complete_operation(current["id"])
     body = api.get(f"/operations/{current['id']}").json()
     assert body["operation"]["outcome"] == "SUCCESS" and body["is_current_operation"] is False
@@ -268,11 +268,16 @@ def test_explain_names_the_blockers(make_client: Callable[..., Any]) -> None:
     api = make_client()
     op = api.add({"payload": {}, "release_conditions": {"door.closed": True}})[0]
     body = api.get(f"/operations/{op['id']}/explain").json()
+    details = body.pop("details")
     assert body == {"operation_id": op["id"], "state": "QUEUED",
                     "blocked_by": ["release_condition:door.closed"]}
+    assert [(d["blocker"], d["kind"], d["text"]) for d in details] == [(
+        "release_condition:door.closed", "release_condition",
+        "waiting for door.closed = true, but nothing has ever set door.closed (a typo?)",
+    )]
     assert api.put("/signals/door.closed", json={"value": True}).status_code == 200
     body = api.get(f"/operations/{op['id']}/explain").json()
-    assert body == {"operation_id": op["id"], "state": "RUNNING", "blocked_by": []}
+    assert body == {"operation_id": op["id"], "state": "RUNNING", "blocked_by": [], "details": []}
 
 
 # -------------------------------------------------------------------------- history
@@ -835,6 +840,7 @@ def test_openapi_document(make_client: Callable[..., Any]) -> None:
     ("response_model", "core_model", "extra"),
     [
         (schemas.Operation, core.Operation, set()),
+        (schemas.OperationProgress, core.OperationProgress, set()),
         (schemas.OperationDependency, core.OperationDependency, set()),
         (schemas.DispatchEvent, core.DispatchEvent, set()),
         (schemas.ChangeRecord, core.ChangeRecord, set()),
@@ -857,6 +863,10 @@ def test_response_models_validate_real_answers(make_client: Callable[..., Any]) 
     api.put("/signals/x", json={"value": 1, "max_age_seconds": 9})
     op = api.add({"payload": {"a": [1]}, "release_conditions": {"x": 1},
                   "dependencies": []}, {"payload": {}})[0]
+    api.dispatcher.report_progress(op["id"], 0.5, "half")
+    schemas.OperationStatusList.model_validate(api.get("/operations").json())
+    schemas.OperationStatus.model_validate(
+        api.post(f"/operations/{op['id']}/progress", json={"fraction": 0.75}).json())
     api.dispatcher.complete_operation(op["id"])
     schemas.OperationStatusList.model_validate(api.get("/operations").json())
     schemas.History.model_validate(api.get("/operations/history").json())

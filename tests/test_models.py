@@ -426,7 +426,7 @@ def test_operation_to_dict_uses_wire_forms() -> None:
         "id", "job_id", "payload", "resource_id", "priority", "release_date",
         "planned_duration", "due_date", "dependencies", "state", "outcome",
         "termination_reason", "retry_count", "start_time", "finish_time", "created_at",
-        "release_conditions", "timeout_seconds",
+        "release_conditions", "timeout_seconds", "progress",
     ]
     assert data["id"] == str(op.id)
     assert data["state"] == "PAUSED" and data["outcome"] == "NONE"
@@ -696,9 +696,13 @@ SEED_EVENT_VALUES = {
 }
 
 
+#: event types added since the seed (issue 12: progress of the running operation)
+NEW_EVENT_VALUES = {"operation_progress"}
+
+
 def test_event_type_has_exactly_the_seed_wire_values() -> None:
-    assert len(EventType) == 20
-    assert {e.value for e in EventType} == SEED_EVENT_VALUES
+    assert len(EventType) == 20 + len(NEW_EVENT_VALUES)
+    assert {e.value for e in EventType} == SEED_EVENT_VALUES | NEW_EVENT_VALUES
     for member in EventType:
         assert member.name.lower() == member.value
         assert EventType(member.value) is member

@@ -371,8 +371,8 @@ def test_provider_later_in_the_same_batch_is_accepted() -> None:
     middle = mk(priority=5, deps=[provider.id])
     dependent = mk(priority=10, deps=[provider.id, middle.id])
     q.add_many([dependent, middle, provider])
-    # dependencies gate starts (the dispatcher's job); they do not re-order the queue
-    assert q.list() == [dependent, middle, provider]
+    # listed in the order they can start: each provider before its dependents (issue 12)
+    assert q.list() == [provider, middle, dependent]
 
 
 def test_provider_known_only_via_lookup_is_accepted() -> None:

@@ -17,6 +17,8 @@ The register map (device id 1 by default, every address 0-based)::
     coil 5               resume       a rising edge lets a paused cycle run on
     holding register 0   program      written by the host before the start pulse
     holding register 1   error code   the code of the last failed cycle (0 after a start)
+    holding register 2   progress     how far the cycle has got, 0..``progress_scale`` (0 at the
+                                      start, frozen while paused, full once done or failed)
     input register 0     cycles       completed cycles (done or error)
     input register 1     temperature  tenths of a degree (``set_temperature``)
     input register 2     mode         0 idle, 1 running, 2 done, 3 error, 4 paused
@@ -32,6 +34,10 @@ Run it standalone::
     python -m firmware_bridges.simulators.plc --port 5020 --cycle-time 0.5 --ready
     python -m firmware_bridges.simulators.plc --port 5021 --framer rtu     # socket://127.0.0.1:5021
     python -m firmware_bridges.simulators.plc --framer rtu --serial-port pty   # prints the pty path
+
+and type operator commands on its stdin (``ready off``, ``fail 7 42``, ``error 5``, ``status``...;
+:mod:`firmware_bridges.simulators.plc_console` lists them), or give ``--no-commands``.
+SIGTERM stops it as Ctrl-C does.
 
 or from a test::
 
@@ -51,7 +57,9 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import socket
+import sys
 import threading
 import time
 import tty
@@ -196,11 +204,13 @@ class PlcSimulator:
         (kept across :meth:`stop` / :meth:`start`; :meth:`close` releases it).
     :param clear_on_start: False plays a PLC whose start pulse leaves the previous cycle's done,
         error and error code set.
+    :param progress_scale: the progress register's value for a finished cycle (100: percent,
+        10000: hundredths of a percent).
     """
 
     READY_INPUT = 0
     START_COIL, DONE_COIL, ERROR_COIL, CANCEL_COIL, PAUSE_COIL, RESUME_COIL = 0, 1, 2, 3, 4, 5
-    PROGRAM_REGISTER, ERROR_CODE_REGISTER = 0, 1
+    PROGRAM_REGISTER, ERROR_CODE_REGISTER, PROGRESS_REGISTER = 0, 1, 2
     CYCLES_REGISTER, TEMPERATURE_REGISTER, MODE_REGISTER, STATUS_REGISTER = 0, 1, 2, 3
 
     def __init__(
@@ -215,7 +225,10 @@ class PlcSimulator:
         framer: str = "tcp",
         serial_port: str | None = None,
         clear_on_start: bool = True,
+        progress_scale: int = 100,
     ) -> None:
+        if type(progress_scale) is not int or not 1 <= progress_scale <= 0xFFFF:
+            raise ValueError(f"progress_scale must be an integer 1..65535, got {progress_scale!r}")
         if not cycle_time >= 0:
             raise ValueError(f"cycle_time must be >= 0 seconds, got {cycle_time!r}")
         if framer not in FRAMERS:
@@ -231,6 +244,8 @@ class PlcSimulator:
         self.cycle_time = float(cycle_time)
         self.device_id = device_id
         self.failing_programs = dict(failing_programs or {})
+        self.progress_scale = progress_scale
+        self._progress_override: int | None = None
         self._lock = threading.Lock()
         # the PLC's state; the Modbus registers only mirror it (see _action)
         self._ready = bool(ready)
@@ -256,6 +271,64 @@ class PlcSimulator:
     def set_ready(self, ready: bool) -> None:
         with self._lock:
             self._ready = bool(ready)
+
+    def set_progress(self, raw: int | None) -> None:
+        """Show ``raw`` in the progress register (any 0..65535, also beyond the scale, as a
+        faulty PLC program would); None goes back to the cycle's own progress."""
+        with self._lock:
+            self._progress_override = None if raw is None else int(raw) & 0xFFFF
+
+    def _progress(self, now: float) -> int:
+        """The progress register (lock held): the share of the cycle time gone, scaled."""
+        if self._progress_override is not None:
+            return self._progress_override
+        if self._busy_until is not None:
+            left = self._busy_until - now
+        elif self._paused_left is not None:
+            left = self._paused_left
+        else:
+            return self.progress_scale if self._done or self._error else 0
+        share = 1.0 - left / self.cycle_time if self.cycle_time > 0 else 1.0
+        return int(self.progress_scale * min(1.0, max(0.0, share)))
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+    @property
+    def failing(self) -> dict[int, int]:
+        """A copy of ``failing_programs``: program -> error code."""
+        with self._lock:
+            return dict(self.failing_programs)
+
+    def fail_program(self, program: int, code: int | None) -> None:
+        """From the next cycle on, ``program`` ends with the error bit and ``code``; None: with done."""
+        with self._lock:
+            if code is None:
+                self.failing_programs.pop(program, None)
+            else:
+                self.failing_programs[program] = code
+
+    def fail_cycle(self, code: int) -> bool:
+        """End the running (or paused) cycle now with the error bit and ``code``, as a PLC whose
+        machine faulted; False when no cycle runs."""
+        with self._lock:
+            self._advance(time.monotonic())
+            if self._busy_until is None and self._paused_left is None:
+                return False
+            self._busy_until = self._paused_left = None
+            self._cycles += 1
+            self._error = True
+            self._error_code = int(code) & 0xFFFF
+            return True
+
+    @property
+    def mode(self) -> int:
+        """``MODE_IDLE`` .. ``MODE_PAUSED``, as input register 2 shows it."""
+        with self._lock:
+            self._advance(time.monotonic())
+            return self._mode()
 
     def set_temperature(self, tenths_of_degree: int) -> None:
         with self._lock:
@@ -436,6 +509,14 @@ class PlcSimulator:
         elif coil == self.RESUME_COIL and self._paused_left is not None:
             self._busy_until, self._paused_left = now + self._paused_left, None
 
+    def _mode(self) -> int:
+        """Input register 2 (lock held)."""
+        if self._paused_left is not None:
+            return MODE_PAUSED
+        if self._busy_until is not None:
+            return MODE_RUNNING
+        return MODE_ERROR if self._error else MODE_DONE if self._done else MODE_IDLE
+
     def _mirror(self, func_code: int, registers: list[int]) -> None:
         """Copy the state into the block a read is about to see (lock held)."""
         paused = self._paused_left is not None
@@ -448,12 +529,11 @@ class PlcSimulator:
         elif func_code in (_READ_HOLDING, _WRITE_REGISTER, _WRITE_REGISTERS):
             registers[self.PROGRAM_REGISTER] = self._program
             registers[self.ERROR_CODE_REGISTER] = self._error_code
+            registers[self.PROGRESS_REGISTER] = self._progress(time.monotonic())
         elif func_code == _READ_INPUT:
-            mode = (MODE_PAUSED if paused else MODE_RUNNING if busy else MODE_ERROR if self._error
-                    else MODE_DONE if self._done else MODE_IDLE)
             registers[self.CYCLES_REGISTER] = self._cycles & 0xFFFF
             registers[self.TEMPERATURE_REGISTER] = self._temperature
-            registers[self.MODE_REGISTER] = mode
+            registers[self.MODE_REGISTER] = self._mode()
             registers[self.STATUS_REGISTER] = _pack([self._ready, busy, self._done, self._error])
 
     async def _action(
@@ -490,7 +570,8 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m firmware_bridges.simulators.plc``: serve a simulated PLC until Ctrl-C."""
+    """``python -m firmware_bridges.simulators.plc``: serve a simulated PLC, taking operator
+    commands on stdin, until ``quit``, Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m firmware_bridges.simulators.plc",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -504,10 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clear-on-start", dest="clear_on_start", action="store_false",
                         help="keep the previous cycle's done/error bits set after a start pulse")
     parser.add_argument("--cycle-time", type=float, default=0.5, help="seconds (default 0.5)")
+    parser.add_argument("--progress-scale", type=int, default=100,
+                        help="holding register 2 at the end of a cycle (default 100: percent)")
     parser.add_argument("--device-id", type=int, default=1)
     parser.add_argument("--ready", action="store_true", help="start with the ready bit set")
     parser.add_argument("--fail", action="append", default=[], metavar="PROGRAM=CODE",
                         help="make a program end with the error bit and this code (repeatable)")
+    parser.add_argument("--no-commands", dest="commands", action="store_false",
+                        help="do not read operator commands from stdin (ready on|off, fail "
+                             "PROGRAM CODE, pass PROGRAM, error [CODE], temperature, status, quit)")
     args = parser.parse_args(argv)
     if args.serial_port is not None and args.framer != "rtu":
         parser.error("--serial-port needs --framer rtu (a serial line carries RTU frames)")
@@ -518,10 +604,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--fail expects PROGRAM=CODE with two numbers, got {item!r}")
         failing[int(program)] = int(code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from .plc_console import COMMANDS, PlcConsole  # it imports this module
+
+    _stop_on_sigterm()
     plc = PlcSimulator(args.host, args.port, cycle_time=args.cycle_time,
                        device_id=args.device_id, failing_programs=failing, ready=args.ready,
                        framer=args.framer, serial_port=args.serial_port,
-                       clear_on_start=args.clear_on_start)
+                       clear_on_start=args.clear_on_start, progress_scale=args.progress_scale)
     try:
         plc.start()
         if plc.serial_url is not None:
@@ -532,12 +621,25 @@ def main(argv: list[str] | None = None) -> int:
             hint = f"a bridge connects to host={args.host!r}, port={plc.port}"
         print(f"PLC simulator (Modbus {args.framer.upper()}) on {plc.where}, device id "
               f"{args.device_id}: {hint}; Ctrl-C stops it", flush=True)
-        threading.Event().wait()
+        if args.commands:
+            print("commands on stdin, one per line (each answered 'ok: ...' or 'error: ...'): "
+                  + "; ".join(COMMANDS), flush=True)
+            if PlcConsole(plc, sys.stdout).run(sys.stdin.buffer):
+                return 0  # quit
+        threading.Event().wait()  # stdin ended (or --no-commands): serve until a signal
     except KeyboardInterrupt:
         pass
     finally:
         plc.close()
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the simulator as Ctrl-C does: ports and pseudo-terminals closed first."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,17 @@ It listens on a TCP port (the bridge connects with ``socket://127.0.0.1:PORT``) 
 pseudo-terminal (the bridge opens the printed ``/dev/pts/N``). On ``RUN <id> <command>`` it
 answers ``ACK`` and, ``run_seconds`` later, ``DONE <id>`` (or ``ERR <id> <reason>`` for a
 command listed in ``fail_commands``); ``PAUSE`` freezes that clock, ``RESUME`` restarts it,
-``CANCEL <id>`` drops the operation. Lines it cannot parse get a ``NAK``. Signals given at
-start are sent to every new connection; :meth:`SerialDeviceSimulator.send_signal` sends more.
+``CANCEL <id>`` drops the operation. With ``progress_seconds`` it reports the running job's
+progress (``PROG <id> <percent>``, the share of ``run_seconds`` gone) that often;
+:meth:`SerialDeviceSimulator.send_progress` sends one by hand. Lines it cannot parse get a
+``NAK``. Signals given at start are sent to every new connection;
+:meth:`SerialDeviceSimulator.send_signal` sends more.
 
 Command line (runs until Ctrl-C)::
 
     python -m firmware_bridges.simulators.serial_device --tcp-port 7001 --signal ready=true
     python -m firmware_bridges.simulators.serial_device --pty --run-seconds 2
+    python -m firmware_bridges.simulators.serial_device --run-seconds 10 --progress-seconds 1
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class SerialDeviceSimulator:
     :param checksum: add and expect ``*XX`` checksums.
     :param ack: answer RUN/PAUSE/RESUME/CANCEL with ACK.
     :param repeat_seconds: re-send every known signal this often (None: only on connect).
+    :param progress_seconds: while a job runs, send ``PROG <id> <percent>`` this often (None:
+        never on its own; needs ``run_seconds``).
     """
 
     def __init__(
@@ -55,8 +61,12 @@ class SerialDeviceSimulator:
         checksum: bool = False,
         ack: bool = True,
         repeat_seconds: float | None = 1.0,
+        progress_seconds: float | None = None,
     ) -> None:
+        if progress_seconds is not None and not 0 < progress_seconds < float("inf"):
+            raise ValueError(f"progress_seconds must be a number > 0, got {progress_seconds!r}")
         self.run_seconds = run_seconds
+        self.progress_seconds = progress_seconds
         self.fail_commands = dict(fail_commands or {})
         self.signals = dict(signals or {})
         self.terminator = terminator
@@ -179,6 +189,10 @@ class SerialDeviceSimulator:
         self.signals[name] = value
         self.send_line(proto.format_signal(name, value))
 
+    def send_progress(self, operation_id: Any, percent: float, message: str | None = None) -> None:
+        """Report progress by hand: ``PROG <id> <percent> [message]``."""
+        self.send_line(proto.format_progress(operation_id, percent, message))
+
     def send_done(self, operation_id: Any) -> None:
         """Report the job done by hand (also ends it here, so the next RUN is accepted)."""
         self._end_job(operation_id)
@@ -234,6 +248,7 @@ class SerialDeviceSimulator:
             self._tick()
 
     def _accept(self, framer: proto.LineFramer) -> None:
+        assert self._server is not None  # called only for a readable listening socket
         try:
             client, _ = self._server.accept()
         except BlockingIOError:
@@ -271,7 +286,11 @@ class SerialDeviceSimulator:
         if connected and self.repeat_seconds is not None and time.monotonic() >= self._next_repeat:
             self._send_signals()
         job = self._job
-        if job is None or job["deadline"] is None or time.monotonic() < job["deadline"]:
+        if job is None or job["deadline"] is None:
+            return
+        now = time.monotonic()
+        if now < job["deadline"]:
+            self._report_progress(job, now)
             return
         self._job = None
         reason = self.fail_commands.get(job["command"])
@@ -279,6 +298,15 @@ class SerialDeviceSimulator:
             self._safe_send(proto.format_done(job["id"]))
         else:
             self._safe_send(proto.format_error(job["id"], reason))
+
+    def _report_progress(self, job: dict[str, Any], now: float) -> None:
+        """``PROG`` for the running job, every ``progress_seconds`` (not while paused)."""
+        every, total = self.progress_seconds, self.run_seconds
+        if every is None or not total or now < job.get("next_progress", 0.0):
+            return
+        job["next_progress"] = now + every
+        done = min(100.0, max(0.0, 100.0 * (1.0 - (job["deadline"] - now) / total)))
+        self._safe_send(proto.format_progress(job["id"], round(done, 1)))
 
     def _on_line(self, line: bytes | proto.Overlong) -> None:
         try:
@@ -345,11 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checksum", action="store_true", help="use *XX checksums")
     parser.add_argument("--repeat-seconds", type=float, default=1.0,
                         help="re-send the signals this often (default 1.0)")
+    parser.add_argument("--progress-seconds", type=float, default=None,
+                        help="while a job runs, send PROG <id> <percent> this often (default: never)")
     args = parser.parse_args(argv)
     sim = SerialDeviceSimulator(
         run_seconds=args.run_seconds, signals=dict(args.signal),
         fail_commands={k: str(v) for k, v in args.fail}, checksum=args.checksum,
-        repeat_seconds=args.repeat_seconds,
+        repeat_seconds=args.repeat_seconds, progress_seconds=args.progress_seconds,
     )
     url = sim.open_pty() if args.pty else sim.listen_tcp(args.host, args.tcp_port)
     sim.start()

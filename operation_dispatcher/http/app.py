@@ -46,6 +46,7 @@ from .errors import ApiError, register_error_handlers, validation_error_response
 from .events import DEFAULT_STREAM_BUFFER_BYTES, EventStreams, events_blueprint
 from .metrics import install_metrics, metrics_blueprint
 from .operations import operations_blueprint
+from .progress import progress_blueprint
 from .reports import reports_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
@@ -149,6 +150,7 @@ _API_BLUEPRINTS = (
     service_blueprint,
     index_blueprint,
     operations_blueprint,
+    progress_blueprint,
     runtime_blueprint,
     approvals_blueprint,
     signals_blueprint,

@@ -66,6 +66,9 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "operations.cancel_operation": "operate",
     "operations.pause_operation": "operate",
     "operations.resume_operation": "operate",
+    "operations.complete_operation": "operate",
+    "operations.fail_operation": "operate",
+    "progress.report_progress": "operate",
     "signals.set_signal": "operate",
     # admin: the dispatcher itself
     "runtime.start_operation_dispatcher": "admin",

@@ -107,7 +107,7 @@ class DispatcherCollector(Collector):
         by_kind: dict[str, int] = {}
         for op in schedule:
             try:
-                blocked_by = dispatcher.explain(op.id)["blocked_by"]
+                blocked_by = dispatcher.explain(op.id, details=False)["blocked_by"]
             except OperationNotFound:
                 continue  # it finished since get_schedule()
             for kind in {str(blocker).split(":", 1)[0] for blocker in blocked_by}:

@@ -1,8 +1,9 @@
 """``/operations...``: queue, inspect, update, cancel, pause and resume operations.
 
 The original's routes, parameters, status codes and JSON shapes (reference section 11), plus
-``GET /operations/<id>/explain``. Single-operation answers are an *OperationStatus*:
-``{"operation": <Operation>, "is_current_operation": bool}``.
+``GET /operations/<id>/explain`` and ``POST /operations/<id>/complete|fail`` (a job finished
+by hand). Single-operation answers are an *OperationStatus*:
+``{"operation": <Operation>, "is_current_operation": bool}``, built from one snapshot.
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ from ..errors import (
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
+    RunByExecutor,
     ValidationError,
 )
 from ..models import ExecutionState
 from ..models import Operation as CoreOperation
+from ..progress import elapsed_seconds
 from .errors import ApiError
 from .schemas import (
     AddOperationItems,
     CancelOperationCommand,
+    CompleteOperationCommand,
     DispatchEventList,
     ErrorResponse,
     ExplainResponse,
+    FailOperationCommand,
     History,
     HistoryQuery,
     LifecycleCommand,
@@ -61,13 +66,13 @@ def _dispatcher() -> OperationDispatcher:
     return api_state().dispatcher
 
 
-def _current_id() -> UUID | None:
-    current = _dispatcher().current_operation
-    return None if current is None else current.id
-
-
-def _status(op: CoreOperation, current: UUID | None) -> dict[str, Any]:
-    return {"operation": op.to_dict(), "is_current_operation": op.id == current}
+def _status(op: CoreOperation) -> dict[str, Any]:
+    """The status of one snapshot. The current operation is exactly the one that is RUNNING or
+    PAUSED (a resource runs one at a time), so both values come from the same instant: asking
+    the dispatcher for its current operation separately could see a later one (an add that
+    started at once answered RUNNING with is_current_operation false)."""
+    return {"operation": op.to_dict(), "is_current_operation": op.state in _ACTIVE,
+            "elapsed_seconds": elapsed_seconds(op)}
 
 
 def _find(operation_id: UUID) -> CoreOperation:
@@ -84,18 +89,11 @@ def _find(operation_id: UUID) -> CoreOperation:
     responses={200: OperationStatusList},
 )
 def list_operations(query: ListOperationsQuery) -> Response:
-    dispatcher = _dispatcher()
-    schedule = dispatcher.get_schedule()
-    current = dispatcher.current_operation  # read second: one that started meanwhile is
-    ops: list[CoreOperation] = []  # in both, and listed once, as current
-    current_key = None
-    if current is not None and current.state in _ACTIVE:
-        ops.append(current)
-        current_key = current.id
-    ops.extend(op for op in schedule if op.id != current_key and op.state in _LISTED)
+    # one snapshot of the current operation and the schedule (one lock acquisition)
+    ops = [op for op in _dispatcher().get_schedule(include_current=True) if op.state in _LISTED]
     if query.state is not None:
         ops = [op for op in ops if op.state.value == query.state]
-    return json_response([_status(op, current_key) for op in ops])
+    return json_response([_status(op) for op in ops])
 
 
 @operations_blueprint.get(
@@ -108,7 +106,7 @@ def get_current_operation() -> Response:
     current = dispatcher.current_operation
     if current is None or current.state is not ExecutionState.RUNNING:
         raise ApiError(404, "no_running_operation", "no running operation")
-    return json_response(_status(current, current.id))
+    return json_response(_status(current))
 
 
 @operations_blueprint.get(
@@ -138,8 +136,7 @@ def get_history(query: HistoryQuery) -> Response:
     responses={200: OperationStatus, **_NOT_FOUND},
 )
 def get_operation(path: OperationPath) -> Response:
-    op = _find(path.operation_id)
-    return json_response(_status(op, _current_id()))
+    return json_response(_status(_find(path.operation_id)))
 
 
 @operations_blueprint.get(
@@ -191,7 +188,7 @@ def add_operation(body: AddOperationItems) -> Response:
             if op.id == failed:
                 details["index"] = index
         raise ApiError.from_exc(exc, "operation_rejected", details=details) from None
-    return json_response([_status(op, None) for op in stored], 201)
+    return json_response([_status(op) for op in stored], 201)
 
 
 @operations_blueprint.post(
@@ -217,7 +214,7 @@ def update_operation(path: OperationPath, body: UpdateOperationItem) -> Response
         _find(path.operation_id)  # raises the 404
         raise ApiError.from_exc(OperationNotFound(path.operation_id),
                                 message="operation not found")
-    return json_response(_status(op, _current_id()))
+    return json_response(_status(op))
 
 
 @operations_blueprint.post(
@@ -234,7 +231,7 @@ def cancel_operation(path: OperationPath, body: CancelOperationCommand) -> Respo
     )
     if op is None:
         raise ApiError(409, "operation_cancellation_denied", "operation cancellation denied")
-    return json_response(_status(op, _current_id()))
+    return json_response(_status(op))
 
 
 def _pause_or_resume(operation_id: UUID, meta: dict[str, Any], pause: bool) -> Response:
@@ -259,7 +256,7 @@ def _pause_or_resume(operation_id: UUID, meta: dict[str, Any], pause: bool) -> R
         raise ApiError.from_exc(exc, f"operation_{verb}_failed") from None
     if not done:
         raise ApiError(409, f"operation_{verb}_denied", f"operation {verb} denied")
-    return json_response(_status(_find(operation_id), _current_id()))
+    return json_response(_status(_find(operation_id)))
 
 
 @operations_blueprint.post(
@@ -280,6 +277,54 @@ def pause_operation(path: OperationPath, body: LifecycleCommand) -> Response:
 @body_error_code("invalid_request_body")
 def resume_operation(path: OperationPath, body: LifecycleCommand) -> Response:
     return _pause_or_resume(path.operation_id, body.meta_data, pause=False)
+
+
+def _finish(operation_id: UUID, body: CompleteOperationCommand | FailOperationCommand) -> Response:
+    """Complete or fail the current (RUNNING or PAUSED) operation by hand: an operator, or a
+    program without a bridge. One that an executor bridge runs needs ``force`` (409
+    run_by_executor naming the bridge)."""
+    dispatcher = _dispatcher()
+    op = _find(operation_id)
+    if op.state not in _ACTIVE:  # the words pause uses for a queued or finished operation
+        raise ApiError(409, "operation_not_running", "operation is not running",
+                       {"state": op.state.value})
+    meta = body.meta_data or None
+    try:
+        if isinstance(body, FailOperationCommand):
+            done = dispatcher.fail_operation(
+                operation_id, body.termination_reason, meta, force=body.force
+            )
+        else:
+            done = dispatcher.complete_operation(operation_id, meta, force=body.force)
+    except RunByExecutor as exc:
+        raise ApiError.from_exc(exc, details={"executor": exc.executor}) from None
+    except OperationNotCurrent as exc:  # finished (or another started) since the check above
+        raise ApiError.from_exc(exc, "operation_not_running", "operation is not running") from None
+    return json_response(_status(done))
+
+
+@operations_blueprint.post(
+    "/operations/<operation_id>/complete", operation_id="complete_operation",
+    summary="Report the current operation done (a job finished by hand)",
+    description="An operation an executor bridge runs is the bridge's to finish: 409 "
+                "run_by_executor unless force is true (the event's meta_data then says "
+                "forced_by_operator and names the executor).",
+    responses=_REFUSABLE,
+)
+@body_error_code("invalid_request_body")
+def complete_operation(path: OperationPath, body: CompleteOperationCommand) -> Response:
+    return _finish(path.operation_id, body)
+
+
+@operations_blueprint.post(
+    "/operations/<operation_id>/fail", operation_id="fail_operation",
+    summary="Report the current operation failed (a job that went wrong by hand)",
+    description="As complete; termination_reason defaults to INTERNAL_ERROR.",
+    responses=_REFUSABLE,
+)
+@body_error_code("invalid_request_body")
+def fail_operation(path: OperationPath, body: FailOperationCommand) -> Response:
+    return _finish(path.operation_id, body)
 
 
 __all__ = ["operations_blueprint"]

@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationInfo,
@@ -49,6 +50,7 @@ from ..models import (
 )
 from ..models import Operation as CoreOperation
 from ..models import OperationDependency as CoreDependency
+from .reason_schemas import BlockerDetail
 
 #: Operations accepted by one ``POST /operations/add``.
 MAX_OPERATIONS_PER_ADD = 1000
@@ -466,6 +468,31 @@ class CancelOperationCommand(LifecycleCommand):
     }
 
 
+_FORCE = Field(
+    False, description="finish it although an executor bridge runs it: the operator overrides "
+                       "the machine (recorded in the event's meta_data); only the JSON true forces"
+)
+_FORCE_RULE = ErrorRule("invalid_force", "force must be true or false (got {input!r})")
+
+
+class CompleteOperationCommand(LifecycleCommand):
+    """Optional body of complete: a job done by hand (or reported by a program)."""
+
+    force: StrictBool = _FORCE
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        **LifecycleCommand.error_rules, ("force", "*"): _FORCE_RULE,
+    }
+
+
+class FailOperationCommand(CancelOperationCommand):
+    """Optional body of fail."""
+
+    force: StrictBool = _FORCE
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        **CancelOperationCommand.error_rules, ("force", "*"): _FORCE_RULE,
+    }
+
+
 class DecisionBody(OptionalBody):
     """Optional body of approve and deny."""
 
@@ -514,6 +541,14 @@ class OperationDependency(ResponseModel):
     created_at: datetime
 
 
+class OperationProgress(ResponseModel):
+    """The last progress report of a started operation (``POST .../progress``, a bridge)."""
+
+    fraction: float | None = Field(description="0..1; null: not known")
+    message: str | None
+    updated_at: datetime
+
+
 class Operation(ResponseModel):
     id: UUID
     job_id: str | None
@@ -533,11 +568,18 @@ class Operation(ResponseModel):
     created_at: datetime
     release_conditions: JsonObject
     timeout_seconds: float | None = Field(description="seconds")
+    progress: OperationProgress | None = Field(
+        description="the last progress report; null until one arrives"
+    )
 
 
 class OperationStatus(ResponseModel):
     operation: Operation
     is_current_operation: bool
+    elapsed_seconds: float | None = Field(
+        None, description="seconds since a RUNNING operation started (compare planned_duration); "
+        "null unless it is RUNNING",
+    )
 
 
 class OperationStatusList(RootModel[list[OperationStatus]]):
@@ -605,6 +647,10 @@ class ExplainResponse(ResponseModel):
         description="release_date, release_condition:NAME, dependency:ID, cooldown, "
         "awaiting_approval, dispatcher_paused, dispatcher_not_running, resource_busy"
     )
+    details: list[BlockerDetail] = Field(
+        description="one per blocked_by entry, in the same order: its kind, a sentence to act "
+        "on (text) and the facts behind it"
+    )
 
 
 class Signal(ResponseModel):
@@ -650,7 +696,7 @@ class PendingRequest(ResponseModel):
     event_type: EventType
     operation_id: UUID
     created_at: datetime
-    deadline: datetime
+    deadline: datetime | None  # null: no operator_timeout_seconds, it waits for an answer
     waiting_for: str
 
 
@@ -771,6 +817,32 @@ REQUEST_MODELS: dict[str, type[Described]] = {
     for cls in (
         OperationPath, RequestPath, SignalPath, BridgePath, ListOperationsQuery, HistoryQuery,
         EventStreamQuery, AddOperationItem, AddOperationItems, UpdateOperationItem,
-        LifecycleCommand, CancelOperationCommand, DecisionBody, SignalUpdate,
+        LifecycleCommand, CancelOperationCommand, CompleteOperationCommand,
+        FailOperationCommand, DecisionBody, SignalUpdate,
     )
 }
+
+
+# ------------------------------------------------------------------------------ progress
+
+#: A fraction of an operation: a real number 0..1 (no bool, no text, no NaN or infinity).
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+
+
+class ProgressReport(RequestModel):
+    """Body of ``POST /operations/<id>/progress``: a fraction, a message, or both."""
+
+    fraction: Fraction | None = Field(None, description="how much is done, 0..1; null: not known")
+    message: StrictStr | None = Field(
+        None, max_length=_checks.MAX_PROGRESS_MESSAGE,
+        description=f"a short text for people (at most {_checks.MAX_PROGRESS_MESSAGE} characters)",
+    )
+    error_code: ClassVar[str] = "invalid_progress"
+    error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {
+        ("", "*"): ErrorRule(
+            "invalid_progress", "request body must be an object with fraction and/or message"
+        ),
+    }
+
+
+REQUEST_MODELS[ProgressReport.__name__] = ProgressReport
