@@ -193,6 +193,26 @@ def test_denying_a_pending_request_in_the_page(
     assert dispatcher.get_operation(op["id"]).state.value == "QUEUED"
 
 
+def test_current_operation_shows_elapsed_planned_and_reported_progress(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    watch: Callable[..., PageWatch],
+) -> None:
+    dispatcher = make_dispatcher()
+    recorder = EventRecorder(dispatcher)
+    api = make_api(dispatcher)
+    page = watch(api.url).open()
+    op = api.add({"payload": {"name": "mill", "program": 12}, "planned_duration": 90})[0]
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(op["id"]))
+    page.wait_for_selector('#current-title:text-is("mill")')
+    assert page.inner_text("#current-payload") == '{"name":"mill","program":12}'
+    assert "of planned 1 min 30 s" in page.inner_text("#current")
+    assert page.get_attribute("#current-time", "max") == "90"
+    dispatcher.report_progress(op["id"], 0.4, "layer 2 of 5")
+    page.wait_for_selector('#current-progress-message:text-is("layer 2 of 5")')
+    assert page.evaluate("document.querySelector('#current-progress').value") == pytest.approx(0.4)
+    assert "progress 40 %" in page.inner_text("#current")
+
+
 def test_pause_and_resume_buttons(
     make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
     watch: Callable[..., PageWatch],
