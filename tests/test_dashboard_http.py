@@ -76,7 +76,7 @@ def test_static_files_need_no_token_but_the_data_does(make_client: Callable[...,
         assert api.get(path, headers=headers).status_code == 200, path
     assert api.get("/favicon.ico").headers["Content-Type"].startswith("image/svg+xml")
     # the page holds no data: everything it shows needs the token
-    for path in ("/", "/operations", "/auth/whoami", "/reports/kpis", "/requests"):
+    for path in ("/", "/operations", "/reports/kpis", "/requests"):
         assert_error(api.get(path), 401, "unauthorized")
     for escape in ("/dashboard/assets/../app.py", "/dashboard/assets/%2e%2e/app.py"):
         assert api.get(escape).status_code in (401, 404), escape  # no way out of the folder
@@ -91,6 +91,10 @@ def test_whoami_names_the_token_and_its_scopes(make_client: Callable[..., Any]) 
     assert api.get("/auth/whoami", headers=bearer("all-secret")).json() == {
         "name": None, "scopes": ["read", "submit", "operate", "admin"], "token_required": True}
     assert_error(api.get("/auth/whoami", headers=bearer("nope")), 401, "unauthorized")
+    assert_error(api.get("/auth/whoami", headers={"Authorization": ""}), 401, "unauthorized")
+    # no header at all: no scope, and whether a token is needed (what a 401 would say)
+    assert api.get("/auth/whoami").json() == {
+        "name": None, "scopes": [], "token_required": True}
     assert_error(api.get("/auth/whoami", headers={"Authorization": "Basic view-secret"}),
                  401, "unauthorized")
     open_api = make_client(start=False)
@@ -101,7 +105,7 @@ def test_whoami_names_the_token_and_its_scopes(make_client: Callable[..., Any]) 
 def test_a_browser_accept_header_opens_no_api_route(make_client: Callable[..., Any]) -> None:
     """Only ``/`` turns public for a browser, and it then answers the page, never data."""
     api = make_client(start=False, token="all-secret")
-    for path in ("/operations", "/dispatcher", "/auth/whoami", "/signals"):
+    for path in ("/operations", "/dispatcher", "/signals", "/reports/kpis"):
         assert_error(api.get(path, headers=BROWSER), 401, "unauthorized")
     page = api.get("/", headers=BROWSER)
     assert page.headers["Content-Type"].startswith("text/html")

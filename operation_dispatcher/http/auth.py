@@ -143,14 +143,26 @@ OPEN_IDENTITY: tuple[str | None, frozenset[str]] = (None, frozenset(SCOPES))
 
 
 def is_public() -> bool:
-    """True for the routes any client may call without a token (see the module docstring)."""
+    """True for the routes any client may call without a token (see the module docstring).
+
+    ``/auth/whoami`` without an ``Authorization`` header is public too: it answers that a token
+    is needed (and no scope), so the dashboard learns it without a 401; with a header the token
+    is checked as everywhere else.
+    """
     endpoint = request.endpoint
-    return endpoint in PUBLIC_ENDPOINTS or (endpoint == "index.index" and wants_html())
+    return (
+        endpoint in PUBLIC_ENDPOINTS
+        or (endpoint == "index.index" and wants_html())
+        or (endpoint == "session.whoami" and "Authorization" not in request.headers)
+    )
 
 
-def identity() -> tuple[str | None, frozenset[str]]:
-    """The name and scopes of the request's token (every scope when the app has none)."""
-    found: tuple[str | None, frozenset[str]] = g.get(IDENTITY_KEY, OPEN_IDENTITY)
+def identity(credentials: Credentials | None) -> tuple[str | None, frozenset[str]]:
+    """The name and scopes of the request's token: every scope when the app has no token, none
+    for a request that presented none."""
+    if credentials is None:
+        return OPEN_IDENTITY
+    found: tuple[str | None, frozenset[str]] = g.get(IDENTITY_KEY, (None, frozenset()))
     return found
 
 

@@ -1,5 +1,10 @@
 """``GET /auth/whoami``: the scopes of the caller's token, so a page can disable what it may
-not do (the dashboard greys out those buttons, with a tooltip naming the scope)."""
+not do (the dashboard greys out those buttons, with a tooltip naming the scope).
+
+Asked without an ``Authorization`` header it answers without a token too: ``scopes`` is then
+empty and ``token_required`` says whether the server wants one (it tells nothing a 401 would
+not). A wrong token is a 401, as everywhere.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +22,18 @@ TAG = Tag(name="Service", description="health, the API description and its UI")
 session_blueprint: APIBlueprint = api_blueprint("session", __name__, TAG)
 
 
-@session_blueprint.get("/auth/whoami", operation_id="whoami",
-                       summary="The name and scopes of the caller's token",
-                       responses={200: WhoAmI})
+@session_blueprint.get(
+    "/auth/whoami", operation_id="whoami",
+    summary="The name and scopes of the caller's token (no header: none, and whether one is needed)",
+    responses={200: WhoAmI},
+)
 def whoami() -> Response:
-    name, scopes = identity()
+    credentials = api_state().credentials
+    name, scopes = identity(credentials)
     return json_response({
         "name": name,
         "scopes": [scope for scope in SCOPES if scope in scopes],
-        "token_required": api_state().credentials is not None,
+        "token_required": credentials is not None,
     })
 
 

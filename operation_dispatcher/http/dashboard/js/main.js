@@ -626,12 +626,20 @@ async function signIn() {
   try {
     state.whoami = await get("/auth/whoami");
   } catch (error) {
-    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-      showLogin(storedToken() ? "The token was refused: enter another one." : "This server needs a token.");
+    if (error instanceof ApiError && error.status === 401) {
+      storeToken(""); // a refused token is not kept
+      showLogin("The token was refused: enter another one.");
+    } else if (error instanceof ApiError && error.status === 403) {
+      storeToken("");
+      showLogin(`This token may not read the cell (${error.message}): enter another one.`);
     } else {
       notice(`The server does not answer (${error.message}); trying again.`);
       retryTimer = setTimeout(signIn, 2000);
     }
+    return;
+  }
+  if (state.whoami.token_required && !storedToken()) {
+    showLogin("This server needs a token.");
     return;
   }
   $("login").hidden = true;
