@@ -324,6 +324,10 @@ def test_gantt_has_a_bar_per_finished_operation_and_forecast_bars(
             "#gantt [data-kind=forecast], #gantt [data-kind=waiting]",
             "nodes => nodes.map(n => n.dataset.operationId)")
         assert sorted(shown) == sorted(op["id"] for op in queued)
+        waiting = page.locator(f'#gantt [data-kind=waiting][data-operation-id="{queued[1]["id"]}"]')
+        # the forecast's blocker, put into words (the page's own sentence for each kind)
+        expect(waiting).to_have_text(
+            re.compile(r"^(the dispatcher is paused|waiting for plc\.ready = true, now .*)$"))
     else:
         page.wait_for_selector("#forecast-status:text-is('forecast unavailable')")
         assert page.query_selector_all("#gantt [data-kind=forecast]") == []

@@ -93,15 +93,22 @@ export function forecastRows(forecast, operationsById) {
 }
 
 /** Draw the whole chart into ``container`` (replacing what was there). */
-export function drawGantt(container, { history, forecast, operationsById, now }) {
+export function drawGantt(container, { history, forecast, operationsById, now, describe }) {
   const hist = historyRows(history, now);
-  const fore = forecastRows(forecast, operationsById);
+  // the running operation's forecast continues its own row (the rest it is expected to take)
+  const running = new Map(hist.filter((row) => row.kind === "running").map((row) => [row.op.id, row]));
+  const fore = [];
+  for (const row of forecastRows(forecast, operationsById)) {
+    const own = running.get(row.item.operation_id);
+    if (own) own.rest = row;
+    else fore.push(row);
+  }
   const spans = dispatcherSpans((history && history.events) || [], now);
   let t0 = now - 60 * 1000;
   let t1 = now + 30 * 1000;
   for (const row of hist) t0 = Math.min(t0, row.start);
   for (const span of spans) t0 = Math.min(t0, span.start);
-  for (const row of fore) {
+  for (const row of [...fore, ...hist.map((h) => h.rest).filter(Boolean)]) {
     if (row.end !== null) t1 = Math.max(t1, row.end);
   }
   for (const row of [...hist, ...fore]) {
@@ -151,6 +158,15 @@ export function drawGantt(container, { history, forecast, operationsById, now })
         width: Math.max(2, x(b) - x(a)), height: ROW - 6,
       }, svg("title", {}, `paused ${clock(a)}–${clock(b)}`)));
     }
+    if (row.rest && row.rest.end !== null && row.rest.end > now) {
+      const late = row.rest.item.misses_due_date === true;
+      chart.append(svg("rect", {
+        class: `bar forecast${late ? " late" : ""}`, "data-kind": "forecast-rest",
+        "data-operation-id": row.op.id, x: x(now), y,
+        width: Math.max(2, x(row.rest.end) - x(now)), height: ROW, rx: 2,
+      }, svg("title", {}, `${label(row.op)}: expected to end ${clock(row.rest.end)}`
+        + (late ? " (misses its due date)" : ""))));
+    }
     dueMark(chart, row.due, x, y, t0, t1);
     y += ROW + GAP;
   }
@@ -165,7 +181,9 @@ export function drawGantt(container, { history, forecast, operationsById, now })
       }, svg("title", {}, `${label(row.op)}: expected ${clock(row.start)}–${clock(row.end)}`
         + (late ? " (misses its due date)" : ""))));
     } else {
-      const why = row.item.blocked_by ? `waiting on ${row.item.blocked_by}` : "start unknown";
+      const blocker = row.item.blocked_by;
+      const why = !blocker ? "start unknown"
+        : describe ? describe(blocker, row.op) : `waiting on ${blocker}`;
       chart.append(svg("text", {
         class: "waiting", "data-kind": "waiting", "data-operation-id": row.item.operation_id,
         x: x(now) + 4, y: y + ROW - 5,

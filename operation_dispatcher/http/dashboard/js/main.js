@@ -558,8 +558,10 @@ function renderGantt() {
   const byId = new Map();
   for (const op of (state.history && state.history.operations) || []) byId.set(op.id, op);
   for (const status of state.operations) byId.set(status.operation.id, status.operation);
-  drawGantt($("gantt"), { history: state.history, forecast: state.forecast, operationsById: byId,
-    now: Date.now() });
+  drawGantt($("gantt"), {
+    history: state.history, forecast: state.forecast, operationsById: byId, now: Date.now(),
+    describe: (blocker, op) => `${reasons({ blocked_by: [blocker] }, op, state.signals)[0]}`,
+  });
   setText($("forecast-status"), state.forecastNote);
 }
 
