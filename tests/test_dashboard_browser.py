@@ -12,8 +12,10 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import pytest
@@ -96,6 +98,21 @@ def test_page_loads_clean_and_talks_only_to_its_server(
     assert page.evaluate("document.querySelector('#state-machine').naturalWidth") > 0
     if not has_forecast(api):
         assert page.inner_text("#forecast-status") == "forecast unavailable"
+
+
+def test_key_figures_follow_the_chosen_window(
+    make_api: Callable[..., Any], watch: Callable[..., PageWatch],
+) -> None:
+    api = make_api()
+    page = watch(api.url).open()
+    expect(page.locator('#kpis tr[data-kpi="uptime"] td')).to_contain_text("%")
+    with page.expect_request(lambda r: "/reports/kpis" in r.url) as asked:
+        page.select_option("#kpi-window", "900")
+    sent = parse_qs(urlsplit(asked.value.url).query)["from_time"][0]
+    window = datetime.now(UTC) - datetime.fromisoformat(sent.replace("Z", "+00:00"))
+    assert timedelta(minutes=14) < window < timedelta(minutes=16)
+    expect(page.locator('#kpis tr[data-kpi="events analysed"] td')).to_have_text(
+        re.compile(r"^\d+$"))
 
 
 def test_an_operation_added_over_the_api_appears_within_2_s(
