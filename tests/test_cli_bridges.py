@@ -44,13 +44,7 @@ def last_event(served: Served, op_id: str) -> dict[str, Any]:
 
 def wait_for(served: Served, path: str, predicate: Callable[[Any], bool], timeout: float = 15.0) -> Any:
     """GET ``path`` until ``predicate(json)`` holds; the last JSON body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = served.get(path).json()
-        if predicate(body):
-            return body
-        assert time.monotonic() < deadline, f"timed out waiting on {path}: {body}"
-        time.sleep(0.02)  # polling an HTTP resource: there is nothing to block on
+    return served.poll(path, predicate, timeout)
 
 
 @pytest.fixture(params=["plc.toml", "plc-rtu.toml"])
@@ -206,13 +200,8 @@ def test_make_demo_runs_the_cell_with_both_devices_and_an_operator(
     server = serve("--demo", "--config", str(config), "--journal", ":memory:")
     supervisor = {"Authorization": "Bearer supervisor-change-me"}
     assert server.get("/operations").status_code == 401  # tokens are on
-    deadline = time.monotonic() + 20
-    while True:  # polling an HTTP resource: there is nothing to block on
-        bridges = server.get("/bridges", headers=supervisor).json()
-        if len(bridges) == 2 and all(b["online"] for b in bridges):
-            break
-        assert time.monotonic() < deadline, bridges
-        time.sleep(0.05)
+    server.poll("/bridges", lambda body: len(body) == 2 and all(b["online"] for b in body),
+                timeout=20, headers=supervisor)
     signals = {s["name"]: s["value"] for s in server.get("/signals", headers=supervisor).json()}
     assert signals["panel.door_closed"] in (0, 1)  # read from the simulated serial panel
 
@@ -237,13 +226,8 @@ def test_make_demo_runs_the_cell_with_both_devices_and_an_operator(
     assert server.post(path, headers=mes, json={}).status_code == 403
     operator = {"Authorization": "Bearer operator-change-me"}
     assert server.post(path, headers=operator, json={"reasoning": "part loaded"}).status_code == 200
-    deadline = time.monotonic() + 30
-    while True:
-        body = server.get(f"/operations/{op_id}", headers=operator).json()
-        if body["operation"]["state"] == "COMPLETED":
-            break
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+    server.poll(f"/operations/{op_id}", lambda body: body["operation"]["state"] == "COMPLETED",
+                timeout=30, headers=operator)
     events = server.get(f"/operations/{op_id}/events", headers=operator).json()
     events = events if isinstance(events, list) else events["events"]
     assert events[-1]["meta_data"]["bridge"] == "plc"  # the PLC's done bit finished it
