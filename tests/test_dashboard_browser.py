@@ -310,9 +310,14 @@ def test_gantt_has_a_bar_per_finished_operation_and_forecast_bars(
     recorder = EventRecorder(dispatcher)
     api = make_api(dispatcher)
     outcomes = {}
+    due = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()
     for index, finish in enumerate(("complete", "fail", "complete")):
-        op = api.add({"payload": {"name": f"done-{index}"}, "planned_duration": 5})[0]
+        op = api.add({"payload": {"name": f"done-{index}"}, "planned_duration": 5,
+                      "due_date": due if index == 0 else None})[0]
         recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(op["id"]))
+        if index == 0:  # a paused span inside its bar
+            assert api.post(f"/operations/{op['id']}/pause").status_code == 200
+            assert api.post(f"/operations/{op['id']}/resume").status_code == 200
         if finish == "complete":
             dispatcher.complete_operation(op["id"])
             outcomes[op["id"]] = "SUCCESS"
@@ -334,6 +339,8 @@ def test_gantt_has_a_bar_per_finished_operation_and_forecast_bars(
     assert {bar[0]: bar[1] for bar in bars} == outcomes
     assert sorted(bar[2] for bar in bars) == ["bar failure", "bar success", "bar success"]
     assert page.query_selector_all("#gantt rect[data-kind=dispatcher].dispatcher-paused")
+    expect(page.locator("#gantt rect[data-kind=paused]")).to_have_count(1)
+    expect(page.locator("#gantt line[data-kind=due]")).to_have_count(1)
     if has_forecast(api):
         expect(page.locator("#gantt [data-kind=forecast], #gantt [data-kind=waiting]")
                ).to_have_count(2)
