@@ -244,3 +244,7 @@ def test_openapi_documents_whoami_and_kpis(make_client: Callable[..., Any]) -> N
     kpis = spec["paths"]["/reports/kpis"]["get"]
     assert {p["name"] for p in kpis["parameters"]} == {"from_time", "to_time"}
     assert "/dashboard" not in spec["paths"]  # a page, not an API route
+    with_token = make_client(start=False, token="s3cret").get(
+        "/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
+    assert with_token["paths"]["/auth/whoami"]["get"]["security"] == [{"bearerAuth": []}, {}]
+    assert with_token["paths"]["/reports/kpis"]["get"]["security"] == [{"bearerAuth": []}]

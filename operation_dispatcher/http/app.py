@@ -327,6 +327,8 @@ def _app_spec(title: str, token_required: bool) -> dict[str, Any]:
                     responses["401"] = copy.deepcopy(_UNAUTHORIZED)
             operation["responses"] = responses
             operation["security"] = [{"bearerAuth": []}]
+    # /auth/whoami also answers without a token (no scope): the token is optional there
+    spec["paths"]["/auth/whoami"]["get"]["security"] = [{"bearerAuth": []}, {}]
     return spec
 
 
