@@ -7,10 +7,10 @@ of a token are :func:`~..config.token_problems`, shared with the config file). E
 exactly one scope, from the one table :data:`ROUTE_SCOPES` (by Flask endpoint); a route missing
 from it needs ``admin`` (fail safe: a new route is never open by accident, and a test fails).
 
-Checking a token compares the presented one with *every* known token, in constant time and over
-SHA-256 digests (so neither the length nor which name matched leaks through timing); the names
-are never part of an answer, except to the token's own holder (``GET /auth/whoami``, which the
-dashboard reads to disable the buttons a token may not use).
+Checking a token is :class:`~..credentials.Credentials`' job (shared with the MCP server's HTTP
+transport): constant time over SHA-256 digests; the names are never part of an answer, except to
+the token's own holder (``GET /auth/whoami``, which the dashboard reads to disable the buttons a
+token may not use).
 
 The dashboard's static files (:data:`~.docs.PUBLIC_ENDPOINTS`) and ``/`` asked for by a browser
 (``Accept`` prefers ``text/html``) answer without a token: a browser cannot send the header when
@@ -20,15 +20,12 @@ call it makes.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from flask import g, request
 
 from ..config import SCOPES, token_problems
+from ..credentials import Credentials, bearer_token
 from .docs import PUBLIC_ENDPOINTS
 from .errors import ApiError
 from .webui import wants_html
@@ -55,6 +52,7 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "bridges.get_bridge": "read",
     "events.stream_events": "read",
     "metrics.get_metrics": "read",
+    "forecast.get_forecast": "read",
     "session.whoami": "read",
     "reports.get_kpis": "read",
     # submit: new work and changes to queued work (a MES)
@@ -78,57 +76,6 @@ ROUTE_SCOPES: Mapping[str, str] = {
 }
 #: The scope of a route missing from :data:`ROUTE_SCOPES` (the strongest: fail safe).
 UNLISTED_SCOPE = "admin"
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The tokens of one app: SHA-256 digests with the scopes each grants (and its name)."""
-
-    entries: tuple[tuple[bytes, frozenset[str]], ...]
-    #: the name of each entry, same order (None for the single ``token``)
-    names: tuple[str | None, ...] = ()
-
-    @classmethod
-    def build(
-        cls, token: str | None, tokens: Mapping[str, Mapping[str, Any]] | None
-    ) -> Credentials | None:
-        """The credentials for ``create_app(token=..., tokens=...)``; None when both are None.
-
-        Raises ValueError naming every bad key.
-        """
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string or None")
-        if tokens is None:
-            return None if token is None else cls(((_digest(token), frozenset(SCOPES)),))
-        problems = token_problems(tokens, "tokens", token)
-        if problems:
-            raise ValueError("; ".join(f"{key}: {rule}" for key, rule in problems))
-        entries = [(_digest(e["token"]), frozenset(e["scopes"])) for e in tokens.values()]
-        names: list[str | None] = list(tokens)
-        if token is not None:
-            entries.insert(0, (_digest(token), frozenset(SCOPES)))
-            names.insert(0, None)
-        return cls(tuple(entries), tuple(names))
-
-    def scopes_of(self, presented: str) -> frozenset[str] | None:
-        """The scopes ``presented`` grants, or None for an unknown token."""
-        found = self.identify(presented)
-        return None if found is None else found[1]
-
-    def identify(self, presented: str) -> tuple[str | None, frozenset[str]] | None:
-        """The name and scopes of ``presented``, or None for an unknown token.
-
-        Every entry is compared (no early exit), each in constant time.
-        """
-        digest = _digest(presented)
-        found: tuple[str | None, frozenset[str]] | None = None
-        for index, (known, scopes) in enumerate(self.entries):
-            if hmac.compare_digest(digest, known):
-                found = (self.names[index] if index < len(self.names) else None, scopes)
-        return found
 
 
 def required_scope(endpoint: str) -> str:
@@ -170,11 +117,11 @@ def authorize(credentials: Credentials | None) -> None:
     """The before-request hook: 401 without a known bearer token, 403 without the scope."""
     if credentials is None or is_public():
         return
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    found = credentials.identify(presented.strip()) if scheme.lower() == "bearer" else None
-    scopes = None if found is None else found[1]
+    presented = bearer_token(request.headers.get("Authorization", ""))
+    found = None if presented is None else credentials.identify(presented)
+    scopes = None if found is None else found.scopes
     if found is not None:
-        setattr(g, IDENTITY_KEY, found)
+        setattr(g, IDENTITY_KEY, (found.name, found.scopes))
     if scopes is None:
         raise ApiError(
             401, "unauthorized",
