@@ -114,6 +114,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     from .dispatcher import OperationDispatcher
+    from .journal import Journal
 
     problem = _set_up_logging(args)
     if problem is not None:
@@ -132,16 +133,21 @@ def serve(args: argparse.Namespace) -> int:
     kwargs = config.dispatcher_kwargs()
     if demo is not None:
         kwargs["on_request_callback"] = demo.on_request
+    path = kwargs["journal"]
     try:
+        # opened here with the [journal] limits, so closed here too (_close)
+        kwargs["journal"] = None if path is None else Journal(path, **config.journal.journal_kwargs())
         dispatcher = OperationDispatcher(**kwargs)
     except (DispatcherError, ValueError) as exc:
+        if isinstance(kwargs["journal"], Journal):
+            kwargs["journal"].close()
         print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
         return 2
     try:
         bridges = _build_bridges(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
         print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 2
     http = config.http
     try:
@@ -153,7 +159,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # e.g. --token repeats a named token of [http.tokens]
         print(f"{PROG}: cannot serve: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 2
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:
@@ -168,7 +174,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         print(f"{PROG}: cannot listen on {http.host}:{http.port}: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 1
 
     stop = threading.Event()
@@ -192,7 +198,7 @@ def serve(args: argparse.Namespace) -> int:
             bridge.start()
         server.start()
         url = server.url
-        journal = kwargs["journal"] or "none (in memory)"
+        journal = path or "none (in memory)"
         print(
             f"{PROG}: serving {dispatcher.resource_id!r} on {url} "
             f"(API docs {url}/apidocs, events {url}/events/stream, journal {journal})",
@@ -315,7 +321,7 @@ def _shut_down(
     steps += [(f"bridge {bridge.name}", bridge.stop) for bridge in bridges]
     if demo is not None:
         steps.append(("the demo", demo.stop))
-    steps.append(("the dispatcher", lambda: dispatcher.close(timeout=10.0)))
+    steps.append(("the dispatcher", lambda: _close(dispatcher, timeout=10.0)))
     status = 0
     for what, stop_it in steps:
         try:
@@ -325,6 +331,16 @@ def _shut_down(
             print(f"{PROG}: {what} did not stop cleanly: {exc}", file=sys.stderr)
             status = 1
     return status
+
+
+def _close(dispatcher: OperationDispatcher, timeout: float | None = None) -> None:
+    """Stop the dispatcher, then close the journal ``serve`` opened for it.
+
+    Not when a thread did not stop: it may be inside a write; the exit releases the file.
+    """
+    dispatcher.close(timeout=timeout)
+    if dispatcher.journal is not None:
+        dispatcher.journal.close()
 
 
 def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]:
