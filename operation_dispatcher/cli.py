@@ -43,6 +43,7 @@ from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
+    from .sdnotify import Notifier, Watchdog
 
 log = logging.getLogger(__name__)
 PROG = "operation-dispatcher"
@@ -184,6 +185,7 @@ def serve(args: argparse.Namespace) -> int:
         stop.set()
 
     dispatcher.subscribe(OperationLog(dispatcher))
+    notifier, watchdog = _systemd(dispatcher)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
@@ -208,6 +210,8 @@ def serve(args: argparse.Namespace) -> int:
             log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
         if http.host not in LOOPBACK and not (http.token or http.tokens):
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
+        if notifier is not None:  # it listens, the dispatcher runs: systemd may call it started
+            notifier.send("READY=1", f"STATUS=serving {dispatcher.resource_id} on {url}")
         stop.wait()
     except (OSError, DemoUnavailable) as exc:  # the demo's PLC cannot listen, for one
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -215,7 +219,13 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         # A second SIGINT/SIGTERM while shutting down only sets ``stop`` again: the handlers
         # stay until everything is stopped, so a shutdown never ends in a traceback.
+        if notifier is not None:
+            notifier.send("STOPPING=1")
         status = _shut_down(server, bridges, demo, dispatcher) or status
+        if watchdog is not None:
+            watchdog.stop()
+        if notifier is not None:
+            notifier.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"{PROG}: stopped", flush=True)
@@ -331,6 +341,22 @@ def _shut_down(
             print(f"{PROG}: {what} did not stop cleanly: {exc}", file=sys.stderr)
             status = 1
     return status
+
+
+def _systemd(dispatcher: OperationDispatcher) -> tuple[Notifier | None, Watchdog | None]:
+    """systemd's notifier (``$NOTIFY_SOCKET``) and, with ``WatchdogSec=``, the watchdog pinged
+    by the dispatcher loop (see :mod:`.sdnotify`); (None, None) outside systemd."""
+    from .sdnotify import Notifier, Watchdog, watchdog_interval
+
+    notifier = Notifier.from_environment()
+    every = None if notifier is None else watchdog_interval()
+    if notifier is None or every is None:
+        return notifier, None
+    watchdog = Watchdog(notifier, every, lambda: dispatcher.is_running)
+    dispatcher.set_loop_heartbeat(watchdog.beat, every)
+    watchdog.start()
+    log.info("systemd watchdog: the dispatcher loop pings every %.3g s", every)
+    return notifier, watchdog
 
 
 def _close(dispatcher: OperationDispatcher, timeout: float | None = None) -> None:

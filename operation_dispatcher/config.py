@@ -186,10 +186,11 @@ def _seconds(*, zero: bool = False) -> Check:
 
 
 def _journal_bytes(value: Any, name: str) -> None:
-    """0 (no limit) or at least the journal's smallest limit."""
-    from .journal import MIN_MAX_BYTES  # sqlite3 is imported only by those who use a journal
+    """0 (no limit) or within the journal's own bounds."""
+    from .journal import MAX_MAX_BYTES, MIN_MAX_BYTES  # sqlite3 only for those who use a journal
 
-    if _checks.integer(value, name, minimum=0, got=False) and value < MIN_MAX_BYTES:
+    _checks.integer(value, name, minimum=0, maximum=MAX_MAX_BYTES, got=False)
+    if 0 < value < MIN_MAX_BYTES:
         raise ValidationError(name, f"must be 0 (no limit) or an integer >= {MIN_MAX_BYTES}")
 
 

@@ -915,6 +915,22 @@ class OperationDispatcher:
         """
         self._runner.start()
 
+    def set_loop_heartbeat(
+        self, beat: Callable[[], None] | None, every_seconds: float | None = None
+    ) -> None:
+        """Have the dispatcher loop call ``beat`` before each pass, waking at least that often.
+
+        For a liveness watchdog (``serve`` pings systemd's with it): ``beat`` runs in the loop
+        thread, without the lock, so the beats stop when a pass never ends (a journal write that
+        hangs, say) and go on while the loop is idle. It must be quick and must not raise.
+        None removes it.
+        """
+        if beat is not None:
+            if not callable(beat):
+                raise ValidationError("beat", "must be callable or None")
+            _checks.seconds(every_seconds, "every_seconds")
+        self._runner.set_heartbeat(beat, every_seconds)
+
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""
         self._runner.request_stop()

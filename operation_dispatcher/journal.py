@@ -93,8 +93,10 @@ _ACTIVE_STATES = (ExecutionState.RUNNING.value, ExecutionState.PAUSED.value)
 #: The write-ahead log is truncated back to this size whenever a checkpoint has emptied it.
 WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
-#: ``max_bytes`` smaller than this leaves no room for the schema and one unit of work.
-MIN_MAX_BYTES = 64 * 1024
+#: ``max_bytes`` smaller than this leaves no room for the schema (~60 KiB) and some history.
+MIN_MAX_BYTES = 256 * 1024
+#: the largest ``max_bytes``: an SQLite file cannot be larger (and no SD card is)
+MAX_MAX_BYTES = 2**47
 
 #: When ``max_bytes`` is passed, history is dropped until the file's live pages fill at most this
 #: share of it: pruning then happens once in a while, in one transaction, not at every commit.
@@ -572,8 +574,9 @@ class Journal:
             if not gone:
                 if not self._over_size_warned:
                     log.warning(
-                        "journal %s: %d bytes of unfinished operations and their events exceed "
-                        "max_bytes (%d); nothing finished is left to drop, so the file grows",
+                        "journal %s: %d bytes of unfinished operations, their events and the "
+                        "schema exceed max_bytes (%d); nothing finished is left to drop, so the "
+                        "file grows",
                         self.path, self._live_bytes(conn), self.max_bytes,
                     )
                     self._over_size_warned = True
@@ -720,7 +723,7 @@ def _check_limits(path: str, max_bytes: object, slow_write_seconds: object) -> N
     """Refuse limits that make no sense (a bool, NaN, inf, a string, too small), naming them."""
     try:
         if max_bytes is not None:
-            _checks.integer(max_bytes, "max_bytes", minimum=MIN_MAX_BYTES)
+            _checks.integer(max_bytes, "max_bytes", minimum=MIN_MAX_BYTES, maximum=MAX_MAX_BYTES)
         _checks.seconds(slow_write_seconds, "slow_write_seconds")
     except ValidationError as exc:
         raise JournalError(path, f"{exc.field} {exc.reason}") from None
