@@ -18,6 +18,12 @@ on a loopback address, for one), the demo simulates that device (see :mod:`.demo
 ``operation_dispatcher.cli.operations``), from a subscriber here: the core stays quiet about
 operations. ``--log-config`` takes a TOML file in the stdlib's ``logging.config.dictConfig``
 form (files, rotation, levels) instead of ``--log-level``.
+
+Under systemd (``$NOTIFY_SOCKET``; see :mod:`.sdnotify` and
+examples/systemd/operation-dispatcher.service) ``serve`` sends READY=1 once it listens,
+STOPPING=1 when it shuts down, and, with ``WatchdogSec=``, WATCHDOG=1 from the dispatcher loop.
+It opens the journal itself, with the ``[journal]`` limits (``max_bytes``,
+``slow_write_seconds``), and closes it after the dispatcher.
 """
 
 from __future__ import annotations

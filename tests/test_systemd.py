@@ -94,6 +94,7 @@ def test_the_unit_runs_serve_as_a_notify_service_with_a_watchdog() -> None:
     }.items():
         assert unit[key] == [value], key
     assert int(unit["WatchdogSec"][0]) > 0
+    assert unit["RestartPreventExitStatus"] == ["2"]  # serve's "bad config or journal"
     assert {"char-ttyUSB rw", "char-ttyACM rw"} <= set(unit["DeviceAllow"])
     exec_start = unit["ExecStart"][0].split()
     assert exec_start[:2] == [INSTALLED, "serve"]
