@@ -163,10 +163,11 @@ def test_serve_says_ready_once_it_listens_pings_and_says_stopping(serve, notify_
     ready = notify_socket.wait_for("READY=1")
     assert f"STATUS=serving resource-1 on {served.url}" in ready
     assert served.get("/health").json()["dispatcher_running"] is True  # listening by READY
-    # idle (nothing queued), the loop still wakes for every ping: every 0.2 s, never 0.4 s apart
+    # idle (nothing queued: without the bound on its sleep the loop would sleep for good), the
+    # loop still wakes for every ping, every 0.2 s (1 s allows for a loaded machine)
     times = ping_times(notify_socket, 6, timeout=5.0)
     gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]  # the first may be late
-    assert max(gaps) < 0.4, gaps
+    assert max(gaps) < 1.0, gaps
     code, _, err = served.stop()
     notify_socket.wait_for("STOPPING=1", timeout=5.0)
     assert code == 0, err
