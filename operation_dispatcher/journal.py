@@ -102,6 +102,9 @@ MAX_MAX_BYTES = 2**47
 #: share of it: pruning then happens once in a while, in one transaction, not at every commit.
 PRUNE_TO_SHARE = 0.8
 
+#: With nothing finished left to drop, the size is checked again only after this many commits.
+STUCK_RECHECK_COMMITS = 100
+
 #: At most one slow-write warning in this many seconds (a failing card would flood the log).
 SLOW_WARNING_EVERY_SECONDS = 60.0
 
@@ -181,6 +184,7 @@ class Journal:
         self._slow_writes = 0  # slow writes not yet reported in a warning
         self._slow_warned_at = float("-inf")
         self._over_size_warned = False
+        self._size_check_after = 0  # the commit count before which the size is not checked
         self._prune_every = prune_every
         self._commits = 0
         self._position = 0
@@ -561,13 +565,18 @@ class Journal:
         grows. Freed pages go back to the file system (a journal made with auto_vacuum) or are
         reused by the next writes (an older journal).
         """
-        if self.max_bytes is None:
+        if self.max_bytes is None or self._commits < self._size_check_after:
             return 0
-        conn = self._db()
-        if self._live_bytes(conn) <= self.max_bytes:
+        try:
+            return self._shrink(self._db(), self.max_bytes)
+        except sqlite3.Error as exc:  # the size could not be read: the commit stands
+            raise JournalError(self.path, f"prune to max_bytes failed: {_explain(exc)}") from None
+
+    def _shrink(self, conn: sqlite3.Connection, max_bytes: int) -> int:
+        if self._live_bytes(conn) <= max_bytes:
             self._over_size_warned = False
             return 0
-        target = self.max_bytes * PRUNE_TO_SHARE
+        target = max_bytes * PRUNE_TO_SHARE
         dropped = 0
         while self._live_bytes(conn) > target:
             gone = self._drop_oldest(conn)
@@ -577,12 +586,15 @@ class Journal:
                         "journal %s: %d bytes of unfinished operations, their events and the "
                         "schema exceed max_bytes (%d); nothing finished is left to drop, so the "
                         "file grows",
-                        self.path, self._live_bytes(conn), self.max_bytes,
+                        self.path, self._live_bytes(conn), max_bytes,
                     )
                     self._over_size_warned = True
+                # until some of it finishes, trying at every commit would only cost writes
+                self._size_check_after = self._commits + STUCK_RECHECK_COMMITS
                 break
             dropped += gone
-        self._give_back_pages(conn)
+        if dropped:
+            self._give_back_pages(conn)
         return dropped
 
     def _drop_oldest(self, conn: sqlite3.Connection) -> int:
