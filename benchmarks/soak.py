@@ -261,7 +261,7 @@ class Load:
                           json={"reasoning": "soak"}) is not None:
                 self._count("denied" if deny else "approved")
         state = self._call(session, "GET", "/dispatcher")
-        if state is not None and state.get("paused"):  # too many denials in a row pause it
+        if state is not None and state.get("is_paused"):  # denials in a row pause it
             self._call(session, "POST", "/dispatcher/resume")
             self._count("resumed")
 
