@@ -187,7 +187,7 @@ def _seconds(*, zero: bool = False) -> Check:
 
 def _journal_bytes(value: Any, name: str) -> None:
     """0 (no limit) or within the journal's own bounds."""
-    from .journal import MAX_MAX_BYTES, MIN_MAX_BYTES  # sqlite3 only for those who use a journal
+    from .journal_limits import MAX_MAX_BYTES, MIN_MAX_BYTES  # sqlite3: only with a journal
 
     _checks.integer(value, name, minimum=0, maximum=MAX_MAX_BYTES, got=False)
     if 0 < value < MIN_MAX_BYTES:

@@ -16,13 +16,8 @@ already an operation-dispatcher journal (``PRAGMA application_id`` = :data:`APPL
 exactly the tables its ``user_version`` implies), is used; any other file is refused untouched.
 The journal records the resource it was written for, so it never serves another resource.
 
-On a Raspberry Pi's SD card for weeks: the write-ahead log is checkpointed by SQLite after every
-1000 pages and cut back to :data:`WAL_SIZE_LIMIT` once checkpointed (``journal_size_limit``), so
-it does not keep the size of its largest transaction; with ``max_bytes`` the oldest finished
-history is dropped to keep the file within that size (unfinished operations never are), and a
-new journal gives freed pages back to the file system (``auto_vacuum=INCREMENTAL``). A write
-slower than ``slow_write_seconds`` is logged (rate-limited), never cut short: ``synchronous=FULL``
-stays, and no write has a deadline.
+On an SD card for weeks (:mod:`.journal_limits`): the WAL is cut back to ``WAL_SIZE_LIMIT``
+after checkpoints, ``max_bytes`` bounds the file, slow writes are logged, never cut short.
 """
 
 from __future__ import annotations
@@ -40,8 +35,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from . import _checks
-from .errors import JournalError, ValidationError
+from . import journal_limits as limits
+from .errors import JournalError
 from .models import DispatchEvent, EventType, ExecutionState, Operation
 from .timings import JOURNAL_WRITE_BUCKETS, DurationHistogram
 
@@ -90,24 +85,6 @@ _NOT_OURS = "not an operation-dispatcher journal"
 
 _ACTIVE_STATES = (ExecutionState.RUNNING.value, ExecutionState.PAUSED.value)
 
-#: The write-ahead log is truncated back to this size whenever a checkpoint has emptied it.
-WAL_SIZE_LIMIT = 4 * 1024 * 1024
-
-#: ``max_bytes`` smaller than this leaves no room for the schema (~60 KiB) and some history.
-MIN_MAX_BYTES = 256 * 1024
-#: the largest ``max_bytes``: an SQLite file cannot be larger (and no SD card is)
-MAX_MAX_BYTES = 2**47
-
-#: When ``max_bytes`` is passed, history is dropped until the file's live pages fill at most this
-#: share of it: pruning then happens once in a while, in one transaction, not at every commit.
-PRUNE_TO_SHARE = 0.8
-
-#: With nothing finished left to drop, the size is checked again only after this many commits.
-STUCK_RECHECK_COMMITS = 100
-
-#: At most one slow-write warning in this many seconds (a failing card would flood the log).
-SLOW_WARNING_EVERY_SECONDS = 60.0
-
 
 @dataclass(slots=True)
 class RetryRow:
@@ -151,12 +128,9 @@ class Journal:
     :param prune_max_age_seconds: drop finished operations (and their events) older than this.
     :param prune_max_count: keep at most this many finished operations.
     :param prune_every: prune automatically after this many commits (and when opened).
-    :param max_bytes: keep the file's live pages within this size: when a commit takes them
-        beyond it, the oldest finished operations (with their events) and the oldest events of
-        no operation are dropped until they fill at most :data:`PRUNE_TO_SHARE` of it. None: no
-        size limit.
+    :param max_bytes: keep the file within this size (:class:`~.journal_limits.SizeLimit`).
     :param slow_write_seconds: a committed write that took longer is logged as a warning (at
-        most one per :data:`SLOW_WARNING_EVERY_SECONDS`); it is never interrupted.
+        most one a minute, :class:`~.journal_limits.SlowWrites`); it is never interrupted.
 
     Not thread-safe by itself: the dispatcher calls it with its lock held.
     """
@@ -176,15 +150,14 @@ class Journal:
             raise JournalError(self.path, "prune_max_age_seconds must be > 0")
         if prune_max_count is not None and prune_max_count < 0:
             raise JournalError(self.path, "prune_max_count must be >= 0")
-        _check_limits(self.path, max_bytes, slow_write_seconds)
+        problem = limits.limit_problem(max_bytes, slow_write_seconds)
+        if problem is not None:
+            raise JournalError(self.path, problem)
         self.prune_max_age_seconds = prune_max_age_seconds
         self.prune_max_count = prune_max_count
         self.max_bytes = max_bytes
-        self.slow_write_seconds = float(slow_write_seconds)
-        self._slow_writes = 0  # slow writes not yet reported in a warning
-        self._slow_warned_at = float("-inf")
-        self._over_size_warned = False
-        self._size_check_after = 0  # the commit count before which the size is not checked
+        self._size = None if max_bytes is None else limits.SizeLimit(self.path, max_bytes)
+        self._slow = limits.SlowWrites(self.path, slow_write_seconds)
         self._prune_every = prune_every
         self._commits = 0
         self._position = 0
@@ -225,7 +198,7 @@ class Journal:
         if str(mode).lower() != "wal":
             raise JournalError(self.path, f"cannot switch to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA journal_size_limit={limits.WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -382,8 +355,7 @@ class Journal:
             )
         took = time.perf_counter() - began
         self.write_times.observe(took)
-        if took > self.slow_write_seconds:
-            self._slow_write(took)
+        self._slow.observe(took)
         self._commits += 1
         try:  # the unit is committed: a failed prune must not undo it
             if self._prune_every and self._commits % self._prune_every == 0:
@@ -393,25 +365,8 @@ class Journal:
             log.warning("%s; tried again after the next commits", exc)
 
     def _commit(self, conn: sqlite3.Connection) -> None:
-        """Commit the open transaction: the step that waits for the disk (``synchronous=FULL``).
-
-        Its own method so that a slow disk can be stood in for (a subclass that waits first).
-        """
+        """The step that waits for the disk; a subclass may stand in for a slow one."""
         conn.execute("COMMIT")
-
-    def _slow_write(self, took: float) -> None:
-        """Warn about a slow write, at most once per SLOW_WARNING_EVERY_SECONDS."""
-        self._slow_writes += 1
-        now = time.monotonic()
-        if now - self._slow_warned_at < SLOW_WARNING_EVERY_SECONDS:
-            return
-        log.warning(
-            "journal %s: a write took %.1f s (%d over %.1f s since the last warning); the disk "
-            "is slow (a worn or slow SD card?). Nothing was lost or cut short; everything waits "
-            "for the disk", self.path, took, self._slow_writes, self.slow_write_seconds,
-        )
-        self._slow_writes = 0
-        self._slow_warned_at = now
 
     def _rows(
         self,
@@ -501,138 +456,19 @@ class Journal:
         """Drop finished operations (and their events) beyond the age and count limits."""
         if self.prune_max_age_seconds is None and self.prune_max_count is None:
             return 0
-        conn = self._db()
-        doomed: set[str] = set()
-        if self.prune_max_age_seconds is not None:
-            cutoff = time.time() - self.prune_max_age_seconds
-            doomed.update(
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM operations WHERE finished_ts IS NOT NULL AND finished_ts < ?",
-                    (cutoff,),
-                )
-            )
-        if self.prune_max_count is not None:
-            doomed.update(
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM operations WHERE finished_ts IS NOT NULL "
-                    "ORDER BY finished_ts DESC, position DESC LIMIT -1 OFFSET ?",
-                    (self.prune_max_count,),
-                )
-            )
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            rows = [(op_id,) for op_id in doomed]
-            conn.executemany("DELETE FROM events WHERE operation_id = ?", rows)
-            conn.executemany("DELETE FROM operations WHERE id = ?", rows)
-            if self.prune_max_age_seconds is not None:
-                conn.execute(
-                    "DELETE FROM events WHERE operation_id IS NULL AND created_ts < ?",
-                    (time.time() - self.prune_max_age_seconds,),
-                )
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._rollback(conn)
+            return limits.prune_finished(self._db(), self.prune_max_age_seconds, self.prune_max_count)
+        except sqlite3.Error as exc:
             raise JournalError(self.path, f"prune failed: {_explain(exc)}") from None
-        return len(doomed)
 
     # ------------------------------------------------------------------ size
     def size(self) -> dict[str, int]:
         """Bytes of the file's live pages, of the whole file, and of the write-ahead log."""
-        conn = self._db()
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        try:
-            wal = os.path.getsize(self.path + "-wal")
-        except OSError:
-            wal = 0
-        return {"live_bytes": (pages - free) * page, "file_bytes": pages * page, "wal_bytes": wal}
+        return limits.file_sizes(self._db(), self.path)
 
-    def _live_bytes(self, conn: sqlite3.Connection) -> int:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((pages - free) * conn.execute("PRAGMA page_size").fetchone()[0])
-
-    def _keep_within_size(self) -> int:
-        """Drop the oldest history while the live pages exceed ``max_bytes``; rows dropped.
-
-        Finished operations go oldest finish first, each with its events, an eighth of them per
-        round, together with the oldest eighth of the events of no operation, until the live
-        pages fill at most PRUNE_TO_SHARE of ``max_bytes``. Unfinished operations and their
-        events are never dropped: if they alone are too big, a warning says so and the file
-        grows. Freed pages go back to the file system (a journal made with auto_vacuum) or are
-        reused by the next writes (an older journal).
-        """
-        if self.max_bytes is None or self._commits < self._size_check_after:
-            return 0
-        try:
-            return self._shrink(self._db(), self.max_bytes)
-        except sqlite3.Error as exc:  # the size could not be read: the commit stands
-            raise JournalError(self.path, f"prune to max_bytes failed: {_explain(exc)}") from None
-
-    def _shrink(self, conn: sqlite3.Connection, max_bytes: int) -> int:
-        if self._live_bytes(conn) <= max_bytes:
-            self._over_size_warned = False
-            return 0
-        target = max_bytes * PRUNE_TO_SHARE
-        dropped = 0
-        while self._live_bytes(conn) > target:
-            gone = self._drop_oldest(conn)
-            if not gone:
-                if not self._over_size_warned:
-                    log.warning(
-                        "journal %s: %d bytes of unfinished operations, their events and the "
-                        "schema exceed max_bytes (%d); nothing finished is left to drop, so the "
-                        "file grows",
-                        self.path, self._live_bytes(conn), max_bytes,
-                    )
-                    self._over_size_warned = True
-                # until some of it finishes, trying at every commit would only cost writes
-                self._size_check_after = self._commits + STUCK_RECHECK_COMMITS
-                break
-            dropped += gone
-        if dropped:
-            self._give_back_pages(conn)
-        return dropped
-
-    def _drop_oldest(self, conn: sqlite3.Connection) -> int:
-        """One round of size pruning in one transaction; the number of rows it dropped."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            finished = conn.execute("SELECT COUNT(*) FROM operations WHERE finished_ts IS NOT NULL")
-            batch = max(1, finished.fetchone()[0] // 8)
-            doomed = [
-                (row[0],) for row in conn.execute(
-                    "SELECT id FROM operations WHERE finished_ts IS NOT NULL "
-                    "ORDER BY finished_ts, position LIMIT ?", (batch,),
-                )
-            ]
-            conn.executemany("DELETE FROM events WHERE operation_id = ?", doomed)
-            conn.executemany("DELETE FROM operations WHERE id = ?", doomed)
-            loose = conn.execute("SELECT COUNT(*) FROM events WHERE operation_id IS NULL")
-            loose_batch = (loose.fetchone()[0] + 7) // 8
-            conn.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE operation_id IS "
-                "NULL ORDER BY seq LIMIT ?)", (loose_batch,),
-            )
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._rollback(conn)
-            raise JournalError(self.path, f"prune to max_bytes failed: {_explain(exc)}") from None
-        return len(doomed) + loose_batch
-
-    def _give_back_pages(self, conn: sqlite3.Connection) -> None:
-        """Checkpoint, then hand free pages back to the file system (auto_vacuum journals)."""
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-                # executescript steps the pragma to the end (execute() would free one page)
-                conn.executescript("PRAGMA incremental_vacuum;")
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(self.path, f"giving back free pages failed: {_explain(exc)}") from None
+    def _keep_within_size(self) -> None:
+        if self._size is not None:
+            self._size.keep_within(self._db(), self._commits)
 
     # ------------------------------------------------------------------ reading
     def load(self, operation_retention: int) -> SavedState:
@@ -731,16 +567,6 @@ class Journal:
         }
 
 
-def _check_limits(path: str, max_bytes: object, slow_write_seconds: object) -> None:
-    """Refuse limits that make no sense (a bool, NaN, inf, a string, too small), naming them."""
-    try:
-        if max_bytes is not None:
-            _checks.integer(max_bytes, "max_bytes", minimum=MIN_MAX_BYTES, maximum=MAX_MAX_BYTES)
-        _checks.seconds(slow_write_seconds, "slow_write_seconds")
-    except ValidationError as exc:
-        raise JournalError(path, f"{exc.field} {exc.reason}") from None
-
-
 def _explain(exc: BaseException) -> str:
     """SQLite's message, with the usual cause spelled out."""
     text = str(exc)
@@ -768,5 +594,4 @@ __all__ = [
     "RetryRow",
     "SCHEMA_VERSION",
     "SavedState",
-    "WAL_SIZE_LIMIT",
 ]

@@ -19,7 +19,8 @@ from conftest import EventRecorder, op
 from operation_dispatcher import EventType, OperationDispatcher
 from operation_dispatcher.config import ConfigError, JournalSettings, parse_config
 from operation_dispatcher.errors import JournalError
-from operation_dispatcher.journal import MIN_MAX_BYTES, PRUNE_TO_SHARE, WAL_SIZE_LIMIT, Journal
+from operation_dispatcher.journal import Journal
+from operation_dispatcher.journal_limits import MIN_MAX_BYTES, PRUNE_TO_SHARE, WAL_SIZE_LIMIT
 
 PAGE = 4096
 #: what one unit of work of these tests may add beyond max_bytes before the next prune
