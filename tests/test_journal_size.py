@@ -237,3 +237,20 @@ def test_a_write_under_the_threshold_is_not_reported(
     assert not [r for r in caplog.records if "a write took" in r.getMessage()]
     dispatcher.close()
     journal.close()
+
+
+@pytest.mark.slow
+def test_serve_opens_the_journal_with_the_configured_limit(serve, tmp_path: Path) -> None:
+    """[journal] max_bytes reaches the journal serve opens: 1000 queued operations of 1 KB
+    exceed 256 KiB, none is dropped, and the warning names the configured limit."""
+    (tmp_path / "cell.toml").write_text(
+        '[journal]\npath = "journal.db"\nmax_bytes = 262144\nslow_write_seconds = 30\n'
+        '[dispatcher]\nstart_paused = true\n'
+    )
+    served = serve("--config", "cell.toml")
+    added = served.post("/operations/add", json=[{"payload": {"blob": "b" * 1000}}] * 1000)
+    assert added.status_code == 201
+    assert len(served.get("/operations").json()) == 1000  # nothing unfinished dropped
+    code, _, err = served.stop()
+    assert code == 0, err
+    assert "exceed max_bytes (262144)" in err
