@@ -934,20 +934,9 @@ class OperationDispatcher:
         """
         self._runner.start()
 
-    def set_loop_heartbeat(
-        self, beat: Callable[[], None] | None, every_seconds: float | None = None
-    ) -> None:
-        """Have the dispatcher loop call ``beat`` before each pass, waking at least that often.
-
-        For a liveness watchdog (``serve`` pings systemd's with it): ``beat`` runs in the loop
-        thread, without the lock, so the beats stop when a pass never ends (a journal write that
-        hangs, say) and go on while the loop is idle. It must be quick and must not raise.
-        None removes it.
-        """
-        if beat is not None:
-            if not callable(beat):
-                raise ValidationError("beat", "must be callable or None")
-            _checks.seconds(every_seconds, "every_seconds")
+    def set_loop_heartbeat(self, beat: Callable[[], None] | None, every_seconds: float = 1.0) -> None:
+        """Call ``beat`` in the loop thread, without the lock, before each pass, and wake at least
+        every ``every_seconds``: for a watchdog (the beats stop when a pass never ends)."""
         self._runner.set_heartbeat(beat, every_seconds)
 
     def request_stop(self) -> None:

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import _checks
 from .engine import DispatchEngine
-from .errors import JournalError, ThreadDidNotStop
+from .errors import JournalError, ThreadDidNotStop, ValidationError
 from .events import EventBus
 from .models import EventType, utcnow
 from .recovery import Recovery
@@ -70,6 +71,10 @@ class DispatcherLoop:
 
         ``beat`` runs in the loop thread, without the lock, and must be quick; None removes it.
         """
+        if beat is not None:
+            if not callable(beat):
+                raise ValidationError("beat", "must be callable or None")
+            _checks.seconds(every_seconds, "every_seconds")
         with self._cond:
             self._beat = beat
             self._beat_every = None if beat is None else every_seconds
