@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo lint clean screenshots
+.PHONY: test test-fast bench demo lint clean screenshots soak
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,10 @@ lint: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache
+
+# The soak (benchmarks/soak.py): `serve` with a simulated PLC and serial device under a steady
+# mixed load for DURATION seconds, sampling RSS, descriptors, threads, CPU and the journal's
+# size from /proc; one JSON line per sample, the last the verdict; fails when any of them grows.
+DURATION ?= 60
+soak: $(VENV)/.dev-installed
+	$(PY) -m benchmarks.soak --duration $(DURATION)

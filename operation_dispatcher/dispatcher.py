@@ -934,6 +934,11 @@ class OperationDispatcher:
         """
         self._runner.start()
 
+    def set_loop_heartbeat(self, beat: Callable[[], None] | None, every_seconds: float = 1.0) -> None:
+        """Call ``beat`` in the loop thread, without the lock, before each pass, and wake at least
+        every ``every_seconds``: for a watchdog (the beats stop when a pass never ends)."""
+        self._runner.set_heartbeat(beat, every_seconds)
+
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""
         self._runner.request_stop()
