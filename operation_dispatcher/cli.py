@@ -26,6 +26,12 @@ form (files, rotation, levels) instead of ``--log-level``.
 With an ``[mqtt]`` section ``serve`` also reports to the plant's broker and takes commands from
 it (:mod:`.mqtt`); ``fleet`` shows every controller on a broker (see :func:`fleet_command`).
 
+Under systemd (``$NOTIFY_SOCKET``; see :mod:`.sdnotify` and
+examples/systemd/operation-dispatcher.service) ``serve`` sends READY=1 once it listens,
+STOPPING=1 when it shuts down, and, with ``WatchdogSec=``, WATCHDOG=1 from the dispatcher loop.
+It opens the journal itself, with the ``[journal]`` limits (``max_bytes``,
+``slow_write_seconds``), and closes it after the dispatcher.
+
 With ``[mcp] port`` (or ``--mcp-port``) ``serve`` also serves the MCP server for LLM agents over
 streamable HTTP (extra ``mcp``), behind the same tokens. ``mcp`` runs a dispatcher, its bridges
 and the MCP server over stdin/stdout, for a desktop agent that starts it; it logs to stderr
@@ -57,6 +63,7 @@ from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType, finished_out
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
+    from .sdnotify import Notifier, Watchdog
 
 log = logging.getLogger(__name__)
 PROG = "operation-dispatcher"
@@ -180,6 +187,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     from .dispatcher import OperationDispatcher
+    from .journal import Journal
 
     problem = _set_up_logging(args)
     if problem is not None:
@@ -205,22 +213,27 @@ def serve(args: argparse.Namespace) -> int:
     kwargs = config.dispatcher_kwargs()
     if demo is not None:
         kwargs["on_request_callback"] = demo.on_request
+    path = kwargs["journal"]
     try:
+        # opened here with the [journal] limits, so closed here too (_close)
+        kwargs["journal"] = None if path is None else Journal(path, **config.journal.journal_kwargs())
         dispatcher = OperationDispatcher(**kwargs)
     except (DispatcherError, ValueError) as exc:
+        if isinstance(kwargs["journal"], Journal):
+            kwargs["journal"].close()
         print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
         return 2
     try:
         bridges = _build_bridges(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
         print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 2
     try:
         link = _build_mqtt_link(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
         print(f"{PROG}: cannot use the MQTT broker: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 2
     http = config.http
     try:
@@ -232,7 +245,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # e.g. --token repeats a named token of [http.tokens]
         print(f"{PROG}: cannot serve: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 2
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:
@@ -247,7 +260,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         print(f"{PROG}: cannot listen on {http.host}:{http.port}: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 1
     mcp_http = None
     if config.mcp.port is not None:
@@ -262,7 +275,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"{PROG}: cannot listen (MCP) on {config.mcp.host}:{config.mcp.port}: {exc}",
                   file=sys.stderr)
             server.stop()
-            dispatcher.close()
+            _close(dispatcher)
             return 1
 
     stop = threading.Event()
@@ -272,6 +285,7 @@ def serve(args: argparse.Namespace) -> int:
         stop.set()
 
     dispatcher.subscribe(OperationLog(dispatcher))
+    notifier, watchdog = _systemd(dispatcher)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
@@ -291,10 +305,11 @@ def serve(args: argparse.Namespace) -> int:
             bridge.start()
         server.start()
         url = server.url
-        journal = kwargs["journal"] or "none (in memory)"
+        journal = path or "none (in memory)"
         print(
             f"{PROG}: serving {dispatcher.resource_id!r} on {url} "
-            f"(API docs {url}/apidocs, events {url}/events/stream, journal {journal})",
+            f"(dashboard {url}/dashboard, API docs {url}/apidocs, events {url}/events/stream, "
+            f"journal {journal})",
             flush=True,
         )
         if mcp_http is not None:
@@ -307,6 +322,8 @@ def serve(args: argparse.Namespace) -> int:
             log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
         if http.host not in LOOPBACK and not (http.token or http.tokens):
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
+        if notifier is not None:  # it listens, the dispatcher runs: systemd may call it started
+            notifier.send("READY=1", f"STATUS=serving {dispatcher.resource_id} on {url}")
         stop.wait()
     except (OSError, RuntimeError, DemoUnavailable) as exc:  # the demo's PLC cannot listen
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -314,7 +331,13 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         # A second SIGINT/SIGTERM while shutting down only sets ``stop`` again: the handlers
         # stay until everything is stopped, so a shutdown never ends in a traceback.
+        if notifier is not None:
+            notifier.send("STOPPING=1")
         status = _shut_down(server, bridges, demo, dispatcher, mcp_http, link) or status
+        if watchdog is not None:
+            watchdog.stop()
+        if notifier is not None:
+            notifier.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"{PROG}: stopped", flush=True)
@@ -425,7 +448,7 @@ def _shut_down(
     steps += [(f"bridge {bridge.name}", bridge.stop) for bridge in bridges]
     if demo is not None:
         steps.append(("the demo", demo.stop))
-    steps.append(("the dispatcher", lambda: dispatcher.close(timeout=10.0)))
+    steps.append(("the dispatcher", lambda: _close(dispatcher, timeout=10.0)))
     if link is not None:
         steps.append(("the MQTT link", link.stop))
     status = 0
@@ -437,6 +460,32 @@ def _shut_down(
             print(f"{PROG}: {what} did not stop cleanly: {exc}", file=sys.stderr)
             status = 1
     return status
+
+
+def _systemd(dispatcher: OperationDispatcher) -> tuple[Notifier | None, Watchdog | None]:
+    """systemd's notifier (``$NOTIFY_SOCKET``) and, with ``WatchdogSec=``, the watchdog pinged
+    by the dispatcher loop (see :mod:`.sdnotify`); (None, None) outside systemd."""
+    from .sdnotify import Notifier, Watchdog, watchdog_interval
+
+    notifier = Notifier.from_environment()
+    every = None if notifier is None else watchdog_interval()
+    if notifier is None or every is None:
+        return notifier, None
+    watchdog = Watchdog(notifier, every, lambda: dispatcher.is_running)
+    dispatcher.set_loop_heartbeat(watchdog.beat, every)
+    watchdog.start()
+    log.info("systemd watchdog: the dispatcher loop pings every %.3g s", every)
+    return notifier, watchdog
+
+
+def _close(dispatcher: OperationDispatcher, timeout: float | None = None) -> None:
+    """Stop the dispatcher, then close the journal ``serve`` opened for it.
+
+    Not when a thread did not stop: it may be inside a write; the exit releases the file.
+    """
+    dispatcher.close(timeout=timeout)
+    if dispatcher.journal is not None:
+        dispatcher.journal.close()
 
 
 def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]:

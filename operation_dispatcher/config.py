@@ -24,6 +24,8 @@ Sections (every one optional)::
     [journal]
     path = "./operation-dispatcher.db" # ":memory:" for none
     recovery = "fail"                  # or "pause": what happens to an interrupted operation
+    max_bytes = 268435456              # drop the oldest finished history beyond this; 0: no limit
+    slow_write_seconds = 1.0           # log a warning for a write (commit) slower than this
 
     [http]
     host = "127.0.0.1"
@@ -111,6 +113,15 @@ class DispatcherSettings:
 class JournalSettings:
     path: str = DEFAULT_JOURNAL
     recovery: str = "fail"
+    #: the journal's live pages are kept within this size (0: no limit; see Journal.max_bytes)
+    max_bytes: int = 256 * 1024 * 1024
+    slow_write_seconds: float = 1.0
+
+    def journal_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``Journal`` (besides the path)."""
+        return {
+            "max_bytes": self.max_bytes or None, "slow_write_seconds": self.slow_write_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,15 @@ def _integer(minimum: int, maximum: int | None = None) -> Check:
 
 def _seconds(*, zero: bool = False) -> Check:
     return partial(_checks.seconds, zero=zero, got=False)
+
+
+def _journal_bytes(value: Any, name: str) -> None:
+    """0 (no limit) or within the journal's own bounds."""
+    from .journal_limits import MAX_MAX_BYTES, MIN_MAX_BYTES  # sqlite3: only with a journal
+
+    _checks.integer(value, name, minimum=0, maximum=MAX_MAX_BYTES, got=False)
+    if 0 < value < MIN_MAX_BYTES:
+        raise ValidationError(name, f"must be 0 (no limit) or an integer >= {MIN_MAX_BYTES}")
 
 
 def _boolean(value: Any, name: str) -> bool:
@@ -366,6 +386,8 @@ _SECTIONS: dict[str, dict[str, Check]] = {
     "journal": {
         "path": _text,
         "recovery": _one_of("fail", "pause"),
+        "max_bytes": _journal_bytes,
+        "slow_write_seconds": _seconds(),
     },
     "http": {
         "host": _text,

@@ -55,7 +55,7 @@ from .errors import (
     ResourceMismatch,
     ValidationError,
 )
-from .events import EventBus, EventHandler, SeqEventHandler
+from .events import EventBus, EventHandler
 from .forecast import ForecastEntry, forecast_operations, take_snapshot
 from .history import EventLog, build_history
 from .lifecycle import OperationLifecycle
@@ -390,15 +390,12 @@ class OperationDispatcher:
 
     # ================================================================== events
     def subscribe(
-        self, handler: EventHandler | SeqEventHandler, *, include_requests: bool = False,
-        with_seq: bool = False,
+        self, handler: Callable[..., Any], *, include_requests: bool = False, with_seq: bool = False
     ) -> Callable[[], None]:
         """Receive every event from now on, in order, on the event thread.
 
-        ``*_REQUESTED`` events are delivered only with ``include_requests=True``. With
-        ``with_seq=True`` it is called as ``handler(event, seq)``: the event store's number,
-        1, 2, ... in commit order (a journal's ``events.seq``: it goes on across restarts).
-        Returns a function that unsubscribes.
+        ``*_REQUESTED`` events only with ``include_requests=True``; with ``with_seq=True`` it is
+        ``handler(event, seq)``: the store's gapless number (a journal's events.seq). Returns an unsubscribe.
         """
         return self._bus.subscribe(handler, include_requests=include_requests, with_seq=with_seq)
 
@@ -530,9 +527,7 @@ class OperationDispatcher:
             return self._handshake.desk.pending()
 
     def watch_requests(self, watcher: Callable[[PendingRequest], Any]) -> Callable[[], None]:
-        """Call ``watcher(request)`` (a snapshot, on a request worker, no lock held) as soon as
-        a request opens that waits for :meth:`decide` (policy "operator"/"mqtt", or PENDING):
-        its ``*_REQUESTED`` event reaches the history only once answered. Returns an unwatch."""
+        """Tell ``watcher`` (a snapshot, off the lock) of each request that waits for decide()."""
         return self._handshake.watch(watcher, self._lock)
 
     def get_history(
@@ -942,6 +937,11 @@ class OperationDispatcher:
         was closed): then nothing runs, and start() may be called again once the cause is gone.
         """
         self._runner.start()
+
+    def set_loop_heartbeat(self, beat: Callable[[], None] | None, every_seconds: float = 1.0) -> None:
+        """Call ``beat`` in the loop thread, without the lock, before each pass, and wake at least
+        every ``every_seconds``: for a watchdog (the beats stop when a pass never ends)."""
+        self._runner.set_heartbeat(beat, every_seconds)
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""

@@ -141,12 +141,15 @@ class Handshake:
             )
         else:
             decision = normalize_decision(result)
+        arrived = time.monotonic()
+        if decision is not PENDING:
+            request.answered_at = arrived  # before the lock: the deadline is met now, not then
         with self._unit:
             if decision is PENDING:
                 request.waiting_for = "decide()"
                 self._opened(request)
                 return
-            if not self.desk.resolve(request, decision):
+            if not self.desk.resolve(request, decision, arrived):
                 self._log.warning(
                     "late answer to %s for operation %s ignored (request already %s)",
                     request.kind.value, request.operation.id, request.status.value,
@@ -162,8 +165,10 @@ class Handshake:
                 continue
             remaining = request.deadline - time.monotonic()
             if remaining <= 0:
-                self.desk.expire(request)
-                return
+                if self.desk.expire(request) or not request.is_pending:
+                    return
+                self._unit.wait(self._answered, None)  # an answer in time is being filed
+                continue
             self._unit.wait(self._answered, remaining)
 
     def record(self, request: ApprovalRequest, void_reason: str | None = None) -> None:

@@ -91,9 +91,11 @@ class JournalEventStore:
                 ]
                 for op_id, entries in retry.entries.items()
             }
-        return self.journal.write(
-            operations, events, retry=rows, retry_reset=retry.reset, paused=paused
-        )
+        # the events get the journal's next seq numbers, in order, with no gap: AUTOINCREMENT,
+        # and the journal's connection is the file's only writer (a failed write numbers none)
+        first = self.journal.last_event_seq + 1
+        self.journal.write(operations, events, retry=rows, retry_reset=retry.reset, paused=paused)
+        return first
 
     @property
     def last_seq(self) -> int:
