@@ -7,6 +7,8 @@ whichever way it asked. Pure: no Flask, no paho.
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 from .errors import (
     DependencyError,
     DispatcherError,
@@ -51,4 +53,33 @@ def status_of(exc: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
-__all__ = ["STATUS_BY_ERROR", "status_of"]
+class ErrorAnswer(Exception):
+    """An error answer, as every interface gives it: a status, a code, a message, details.
+
+    The REST API raises it as ``ApiError`` and the MQTT link as ``CommandError``; both build it
+    from a dispatcher error the same way (:meth:`from_exc`).
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @classmethod
+    def from_exc(
+        cls, exc: DispatcherError, code: str | None = None, message: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Self:
+        """The answer for a dispatcher error: status from the table, code as given or default,
+        and the field of a ValidationError as details when none are given."""
+        status, default_code = status_of(exc)
+        if details is None and isinstance(exc, ValidationError):
+            details = {"field": exc.field}
+        return cls(status, code or default_code, message or str(exc), details)
+
+
+__all__ = ["STATUS_BY_ERROR", "ErrorAnswer", "status_of"]

@@ -16,7 +16,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..error_codes import STATUS_BY_ERROR, status_of
+from ..error_codes import STATUS_BY_ERROR, ErrorAnswer, status_of
 from ..errors import DispatcherError, ValidationError
 from .schemas import REQUEST_MODELS, Described
 
@@ -36,28 +36,8 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ErrorAnswer):
     """An error answer: raise it from a view (or a hook) and the handler renders it."""
-
-    def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-    @classmethod
-    def from_exc(
-        cls, exc: DispatcherError, code: str | None = None, message: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> ApiError:
-        """The answer for a dispatcher error: status from the table, code as given or default."""
-        status, default_code = status_of(exc)
-        if details is None and isinstance(exc, ValidationError):
-            details = {"field": exc.field}
-        return cls(status, code or default_code, message or str(exc), details)
 
 
 def error_response(

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from .. import _checks
-from ..error_codes import status_of
+from ..error_codes import ErrorAnswer
 from ..errors import (
     DependencyError,
     DispatcherError,
@@ -82,27 +82,8 @@ COMMANDS: dict[str, frozenset[str]] = {
 }
 
 
-class CommandError(Exception):
+class CommandError(ErrorAnswer):
     """A refused command: the status and code the REST API would answer."""
-
-    def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-    @classmethod
-    def of(
-        cls, exc: DispatcherError, code: str | None = None, message: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> CommandError:
-        status, default = status_of(exc)
-        if details is None and isinstance(exc, ValidationError):
-            details = {"field": exc.field}
-        return cls(status, code or default, message or str(exc), details)
 
 
 @dataclass(slots=True)
@@ -200,7 +181,7 @@ def parse(payload: bytes) -> Command:
         try:
             _checks.check_json_data(args, "args")
         except ValidationError as exc:
-            raise CommandError.of(exc, "invalid_command") from None
+            raise CommandError.from_exc(exc, "invalid_command") from None
     except CommandError as exc:
         exc.command_id = command_id  # type: ignore[attr-defined]
         raise
@@ -233,7 +214,7 @@ class CommandHandler:
         except CommandError as exc:
             answer = CommandResult.refused(exc, command.command, command.command_id)
         except DispatcherError as exc:  # a JournalError (503), for one: the table's status
-            answer = CommandResult.refused(CommandError.of(exc), command.command,
+            answer = CommandResult.refused(CommandError.from_exc(exc), command.command,
                                            command.command_id)
         except Exception as exc:
             log.exception("MQTT command %s failed", command.command)
@@ -256,12 +237,12 @@ class CommandHandler:
         try:
             return _checks.to_uuid(args["operation_id"], "operation_id")
         except ValidationError as exc:
-            raise CommandError.of(exc, "invalid_operation_id") from None
+            raise CommandError.from_exc(exc, "invalid_operation_id") from None
 
     def _find(self, operation_id: UUID) -> Operation:
         op = self._dispatcher.get_operation(operation_id)
         if op is None:
-            raise CommandError.of(OperationNotFound(operation_id), message="operation not found",
+            raise CommandError.from_exc(OperationNotFound(operation_id), message="operation not found",
                                   details={"operation_id": str(operation_id)})
         return op
 
@@ -270,14 +251,14 @@ class CommandHandler:
         try:
             return _checks.meta_data(args.get("meta_data"), "meta_data") or None
         except ValidationError as exc:
-            raise CommandError.of(exc, "invalid_request_body") from None
+            raise CommandError.from_exc(exc, "invalid_request_body") from None
 
     @staticmethod
     def _force(args: dict[str, Any]) -> bool:
         try:
             return _checks.boolean(args.get("force", False), "force", ("true", "false"))
         except ValidationError as exc:
-            raise CommandError.of(exc, "invalid_request_body") from None
+            raise CommandError.from_exc(exc, "invalid_request_body") from None
 
     @staticmethod
     def _reason(args: dict[str, Any]) -> TerminationReason:
@@ -317,7 +298,7 @@ class CommandHandler:
             try:
                 ops.append(Operation(resource_id=resource_id, **item))
             except ValidationError as exc:
-                raise CommandError.of(exc, "invalid_operation",
+                raise CommandError.from_exc(exc, "invalid_operation",
                                       details={"index": index, "field": exc.field}) from None
         try:
             stored = self._dispatcher.add_operations(ops)
@@ -327,7 +308,7 @@ class CommandHandler:
             for index, op in enumerate(ops):
                 if op.id == failed:
                     details["index"] = index
-            raise CommandError.of(exc, "operation_rejected", details=details) from None
+            raise CommandError.from_exc(exc, "operation_rejected", details=details) from None
         return 201, [_status(op) for op in stored]
 
     def _update(self, args: dict[str, Any]) -> tuple[int, Any]:
@@ -343,13 +324,13 @@ class CommandHandler:
         try:
             op = self._dispatcher.update_operation(operation_id, updates)
         except OperationNotUpdatable as exc:
-            raise CommandError.of(exc, "operation_update_denied") from None
+            raise CommandError.from_exc(exc, "operation_update_denied") from None
         except (ValidationError, DependencyError) as exc:
-            raise CommandError.of(exc, "invalid_updates",
+            raise CommandError.from_exc(exc, "invalid_updates",
                                   details={"field": getattr(exc, "field", "dependencies")}) from None
         if op is None:
             self._find(operation_id)
-            raise CommandError.of(OperationNotFound(operation_id), message="operation not found")
+            raise CommandError.from_exc(OperationNotFound(operation_id), message="operation not found")
         return 200, _status(op)
 
     def _cancel(self, args: dict[str, Any]) -> tuple[int, Any]:
@@ -383,9 +364,9 @@ class CommandHandler:
         try:
             done = action(operation_id, meta_data=meta)
         except InvalidTransition as exc:
-            raise CommandError.of(exc, wrong[0], wrong[1], {"state": exc.state}) from None
+            raise CommandError.from_exc(exc, wrong[0], wrong[1], {"state": exc.state}) from None
         except OperationNotCurrent as exc:
-            raise CommandError.of(exc, f"operation_{verb}_failed") from None
+            raise CommandError.from_exc(exc, f"operation_{verb}_failed") from None
         if not done:
             raise CommandError(409, f"operation_{verb}_denied", f"operation {verb} denied")
         return 200, _status(self._find(operation_id))
@@ -410,9 +391,9 @@ class CommandHandler:
             else:
                 done = self._dispatcher.complete_operation(operation_id, meta, force=force)
         except RunByExecutor as exc:
-            raise CommandError.of(exc, details={"executor": exc.executor}) from None
+            raise CommandError.from_exc(exc, details={"executor": exc.executor}) from None
         except OperationNotCurrent as exc:
-            raise CommandError.of(exc, "operation_not_running",
+            raise CommandError.from_exc(exc, "operation_not_running",
                                   "operation is not running") from None
         return 200, _status(done)
 
@@ -423,14 +404,14 @@ class CommandHandler:
                 operation_id, args.get("fraction"), args.get("message")
             )
         except OperationNotFound as exc:
-            raise CommandError.of(exc, message="operation not found",
+            raise CommandError.from_exc(exc, message="operation not found",
                                   details={"operation_id": str(operation_id)}) from None
         except OperationNotCurrent as exc:
             current = self._dispatcher.get_operation(operation_id)
             state = None if current is None else current.state.value
-            raise CommandError.of(exc, "operation_not_running", details={"state": state}) from None
+            raise CommandError.from_exc(exc, "operation_not_running", details={"state": state}) from None
         except ValidationError as exc:
-            raise CommandError.of(exc, "invalid_progress") from None
+            raise CommandError.from_exc(exc, "invalid_progress") from None
         return 200, _status(op)
 
     def _pause_dispatcher(self, args: dict[str, Any]) -> tuple[int, Any]:
@@ -462,7 +443,7 @@ class CommandHandler:
             try:
                 key = _checks.to_uuid(request_id, "request_id")
             except ValidationError as exc:
-                raise CommandError.of(exc, "invalid_response") from None
+                raise CommandError.from_exc(exc, "invalid_response") from None
             accepted = data.get("accepted")
             if type(accepted) is not bool:  # only a real true approves (design 2a)
                 raise CommandError(400, "invalid_response", "accepted must be true or false",
@@ -478,17 +459,17 @@ class CommandHandler:
                 if reasoning is not None:
                     _checks.check_json_data(reasoning, "reasoning")
             except ValidationError as exc:
-                raise CommandError.of(exc, "invalid_response") from None
+                raise CommandError.from_exc(exc, "invalid_response") from None
             decision_data = {**extra, "channel": "mqtt", "answered_by": by}
             try:
                 self._dispatcher.decide(key, accepted, reasoning=reasoning, data=decision_data)
             except UnknownRequest as exc:
-                raise CommandError.of(exc, details={"request_id": str(key)}) from None
+                raise CommandError.from_exc(exc, details={"request_id": str(key)}) from None
             except RequestClosed as exc:
-                raise CommandError.of(exc, details={"request_id": str(key),
+                raise CommandError.from_exc(exc, details={"request_id": str(key),
                                                     "status": exc.status}) from None
             except ValidationError as exc:
-                raise CommandError.of(exc, "invalid_response") from None
+                raise CommandError.from_exc(exc, "invalid_response") from None
         except CommandError as exc:
             return CommandResult.refused(exc, "respond", command_id)
         return CommandResult("respond", command_id, 200, {
