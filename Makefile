@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo lint clean
+.PHONY: test test-fast bench demo lint clean pi-check install-pi
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,22 @@ $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080
 
+# `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support): the package
+# installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user emulation,
+# with import time, RSS, idle CPU and operations/s beside this host's (tools/pi_check.py). The
+# roots are built once (minutes) under $(PI_ROOTS); later runs reuse them.
+PI_ROOTS ?= /var/cache/operation-dispatcher-pi
+pi-check: $(VENV)/.dev-installed
+	PI_ROOTS=$(PI_ROOTS) $(PY) -m tools.pi_check
+
+# `sudo make install-pi` on Raspberry Pi OS bookworm: a venv under /opt/operation-dispatcher, a
+# system user, the unit, /var/lib/operation-dispatcher (tools/install_pi.py). DRY_RUN=1 prints
+# the steps; DESTDIR=dir stages the files there and prints the commands meant for the Pi.
+install-pi:
+	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR))
+
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples
+	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,210 @@
+"""The pure logic of ``make pi-check`` (tools/pi_check.py): the commands it builds, the root's
+stamp (a half-built root is rebuilt, a finished one reused), the wheel platform tags, the test
+selection and the counts it reads back. ``make pi-check`` itself is the end-to-end test: CI
+runs it (it needs root, debootstrap and qemu-user-static)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str) -> ModuleType:
+    """A module of tools/ by path (tools/ is run from the checkout, not installed)."""
+    path = REPO_ROOT / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"pi_tools_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+pi = _load("pi_check")
+ARM64, ARMHF = pi.ARCHES["arm64"], pi.ARCHES["armhf"]
+MIRROR = "http://deb.debian.org/debian"
+
+
+def test_debootstrap_builds_a_minimal_bookworm_root_with_python3() -> None:
+    argv = pi.debootstrap_argv(ARMHF, Path("/cache/bookworm-armhf"), MIRROR)
+    assert argv == ["debootstrap", "--variant=minbase", "--include=python3", "--arch=armhf",
+                    "bookworm", "/cache/bookworm-armhf", MIRROR]
+    assert ARM64.qemu == "qemu-aarch64" and ARMHF.qemu == "qemu-arm"
+
+
+class Builds:
+    """Stands for debootstrap: records each command and fills the directory (or fails)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.commands: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, argv: list[str]) -> None:
+        self.commands.append(argv)
+        target = Path(argv[-2])
+        (target / "usr/bin").mkdir(parents=True)
+        (target / "usr/bin/python3").write_text("")
+        if self.fail:
+            raise subprocess.CalledProcessError(1, argv)
+
+
+def test_a_finished_root_is_reused_and_a_half_built_one_rebuilt(tmp_path: Path) -> None:
+    builds = Builds()
+    root = pi.ensure_root(ARM64, tmp_path, MIRROR, rebuild=False, build=builds)
+    assert root == tmp_path / "bookworm-arm64" and len(builds.commands) == 1
+    assert pi.root_is_built(root, ARM64, MIRROR)
+    pi.ensure_root(ARM64, tmp_path, MIRROR, rebuild=False, build=builds)
+    assert len(builds.commands) == 1  # cached
+
+    (root / pi.STAMP).unlink()  # as if the build had been interrupted before its end
+    (root / "leftover").write_text("half-built")
+    pi.ensure_root(ARM64, tmp_path, MIRROR, rebuild=False, build=builds)
+    assert len(builds.commands) == 2 and not (root / "leftover").exists()
+
+    pi.ensure_root(ARM64, tmp_path, MIRROR, rebuild=True, build=builds)
+    assert len(builds.commands) == 3
+
+
+def test_a_failed_build_leaves_no_stamp_so_the_next_run_builds_again(tmp_path: Path) -> None:
+    with pytest.raises(subprocess.CalledProcessError):
+        pi.ensure_root(ARMHF, tmp_path, MIRROR, rebuild=False, build=Builds(fail=True))
+    root = tmp_path / "bookworm-armhf"
+    assert (root / "usr/bin/python3").exists() and not pi.root_is_built(root, ARMHF, MIRROR)
+    builds = Builds()
+    pi.ensure_root(ARMHF, tmp_path, MIRROR, rebuild=False, build=builds)
+    assert len(builds.commands) == 1 and pi.root_is_built(root, ARMHF, MIRROR)
+
+
+def test_a_root_built_from_another_mirror_or_for_another_arch_is_not_reused(
+    tmp_path: Path,
+) -> None:
+    pi.ensure_root(ARM64, tmp_path, MIRROR, rebuild=False, build=Builds())
+    root = tmp_path / "bookworm-arm64"
+    assert not pi.root_is_built(root, ARM64, "http://mirror.example/debian")
+    assert not pi.root_is_built(root, ARMHF, MIRROR)
+    assert not pi.root_is_built(tmp_path / "missing", ARM64, MIRROR)
+
+
+def test_platform_tags_cover_every_manylinux_that_runs_on_bookworm_and_nothing_newer() -> None:
+    tags = pi.platform_tags("armv7l")
+    assert tags[0] == "manylinux_2_36_armv7l" and tags[-1] == "manylinux2014_armv7l"
+    assert "manylinux_2_17_armv7l" in tags and "manylinux_2_28_armv7l" in tags
+    assert "manylinux_2_37_armv7l" not in tags and "manylinux_2_16_armv7l" not in tags
+    assert all(tag.endswith("_armv7l") for tag in tags) and len(tags) == len(set(tags)) == 21
+    assert pi.platform_tags("aarch64", (2, 28))[0] == "manylinux_2_28_aarch64"
+
+
+def test_pip_installs_wheels_only_for_the_pi_into_the_target() -> None:
+    argv = pi.pip_target_argv("python3", Path("/r/opt/pi-check/deps"), "aarch64", ["flask>=3"])
+    assert argv[:3] == ["python3", "-m", "pip"] and argv[-1] == "flask>=3"
+    assert argv[argv.index("--target") + 1] == "/r/opt/pi-check/deps"
+    assert "--only-binary=:all:" in argv and "--no-deps" not in argv
+    assert argv[argv.index("--python-version") + 1] == "3.11"
+    assert argv[argv.index("--implementation") + 1] == "cp"
+    platforms = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--platform"]
+    assert platforms == pi.platform_tags("aarch64")
+    assert "--no-deps" in pi.pip_target_argv("python3", Path("/t"), "armv7l", ["x.whl"],
+                                             no_deps=True)
+
+
+def test_requirements_are_the_pi_extras_and_the_test_tools_from_setup_cfg() -> None:
+    arm64 = pi.requirements(REPO_ROOT / "setup.cfg", ARM64.extras, pi.TEST_TOOLS)
+    armhf = pi.requirements(REPO_ROOT / "setup.cfg", ARMHF.extras, pi.TEST_TOOLS)
+    names = {line.split(">")[0].split("<")[0].split("=")[0] for line in armhf}
+    assert {"transitions", "flask", "waitress", "pyserial", "pymodbus", "prometheus-client",
+            "pytest", "hypothesis", "requests"} <= names
+    assert "mcp" not in names  # no cffi wheel on armhf
+    assert set(arm64) - set(armhf) == {line for line in arm64 if line.startswith("mcp")} != set()
+    assert any(line.startswith("pytest>=") for line in arm64)  # the dev extra's pin
+    with pytest.raises(KeyError, match="no extra 'gpu'"):
+        pi.requirements(REPO_ROOT / "setup.cfg", ["gpu"], [])
+
+
+def test_the_dependencies_are_reinstalled_only_when_their_list_changes() -> None:
+    key = pi.deps_key(["b", "a"], "aarch64")
+    assert key == pi.deps_key(["a", "b"], "aarch64")
+    assert key != pi.deps_key(["a", "b", "c"], "aarch64")
+    assert key != pi.deps_key(["a", "b"], "armv7l")
+
+
+def test_the_test_selection_splits_core_and_bridges_and_leaves_out_the_dev_tools() -> None:
+    core, bridges = pi.test_files(REPO_ROOT / "tests")
+    every = {path.name for path in (REPO_ROOT / "tests").glob("test_*.py")}
+    assert set(core) | set(bridges) | set(pi.EXCLUDED_TESTS) == every
+    assert not set(core) & set(bridges)
+    assert {"test_bridge_modbus.py", "test_bridge_serial.py", "test_serial_protocol.py"} <= set(
+        bridges)
+    assert {"test_journal.py", "test_dispatcher_operations.py", "test_http_api.py"} <= set(core)
+    assert "test_http_schemathesis.py" not in core + bridges
+
+
+def test_junit_counts_are_read_from_a_real_pytest_report(tmp_path: Path) -> None:
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n"
+        "def test_a(): pass\n"
+        "def test_b(): pass\n"
+        "def test_c(): assert False\n"
+        "@pytest.fixture\n"
+        "def broken(): raise RuntimeError\n"
+        "def test_d(broken): pass\n"
+    )
+    xml = tmp_path / "report.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    f"--junitxml={xml}", "test_sample.py"], cwd=tmp_path,
+                   capture_output=True, timeout=60, check=False)
+    assert pi.junit_counts(xml) == {"tests": 4, "passed": 2, "failed": 1, "errors": 1,
+                                    "skipped": 0}
+
+
+def test_mounts_inside_the_root_are_found_deepest_first() -> None:
+    mounts = (
+        "proc /proc proc rw 0 0\n"
+        "proc /cache/bookworm-arm64/proc proc rw 0 0\n"
+        "devpts /cache/bookworm-arm64/dev/pts devpts rw 0 0\n"
+        "proc /cache/bookworm-arm64-old/proc proc rw 0 0\n"
+        "tmpfs /cache/bookworm\\040arm64/tmp tmpfs rw 0 0\n"
+    )
+    assert pi.mounts_under(Path("/cache/bookworm-arm64"), mounts) == [
+        "/cache/bookworm-arm64/dev/pts", "/cache/bookworm-arm64/proc"]
+    assert pi.mounts_under(Path("/cache/bookworm arm64"), mounts) == [
+        "/cache/bookworm arm64/tmp"]
+    assert pi.mounts_under(Path("/elsewhere"), mounts) == []
+
+
+def test_commands_in_the_root_get_a_clean_environment_with_the_installed_package_first() -> None:
+    argv = pi.chroot_argv(Path("/cache/r"), ["/usr/bin/python3", "-m", "pytest"])
+    assert argv[:5] == ["chroot", "/cache/r", "/usr/bin/env", "-i", "--chdir=/opt/pi-check/src"]
+    assert "PYTHONPATH=/opt/pi-check/app:/opt/pi-check/deps" in argv
+    assert argv[-3:] == ["/usr/bin/python3", "-m", "pytest"]
+
+
+def test_binfmt_entries_must_be_enabled_with_the_fix_binary_flag(tmp_path: Path) -> None:
+    (tmp_path / "status").write_text("enabled\n")
+    entry = tmp_path / "qemu-aarch64"
+    entry.write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n"
+                     "flags: PF\noffset 0\n")
+    pi.ensure_binfmt(ARM64, tmp_path)  # nothing to do
+    entry.write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: P\noffset 0\n")
+    with pytest.raises(RuntimeError, match="F flag"):
+        pi.ensure_binfmt(ARM64, tmp_path)  # qemu would have to be inside the root
+
+
+def test_emulated_figures_are_printed_beside_the_hosts_with_their_ratio(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = {"import_ms": 50.0, "idle_rss_mb": 40.0, "ops_per_second": 10.0}
+    emulated = {"import_ms": 500.0, "idle_rss_mb": 60.0, "ops_per_second": 8.0}
+    pi.compare("armhf", emulated, host)
+    lines = {line["bench"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(lines) == {"pi.armhf.import_ms", "pi.armhf.idle_rss_mb", "pi.armhf.ops_per_second"}
+    assert lines["pi.armhf.import_ms"]["ratio"] == 10.0
+    assert lines["pi.armhf.import_ms"]["host"] == 50.0
+    assert lines["pi.armhf.ops_per_second"]["ratio"] == 0.8
