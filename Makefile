@@ -50,9 +50,11 @@ pi-check: $(VENV)/.dev-installed
 
 # `sudo make install-pi` on Raspberry Pi OS bookworm: a venv under /opt/operation-dispatcher, a
 # system user, the unit, /var/lib/operation-dispatcher (tools/install_pi.py). DRY_RUN=1 prints
-# the steps; DESTDIR=dir stages the files there and prints the commands meant for the Pi.
+# the steps; DESTDIR=dir stages the files there and prints the commands meant for the Pi;
+# EXTRAS=api,serial,modbus,metrics,mqtt picks the pip extras.
 install-pi:
-	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR))
+	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR)) \
+	  $(if $(EXTRAS),--extras $(EXTRAS))
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,15 +136,39 @@ def test_the_dependencies_are_reinstalled_only_when_their_list_changes() -> None
     assert key != pi.deps_key(["a", "b"], "armv7l")
 
 
-def test_the_test_selection_splits_core_and_bridges_and_leaves_out_the_dev_tools() -> None:
-    core, bridges = pi.test_files(REPO_ROOT / "tests")
+def test_the_test_selection_splits_core_and_bridges_and_leaves_out_what_the_root_lacks(
+    tmp_path: Path,
+) -> None:
+    installed = {"operation_dispatcher", "firmware_bridges", "pytest", "hypothesis", "requests",
+                 "pymodbus", "serial", "flask", "pydantic", "prometheus_client", "transitions"}
+    core, bridges, lacking = pi.test_files(REPO_ROOT / "tests", installed)
     every = {path.name for path in (REPO_ROOT / "tests").glob("test_*.py")}
-    assert set(core) | set(bridges) | set(pi.EXCLUDED_TESTS) == every
-    assert not set(core) & set(bridges)
+    assert set(core) | set(bridges) | set(lacking) | set(pi.EXCLUDED_TESTS) == every
+    assert not set(core) & set(bridges) and not (set(core) | set(bridges)) & set(lacking)
     assert {"test_bridge_modbus.py", "test_bridge_serial.py", "test_serial_protocol.py"} <= set(
         bridges)
     assert {"test_journal.py", "test_dispatcher_operations.py", "test_http_api.py"} <= set(core)
-    assert "test_http_schemathesis.py" not in core + bridges
+    assert lacking["test_http_schemathesis.py"] == ["schemathesis"]
+
+    (tmp_path / "helper.py").write_text("import json\n")
+    (tmp_path / "test_a.py").write_text("import helper\nfrom pytest import raises\n")
+    (tmp_path / "test_bridge_b.py").write_text("import pymodbus.client\n")
+    (tmp_path / "test_c.py").write_text(
+        "import os, playwright.sync_api\nfrom . import x\n"
+        "def test_x():\n    import schemathesis  # at run time: not seen, not needed to collect\n")
+    assert pi.test_files(tmp_path, {"pytest", "pymodbus"}) == (
+        ["test_a.py"], ["test_bridge_b.py"], {"test_c.py": ["playwright"]})
+
+
+def test_the_installed_names_are_read_from_the_target_folders(tmp_path: Path) -> None:
+    deps = tmp_path / "deps"
+    for name in ("flask", "flask-3.1.dist-info", "bin", "__pycache__", "pydantic_core"):
+        (deps / name).mkdir(parents=True)
+    (deps / "six.py").write_text("")
+    (deps / "_cffi_backend.cpython-311-aarch64-linux-gnu.so").write_text("")
+    (deps / ".lock").write_text("")
+    assert pi.importable([deps, tmp_path / "missing"]) == {"flask", "pydantic_core", "six",
+                                                           "_cffi_backend"}
 
 
 def test_junit_counts_are_read_from_a_real_pytest_report(tmp_path: Path) -> None:
@@ -179,11 +204,12 @@ def test_mounts_inside_the_root_are_found_deepest_first() -> None:
     assert pi.mounts_under(Path("/elsewhere"), mounts) == []
 
 
-def test_commands_in_the_root_get_a_clean_environment_with_the_installed_package_first() -> None:
+def test_commands_in_the_root_get_a_clean_environment_without_pythonpath() -> None:
     argv = pi.chroot_argv(Path("/cache/r"), ["/usr/bin/python3", "-m", "pytest"])
     assert argv[:5] == ["chroot", "/cache/r", "/usr/bin/env", "-i", "--chdir=/opt/pi-check/src"]
-    assert "PYTHONPATH=/opt/pi-check/app:/opt/pi-check/deps" in argv
+    assert not [arg for arg in argv if arg.startswith("PYTHONPATH=")]  # tests set their own
     assert argv[-3:] == ["/usr/bin/python3", "-m", "pytest"]
+    assert pi.PTH.startswith("usr/local/lib/python3.11/dist-packages/")  # bookworm's python3
 
 
 def test_binfmt_entries_must_be_enabled_with_the_fix_binary_flag(tmp_path: Path) -> None:
@@ -208,3 +234,11 @@ def test_emulated_figures_are_printed_beside_the_hosts_with_their_ratio(
     assert lines["pi.armhf.import_ms"]["ratio"] == 10.0
     assert lines["pi.armhf.import_ms"]["host"] == 50.0
     assert lines["pi.armhf.ops_per_second"]["ratio"] == 0.8
+
+
+def test_processes_are_found_by_their_root_and_the_hosts_are_never_killed(tmp_path: Path) -> None:
+    assert os.getpid() in pi.processes_in(Path("/"))  # ours runs in the host's root
+    assert pi.processes_in(tmp_path) == []
+    assert pi.kill_left_behind(tmp_path) == []
+    with pytest.raises(ValueError, match="root is /"):
+        pi.kill_left_behind(Path("/"))
