@@ -242,3 +242,44 @@ def test_processes_are_found_by_their_root_and_the_hosts_are_never_killed(tmp_pa
     assert pi.kill_left_behind(tmp_path) == []
     with pytest.raises(ValueError, match="root is /"):
         pi.kill_left_behind(Path("/"))
+
+
+def test_pytest_in_the_root_runs_the_quick_tests_of_the_installed_wheel() -> None:
+    argv = pi.pytest_argv("core", ["test_queue.py", "test_models.py"])
+    assert argv[:3] == ["/usr/bin/python3", "-P", "-m"]  # -P: not the sources in the cwd
+    assert argv[argv.index("-m", 3) + 1] == "not slow"
+    assert argv[argv.index("-p") + 1] == "pi_select"
+    assert "--junitxml=/tmp/pi-check-core.xml" in argv
+    assert argv[-2:] == ["tests/test_queue.py", "tests/test_models.py"]
+
+
+def test_the_tests_that_start_serve_are_left_out_and_listed(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n"
+        "@pytest.fixture\n"
+        "def serve():\n    return 'a serve subprocess'\n")
+    (tmp_path / "test_one.py").write_text(
+        "def test_plain(): pass\n"
+        "def test_with_serve(serve): pass\n")
+    (tmp_path / "test_two.py").write_text(
+        "class Served: ...\n"
+        "def test_in_a_module_using_served(): pass\n")
+    listed = tmp_path / "deselected.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tools"),
+           "PI_CHECK_DESELECTED": str(listed)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "pi_select", "test_one.py", "test_two.py"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout
+    assert "1 passed, 2 deselected" in done.stdout
+    assert json.loads(listed.read_text()) == [
+        "test_one.py::test_with_serve", "test_two.py::test_in_a_module_using_served"]
+
+
+def test_every_test_named_too_slow_under_emulation_exists() -> None:
+    select = _load("pi_select")
+    assert select.TOO_SLOW_EMULATED  # each with its reason
+    for node_id, why in select.TOO_SLOW_EMULATED.items():
+        path, name = node_id.split("::")
+        assert f"def {name}(" in (REPO_ROOT / path).read_text(), node_id
+        assert why

@@ -59,9 +59,12 @@ INSTALL_DIR = "opt/pi-check"
 PTH = "usr/local/lib/python3.11/dist-packages/pi-check.pth"
 #: what the tests and the probe need besides the package (versions come from the dev extra)
 TEST_TOOLS = ("pytest", "hypothesis", "requests")
-#: files of the checkout copied into the root to run from there (the package itself is not:
-#: the tests import the installed wheel, with its entry points)
-COPIED = ("tests", "examples", "benchmarks", "tools", "setup.cfg", "pyproject.toml", "README.md")
+#: files of the checkout copied into the root to run the tests from there. The package's
+#: sources are copied only for the tests that read them (file sizes, route code): pytest runs
+#: with ``python3 -P`` (the current folder not on sys.path), so the tests import the installed
+#: wheel, with its entry points
+COPIED = ("tests", "examples", "benchmarks", "tools", "operation_dispatcher", "firmware_bridges",
+          "setup.cfg", "pyproject.toml", "README.md")
 #: tests left out besides those importing what the root lacks (see :func:`test_files`):
 #: test_development runs make and ruff, a developer's tools; test_pi_check runs on the host.
 EXCLUDED_TESTS = ("test_development.py", "test_pi_check.py")
@@ -391,27 +394,43 @@ def mounted(root: Path) -> Iterator[None]:
         unmount_all(root)
 
 
-def chroot_argv(root: Path, argv: Sequence[str], cwd: str = f"/{INSTALL_DIR}/src") -> list[str]:
-    """``argv`` run inside ``root`` in ``cwd``, with a clean environment (the installed folders
-    are on ``sys.path`` through :data:`PTH`, as a venv's site-packages would be)."""
-    env = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", "PYTHONUNBUFFERED=1"]
-    return ["chroot", str(root), "/usr/bin/env", "-i", f"--chdir={cwd}", *env, *argv]
+def chroot_argv(root: Path, argv: Sequence[str], cwd: str = f"/{INSTALL_DIR}/src",
+                env: Sequence[str] = ()) -> list[str]:
+    """``argv`` run inside ``root`` in ``cwd``, with a clean environment plus ``env``
+    (``NAME=value``); the installed folders are on ``sys.path`` through :data:`PTH`, as a
+    venv's site-packages would be."""
+    base = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", "PYTHONUNBUFFERED=1"]
+    return ["chroot", str(root), "/usr/bin/env", "-i", f"--chdir={cwd}", *base, *env, *argv]
+
+
+def pytest_argv(group: str, files: Sequence[str]) -> list[str]:
+    """The pytest command of one group inside the root: the quick tests (``-m "not slow"``)
+    of ``files``, without those that start ``serve`` (:mod:`tools.pi_select`), a JUnit report
+    and the deselected ids in /tmp."""
+    return ["/usr/bin/python3", "-P", "-m", "pytest", "-q", "-m", "not slow", "-p", "pi_select",
+            f"--junitxml=/tmp/pi-check-{group}.xml", *(f"tests/{name}" for name in files)]
+
+
+#: the environment of :func:`pytest_argv` (the plug-in's folder; ``{group}`` filled in)
+PYTEST_ENV = (f"PYTHONPATH=/{INSTALL_DIR}/src/tools",
+              "PI_CHECK_DESELECTED=/tmp/pi-check-{group}-deselected.json")
 
 
 def run_tests(root: Path, arch: Arch, group: str, files: list[str]) -> dict[str, Any]:
     """One group of test files inside the root; its counts as a JSON line."""
-    xml_name = f"pi-check-{group}.xml"
-    xml = root / "tmp" / xml_name
+    xml = root / "tmp" / f"pi-check-{group}.xml"
+    deselected = root / "tmp" / f"pi-check-{group}-deselected.json"
     xml.unlink(missing_ok=True)
+    deselected.unlink(missing_ok=True)
     started = time.monotonic()
-    status = run(chroot_argv(root, ["/usr/bin/python3", "-m", "pytest", "-q", "-m", "not slow",
-                                    f"--junitxml=/tmp/{xml_name}",
-                                    *(f"tests/{name}" for name in files)]),
-                 check=False, timeout=TEST_TIMEOUT_SECONDS)
+    env = [item.format(group=group) for item in PYTEST_ENV]
+    status = run(chroot_argv(root, pytest_argv(group, files), env=env), check=False,
+                 timeout=TEST_TIMEOUT_SECONDS)
     counts = junit_counts(xml) if xml.exists() else {"tests": 0, "passed": 0}
+    left_out = len(json.loads(deselected.read_text())) if deselected.exists() else None
     return report(pi_check="tests", arch=arch.name, group=group, files=len(files),
                   exit_status=status.returncode, seconds=round(time.monotonic() - started, 1),
-                  **counts)
+                  left_out_serve_or_too_slow=left_out, **counts)
 
 
 def probe(argv: Sequence[str], **kwargs: Any) -> dict[str, Any]:
@@ -456,7 +475,7 @@ def check_arch(arch: Arch, roots: Path, mirror: str, wheel: Path, rebuild: bool)
         # the host's figures right before, so both see the same load on this machine
         host = report(pi_check="probe", arch="host",
                       **probe([sys.executable, "-m", "tools.pi_probe"], cwd=REPO))
-        emulated = probe(chroot_argv(root, ["/usr/bin/python3", "-m", "tools.pi_probe"]))
+        emulated = probe(chroot_argv(root, ["/usr/bin/python3", "-P", "tools/pi_probe.py"]))
     report(pi_check="probe", arch=arch.name, **emulated)
     compare(arch.name, emulated, host)
     return ok and emulated.get("ok") is True and host.get("ok") is True

@@ -65,12 +65,12 @@ error_code_register = 1
 """
 
 
-def import_ms(modules: str) -> float:
-    """Milliseconds to import ``modules`` in a fresh interpreter (start-up excluded), median of
-    3 after a warm-up that writes the bytecode caches."""
+def import_ms(modules: str, cwd: Path) -> float:
+    """Milliseconds to import ``modules`` in a fresh interpreter in ``cwd`` (start-up
+    excluded), median of 3 after a warm-up that writes the bytecode caches."""
     probe = (f"import time\nt0 = time.perf_counter_ns()\nimport {modules}\n"
              "print((time.perf_counter_ns() - t0) / 1e6)\n")
-    samples = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True,
+    samples = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=cwd,
                                     text=True, check=True, timeout=300).stdout)
                for _ in range(4)]
     return statistics.median(samples[1:])
@@ -182,9 +182,10 @@ def main() -> int:
     figures: dict[str, Any] = {"machine": platform.machine(),
                                "python": platform.python_version()}
     try:
-        figures["import_ms"] = round(import_ms("operation_dispatcher"), 1)
-        figures["import_serve_ms"] = round(import_ms(SERVE_MODULES), 1)
+        # every child runs in a folder of its own, so what it imports is the installed package
         with tempfile.TemporaryDirectory(prefix="pi-probe-") as workdir:
+            figures["import_ms"] = round(import_ms("operation_dispatcher", Path(workdir)), 1)
+            figures["import_serve_ms"] = round(import_ms(SERVE_MODULES, Path(workdir)), 1)
             figures.update(measure_serve(Path(workdir)))
     except Exception as exc:  # reported, not raised: pi_check prints the line either way
         figures.update(ok=False, error=f"{type(exc).__name__}: {exc}")
