@@ -171,8 +171,10 @@ def test_the_installed_names_are_read_from_the_target_folders(tmp_path: Path) ->
                                                            "_cffi_backend"}
 
 
-def test_junit_counts_are_read_from_a_real_pytest_report(tmp_path: Path) -> None:
-    (tmp_path / "test_sample.py").write_text(
+def test_junit_counts_are_read_per_group_from_a_real_pytest_report(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_core.py").write_text(
         "import pytest\n"
         "def test_a(): pass\n"
         "def test_b(): pass\n"
@@ -180,13 +182,22 @@ def test_junit_counts_are_read_from_a_real_pytest_report(tmp_path: Path) -> None
         "@pytest.fixture\n"
         "def broken(): raise RuntimeError\n"
         "def test_d(broken): pass\n"
+        "@pytest.fixture\n"
+        "def bad_teardown():\n    yield\n    raise RuntimeError\n"
+        "def test_e(bad_teardown): assert False\n"
     )
+    (tests / "test_bridge.py").write_text("def test_f(): pass\n")
+    (tests / "test_unlisted.py").write_text("import no_such_module\n")
     xml = tmp_path / "report.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    f"--junitxml={xml}", "test_sample.py"], cwd=tmp_path,
+                    "--continue-on-collection-errors", f"--junitxml={xml}", "tests"], cwd=tmp_path,
                    capture_output=True, timeout=60, check=False)
-    assert pi.junit_counts(xml) == {"tests": 4, "passed": 2, "failed": 1, "errors": 1,
-                                    "skipped": 0}
+    groups = {"test_core.py": "core", "test_bridge.py": "bridges"}
+    assert pi.junit_counts(xml, groups) == {
+        "core": {"passed": 2, "failed": 2, "errors": 1, "skipped": 0},
+        "bridges": {"passed": 1, "failed": 0, "errors": 0, "skipped": 0},
+        "other": {"passed": 0, "failed": 0, "errors": 1, "skipped": 0},  # collection error
+    }
 
 
 def test_mounts_inside_the_root_are_found_deepest_first() -> None:
@@ -245,12 +256,14 @@ def test_processes_are_found_by_their_root_and_the_hosts_are_never_killed(tmp_pa
 
 
 def test_pytest_in_the_root_runs_the_quick_tests_of_the_installed_wheel() -> None:
-    argv = pi.pytest_argv("core", ["test_queue.py", "test_models.py"])
+    argv = pi.pytest_argv(["test_queue.py", "test_models.py"])
     assert argv[:3] == ["/usr/bin/python3", "-P", "-m"]  # -P: not the sources in the cwd
     assert argv[argv.index("-m", 3) + 1] == "not slow"
     assert argv[argv.index("-p") + 1] == "pi_select"
-    assert "--junitxml=/tmp/pi-check-core.xml" in argv
+    assert "--continue-on-collection-errors" in argv
+    assert f"--junitxml={pi.JUNIT}" in argv
     assert argv[-2:] == ["tests/test_queue.py", "tests/test_models.py"]
+    assert f"PI_CHECK_DESELECTED={pi.DESELECTED}" in pi.PYTEST_ENV
 
 
 def test_the_tests_that_start_serve_are_left_out_and_listed(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,15 +232,23 @@ def test_files(tests: Path, installed: set[str]) -> tuple[list[str], list[str], 
     return ([n for n in every if n not in bridges], [n for n in every if n in bridges], lacking)
 
 
-def junit_counts(xml_path: Path) -> dict[str, int]:
-    """tests / passed / failed / errors / skipped of a pytest ``--junitxml`` report."""
-    root = ET.parse(xml_path).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    counts = {key: sum(int(s.get(key, 0)) for s in suites)
-              for key in ("tests", "failures", "errors", "skipped")}
-    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return {"tests": counts["tests"], "passed": passed, "failed": counts["failures"],
-            "errors": counts["errors"], "skipped": counts["skipped"]}
+def junit_counts(xml_path: Path, groups: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """passed / failed / errors / skipped per group of a pytest ``--junitxml`` report, the
+    group of each test found by its file name in ``groups`` (else ``"other"``: a collection
+    error, say). A test that failed and then erred in its teardown counts as failed."""
+    tags_of: dict[tuple[str, str], set[str]] = {}  # pytest writes a teardown error apart
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        key = (case.get("classname") or "", case.get("name") or "")
+        tags_of.setdefault(key, set()).update(child.tag for child in case)
+    counts: dict[str, dict[str, int]] = {}
+    for (classname, _), tags in tags_of.items():
+        parts = classname.split(".")
+        group = groups.get(f"{parts[1]}.py" if len(parts) > 1 else "", "other")
+        outcome = next((name for tag, name in (("failure", "failed"), ("error", "errors"),
+                                               ("skipped", "skipped")) if tag in tags), "passed")
+        tally = counts.setdefault(group, dict.fromkeys(("passed", "failed", "errors", "skipped"), 0))
+        tally[outcome] += 1
+    return counts
 
 
 def mounts_under(directory: Path, mounts_text: str) -> list[str]:
@@ -403,34 +411,41 @@ def chroot_argv(root: Path, argv: Sequence[str], cwd: str = f"/{INSTALL_DIR}/src
     return ["chroot", str(root), "/usr/bin/env", "-i", f"--chdir={cwd}", *base, *env, *argv]
 
 
-def pytest_argv(group: str, files: Sequence[str]) -> list[str]:
-    """The pytest command of one group inside the root: the quick tests (``-m "not slow"``)
-    of ``files``, without those that start ``serve`` (:mod:`tools.pi_select`), a JUnit report
-    and the deselected ids in /tmp."""
+def pytest_argv(files: Sequence[str]) -> list[str]:
+    """The pytest command inside the root: the quick tests (``-m "not slow"``) of ``files``,
+    without those :mod:`tools.pi_select` leaves out, a JUnit report in /tmp; a file that
+    cannot be collected fails the run but does not hide the others' results."""
     return ["/usr/bin/python3", "-P", "-m", "pytest", "-q", "-m", "not slow", "-p", "pi_select",
-            f"--junitxml=/tmp/pi-check-{group}.xml", *(f"tests/{name}" for name in files)]
+            "--continue-on-collection-errors", f"--junitxml={JUNIT}", *(f"tests/{name}" for name in files)]
 
 
-#: the environment of :func:`pytest_argv` (the plug-in's folder; ``{group}`` filled in)
-PYTEST_ENV = (f"PYTHONPATH=/{INSTALL_DIR}/src/tools",
-              "PI_CHECK_DESELECTED=/tmp/pi-check-{group}-deselected.json")
+JUNIT = "/tmp/pi-check.xml"
+DESELECTED = "/tmp/pi-check-deselected.json"
+#: the environment of :func:`pytest_argv`: the plug-in's folder, where it lists what it left out
+PYTEST_ENV = (f"PYTHONPATH=/{INSTALL_DIR}/src/tools", f"PI_CHECK_DESELECTED={DESELECTED}")
 
 
-def run_tests(root: Path, arch: Arch, group: str, files: list[str]) -> dict[str, Any]:
-    """One group of test files inside the root; its counts as a JSON line."""
-    xml = root / "tmp" / f"pi-check-{group}.xml"
-    deselected = root / "tmp" / f"pi-check-{group}-deselected.json"
+def run_tests(root: Path, arch: Arch, groups: Mapping[str, list[str]]) -> bool:
+    """The test files of every group in one pytest run inside the root (the emulated
+    interpreter starts and imports once); one JSON line per group; whether all passed."""
+    xml, deselected = root / JUNIT.lstrip("/"), root / DESELECTED.lstrip("/")
     xml.unlink(missing_ok=True)
     deselected.unlink(missing_ok=True)
     started = time.monotonic()
-    env = [item.format(group=group) for item in PYTEST_ENV]
-    status = run(chroot_argv(root, pytest_argv(group, files), env=env), check=False,
+    files = [name for names in groups.values() for name in names]
+    status = run(chroot_argv(root, pytest_argv(files), env=PYTEST_ENV), check=False,
                  timeout=TEST_TIMEOUT_SECONDS)
-    counts = junit_counts(xml) if xml.exists() else {"tests": 0, "passed": 0}
-    left_out = len(json.loads(deselected.read_text())) if deselected.exists() else None
-    return report(pi_check="tests", arch=arch.name, group=group, files=len(files),
-                  exit_status=status.returncode, seconds=round(time.monotonic() - started, 1),
-                  left_out_serve_or_too_slow=left_out, **counts)
+    seconds = round(time.monotonic() - started, 1)
+    group_of = {name: group for group, names in groups.items() for name in names}
+    counts = junit_counts(xml, group_of) if xml.exists() else {}
+    left_out = json.loads(deselected.read_text()) if deselected.exists() else []
+    for group in (*groups, *(g for g in counts if g not in groups)):
+        tally = counts.get(group, {"passed": 0})
+        report(pi_check="tests", arch=arch.name, group=group, files=len(groups.get(group, ())),
+               left_out=sum(group_of.get(node.split("::")[0].removeprefix("tests/")) == group
+                            for node in left_out), **tally)
+    report(pi_check="pytest", arch=arch.name, exit_status=status.returncode, seconds=seconds)
+    return status.returncode == 0 and all(counts.get(group, {}).get("passed") for group in groups)
 
 
 def probe(argv: Sequence[str], **kwargs: Any) -> dict[str, Any]:
@@ -449,7 +464,7 @@ def compare(arch: str, emulated: dict[str, Any], host: dict[str, Any]) -> None:
     host's figure and ``ratio`` = emulated / host."""
     for key, unit in (("import_ms", "ms"), ("import_serve_ms", "ms"), ("startup_ms", "ms"),
                       ("idle_rss_mb", "MB"), ("idle_cpu_percent", "%"),
-                      ("ops_per_second", "ops/s")):
+                      ("ops_per_second", "ops/s"), ("http_ops_per_second", "ops/s")):
         if key not in emulated or key not in host:
             continue  # a failed probe: its own line says why
         value, baseline = emulated[key], host[key]
@@ -467,11 +482,8 @@ def check_arch(arch: Arch, roots: Path, mirror: str, wheel: Path, rebuild: bool)
     core, bridges, lacking = test_files(REPO / "tests", importable([base / "app", base / "deps"]))
     report(pi_check="selection", arch=arch.name, core=len(core), bridges=len(bridges),
            left_out={**dict.fromkeys(EXCLUDED_TESTS, "not for a Pi"), **lacking})
-    ok = True
     with mounted(root):
-        for group, files in (("core", core), ("bridges", bridges)):
-            result = run_tests(root, arch, group, files)
-            ok = ok and result["exit_status"] == 0 and result["passed"] > 0
+        ok = run_tests(root, arch, {"core": core, "bridges": bridges})
         # the host's figures right before, so both see the same load on this machine
         host = report(pi_check="probe", arch="host",
                       **probe([sys.executable, "-m", "tools.pi_probe"], cwd=REPO))

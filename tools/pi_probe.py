@@ -11,7 +11,11 @@ side by side from the same run:
   first answer of ``GET /health``; once the bridge is online and has settled, ``idle_rss_mb``
   (VmRSS) and ``idle_cpu_percent`` (the process's user + system CPU over a 5 s idle window, as a
   share of one core); ``ops_per_second``: 20 operations added with one ``POST /operations/add``
-  and run by the PLC (cycle time 0), from the request to the last one COMPLETED.
+  and run by the PLC (cycle time 0), from the request to the last one COMPLETED: bound by the
+  bridge's 0.1 s poll on a fast machine;
+* ``http_ops_per_second``: a second ``serve``, without a bridge, its journal on; 50 operations
+  added with one request, then each finished over HTTP in turn (``POST .../complete``): the
+  dispatcher, the journal (``synchronous=FULL``) and the REST API, with no PLC to wait for.
 
 Stdlib only (plus the package): the root has no ``requests`` on the probe's path to count on.
 Under qemu-user, RSS and CPU are those of the emulator process running the interpreter.
@@ -29,11 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 OPERATIONS = 20
+HTTP_OPERATIONS = 50
 IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 1.0
 STARTUP_TIMEOUT = 120.0
@@ -127,6 +133,21 @@ def serving_url(proc: subprocess.Popen[str]) -> str:
     return line.split(" on ", 1)[1].split()[0]
 
 
+def start_serve(args: list[str], workdir: Path) -> tuple[subprocess.Popen[str], str]:
+    """``serve ARGS --port 0`` in ``workdir``: the process and the URL it serves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operation_dispatcher", "serve", *args, "--port", "0",
+         "--log-level", "WARNING"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        return proc, serving_url(proc)
+    except Exception:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
 def measure_serve(workdir: Path) -> dict[str, Any]:
     """``serve`` with a simulated PLC: start-up, idle RSS and CPU, operations/s."""
     from firmware_bridges.simulators.plc import PlcSimulator
@@ -135,13 +156,8 @@ def measure_serve(workdir: Path) -> dict[str, Any]:
         config = workdir / "pi-probe.toml"
         config.write_text(CONFIG.format(journal=workdir / "journal.db", port=plc.port))
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "operation_dispatcher", "serve", "--config", str(config),
-             "--port", "0", "--log-level", "WARNING"],
-            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        proc, url = start_serve(["--config", str(config)], workdir)
         try:
-            url = serving_url(proc)
             status, _ = wait_for(lambda: http("GET", url + "/health"), STARTUP_TIMEOUT, "health")
             startup_ms = (time.monotonic() - started) * 1000
             wait_for(lambda: http("GET", url + "/bridges/plc")[1]["online"], STARTUP_TIMEOUT,
@@ -178,6 +194,38 @@ def measure_serve(workdir: Path) -> dict[str, Any]:
     }
 
 
+def measure_http_ops(workdir: Path) -> dict[str, Any]:
+    """``serve`` without a bridge, its journal on: HTTP_OPERATIONS operations added with one
+    request, then each finished over HTTP (``POST /operations/<id>/complete``, retried while it
+    has not started yet) in turn: the dispatcher, the journal and the REST API, no PLC."""
+    proc, url = start_serve(["--resource-id", "bench", "--journal",
+                             str(workdir / "http-journal.db")], workdir)
+    try:
+        wait_for(lambda: http("GET", url + "/health"), STARTUP_TIMEOUT, "health")
+        started = time.monotonic()
+        _, added = http("POST", url + "/operations/add",
+                        [{"payload": {"n": i}} for i in range(HTTP_OPERATIONS)])
+        for entry in added:
+            path = f"{url}/operations/{entry['operation']['id']}/complete"
+            wait_for(lambda path=path: complete(path), 60, "a start to complete")
+        elapsed = time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    return {"http_ops_per_second": round(HTTP_OPERATIONS / elapsed, 1),
+            "http_operations": HTTP_OPERATIONS, "http_serve_exit_status": proc.returncode}
+
+
+def complete(url: str) -> bool:
+    """POST ``url`` (a ``/complete``): True once it answers 200, False while 409 (not running)."""
+    try:
+        return http("POST", url, {})[0] == 200
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise
+        return False
+
+
 def main() -> int:
     figures: dict[str, Any] = {"machine": platform.machine(),
                                "python": platform.python_version()}
@@ -187,6 +235,8 @@ def main() -> int:
             figures["import_ms"] = round(import_ms("operation_dispatcher", Path(workdir)), 1)
             figures["import_serve_ms"] = round(import_ms(SERVE_MODULES, Path(workdir)), 1)
             figures.update(measure_serve(Path(workdir)))
+            figures.update(measure_http_ops(Path(workdir)))
+            figures["ok"] = figures["ok"] and figures["http_serve_exit_status"] == 0
     except Exception as exc:  # reported, not raised: pi_check prints the line either way
         figures.update(ok=False, error=f"{type(exc).__name__}: {exc}")
     print(json.dumps(figures), flush=True)
