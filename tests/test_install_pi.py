@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UNIT_TEXT = "[Service]\nExecStart=/opt/operation-dispatcher/bin/operation-dispatcher serve\n"
+UNIT_TEXT = "[Service]\nExecStart=/opt/operation-dispatcher/venv/bin/operation-dispatcher serve\n"
 
 
 def _load(name: str) -> ModuleType:
@@ -59,16 +59,19 @@ def test_dry_run_prints_every_step_in_order_and_does_nothing(unit: Path, tmp_pat
         "operation-dispatcher",
         "usermod --append --groups dialout operation-dispatcher",
         "python3 -c 'import ensurepip' 2>/dev/null || apt-get install -y python3-venv",
-        "test -x /opt/operation-dispatcher/bin/python || python3 -m venv /opt/operation-dispatcher",
-        f"/opt/operation-dispatcher/bin/pip install --upgrade '{REPO_ROOT}[api,serial,modbus,metrics]'",
-        "install -d -m 755 /etc/operation-dispatcher",
+        "test -x /opt/operation-dispatcher/venv/bin/python || "
+        "python3 -m venv /opt/operation-dispatcher/venv",
+        "/opt/operation-dispatcher/venv/bin/pip install --upgrade "
+        f"'{REPO_ROOT}[api,serial,modbus,metrics]'",
+        "install -d -m 750 /etc/operation-dispatcher",
+        "chgrp operation-dispatcher /etc/operation-dispatcher",
         f"install -m 640 {REPO_ROOT}/examples/plc.toml /etc/operation-dispatcher/config.toml "
         "(kept if it exists)",
         "chgrp operation-dispatcher /etc/operation-dispatcher/config.toml",
         "install -d -m 750 /var/lib/operation-dispatcher",
         "chown operation-dispatcher:operation-dispatcher /var/lib/operation-dispatcher",
         f"install -m 644 {unit} /etc/systemd/system/operation-dispatcher.service",
-        "/opt/operation-dispatcher/bin/operation-dispatcher check-config "
+        "/opt/operation-dispatcher/venv/bin/operation-dispatcher check-config "
         "/etc/operation-dispatcher/config.toml",
         "systemctl daemon-reload",
         "systemctl enable operation-dispatcher",
@@ -85,7 +88,7 @@ def test_destdir_stages_the_files_and_leaves_the_commands_to_the_pi(
     done = run("--unit", str(unit), env={"DESTDIR": str(dest)})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert sum(line.startswith("on the Pi: ") for line in lines) == 11
+    assert sum(line.startswith("on the Pi: ") for line in lines) == 12
     assert "on the Pi: systemctl try-restart operation-dispatcher" in lines
     staged = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert staged == ["etc/operation-dispatcher/config.toml",
@@ -94,6 +97,8 @@ def test_destdir_stages_the_files_and_leaves_the_commands_to_the_pi(
     config = dest / "etc/operation-dispatcher/config.toml"
     assert 'path = "/var/lib/operation-dispatcher/journal.db"' in config.read_text()
     assert stat.S_IMODE(config.stat().st_mode) == 0o640  # it may hold tokens
+    etc = dest / "etc/operation-dispatcher"
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o750
     state = dest / "var/lib/operation-dispatcher"
     assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o750
     with pytest.raises(KeyError):

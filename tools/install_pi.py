@@ -4,12 +4,13 @@ Run from a checkout on the Pi, as root (``sudo make install-pi``). The steps, in
 
 1. a system user ``operation-dispatcher`` (no login, no home of its own) in the ``dialout``
    group, which owns the serial ports (``/dev/ttyUSB0``, ``/dev/ttyAMA0``...);
-2. a venv under ``/opt/operation-dispatcher`` with the package and the extras a cell uses
-   (``api,serial,modbus,metrics``), from this checkout (``pip install --upgrade``: running it
-   again upgrades in place);
+2. a venv in ``/opt/operation-dispatcher/venv`` (where the unit runs it from) with the package
+   and the extras a cell uses (``api,serial,modbus,metrics``), from this checkout (``pip
+   install --upgrade``: running it again upgrades in place);
 3. ``/etc/operation-dispatcher/config.toml`` from ``examples/plc.toml`` with the journal under
-   ``/var/lib/operation-dispatcher``, only when there is none yet (yours is never overwritten),
-   readable by root and the service's group only (it may hold tokens);
+   ``/var/lib/operation-dispatcher``, only when there is none yet (yours is never overwritten);
+   the folder and the file readable by root and the service's group only (it may hold
+   tokens; the unit's ``ConfigurationDirectoryMode=0750`` agrees);
 4. ``/var/lib/operation-dispatcher`` (the journal's folder, the unit's ``StateDirectory=``),
    owned by the user; an upgrade never touches the files in it;
 5. the unit ``examples/systemd/operation-dispatcher.service`` to ``/etc/systemd/system``; the
@@ -38,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NAME = "operation-dispatcher"
 USER = NAME
-VENV = Path("/opt") / NAME
+VENV = Path("/opt") / NAME / "venv"  # where the unit's ExecStart looks
 ETC = Path("/etc") / NAME
 CONFIG = ETC / "config.toml"
 STATE = Path("/var/lib") / NAME
@@ -100,7 +101,8 @@ def plan(checkout: Path, unit_source: Path, extras: str = EXTRAS) -> list[Step]:
         Shell("python3 -c 'import ensurepip' 2>/dev/null || apt-get install -y python3-venv"),
         Shell(f"test -x {venv_bin}/python || python3 -m venv {VENV}"),
         Shell(f"{venv_bin}/pip install --upgrade {q(f'{checkout}[{extras}]')}"),
-        MakeDir(ETC, 0o755),
+        MakeDir(ETC, 0o750),
+        Shell(f"chgrp {USER} {ETC}"),
         Install(CONFIG, service_config(CONFIG_SOURCE.read_text(encoding="utf-8")), 0o640,
                 keep=True, source=str(CONFIG_SOURCE)),
         Shell(f"chgrp {USER} {CONFIG}"),
