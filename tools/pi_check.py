@@ -40,6 +40,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ INSTALL_DIR = "opt/pi-check"
 #: like a venv's site-packages, so a test that sets PYTHONPATH for a child keeps the package
 PTH = "usr/local/lib/python3.11/dist-packages/pi-check.pth"
 #: what the tests and the probe need besides the package (versions come from the dev extra)
-TEST_TOOLS = ("pytest", "hypothesis", "requests")
+TEST_TOOLS = ("pytest", "pytest-xdist", "hypothesis", "requests")
 #: files of the checkout copied into the root to run the tests from there. The package's
 #: sources are copied only for the tests that read them (file sizes, route code): pytest runs
 #: with ``python3 -P`` (the current folder not on sys.path), so the tests import the installed
@@ -72,6 +73,8 @@ EXCLUDED_TESTS = ("test_development.py", "test_pi_check.py")
 BRIDGE_TESTS = ("test_bridge_*.py", "test_cli_bridges.py", "test_http_bridges.py",
                 "test_progress_bridges.py", "test_serial_protocol.py")
 TEST_TIMEOUT_SECONDS = 1200
+#: pytest-xdist workers in the root: the emulated tests are CPU-bound, so one per core helps
+PYTEST_WORKERS = max(2, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -412,11 +415,13 @@ def chroot_argv(root: Path, argv: Sequence[str], cwd: str = f"/{INSTALL_DIR}/src
 
 
 def pytest_argv(files: Sequence[str]) -> list[str]:
-    """The pytest command inside the root: the quick tests (``-m "not slow"``) of ``files``,
-    without those :mod:`tools.pi_select` leaves out, a JUnit report in /tmp; a file that
-    cannot be collected fails the run but does not hide the others' results."""
+    """The pytest command inside the root: the quick tests (``-m "not slow"``) of ``files`` on
+    :data:`PYTEST_WORKERS` workers, without those :mod:`tools.pi_select` leaves out, a JUnit
+    report in /tmp; a file that cannot be collected fails the run but does not hide the
+    others' results."""
     return ["/usr/bin/python3", "-P", "-m", "pytest", "-q", "-m", "not slow", "-p", "pi_select",
-            "--continue-on-collection-errors", f"--junitxml={JUNIT}", *(f"tests/{name}" for name in files)]
+            "-n", str(PYTEST_WORKERS), "--continue-on-collection-errors", f"--junitxml={JUNIT}",
+            *(f"tests/{name}" for name in files)]
 
 
 JUNIT = "/tmp/pi-check.xml"
@@ -473,11 +478,27 @@ def compare(arch: str, emulated: dict[str, Any], host: dict[str, Any]) -> None:
                ratio=ratio, where="qemu-user emulation", host=baseline)
 
 
-def check_arch(arch: Arch, roots: Path, mirror: str, wheel: Path, rebuild: bool) -> bool:
-    """Everything for one architecture; whether it all passed."""
-    ensure_binfmt(arch)
+def prepare(arch: Arch, roots: Path, mirror: str, wheel: Path | None, rebuild: bool) -> Path:
+    """The root of ``arch``, built if need be, with ``wheel`` and its dependencies installed."""
     root = ensure_root(arch, roots, mirror, rebuild)
-    install(root, arch, wheel)
+    if wheel is not None:
+        install(root, arch, wheel)
+    return root
+
+
+def prepare_all(arches: Sequence[Arch], roots: Path, mirror: str, wheel: Path | None,
+                rebuild: bool) -> list[Path]:
+    """:func:`prepare` for every arch at once: a build downloads, then runs dpkg under
+    emulation on one core, so two builds side by side take little longer than one."""
+    for arch in arches:
+        ensure_binfmt(arch)
+    with ThreadPoolExecutor(max_workers=len(arches), thread_name_prefix="pi-check-root") as pool:
+        futures = [pool.submit(prepare, arch, roots, mirror, wheel, rebuild) for arch in arches]
+        return [future.result() for future in futures]
+
+
+def check_arch(arch: Arch, root: Path) -> bool:
+    """The tests and the probe in the prepared root of ``arch``; whether it all passed."""
     base = root / INSTALL_DIR
     core, bridges, lacking = test_files(REPO / "tests", importable([base / "app", base / "deps"]))
     report(pi_check="selection", arch=arch.name, core=len(core), bridges=len(bridges),
@@ -515,15 +536,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     arches = [ARCHES[name] for name in (args.arch or sorted(ARCHES))]
     started = time.monotonic()
     if args.build_only:
-        for arch in arches:
-            ensure_binfmt(arch)
-            ensure_root(arch, args.roots, args.mirror, args.rebuild)
+        prepare_all(arches, args.roots, args.mirror, None, args.rebuild)
         return 0
     ok = True
     with tempfile.TemporaryDirectory(prefix="pi-check-wheel-") as out:
         wheel = build_wheel(Path(out))
-        for arch in arches:
-            ok = check_arch(arch, args.roots, args.mirror, wheel, args.rebuild) and ok
+        prepared = prepare_all(arches, args.roots, args.mirror, wheel, args.rebuild)
+    for arch, root in zip(arches, prepared, strict=True):
+        ok = check_arch(arch, root) and ok
     report(pi_check="done", ok=ok, seconds=round(time.monotonic() - started, 1))
     return 0 if ok else 1
 
