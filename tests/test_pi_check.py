@@ -296,3 +296,26 @@ def test_every_test_named_too_slow_under_emulation_exists() -> None:
         path, name = node_id.split("::")
         assert f"def {name}(" in (REPO_ROOT / path).read_text(), node_id
         assert why
+
+
+@pytest.mark.slow
+def test_the_probe_measures_serve_here_as_it_does_in_the_roots() -> None:
+    """tools/pi_probe.py on this host: every figure pi-check compares, from a real ``serve``
+    with the PLC simulator and a second one without a bridge (a 1 s idle window here)."""
+    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", "1"],
+                          cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and figures["ok"] is True, figures
+    assert figures["outcomes"] == ["SUCCESS"] and figures["serve_exit_status"] == 0
+    for key in ("import_ms", "import_serve_ms", "startup_ms", "idle_rss_mb",
+                "ops_per_second", "http_ops_per_second"):
+        assert 0 < figures[key] < 1e6, key
+    assert 0 <= figures["idle_cpu_percent"] < 100
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "61", "five"])
+def test_the_probe_refuses_an_idle_window_out_of_range(seconds: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", seconds],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "--idle-seconds" in done.stderr and done.stdout == ""

@@ -9,20 +9,21 @@ side by side from the same run:
 * ``serve`` as a user runs it, in its own process, against a simulated PLC on Modbus TCP (the
   bridge of ``examples/plc.toml``, polling every 0.1 s): ``startup_ms`` from the spawn to the
   first answer of ``GET /health``; once the bridge is online and has settled, ``idle_rss_mb``
-  (VmRSS) and ``idle_cpu_percent`` (the process's user + system CPU over a 5 s idle window, as a
-  share of one core); ``ops_per_second``: 20 operations added with one ``POST /operations/add``
-  and run by the PLC (cycle time 0), from the request to the last one COMPLETED: bound by the
-  bridge's 0.1 s poll on a fast machine;
+  (VmRSS) and ``idle_cpu_percent`` (the process's user + system CPU over a 5 s idle window,
+  ``--idle-seconds``, as a share of one core); ``ops_per_second``: 20 operations added with
+  one ``POST /operations/add`` and run by the PLC (cycle time 0), from the request to the
+  last one COMPLETED: bound by the bridge's 0.1 s poll on a fast machine;
 * ``http_ops_per_second``: a second ``serve``, without a bridge, its journal on; 50 operations
   added with one request, then each finished over HTTP in turn (``POST .../complete``): the
   dispatcher, the journal (``synchronous=FULL``) and the REST API, with no PLC to wait for.
 
-Stdlib only (plus the package): the root has no ``requests`` on the probe's path to count on.
+Stdlib only (plus the package), so it measures the package and nothing of a client library.
 Under qemu-user, RSS and CPU are those of the emulator process running the interpreter.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -148,7 +149,7 @@ def start_serve(args: list[str], workdir: Path) -> tuple[subprocess.Popen[str], 
         raise
 
 
-def measure_serve(workdir: Path) -> dict[str, Any]:
+def measure_serve(workdir: Path, idle_seconds: float = IDLE_SECONDS) -> dict[str, Any]:
     """``serve`` with a simulated PLC: start-up, idle RSS and CPU, operations/s."""
     from firmware_bridges.simulators.plc import PlcSimulator
 
@@ -164,7 +165,7 @@ def measure_serve(workdir: Path) -> dict[str, Any]:
                      "online PLC bridge")
             time.sleep(SETTLE_SECONDS)  # measuring idleness: there is nothing to wait for
             cpu_before, window_start = cpu_seconds(proc.pid), time.monotonic()
-            time.sleep(IDLE_SECONDS)
+            time.sleep(idle_seconds)
             idle_cpu = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - window_start)
             idle_rss = rss_mb(proc.pid)
             started = time.monotonic()
@@ -226,7 +227,13 @@ def complete(url: str) -> bool:
         return False
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.pi_probe", description=__doc__)
+    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS,
+                        help=f"the idle CPU window (default {IDLE_SECONDS})")
+    args = parser.parse_args(argv)
+    if not 0 < args.idle_seconds <= 60:
+        parser.error("--idle-seconds must be more than 0 and at most 60")
     figures: dict[str, Any] = {"machine": platform.machine(),
                                "python": platform.python_version()}
     try:
@@ -234,7 +241,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="pi-probe-") as workdir:
             figures["import_ms"] = round(import_ms("operation_dispatcher", Path(workdir)), 1)
             figures["import_serve_ms"] = round(import_ms(SERVE_MODULES, Path(workdir)), 1)
-            figures.update(measure_serve(Path(workdir)))
+            figures.update(measure_serve(Path(workdir), args.idle_seconds))
             figures.update(measure_http_ops(Path(workdir)))
             figures["ok"] = figures["ok"] and figures["http_serve_exit_status"] == 0
     except Exception as exc:  # reported, not raised: pi_check prints the line either way
