@@ -277,22 +277,32 @@ def test_the_tests_that_start_serve_are_left_out_and_listed(tmp_path: Path) -> N
     (tmp_path / "test_two.py").write_text(
         "class Served: ...\n"
         "def test_in_a_module_using_served(): pass\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests/test_bridge_serial.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.parametrize('n', [1, 2])\n"
+        "def test_a_stalled_line_does_not_stall_the_other_subscribers(n): pass\n"
+        "def test_another(): pass\n")
     listed = tmp_path / "deselected.json"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tools"),
            "PI_CHECK_DESELECTED": str(listed)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-p", "pi_select", "test_one.py", "test_two.py"], cwd=tmp_path,
+                           "-p", "pi_select", "test_one.py", "test_two.py",
+                           "tests/test_bridge_serial.py"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout
-    assert "1 passed, 2 deselected" in done.stdout
+    assert "2 passed, 4 deselected" in done.stdout
     assert json.loads(listed.read_text()) == [
-        "test_one.py::test_with_serve", "test_two.py::test_in_a_module_using_served"]
+        "test_one.py::test_with_serve", "test_two.py::test_in_a_module_using_served",
+        "tests/test_bridge_serial.py::test_a_stalled_line_does_not_stall_the_other_subscribers[1]",
+        "tests/test_bridge_serial.py::test_a_stalled_line_does_not_stall_the_other_subscribers[2]",
+    ]
 
 
-def test_every_test_named_too_slow_under_emulation_exists() -> None:
+def test_every_test_named_timing_bound_under_emulation_exists() -> None:
     select = _load("pi_select")
-    assert select.TOO_SLOW_EMULATED  # each with its reason
-    for node_id, why in select.TOO_SLOW_EMULATED.items():
+    assert select.TIMING_BOUND  # each with its reason
+    for node_id, why in select.TIMING_BOUND.items():
         path, name = node_id.split("::")
         assert f"def {name}(" in (REPO_ROOT / path).read_text(), node_id
         assert why

@@ -1,5 +1,5 @@
 """A pytest plug-in of ``make pi-check`` (``-p pi_select``): leaves out, under emulation, the
-tests that start ``serve`` in a subprocess, and the few in :data:`TOO_SLOW_EMULATED`.
+tests that start ``serve`` in a subprocess, and the few in :data:`TIMING_BOUND`.
 
 Under qemu-user one ``serve`` takes 5-30 s to start (importing Flask, pydantic and pymodbus
 through the emulator), against the 30 s those tests allow, and there are dozens of them: they
@@ -17,16 +17,21 @@ from pathlib import Path
 
 import pytest
 
-#: tests whose fixed time allowance emulation cannot meet, by node id: why
-TOO_SLOW_EMULATED = {
+#: tests whose timing assumptions emulation breaks (every parameter of each), by node id: why.
+#: They pass on the host; they are not about the processor.
+TIMING_BOUND = {
     "tests/test_bridge_serial.py::test_a_stalled_line_does_not_stall_the_other_subscribers":
         "encodes a 32 MB RUN line and allows 5 s until its first byte arrives",
+    "tests/test_bridge_contract.py::"
+    "test_an_outage_invalidates_the_signals_holds_work_and_the_return_releases_it":
+        "expects a reconnect attempt to begin after the peer is back; emulated, the attempt "
+        "begun before can be the one that connects",
 }
 
 
 def left_out(item: pytest.Item) -> bool:
-    """Whether ``item`` starts ``serve`` in a subprocess or is too slow emulated."""
-    if item.nodeid in TOO_SLOW_EMULATED:
+    """Whether ``item`` starts ``serve`` in a subprocess or is in :data:`TIMING_BOUND`."""
+    if item.nodeid.split("[")[0] in TIMING_BOUND:
         return True
     uses_fixture = "serve" in getattr(item, "fixturenames", ())
     module = getattr(item, "module", None)
