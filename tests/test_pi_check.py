@@ -171,13 +171,14 @@ def test_the_installed_names_are_read_from_the_target_folders(tmp_path: Path) ->
                                                            "_cffi_backend"}
 
 
-def test_junit_counts_are_read_per_group_from_a_real_pytest_report(tmp_path: Path) -> None:
+def test_outcomes_and_counts_are_read_from_a_real_pytest_report(tmp_path: Path) -> None:
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_core.py").write_text(
         "import pytest\n"
         "def test_a(): pass\n"
-        "def test_b(): pass\n"
+        "@pytest.mark.parametrize('n', [1, 2])\n"
+        "def test_b(n): pass\n"
         "def test_c(): assert False\n"
         "@pytest.fixture\n"
         "def broken(): raise RuntimeError\n"
@@ -185,19 +186,38 @@ def test_junit_counts_are_read_per_group_from_a_real_pytest_report(tmp_path: Pat
         "@pytest.fixture\n"
         "def bad_teardown():\n    yield\n    raise RuntimeError\n"
         "def test_e(bad_teardown): assert False\n"
+        "class TestGroup:\n    def test_f(self): pass\n"
     )
-    (tests / "test_bridge.py").write_text("def test_f(): pass\n")
+    (tests / "test_bridge.py").write_text("def test_g(): pass\n")
     (tests / "test_unlisted.py").write_text("import no_such_module\n")
     xml = tmp_path / "report.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "--continue-on-collection-errors", f"--junitxml={xml}", "tests"], cwd=tmp_path,
-                   capture_output=True, timeout=60, check=False)
-    groups = {"test_core.py": "core", "test_bridge.py": "bridges"}
-    assert pi.junit_counts(xml, groups) == {
-        "core": {"passed": 2, "failed": 2, "errors": 1, "skipped": 0},
-        "bridges": {"passed": 1, "failed": 0, "errors": 0, "skipped": 0},
-        "other": {"passed": 0, "failed": 0, "errors": 1, "skipped": 0},  # collection error
+                    "--continue-on-collection-errors", f"--junitxml={xml}", "tests"],
+                   cwd=tmp_path, capture_output=True, timeout=60, check=False)
+    outcomes = pi.junit_outcomes(xml)
+    assert outcomes == {
+        "tests/test_core.py::test_a": "passed",
+        "tests/test_core.py::test_b[1]": "passed",
+        "tests/test_core.py::test_b[2]": "passed",
+        "tests/test_core.py::test_c": "failed",
+        "tests/test_core.py::test_d": "errors",
+        "tests/test_core.py::test_e": "failed",  # failed, then its teardown erred
+        "tests/test_core.py::TestGroup::test_f": "passed",
+        "tests/test_bridge.py::test_g": "passed",
+        "tests.test_unlisted": "errors",  # could not be collected
     }
+    groups = {"test_core.py": "core", "test_bridge.py": "bridges"}
+    assert pi.tally(outcomes, groups) == {
+        "core": {"passed": 4, "failed": 2, "errors": 1, "skipped": 0},
+        "bridges": {"passed": 1, "failed": 0, "errors": 0, "skipped": 0},
+        "other": {"passed": 0, "failed": 0, "errors": 1, "skipped": 0},
+    }
+    # the node ids are the ones pytest takes back: a retry runs exactly the failed ones
+    retry = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_core.py::test_c", "tests/test_core.py::TestGroup::test_f",
+                            "tests/test_core.py::test_b[2]"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert "1 failed, 2 passed" in retry.stdout
 
 
 def test_mounts_inside_the_root_are_found_deepest_first() -> None:
@@ -256,14 +276,18 @@ def test_processes_are_found_by_their_root_and_the_hosts_are_never_killed(tmp_pa
 
 
 def test_pytest_in_the_root_runs_the_quick_tests_of_the_installed_wheel() -> None:
-    argv = pi.pytest_argv(["test_queue.py", "test_models.py"])
+    argv = pi.pytest_argv(["tests/test_queue.py", "tests/test_models.py"], pi.JUNIT, 2)
     assert argv[:3] == ["/usr/bin/python3", "-P", "-m"]  # -P: not the sources in the cwd
     assert argv[argv.index("-m", 3) + 1] == "not slow"
     assert argv[argv.index("-p") + 1] == "pi_select"
+    assert argv[argv.index("-n") + 1] == "2"
     assert "--continue-on-collection-errors" in argv
     assert f"--junitxml={pi.JUNIT}" in argv
     assert argv[-2:] == ["tests/test_queue.py", "tests/test_models.py"]
     assert f"PI_CHECK_DESELECTED={pi.DESELECTED}" in pi.PYTEST_ENV
+    retry = pi.pytest_argv(["tests/test_queue.py::test_x[1]"], pi.JUNIT_RETRY, None)
+    assert "-n" not in retry and retry[retry.index("no:xdist") - 1] == "-p"  # one process
+    assert f"--junitxml={pi.JUNIT_RETRY}" in retry and retry[-1] == "tests/test_queue.py::test_x[1]"
 
 
 def test_the_tests_that_start_serve_are_left_out_and_listed(tmp_path: Path) -> None:
