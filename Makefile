@@ -30,15 +30,16 @@ test-fast: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
-# The demo needs the api and modbus extras: the REST API on http://127.0.0.1:8080 (Swagger UI:
-# /apidocs, live events: /events/stream) and a Modbus bridge to a simulated PLC on
-# 127.0.0.1:5020 that runs the operations. Ctrl-C stops it.
+# The demo needs the api, modbus and serial extras: the whole cell of examples/cell.toml with
+# the REST API on http://127.0.0.1:8080 (Swagger UI: /apidocs, live events: /events/stream), a
+# Modbus bridge to a simulated PLC on 127.0.0.1:5020 that runs the operations and a serial
+# bridge to a simulated panel on 127.0.0.1:7001. Ctrl-C stops it.
 $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e '.[api,modbus]'
+	$(PY) -m pip install -q -e '.[api,modbus,serial]'
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(VENV)/bin/operation-dispatcher serve --demo --config examples/plc.toml --host 127.0.0.1 --port 8080
+	$(VENV)/bin/operation-dispatcher serve --demo --config examples/cell.toml --host 127.0.0.1 --port 8080
 
 # `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support): the package
 # installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user emulation,
@@ -56,8 +57,10 @@ install-pi:
 	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR)) \
 	  $(if $(EXTRAS),--extras $(EXTRAS))
 
+# mypy checks firmware_bridges, which ships py.typed (setup.cfg [mypy] says why not the core yet)
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools
+	$(PY) -m mypy firmware_bridges
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache

@@ -66,7 +66,7 @@ from typing import Any
 from uuid import UUID
 
 try:
-    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+    from pymodbus.client import ModbusSerialClient
     from pymodbus.exceptions import ConnectionException, ModbusIOException
     from pymodbus.framer import FramerType
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -91,6 +91,7 @@ from .base import (
     BridgeError,
     BridgeProtocolError,
 )
+from .modbus_tcp import TcpClient, closed_by_peer, connect_failure
 
 __all__ = ["EXCEPTION_CODES", "ModbusBridge", "ModbusRefused", "SignalSpec"]
 
@@ -318,7 +319,7 @@ class ModbusBridge(BaseBridge):
         # the operation the PLC was told to start: set and cleared on the bridge thread only
         self._active: UUID | None = None
         self._last_progress: int | None = None  # the progress register's last value read
-        self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        self._client: TcpClient | ModbusSerialClient | None = None
         if self.executor is not None:
             self._become_executor()
 
@@ -362,22 +363,24 @@ class ModbusBridge(BaseBridge):
         self._plan = _batch(self._addresses())
         if self.transport == "rtu":
             assert self.serial_port is not None
-            self._client = ModbusSerialClient(
+            serial = self._client = ModbusSerialClient(
                 self.serial_port, framer=FramerType.RTU, baudrate=self.baudrate,
                 parity=self.parity, stopbits=self.stopbits, bytesize=self.bytesize,
                 timeout=self.timeout, retries=0, reconnect_delay=0, reconnect_delay_max=0,
             )
-            failure = f"cannot open {self.serial_port}"
+            if not serial.connect():
+                failure = f"cannot open {self.serial_port}"
+                reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
+                raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
         else:
             assert self.host is not None
-            self._client = ModbusTcpClient(
+            tcp = self._client = TcpClient(
                 self.host, port=self.port, timeout=self.timeout, retries=0,
                 reconnect_delay=0, reconnect_delay_max=0,
             )
-            failure = f"cannot connect to {self.host}:{self.port}"
-        if not self._client.connect():
-            reason = _PYMODBUS_FILTER.reason()  # pymodbus logged why; the filter held it back
-            raise BridgeConnectionError(self.name, f"{failure} ({reason})" if reason else failure)
+            if not tcp.connect():  # "connection refused by host:port", the same on every retry
+                reason = connect_failure(self.host, self.port, tcp.connect_error)
+                raise BridgeConnectionError(self.name, reason)
         self._probe()
 
     def _probe(self) -> None:
@@ -428,6 +431,7 @@ class ModbusBridge(BaseBridge):
                 return
             op = self.dispatcher.get_operation(op_id)
             payload = op.payload if op is not None else {}
+            assert self.executor is not None  # only an executor handles events (_handles_events)
             self._queue_command("start", op_id, payload.get(self.executor["program_key"]))
         elif kind is EventType.OPERATION_PAUSED:
             self._queue_command("pause", op_id)
@@ -445,7 +449,11 @@ class ModbusBridge(BaseBridge):
             raise BridgeConnectionError(self.name, "not connected")
         try:
             response = getattr(client, method)(address, device_id=self.device_id, **kwargs)
-        except (ConnectionException, ModbusIOException) as exc:
+        except (ConnectionException, ModbusIOException, ConnectionResetError, BrokenPipeError) as exc:
+            if closed_by_peer(exc):  # not pymodbus' "unexpectedly closed 0.000 seconds into read"
+                raise BridgeConnectionError(self.name, (
+                    f"{self.endpoint} closed the connection without answering (a PLC does so "
+                    "when it allows no more clients, or not this client's address)")) from exc
             # pymodbus raises "from None" after an OSError; what the line said is the useful part
             cause = exc.__cause__ or exc.__context__
             detail = f"{exc} ({cause})" if cause is not None else str(exc)
@@ -552,9 +560,9 @@ class ModbusBridge(BaseBridge):
             raise
         self._active = op_id
 
-    def _fail_start(self, op_id: UUID, error: str, **meta: Any) -> None:
-        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, error)
-        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": error, **meta})
+    def _fail_start(self, op_id: Any, reason: str, **meta: Any) -> None:
+        self.logger.warning("%s: operation %s not started: %s", self.thread_name, op_id, reason)
+        self._finish(op_id, TerminationReason.EXTERNAL_ERROR, {"error": reason, **meta})
 
     def _watch(self, raw: dict[tuple[str, int], int | bool]) -> None:
         ex = self.executor

@@ -250,13 +250,16 @@ class SerialLineBridge(BaseBridge):
         self._last_line = time.monotonic()  # the device talks: online (again)
         self._confirm_online()
         if msg.kind == "SIG":
+            assert msg.name is not None  # the parser names every SIG
             try:
                 self.set_signal(msg.name, msg.value)
             except DispatcherError as exc:
                 self._malformed(line, str(exc))
         elif msg.kind == "DONE":
+            assert msg.operation_id is not None  # the parser requires the id of DONE and ERR
             self._finish(msg.operation_id, None)
         elif msg.kind == "ERR":
+            assert msg.operation_id is not None
             self._finish(msg.operation_id, msg.reason or "")
         elif msg.kind == "PROG":
             self._progress(line, msg)
@@ -281,6 +284,7 @@ class SerialLineBridge(BaseBridge):
             self._rejected(f"{word} {operation_id} refused by the dispatcher: {exc}")
 
     def _progress(self, line: bytes, msg: proto.DeviceMessage) -> None:
+        assert msg.operation_id is not None  # the parser gives PROG an id
         try:
             self.dispatcher.report_progress(msg.operation_id, msg.value / 100, msg.message)
         except ValidationError as exc:  # the message is too long, the id is not a UUID

@@ -39,7 +39,7 @@ from . import __version__
 from .config import Config, ConfigError, load_config
 from .demo import LOOPBACK, DemoMachine, DemoUnavailable
 from .errors import DispatcherError
-from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType
+from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType, finished_outcome
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
@@ -293,7 +293,7 @@ class OperationLog:
         self._log.info("operation %s started: job_id=%s", operation_id, job_id)
 
     def _on_finish(self, operation_id: UUID, event: DispatchEvent) -> None:
-        changed = {change.field: change.new_value for change in event.changes}
+        outcome, reason = finished_outcome(event)
         # started before this subscriber (a run before a restart), else never (cancelled queued)
         job_id, start = self._started.pop(operation_id, None) or self._known(operation_id)
         duration = "none (never started)"
@@ -301,8 +301,7 @@ class OperationLog:
             duration = f"{(event.created_at - start).total_seconds():.3f}s"
         self._log.info(
             "operation %s finished: job_id=%s outcome=%s termination_reason=%s duration=%s",
-            operation_id, job_id, changed.get("outcome", "NONE"),
-            changed.get("termination_reason", "NONE"), duration,
+            operation_id, job_id, outcome, reason, duration,
         )
 
 

@@ -5,11 +5,14 @@ executes the operations depends on the config:
 
 * a bridge for which a plug-in provides a simulated device: the demo asks the entry-point group
   ``operation_dispatcher.demo_devices`` for a factory of each bridge's ``kind`` (the core names
-  no bridge package) and runs the first device one returns. ``firmware_bridges`` provides one
-  for a Modbus executor bridge on a loopback address (``examples/plc.toml``): the PLC simulator
-  on that address, so every operation runs through a real Modbus connection (see
-  ``firmware_bridges.simulators.demo_plc``). The device's ready bit goes off now and then,
-  holding the operations released by its ``release_signal``.
+  no bridge package), runs the device of the first executor bridge as the machine and every
+  other device it gets beside it (a serial panel that only reports signals, say).
+  ``firmware_bridges`` provides one for a Modbus executor bridge on a loopback address
+  (``examples/plc.toml``): the PLC simulator on that address, so every operation runs through a
+  real Modbus connection (see ``firmware_bridges.simulators.demo_plc``); and one for a serial
+  bridge on ``socket://`` at a loopback address (``examples/cell.toml``): the serial device
+  simulator (see ``firmware_bridges.simulators.demo_serial``). The devices' ready bits go off
+  now and then, holding the operations released by their ``release_signal``.
 * otherwise a :class:`~operation_dispatcher.simulation.SimulatedOperationRunner` in-process,
   and the signal ``demo.door_closed`` opens and closes now and then.
 
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .approvals import PENDING
 from .errors import DispatcherError, RequestClosed, UnknownRequest
-from .models import DispatchEvent, EventType, Operation
+from .models import DispatchEvent, EventType, Operation, utcnow
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
@@ -48,6 +51,9 @@ class DemoDevice(Protocol):
     release_signal: str
     #: the bridge's health signal: every demo operation waits for it
     online_signal: str
+    #: whether it runs the demo's operations (an executor bridge's device); a device without
+    #: this attribute is taken to run them
+    runs_jobs: bool
 
     def start(self) -> None:
         """Start simulating; OSError when the device cannot listen where the bridge looks."""
@@ -66,12 +72,15 @@ class DemoUnavailable(RuntimeError):
     """A demo-device plug-in cannot be loaded or used (the message says which and why)."""
 
 
-def demo_device_for(bridges: Sequence[Any], cycle_time: float) -> DemoDevice | None:
-    """The first simulated device a plug-in provides for one of ``bridges``, or None."""
+def demo_devices_for(bridges: Sequence[Any], cycle_time: float) -> list[DemoDevice]:
+    """The simulated device a plug-in provides for each of ``bridges`` that has one, executor
+    bridges first (the first one runs the demo's operations)."""
     factories: dict[str, Any] = {}
     for entry_point in entry_points(group=DEMO_DEVICE_GROUP):
         factories.setdefault(entry_point.name, entry_point)  # the first declaration wins
-    for bridge in bridges:
+    devices: list[DemoDevice] = []
+    ordered = sorted(bridges, key=lambda bridge: not getattr(bridge, "executor", None))
+    for bridge in ordered:
         entry_point = factories.get(getattr(bridge, "kind", None))  # type: ignore[arg-type]
         if entry_point is None:
             continue
@@ -83,42 +92,60 @@ def demo_device_for(bridges: Sequence[Any], cycle_time: float) -> DemoDevice | N
                 f"used: {type(exc).__name__}: {exc}"
             ) from exc
         if device is not None:
-            return device  # type: ignore[no-any-return]
-    return None
+            devices.append(device)
+    return devices
+
+
+def demo_device_for(bridges: Sequence[Any], cycle_time: float) -> DemoDevice | None:
+    """The simulated device of the first executor bridge a plug-in simulates (else of the first
+    bridge it simulates), or None."""
+    devices = demo_devices_for(bridges, cycle_time)
+    return devices[0] if devices else None
 
 
 class DemoMachine:
     """A simulated machine, a trickle of operations and an operator who approves them.
 
-    Start requests are left PENDING and answered by the "operator" thread a moment later (so
-    ``GET /requests`` shows them and you may answer first); every ``deny_every``-th one is
-    denied, which shows the denial, its cooldown and the retry. Cancel, pause and resume are
-    approved at once.
+    Start requests the request callback is asked about are left PENDING and answered by the
+    "operator" thread a moment later (so ``GET /requests`` shows them and you may answer first);
+    every ``deny_every``-th one is denied, which shows the denial, its cooldown and the retry.
+    Cancel, pause and resume are approved at once. Requests that an ``[approvals]`` policy of
+    ``"operator"`` holds for a person wait for one; when nobody answers within
+    ``operator_patience`` seconds the simulated operator steps in and approves, so the demo keeps
+    moving. About one operation in four carries ``"needs_operator": true`` in its payload (for
+    ``operator_when_payload = ["needs_operator"]``, as in ``examples/cell.toml``).
 
     :param device: the simulated device that runs the operations (see the module docstring),
-        or None: :meth:`start` asks the demo-device plug-ins for one of the bridges it is
-        given, and without one runs the in-process simulated machine.
+        or None: :meth:`start` asks the demo-device plug-ins for the bridges it is given, runs
+        the device of the first executor bridge as the machine and every other device beside it
+        (a signal-only serial panel, say), and without an executor device runs the in-process
+        simulated machine.
     """
 
     TASKS = (("pick", 2.0), ("place", 1.5), ("inspect", 3.0), ("weld", 4.0), ("polish", 2.5))
     SIGNAL = "demo.door_closed"
+    #: the payload flag set on about a quarter of the demo's operations
+    OPERATOR_FLAG = "needs_operator"
 
     def __init__(
         self, *, device: DemoDevice | None = None, interval: float = 2.0, answer_after: float = 0.8,
         deny_every: int = 7, max_queued: int = 8, cycle_time: float = 2.0, seed: int | None = None,
+        operator_patience: float = 20.0,
     ) -> None:
         self.device = device
+        self.side_devices: list[DemoDevice] = []
         self.interval = interval
         self.answer_after = answer_after
         self.deny_every = deny_every
         self.max_queued = max_queued
         self.cycle_time = cycle_time
+        self.operator_patience = operator_patience
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._requests: queue.Queue[Any] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._runner: Any = None
-        self._device_started = False
+        self._started: list[DemoDevice] = []
         self._device_ready = True
         self._asked = 0
 
@@ -135,19 +162,22 @@ class DemoMachine:
         return True
 
     def start(self, dispatcher: OperationDispatcher, bridges: Sequence[Any] = ()) -> None:
-        """Start the simulated machine (a plug-in's device or the in-process runner) and the
-        feeder and operator.
+        """Start the simulated devices (or the in-process runner) and the feeder and operator.
 
         Call it before the bridges start, so a bridge finds its device at the first attempt.
-        Raises OSError when the simulated device cannot listen on the bridge's address, and
+        Raises OSError when a simulated device cannot listen on its bridge's address, and
         DemoUnavailable when a demo-device plug-in cannot be used.
         """
         if self.device is None:
-            self.device = demo_device_for(bridges, self.cycle_time)
-        if self.device is not None:
-            self._device_started = True  # stop() stops even a half-started device
-            self.device.start()
-        else:
+            devices = demo_devices_for(bridges, self.cycle_time)
+            runners = [d for d in devices if getattr(d, "runs_jobs", True)]
+            self.device = runners[0] if runners else None
+            self.side_devices = [d for d in devices if d is not self.device]
+        for device in (self.device, *self.side_devices):
+            if device is not None:
+                self._started.append(device)  # stop() stops even a half-started device
+                device.start()
+        if self.device is None:
             from .simulation import SimulatedOperationRunner
 
             self._runner = SimulatedOperationRunner(dispatcher=dispatcher, name="demo-machine")
@@ -167,33 +197,39 @@ class DemoMachine:
             thread.join(5.0)
         if self._runner is not None:
             self._runner.stop()
-        if self.device is not None and self._device_started:
-            self.device.stop()
+        for device in reversed(self._started):
+            device.stop()
 
     # ------------------------------------------------------------------ threads
     def _toggle_release(self, dispatcher: OperationDispatcher) -> None:
-        """The door opens or closes (or the simulated device's ready bit flips)."""
-        if self.device is not None:
-            self._device_ready = not self._device_ready
-            self.device.set_ready(self._device_ready)
-        else:
-            dispatcher.signals.set(self.SIGNAL, not dispatcher.signals.value(self.SIGNAL))
+        """The door opens or closes (or the simulated devices' ready bits flip)."""
+        self._device_ready = not self._device_ready
+        if self.device is None:
+            dispatcher.signals.set(self.SIGNAL, self._device_ready)
+        for device in (self.device, *self.side_devices):
+            if device is not None:
+                device.set_ready(self._device_ready)
 
     def _payload(self, task: str) -> dict[str, Any]:
         payload: dict[str, Any] = {"task": task, "part": self._rng.randint(100, 999)}
+        if self._rng.random() < 0.25:
+            payload[self.OPERATOR_FLAG] = True
         if self.device is not None:
             failing = self._rng.random() < 0.1
             payload.update(self.device.payload(1 + [t for t, _ in self.TASKS].index(task), failing))
         return payload
 
     def _conditions(self) -> dict[str, Any]:
-        """Some operations wait for the door (or the device's ready bit); all of a simulated
+        """Some operations wait for the door (or a device's ready bit); all of a simulated
         device's wait for its bridge to be online."""
         conditions: dict[str, Any] = {}
         if self.device is not None:  # a start while the device is offline would fail at once
             conditions[self.device.online_signal] = True
         if self._rng.random() < 0.3:
             conditions[self.release_signal] = True
+        for side in self.side_devices:
+            if self._rng.random() < 0.2:
+                conditions[side.release_signal] = True
         return conditions
 
     def _feed(self, dispatcher: OperationDispatcher) -> None:
@@ -222,18 +258,35 @@ class DemoMachine:
 
     def _operate(self, dispatcher: OperationDispatcher) -> None:
         while not self._stop.is_set():
-            request_id = self._requests.get()
+            try:
+                request_id = self._requests.get(timeout=1.0)
+            except queue.Empty:
+                self._step_in(dispatcher)
+                continue
             if request_id is None or self._stop.wait(self.answer_after):
                 return
             self._asked += 1
-            deny = self.deny_every > 0 and self._asked % self.deny_every == 0
-            try:
-                if deny:
-                    dispatcher.decide(request_id, False, "demo operator: tool change, retry soon")
-                else:
-                    dispatcher.decide(request_id, True, "demo operator: go")
-            except (UnknownRequest, RequestClosed):
-                pass  # answered through the API first, or timed out
+            if self.deny_every > 0 and self._asked % self.deny_every == 0:
+                self._answer(dispatcher, request_id, False, "demo operator: tool change, retry soon")
+            else:
+                self._answer(dispatcher, request_id, True, "demo operator: go")
+
+    def _step_in(self, dispatcher: OperationDispatcher) -> None:
+        """Approve the requests held for a person that nobody answered in time."""
+        now = utcnow()
+        for request in dispatcher.pending_requests():
+            waited = (now - request.created_at).total_seconds()
+            if request.waiting_for == "operator" and waited >= self.operator_patience:
+                self._answer(dispatcher, request.request_id, True,
+                             f"demo operator stepped in: nobody answered in {waited:.0f} s")
+
+    @staticmethod
+    def _answer(dispatcher: OperationDispatcher, request_id: Any, accepted: bool, why: str) -> None:
+        try:
+            dispatcher.decide(request_id, accepted, why)
+        except (UnknownRequest, RequestClosed):
+            pass  # answered through the API first, or timed out
 
 
-__all__ = ["DEMO_DEVICE_GROUP", "LOOPBACK", "DemoDevice", "DemoMachine", "DemoUnavailable", "demo_device_for"]
+__all__ = ["DEMO_DEVICE_GROUP", "LOOPBACK", "DemoDevice", "DemoMachine", "DemoUnavailable", "demo_device_for",
+           "demo_devices_for"]

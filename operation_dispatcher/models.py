@@ -722,10 +722,33 @@ class OperationDispatcherState(_Model):
             raise ValidationError("uptime_seconds", "must be a number >= 0 or null")
 
 
+#: the outcome each finishing event type gives, unless its changes say otherwise
+FINISHED_OUTCOMES: dict[EventType, ExecutionOutcome] = {
+    EventType.OPERATION_COMPLETED: ExecutionOutcome.SUCCESS,
+    EventType.OPERATION_FAILED: ExecutionOutcome.FAILURE,
+    EventType.OPERATION_CANCELLED: ExecutionOutcome.CANCELLED,
+}
+
+
+def finished_outcome(event: DispatchEvent) -> tuple[str, str]:
+    """The outcome and termination reason a finishing event set, as their wire strings (its
+    changes say; the event type gives the outcome when they do not)."""
+    outcome = FINISHED_OUTCOMES.get(event.event_type, ExecutionOutcome.NONE).value
+    reason = TerminationReason.NONE.value
+    for change in event.changes:
+        if change.field == "outcome":
+            outcome = str(change.new_value)
+        elif change.field == "termination_reason":
+            reason = str(change.new_value)
+    return outcome, reason
+
+
 __all__ = [
+    "FINISHED_OUTCOMES",
     "ChangeRecord",
     "DependencyType",
     "DispatchEvent",
+    "finished_outcome",
     "EventType",
     "ExecutionOutcome",
     "ExecutionState",

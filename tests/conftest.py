@@ -371,3 +371,23 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         if served.proc.poll() is None:  # a test failed half-way: do not leave it running
             served.proc.kill()
             served.proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., Any]]:
+    """``make_sim(**kwargs)``: a started SerialDeviceSimulator on a free loopback port (its
+    ``alive`` signal, repeated each second, says the device is alive); stopped at teardown."""
+    from firmware_bridges.simulators.serial_device import SerialDeviceSimulator
+
+    made: list[SerialDeviceSimulator] = []
+
+    def factory(**kwargs: Any) -> SerialDeviceSimulator:
+        kwargs.setdefault("signals", {"alive": 1})
+        sim = SerialDeviceSimulator(**kwargs)
+        sim.listen_tcp()
+        made.append(sim.start())
+        return sim
+
+    yield factory
+    for sim in made:
+        sim.stop()

@@ -7,6 +7,8 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,18 @@ class Served:
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.post(self.url + path, timeout=30, **kwargs)
+
+    def poll(
+        self, path: str, predicate: Callable[[Any], bool], timeout: float = 15.0, **kwargs: Any
+    ) -> Any:
+        """GET ``path`` until ``predicate(json)`` holds; the last JSON body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(path, **kwargs).json()
+            if predicate(body):
+                return body
+            assert time.monotonic() < deadline, f"timed out waiting on {path}: {body}"
+            time.sleep(0.02)  # polling an HTTP resource of another process: nothing to block on
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         """Send ``sig``; the exit status and the rest of stdout and stderr."""

@@ -52,7 +52,8 @@ def test_the_executor_runs_over_a_pseudo_terminal_and_a_dead_line_is_one_outage(
         path = plc.serial_url
         assert path is not None and path.startswith("/dev/") and os.path.exists(path)
         dispatcher, recorder = started(make_dispatcher)
-        bridge = make_bridge(dispatcher, plc, executor=EXECUTOR, timeout=0.1,
+        # timeout 0.5 s: a loaded machine may take 0.1 s to answer (a second warning)
+        bridge = make_bridge(dispatcher, plc, executor=EXECUTOR, timeout=0.5,
                              reconnect_initial=0.02, reconnect_max=0.05)
         assert bridge.endpoint == f"rtu://{path}?baudrate=19200&parity=N&stopbits=1&bytesize=8"
         first = Operation(resource_id=RESOURCE, payload={"program": 5})
@@ -85,7 +86,7 @@ def test_the_simulator_serves_rtu_from_the_command_line():
     process = subprocess.Popen(
         [sys.executable, "-m", "firmware_bridges.simulators.plc", "--port", str(port),
          "--framer", "rtu", "--ready"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 10.0)

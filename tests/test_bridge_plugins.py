@@ -131,8 +131,9 @@ def test_firmware_bridges_declares_its_kinds_as_entry_points() -> None:
     installed = {ep.name: ep.load() for ep in entry_points(group=BRIDGE_GROUP)}
     assert installed == {"modbus": ModbusBridge, "serial": SerialLineBridge}  # .venv is current
     assert [kind.provider for [kind] in bridge_kinds().values()] == ["operation-dispatcher"] * 2
-    [demo] = entry_points(group=DEMO_DEVICE_GROUP)
-    assert (demo.name, demo.value) == ("modbus", "firmware_bridges.simulators.demo_plc:simulated_plc")
+    demos = {ep.name: ep.value for ep in entry_points(group=DEMO_DEVICE_GROUP)}
+    assert demos == {"modbus": "firmware_bridges.simulators.demo_plc:simulated_plc",
+                     "serial": "firmware_bridges.simulators.demo_serial:simulated_serial_device"}
     import firmware_bridges.config
 
     assert not hasattr(firmware_bridges.config, "BRIDGE_TYPES")  # no fixed table of kinds
@@ -240,6 +241,25 @@ def test_the_demo_finds_its_plc_through_the_plug_in(
     assert isinstance(device, DemoPlc)
     assert (device.release_signal, device.online_signal) == ("plc.ready", "plc.online")
     assert device.payload(3, False) == {"program": 3} and device.payload(3, True) == {"program": 13}
+
+
+def test_the_demo_runs_the_executor_device_and_a_serial_panel_beside_it(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    """examples/cell.toml: the PLC runs the jobs, the signal-only serial panel is simulated too;
+    a serial port that is not a loopback socket is never simulated."""
+    from firmware_bridges.simulators.demo_serial import DemoSerialDevice
+    from operation_dispatcher.demo import demo_devices_for
+
+    dispatcher = make_dispatcher()
+    executor = {"program_register": 0, "start_coil": 0, "done_coil": 1, "error_coil": 2}
+    panel = SerialLineBridge(dispatcher, "panel", "socket://127.0.0.1:7001")
+    real_port = SerialLineBridge(dispatcher, "mcu", "/dev/ttyUSB0")
+    plc = ModbusBridge(dispatcher, "plc", "127.0.0.1", 5020, executor=executor)
+    devices = demo_devices_for([panel, real_port, plc], cycle_time=0.5)
+    assert [type(d) for d in devices] == [DemoPlc, DemoSerialDevice]  # executor first
+    assert [d.runs_jobs for d in devices] == [True, False]
+    assert devices[1].release_signal == "panel.door_closed"
 
 
 def test_a_broken_demo_device_plug_in_stops_the_demo_saying_why(

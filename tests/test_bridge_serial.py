@@ -52,22 +52,6 @@ def op(**kwargs: Any) -> Operation:
 
 
 @pytest.fixture
-def make_sim() -> Iterator[Callable[..., SerialDeviceSimulator]]:
-    made: list[SerialDeviceSimulator] = []
-
-    def factory(**kwargs: Any) -> SerialDeviceSimulator:
-        kwargs.setdefault("signals", {"alive": 1})  # repeated each second: the device is alive
-        sim = SerialDeviceSimulator(**kwargs)
-        sim.listen_tcp()
-        made.append(sim.start())
-        return sim
-
-    yield factory
-    for sim in made:
-        sim.stop()
-
-
-@pytest.fixture
 def make_bridge(make_dispatcher) -> Iterator[Callable[..., tuple[OperationDispatcher, SerialLineBridge]]]:
     """``make_bridge(url, **kwargs)`` -> (started dispatcher, online bridge named dev1).
 
@@ -252,7 +236,7 @@ def test_pty_sig_done_and_run(pty_pair: Pty, make_bridge) -> None:
     pty_pair.write(b"SIG ready=tr")  # a partial line is buffered until its terminator
     pty_pair.write(b"ue\r\nSIG mode=auto\n")
     rec.wait_for(STARTED, operation_id=held.id)
-    assert d.signals.value("dev1.mode") == "auto"
+    wait_signal(d, "dev1.mode", "auto")  # the next line: read after the start may have begun
     assert pty_pair.read_line() == f"RUN {held.id} weld seam=3".encode()
 
     pty_pair.write(f"DONE {held.id}\n".encode())
@@ -538,7 +522,7 @@ def test_a_stalled_line_does_not_stall_the_other_subscribers(make_bridge) -> Non
         rec = EventRecorder(d)
         big = d.add_operation(op(payload={"command": "x" * 32_000_000}))  # far over any buffer
         rec.wait_for(STARTED, operation_id=big.id)
-        ready, _, _ = select.select(peer, [], [], 5.0)
+        ready, _, _ = select.select(peer, [], [], 20.0)  # 32 MB are journaled first
         assert ready, "the bridge never started writing RUN"
         assert bridge.counters["errors"] == 0  # ...and is still writing: the peer reads nothing
 

@@ -44,13 +44,7 @@ def last_event(served: Served, op_id: str) -> dict[str, Any]:
 
 def wait_for(served: Served, path: str, predicate: Callable[[Any], bool], timeout: float = 15.0) -> Any:
     """GET ``path`` until ``predicate(json)`` holds; the last JSON body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = served.get(path).json()
-        if predicate(body):
-            return body
-        assert time.monotonic() < deadline, f"timed out waiting on {path}: {body}"
-        time.sleep(0.02)  # polling an HTTP resource: there is nothing to block on
+    return served.poll(path, predicate, timeout)
 
 
 @pytest.fixture(params=["plc.toml", "plc-rtu.toml"])
@@ -182,3 +176,59 @@ def test_serve_refuses_two_executors_naming_both(
     err = capsys.readouterr().err
     assert "only one bridge may run the machine's jobs" in err
     assert "bridges[0] ('plc') and bridges[1] ('mcu')" in err
+
+
+def cell_config(tmp_path: Path, plc_port: int, panel_port: int) -> Path:
+    """examples/cell.toml with its two devices moved to free ports (everything else as shipped)."""
+    text = (EXAMPLES / "cell.toml").read_text(encoding="utf-8")
+    text, plc = re.subn(r"(?m)^port = 5020\b", f"port = {plc_port}", text)
+    text, panel = re.subn(r"socket://127\.0\.0\.1:7001\b", f"socket://127.0.0.1:{panel_port}", text)
+    assert (plc, panel) == (1, 1), "the example's device ports moved: update this test"
+    path = tmp_path / "cell.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_make_demo_runs_the_cell_with_both_devices_and_an_operator(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """`make demo` (examples/cell.toml with --demo): the PLC runs the jobs, the serial panel's
+    door switch releases them, the role tokens hold, and a job flagged needs_operator waits for
+    a person's approval."""
+    config = cell_config(tmp_path, free_port(), free_port())
+    server = serve("--demo", "--config", str(config), "--journal", ":memory:")
+    supervisor = {"Authorization": "Bearer supervisor-change-me"}
+    assert server.get("/operations").status_code == 401  # tokens are on
+    server.poll("/bridges", lambda body: len(body) == 2 and all(b["online"] for b in body),
+                timeout=20, headers=supervisor)
+    signals = {s["name"]: s["value"] for s in server.get("/signals", headers=supervisor).json()}
+    assert signals["panel.door_closed"] in (0, 1)  # read from the simulated serial panel
+
+    # the MES may add but not approve; the flagged job waits for the operator
+    mes = {"Authorization": "Bearer mes-change-me"}
+    added = server.post("/operations/add", headers=mes, json=[{
+        "payload": {"program": 1, "needs_operator": True}, "priority": 100}])
+    assert added.status_code == 201, added.text
+    op_id = added.json()[0]["operation"]["id"]
+    deadline = time.monotonic() + 30  # the door may be open for a while
+    while True:
+        requests_now = server.get("/requests", headers=supervisor).json()
+        pending = [r for r in requests_now if r["operation_id"] == op_id]
+        if pending:
+            break
+        for other in requests_now:  # a demo job that holds the machine for a person: go
+            server.post(f"/requests/{other['request_id']}/approve", headers=supervisor, json={})
+        assert time.monotonic() < deadline, "the flagged job never asked the operator"
+        time.sleep(0.05)
+    assert pending[0]["waiting_for"] == "operator" and pending[0]["deadline"] is None
+    path = f"/requests/{pending[0]['request_id']}/approve"
+    assert server.post(path, headers=mes, json={}).status_code == 403
+    operator = {"Authorization": "Bearer operator-change-me"}
+    assert server.post(path, headers=operator, json={"reasoning": "part loaded"}).status_code == 200
+    server.poll(f"/operations/{op_id}", lambda body: body["operation"]["state"] == "COMPLETED",
+                timeout=30, headers=operator)
+    events = server.get(f"/operations/{op_id}/events", headers=operator).json()
+    events = events if isinstance(events, list) else events["events"]
+    assert events[-1]["meta_data"]["bridge"] == "plc"  # the PLC's done bit finished it
+    assert server.stop()[0] == 0

@@ -60,7 +60,7 @@ def test_no_part_imports_the_hub(part: str) -> None:
 @pytest.mark.parametrize("part", PARTS + ("dispatcher",))
 def test_every_core_file_stays_readable_in_one_sitting(part: str) -> None:
     lines = (PACKAGE / f"{part}.py").read_text().count("\n")
-    limit = 950 if part == "dispatcher" else 600  # the hub: the public API with its docstrings
+    limit = 1000 if part == "dispatcher" else 600  # the hub: the public API with its docstrings
     assert lines <= limit, f"{part}.py has {lines} lines"
 
 

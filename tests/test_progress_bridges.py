@@ -73,22 +73,6 @@ def test_format_progress() -> None:
 
 
 @pytest.fixture
-def make_sim() -> Iterator[Callable[..., SerialDeviceSimulator]]:
-    made: list[SerialDeviceSimulator] = []
-
-    def factory(**kwargs: Any) -> SerialDeviceSimulator:
-        kwargs.setdefault("signals", {"alive": 1})
-        sim = SerialDeviceSimulator(**kwargs)
-        sim.listen_tcp()
-        made.append(sim.start())
-        return sim
-
-    yield factory
-    for sim in made:
-        sim.stop()
-
-
-@pytest.fixture
 def serial_cell(make_dispatcher, make_sim) -> Iterator[Callable[..., Any]]:
     """``serial_cell(**sim_kwargs)`` -> (dispatcher, recorder, bridge, simulator), all started."""
     bridges: list[SerialLineBridge] = []
@@ -283,13 +267,7 @@ def _config(tmp_path: Path, url: str) -> Path:
 
 
 def _poll(served: Served, path: str, predicate: Callable[[Any], bool], timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = served.get(path).json()
-        if predicate(body):
-            return body
-        assert time.monotonic() < deadline, f"timed out waiting on {path}: {body}"
-        time.sleep(0.02)  # polling an HTTP resource of another process: nothing to block on
+    return served.poll(path, predicate, timeout)
 
 
 class _Stream:

@@ -10,6 +10,12 @@ the USB serial console (``sys.stdin``/``sys.stdout``), so on the host::
 
 Device to host: ``SIG ready=<true|false>`` every second (from the READY_PIN input) and on
 every change, ``DONE <id>`` / ``ERR <id> <reason>`` when a job ends, ``ACK`` / ``NAK``.
+
+READY_PIN is active-low: the input has the internal pull-up on, so it reads high (``ready=false``)
+while nothing is connected, and ``ready=true`` only while the pin is pulled to GND (a switch or
+relay contact between the pin and GND, or an open-collector / open-drain "ready" output). A
+broken wire thus reads as not ready. For a sensor that drives the pin high when ready, change
+``now_ready = ready.value() == 0`` to ``== 1`` and drop ``Pin.PULL_UP``.
 Host to device: ``RUN <id> <command>``, ``PAUSE``, ``RESUME``, ``CANCEL <id>``. Here a
 command is a number of seconds to drive OUTPUT_PIN ("3" runs for 3 s; anything else -> ERR).
 Set CHECKSUM = True to match ``SerialLineBridge(..., checksum=True)``.
@@ -25,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - only for reading this file off-board
     Pin = None
 
-READY_PIN = 14
+READY_PIN = 14  # active-low: ready while pulled to GND (internal pull-up; see above)
 OUTPUT_PIN = 25
 CHECKSUM = False
 TERMINATOR = "\n"
@@ -78,7 +84,7 @@ def main():
 
     while True:
         # 1. inputs -> signals, on change and every REPORT_MS (the host's max age)
-        now_ready = ready.value() == 0
+        now_ready = ready.value() == 0  # active-low
         if now_ready != last_ready or time.ticks_diff(time.ticks_ms(), last_report) >= REPORT_MS:
             send("SIG ready=" + ("true" if now_ready else "false"))
             last_ready, last_report = now_ready, time.ticks_ms()

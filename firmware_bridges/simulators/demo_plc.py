@@ -34,6 +34,7 @@ class DemoPlc:
         self.bridge = bridge
         self.release_signal = f"{bridge.name}.ready"
         self.online_signal = f"{bridge.name}.online"
+        self.runs_jobs = True  # only an executor bridge gets one
         self._program_key = bridge.executor["program_key"]
         self._plc = PlcSimulator(
             bridge.host, bridge.port, cycle_time=cycle_time, device_id=bridge.device_id,

@@ -35,6 +35,10 @@ Run it standalone::
     python -m firmware_bridges.simulators.plc --port 5021 --framer rtu     # socket://127.0.0.1:5021
     python -m firmware_bridges.simulators.plc --framer rtu --serial-port pty   # prints the pty path
 
+and type operator commands on its stdin (``ready off``, ``fail 7 42``, ``error 5``, ``status``...;
+:mod:`firmware_bridges.simulators.plc_console` lists them), or give ``--no-commands``.
+SIGTERM stops it as Ctrl-C does.
+
 or from a test::
 
     with PlcSimulator(cycle_time=0.05) as plc:   # a free port on 127.0.0.1
@@ -53,7 +57,9 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import socket
+import sys
 import threading
 import time
 import tty
@@ -285,6 +291,45 @@ class PlcSimulator:
         share = 1.0 - left / self.cycle_time if self.cycle_time > 0 else 1.0
         return int(self.progress_scale * min(1.0, max(0.0, share)))
 
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+    @property
+    def failing(self) -> dict[int, int]:
+        """A copy of ``failing_programs``: program -> error code."""
+        with self._lock:
+            return dict(self.failing_programs)
+
+    def fail_program(self, program: int, code: int | None) -> None:
+        """From the next cycle on, ``program`` ends with the error bit and ``code``; None: with done."""
+        with self._lock:
+            if code is None:
+                self.failing_programs.pop(program, None)
+            else:
+                self.failing_programs[program] = code
+
+    def fail_cycle(self, code: int) -> bool:
+        """End the running (or paused) cycle now with the error bit and ``code``, as a PLC whose
+        machine faulted; False when no cycle runs."""
+        with self._lock:
+            self._advance(time.monotonic())
+            if self._busy_until is None and self._paused_left is None:
+                return False
+            self._busy_until = self._paused_left = None
+            self._cycles += 1
+            self._error = True
+            self._error_code = int(code) & 0xFFFF
+            return True
+
+    @property
+    def mode(self) -> int:
+        """``MODE_IDLE`` .. ``MODE_PAUSED``, as input register 2 shows it."""
+        with self._lock:
+            self._advance(time.monotonic())
+            return self._mode()
+
     def set_temperature(self, tenths_of_degree: int) -> None:
         with self._lock:
             self._temperature = int(tenths_of_degree) & 0xFFFF
@@ -464,6 +509,14 @@ class PlcSimulator:
         elif coil == self.RESUME_COIL and self._paused_left is not None:
             self._busy_until, self._paused_left = now + self._paused_left, None
 
+    def _mode(self) -> int:
+        """Input register 2 (lock held)."""
+        if self._paused_left is not None:
+            return MODE_PAUSED
+        if self._busy_until is not None:
+            return MODE_RUNNING
+        return MODE_ERROR if self._error else MODE_DONE if self._done else MODE_IDLE
+
     def _mirror(self, func_code: int, registers: list[int]) -> None:
         """Copy the state into the block a read is about to see (lock held)."""
         paused = self._paused_left is not None
@@ -478,11 +531,9 @@ class PlcSimulator:
             registers[self.ERROR_CODE_REGISTER] = self._error_code
             registers[self.PROGRESS_REGISTER] = self._progress(time.monotonic())
         elif func_code == _READ_INPUT:
-            mode = (MODE_PAUSED if paused else MODE_RUNNING if busy else MODE_ERROR if self._error
-                    else MODE_DONE if self._done else MODE_IDLE)
             registers[self.CYCLES_REGISTER] = self._cycles & 0xFFFF
             registers[self.TEMPERATURE_REGISTER] = self._temperature
-            registers[self.MODE_REGISTER] = mode
+            registers[self.MODE_REGISTER] = self._mode()
             registers[self.STATUS_REGISTER] = _pack([self._ready, busy, self._done, self._error])
 
     async def _action(
@@ -519,7 +570,8 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m firmware_bridges.simulators.plc``: serve a simulated PLC until Ctrl-C."""
+    """``python -m firmware_bridges.simulators.plc``: serve a simulated PLC, taking operator
+    commands on stdin, until ``quit``, Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m firmware_bridges.simulators.plc",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -539,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready", action="store_true", help="start with the ready bit set")
     parser.add_argument("--fail", action="append", default=[], metavar="PROGRAM=CODE",
                         help="make a program end with the error bit and this code (repeatable)")
+    parser.add_argument("--no-commands", dest="commands", action="store_false",
+                        help="do not read operator commands from stdin (ready on|off, fail "
+                             "PROGRAM CODE, pass PROGRAM, error [CODE], temperature, status, quit)")
     args = parser.parse_args(argv)
     if args.serial_port is not None and args.framer != "rtu":
         parser.error("--serial-port needs --framer rtu (a serial line carries RTU frames)")
@@ -549,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--fail expects PROGRAM=CODE with two numbers, got {item!r}")
         failing[int(program)] = int(code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from .plc_console import COMMANDS, PlcConsole  # it imports this module
+
+    _stop_on_sigterm()
     plc = PlcSimulator(args.host, args.port, cycle_time=args.cycle_time,
                        device_id=args.device_id, failing_programs=failing, ready=args.ready,
                        framer=args.framer, serial_port=args.serial_port,
@@ -563,12 +621,25 @@ def main(argv: list[str] | None = None) -> int:
             hint = f"a bridge connects to host={args.host!r}, port={plc.port}"
         print(f"PLC simulator (Modbus {args.framer.upper()}) on {plc.where}, device id "
               f"{args.device_id}: {hint}; Ctrl-C stops it", flush=True)
-        threading.Event().wait()
+        if args.commands:
+            print("commands on stdin, one per line (each answered 'ok: ...' or 'error: ...'): "
+                  + "; ".join(COMMANDS), flush=True)
+            if PlcConsole(plc, sys.stdout).run(sys.stdin.buffer):
+                return 0  # quit
+        threading.Event().wait()  # stdin ended (or --no-commands): serve until a signal
     except KeyboardInterrupt:
         pass
     finally:
         plc.close()
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the simulator as Ctrl-C does: ports and pseudo-terminals closed first."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":

@@ -248,6 +248,7 @@ class SerialDeviceSimulator:
             self._tick()
 
     def _accept(self, framer: proto.LineFramer) -> None:
+        assert self._server is not None  # called only for a readable listening socket
         try:
             client, _ = self._server.accept()
         except BlockingIOError:

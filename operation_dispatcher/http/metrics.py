@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
 
-from ..models import DispatchEvent, EventType, utcnow
+from ..models import FINISHED_OUTCOMES, DispatchEvent, EventType, finished_outcome, utcnow
 from ..timings import DurationHistogram, HistogramSnapshot
 from .errors import ApiError
 from .schemas import ErrorResponse
@@ -46,12 +46,8 @@ METRICS_KEY = "operation_dispatcher.metrics"
 #: milliseconds, an operator's seconds to hours.
 APPROVAL_WAIT_BUCKETS = (0.01, 0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 _STARTED = EventType.OPERATION_STARTED.value
-#: finishing event type (plain value) -> its outcome, unless its changes say otherwise
-_FINISHED_OUTCOMES = {
-    EventType.OPERATION_COMPLETED.value: "SUCCESS",
-    EventType.OPERATION_FAILED.value: "FAILURE",
-    EventType.OPERATION_CANCELLED.value: "CANCELLED",
-}
+#: the finishing event types' plain values (compared without enum hashing)
+_FINISHED_VALUES = frozenset(kind.value for kind in FINISHED_OUTCOMES)
 _REQUEST_VALUES = frozenset(kind.value for kind in EventType if kind.is_request)
 _INSTALL = "pip install 'operation-dispatcher[metrics]'"
 
@@ -75,8 +71,8 @@ class EventCounts:
         if value == _STARTED:
             with self._lock:
                 self._started += 1
-        elif value in _FINISHED_OUTCOMES:
-            key = _outcome_and_reason(event, _FINISHED_OUTCOMES[value])
+        elif value in _FINISHED_VALUES:
+            key = finished_outcome(event)
             with self._lock:
                 self._finished[key] = self._finished.get(key, 0) + 1
         elif value in _REQUEST_VALUES:
@@ -97,17 +93,6 @@ class EventCounts:
         with self._lock:
             started, finished, waits = self._started, dict(self._finished), dict(self._waits)
         return started, finished, {kind: h.snapshot() for kind, h in waits.items()}
-
-
-def _outcome_and_reason(event: DispatchEvent, outcome: str) -> tuple[str, str]:
-    """The outcome and termination reason a finishing event set (its changes say)."""
-    reason = "NONE"
-    for change in event.changes:
-        if change.field == "outcome":
-            outcome = str(change.new_value)
-        elif change.field == "termination_reason":
-            reason = str(change.new_value)
-    return outcome, reason
 
 
 def request_kind(event_type: EventType) -> str:
