@@ -30,16 +30,18 @@ test-fast: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
-# The demo needs the api, modbus and serial extras: the whole cell of examples/cell.toml with
-# the REST API on http://127.0.0.1:8080 (Swagger UI: /apidocs, live events: /events/stream), a
-# Modbus bridge to a simulated PLC on 127.0.0.1:5020 that runs the operations and a serial
-# bridge to a simulated panel on 127.0.0.1:7001. Ctrl-C stops it.
+# The demo needs the api, modbus, serial and mcp extras: the whole cell of examples/cell.toml
+# with the REST API on http://127.0.0.1:8080 (Swagger UI: /apidocs, live events: /events/stream),
+# the MCP server for LLM agents on http://127.0.0.1:8081/mcp, a Modbus bridge to a simulated PLC
+# on 127.0.0.1:5020 that runs the operations and a serial bridge to a simulated panel on
+# 127.0.0.1:7001. Ctrl-C stops it.
 $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e '.[api,modbus,serial]'
+	$(PY) -m pip install -q -e '.[api,modbus,serial,mcp]'
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(VENV)/bin/operation-dispatcher serve --demo --config examples/cell.toml --host 127.0.0.1 --port 8080
+	$(VENV)/bin/operation-dispatcher serve --demo --config examples/cell.toml --host 127.0.0.1 --port 8080 \
+		--mcp-port 8081
 
 # `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support): the package
 # installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user emulation,

@@ -1,9 +1,12 @@
 """The ``operation-dispatcher`` command (also ``python -m operation_dispatcher``).
 
     operation-dispatcher serve [--config FILE] [--resource-id ID] [--host H] [--port P]
-                               [--journal PATH|:memory:] [--token T] [--demo]
+                               [--journal PATH|:memory:] [--token T] [--demo] [--mcp-port P]
                                [--log-level LEVEL | --log-config FILE]
+    operation-dispatcher mcp [--config FILE] [--resource-id ID] [--journal PATH|:memory:]
+                             [--log-level LEVEL | --log-config FILE]
     operation-dispatcher check-config FILE
+    operation-dispatcher gantt --journal FILE [--from ISO] [--to ISO] -o OUT.html
     operation-dispatcher --version
 
 ``serve`` runs one dispatcher, its hardware bridges (``[[bridges]]`` of the config) and its REST
@@ -18,6 +21,11 @@ on a loopback address, for one), the demo simulates that device (see :mod:`.demo
 ``operation_dispatcher.cli.operations``), from a subscriber here: the core stays quiet about
 operations. ``--log-config`` takes a TOML file in the stdlib's ``logging.config.dictConfig``
 form (files, rotation, levels) instead of ``--log-level``.
+
+With ``[mcp] port`` (or ``--mcp-port``) ``serve`` also serves the MCP server for LLM agents over
+streamable HTTP (extra ``mcp``), behind the same tokens. ``mcp`` runs a dispatcher, its bridges
+and the MCP server over stdin/stdout, for a desktop agent that starts it; it logs to stderr
+only (stdout carries the protocol) and stops when stdin closes.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from . import __version__
 from .config import Config, ConfigError, load_config
 from .demo import LOOPBACK, DemoMachine, DemoUnavailable
 from .errors import DispatcherError
+from .gantt import add_parser as add_gantt_parser
+from .gantt import gantt_command
 from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType, finished_outcome
 
 if TYPE_CHECKING:
@@ -75,15 +85,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--demo", action="store_true",
                        help="simulate a machine with a trickle of operations and approvals")
+    serve.add_argument("--mcp-port", metavar="P", type=int,
+                       help="also serve MCP (streamable HTTP, extra 'mcp') on this port")
     serve.add_argument("--log-level", default="INFO", metavar="LEVEL",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="DEBUG, INFO (default), WARNING or ERROR")
     serve.add_argument("--log-config", metavar="FILE",
                        help="a TOML file in logging.config.dictConfig form (replaces --log-level)")
+    mcp = commands.add_parser(
+        "mcp", help="run a dispatcher and its MCP server over stdin/stdout (a desktop agent)",
+        description="Run a dispatcher, its bridges and its MCP server over stdio; logs go to "
+                    "stderr; stops when stdin closes.",
+    )
+    mcp.add_argument("--config", metavar="FILE", help="a TOML configuration file")
+    mcp.add_argument("--resource-id", metavar="ID", help="the resource this dispatcher serves")
+    mcp.add_argument(
+        "--journal", metavar="PATH",
+        help="SQLite journal file (default ./operation-dispatcher.db); :memory: for none",
+    )
+    mcp.add_argument("--log-level", default="INFO", metavar="LEVEL",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="DEBUG, INFO (default), WARNING or ERROR (to stderr)")
+    mcp.add_argument("--log-config", metavar="FILE",
+                     help="a TOML file in logging.config.dictConfig form (replaces --log-level)")
     check = commands.add_parser(
         "check-config", help="validate a configuration file and list every error",
     )
     check.add_argument("file", metavar="FILE")
+    add_gantt_parser(commands)
     return parser
 
 
@@ -91,19 +120,28 @@ def _settings(args: argparse.Namespace) -> Config:
     """The config file (or the defaults) with the command-line options applied."""
     from .http import token_from_env
 
-    config = load_config(args.config) if args.config else Config()
-    dispatcher, journal, http = config.dispatcher, config.journal, config.http
-    if args.resource_id is not None:
-        dispatcher = dataclasses.replace(dispatcher, resource_id=args.resource_id)
-    if args.journal is not None:
-        journal = dataclasses.replace(journal, path=args.journal)
+    config = _core_settings(args)
+    http, mcp = config.http, config.mcp
     if args.host is not None:
         http = dataclasses.replace(http, host=args.host)
     if args.port is not None:
         http = dataclasses.replace(http, port=args.port)
+    if args.mcp_port is not None:
+        mcp = dataclasses.replace(mcp, port=args.mcp_port)
     token = args.token or token_from_env() or http.token
     http = dataclasses.replace(http, token=token)
-    return dataclasses.replace(config, dispatcher=dispatcher, journal=journal, http=http)
+    return dataclasses.replace(config, http=http, mcp=mcp)
+
+
+def _core_settings(args: argparse.Namespace) -> Config:
+    """The config file (or the defaults) with --resource-id and --journal applied."""
+    config = load_config(args.config) if args.config else Config()
+    dispatcher, journal = config.dispatcher, config.journal
+    if args.resource_id is not None:
+        dispatcher = dataclasses.replace(dispatcher, resource_id=args.resource_id)
+    if args.journal is not None:
+        journal = dataclasses.replace(journal, path=args.journal)
+    return dataclasses.replace(config, dispatcher=dispatcher, journal=journal)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -125,9 +163,16 @@ def serve(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    if args.port is not None and not 0 <= args.port <= 65535:
-        print(f"{PROG}: --port must be from 0 to 65535", file=sys.stderr)
-        return 2
+    for flag, port in (("--port", args.port), ("--mcp-port", args.mcp_port)):
+        if port is not None and not 0 <= port <= 65535:
+            print(f"{PROG}: {flag} must be from 0 to 65535", file=sys.stderr)
+            return 2
+    if config.mcp.port is not None:
+        try:
+            from .mcp import McpHttpServer, create_mcp_server
+        except ImportError as exc:
+            print(f"{PROG}: [mcp] port (--mcp-port) needs the mcp extra: {exc}", file=sys.stderr)
+            return 2
     demo = DemoMachine() if args.demo else None
     kwargs = config.dispatcher_kwargs()
     if demo is not None:
@@ -170,6 +215,21 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: cannot listen on {http.host}:{http.port}: {exc}", file=sys.stderr)
         dispatcher.close()
         return 1
+    mcp_http = None
+    if config.mcp.port is not None:
+        from .credentials import Credentials
+
+        try:
+            mcp_http = McpHttpServer(
+                create_mcp_server(dispatcher, bridges=bridges), config.mcp.host, config.mcp.port,
+                credentials=Credentials.build(http.token, http.tokens),
+            )
+        except OSError as exc:
+            print(f"{PROG}: cannot listen (MCP) on {config.mcp.host}:{config.mcp.port}: {exc}",
+                  file=sys.stderr)
+            server.stop()
+            dispatcher.close()
+            return 1
 
     stop = threading.Event()
 
@@ -198,18 +258,24 @@ def serve(args: argparse.Namespace) -> int:
             f"(API docs {url}/apidocs, events {url}/events/stream, journal {journal})",
             flush=True,
         )
+        if mcp_http is not None:
+            mcp_http.start()
+            print(f"{PROG}: MCP (streamable HTTP) on {mcp_http.url}", flush=True)
+            if mcp_http.host not in LOOPBACK and not (http.token or http.tokens):
+                log.warning("serving MCP on %s without a token: anyone who can reach it may "
+                            "use it", mcp_http.url)
         for bridge in bridges:
             log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
         if http.host not in LOOPBACK and not (http.token or http.tokens):
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
         stop.wait()
-    except (OSError, DemoUnavailable) as exc:  # the demo's PLC cannot listen, for one
+    except (OSError, RuntimeError, DemoUnavailable) as exc:  # the demo's PLC cannot listen
         print(f"{PROG}: {exc}", file=sys.stderr)
         status = 1
     finally:
         # A second SIGINT/SIGTERM while shutting down only sets ``stop`` again: the handlers
         # stay until everything is stopped, so a shutdown never ends in a traceback.
-        status = _shut_down(server, bridges, demo, dispatcher) or status
+        status = _shut_down(server, bridges, demo, dispatcher, mcp_http) or status
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"{PROG}: stopped", flush=True)
@@ -306,11 +372,16 @@ class OperationLog:
 
 
 def _shut_down(
-    server: Any, bridges: list[Any], demo: DemoMachine | None, dispatcher: OperationDispatcher
+    server: Any, bridges: list[Any], demo: DemoMachine | None, dispatcher: OperationDispatcher,
+    mcp_http: Any = None,
 ) -> int:
-    """Stop the server, the bridges, the demo and the dispatcher, each even if one before
+    """Stop the servers, the bridges, the demo and the dispatcher, each even if one before
     failed; a failure is one line on stderr (no traceback) and makes the exit status 1."""
-    steps: list[tuple[str, Callable[[], object]]] = [("the HTTP server", server.stop)]
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if mcp_http is not None:
+        steps.append(("the MCP server", mcp_http.stop))
+    if server is not None:
+        steps.append(("the HTTP server", server.stop))
     steps += [(f"bridge {bridge.name}", bridge.stop) for bridge in bridges]
     if demo is not None:
         steps.append(("the demo", demo.stop))
@@ -335,6 +406,78 @@ def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]
     return build_bridges(dispatcher, config.bridges)
 
 
+def mcp_command(args: argparse.Namespace) -> int:
+    """``operation-dispatcher mcp``: the MCP server over stdio until stdin closes (or SIGTERM)."""
+    problem = _set_up_logging(args)  # basicConfig's stream is stderr
+    if problem is not None:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import anyio
+
+        from .mcp import create_mcp_server
+    except ImportError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    from .dispatcher import OperationDispatcher
+
+    try:
+        config = _core_settings(args)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    try:
+        dispatcher = OperationDispatcher(**config.dispatcher_kwargs())
+    except (DispatcherError, ValueError) as exc:
+        print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bridges = _build_bridges(dispatcher, config)
+    except (DispatcherError, ImportError) as exc:
+        print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
+        dispatcher.close()
+        return 2
+    server = create_mcp_server(dispatcher, bridges=bridges)
+    dispatcher.subscribe(OperationLog(dispatcher))
+    done = threading.Event()
+
+    def serve_stdio() -> None:
+        try:
+            anyio.run(server.run_stdio_async)  # returns when the agent closes stdin
+        except Exception:
+            log.exception("the MCP stdio transport failed")
+        finally:
+            done.set()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        done.set()
+
+    # The transport runs on a daemon thread: its reader blocks in stdin's readline, which no
+    # signal interrupts, so a SIGTERM must not wait for it (the process exits around it).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        dispatcher.start()
+        for bridge in bridges:
+            bridge.start()
+        log.info("MCP over stdio for %r (journal %s)", dispatcher.resource_id,
+                 config.dispatcher_kwargs()["journal"] or "none (in memory)")
+        threading.Thread(target=serve_stdio, name="operation-dispatcher-mcp[stdio]",
+                         daemon=True).start()
+        done.wait()
+    except DispatcherError as exc:  # the journal cannot record the start, for one
+        print(f"{PROG}: cannot start the dispatcher: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        status = _shut_down(None, bridges, None, dispatcher) or status
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped")
+    return status
+
+
 def check_config_command(args: argparse.Namespace) -> int:
     try:
         load_config(args.file)
@@ -351,6 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "gantt":
+        return gantt_command(args, PROG)
+    if args.command == "mcp":
+        return mcp_command(args)
     return check_config_command(args)
 
 

@@ -40,7 +40,9 @@ Sections (every one optional)::
     max_body_bytes = 1048576
     signal_max_age_seconds = 60.0      # max age of a PUT /signals/<name> that names none
 
-    [mcp]                              # reserved for the MCP server (not validated yet)
+    [mcp]                              # the MCP server for LLM agents (extra "mcp")
+    port = 8081                        # serve it over streamable HTTP; leave out for none
+    host = "127.0.0.1"                 # the tokens of [http] guard it too
 
     [[bridges]]                        # one table per hardware bridge, see operation_dispatcher.bridges
     type = "modbus"                    # or "serial"
@@ -119,6 +121,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class McpSettings:
+    #: the port of the streamable-HTTP transport ``serve`` runs beside the REST API (None: none)
+    port: int | None = None
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated configuration (defaults for everything left out)."""
 
@@ -126,7 +135,7 @@ class Config:
     journal: JournalSettings = field(default_factory=JournalSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
-    mcp: dict[str, Any] = field(default_factory=dict)
+    mcp: McpSettings = field(default_factory=McpSettings)
     bridges: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
 
@@ -341,9 +350,16 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "max_body_bytes": _integer(1),
         "signal_max_age_seconds": _seconds(),
     },
+    "mcp": {
+        "port": _integer(0, 65535),
+        "host": _text,
+    },
 }
-_RESERVED = ("approvals", "mcp", "bridges")
-_SETTINGS = {"dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings}
+_RESERVED = ("approvals", "bridges")
+_SETTINGS = {
+    "dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings,
+    "mcp": McpSettings,
+}
 
 
 def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
@@ -385,10 +401,6 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         )
     approvals = data.get("approvals", {})
     errors.extend(_approval_errors(approvals))
-    mcp = data.get("mcp", {})
-    if not isinstance(mcp, dict):
-        errors.append("mcp: must be a table ([mcp])")
-        mcp = {}
     bridges = data.get("bridges", [])
     if not isinstance(bridges, list):
         errors.append("bridges: must be a list of tables ([[bridges]])")
@@ -408,7 +420,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
     }
     return Config(
         dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
-        approvals=ApprovalPolicy.from_mapping(approvals), mcp=dict(mcp),
+        approvals=ApprovalPolicy.from_mapping(approvals), mcp=built["mcp"],
         bridges=[dict(b) for b in bridges], source=source,
     )
 
@@ -444,6 +456,7 @@ __all__ = [
     "DispatcherSettings",
     "HttpSettings",
     "JournalSettings",
+    "McpSettings",
     "SCOPES",
     "check_config",
     "load_config",

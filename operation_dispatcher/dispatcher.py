@@ -56,6 +56,7 @@ from .errors import (
     ValidationError,
 )
 from .events import EventBus, EventHandler
+from .forecast import ForecastEntry, forecast_operations, take_snapshot
 from .history import EventLog, build_history
 from .lifecycle import OperationLifecycle
 from .models import (
@@ -76,6 +77,7 @@ from .models import (
     stored_copy,
     to_utc,
     to_uuid,
+    utcnow,
 )
 from .queue import DispatchQueue, SortRule
 from .recovery import Recovery
@@ -486,6 +488,23 @@ class OperationDispatcher:
         key = to_uuid(operation_id, "operation_id")
         with self._work:
             return self._store.for_operation(key)
+
+    def forecast(self, *, now: datetime | None = None) -> list[ForecastEntry]:
+        """When each operation is expected to start and end, or what keeps that unknown.
+
+        The current operation (if any) first, then the queued ones in dispatch order; each
+        :class:`~.forecast.ForecastEntry` has ``to_dict()``. The lock is held only to copy what
+        the forecast needs; the model and its assumptions are in :mod:`.forecast` (one
+        resource, planned durations, nothing made up for a job that waits on a condition).
+        ``now`` (default: the current time) is the moment the forecast is for.
+        """
+        moment = utcnow() if now is None else to_utc(now, "now")
+        with self._work:
+            snapshot = take_snapshot(
+                self._queue, self._engine, self._handshake, strict_order=self._strict,
+                paused=self._pause.is_set, running=self._run.active,
+            )
+        return forecast_operations(snapshot, moment)
 
     def get_state(self) -> OperationDispatcherState:
         with self._work:

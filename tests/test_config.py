@@ -45,7 +45,7 @@ heartbeat_seconds = 5
 max_body_bytes = 2048
 
 [mcp]
-enabled = true
+port = 9001
 
 [[bridges]]
 type = "serial"
@@ -72,7 +72,7 @@ def test_full_config_is_read(tmp_path: Path) -> None:
     assert config.dispatcher.sort_rules == (("priority", "desc"), ("created_at", "asc"))
     assert config.journal.path == ":memory:" and config.journal.recovery == "pause"
     assert config.http.port == 9000 and config.http.token == "t0k3n"
-    assert config.mcp == {"enabled": True}  # reserved: kept, not validated yet
+    assert config.mcp.port == 9001 and config.mcp.host == "127.0.0.1"
     assert [b["type"] for b in config.bridges] == ["serial", "modbus"]
     kwargs = config.dispatcher_kwargs()
     assert kwargs["journal"] is None and kwargs["recovery"] == "pause"
@@ -148,6 +148,12 @@ type = "serial"
         ("bridges = 3\n", "bridges: must be a list of tables"),
         ("bridges = [1]\n", "bridges[0]: must be a table"),
         ("mcp = [1]\n", "mcp: must be a table"),
+        ("[mcp]\nport = 70000\n", "mcp.port: must be an integer from 0 to 65535"),
+        ("[mcp]\nport = \"8081\"\n", "mcp.port: must be an integer from 0 to 65535"),
+        ("[mcp]\nport = 8081.0\n", "mcp.port: must be an integer from 0 to 65535"),
+        ("[mcp]\nport = true\n", "mcp.port: must be an integer from 0 to 65535"),
+        ("[mcp]\nhost = \"\"\n", "mcp.host: must be a non-empty string"),
+        ("[mcp]\nenabled = true\n", "mcp.enabled: unknown key (known: port, host)"),
         ("[http]\ntoken = \"\"\n", "http.token: must be a non-empty string"),
         ("[dispatcher]\nevent_retention = 1.5\n", "dispatcher.event_retention: must be an integer"),
         ("[dispatcher]\nstart_request_max_retries = true\n",

@@ -13,7 +13,9 @@ import pytest
 import operation_dispatcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("flask", "pydantic", "serial", "pymodbus", "paho", "mcp", "prometheus_client")
+OPTIONAL = (
+    "flask", "pydantic", "serial", "pymodbus", "paho", "mcp", "prometheus_client", "plotly",
+)
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
@@ -128,3 +130,43 @@ def test_the_rest_api_imports_prometheus_client_only_for_an_app(tmp_path: Path) 
     assert json.loads(run_python(sys.executable, code, tmp_path)) == {
         "before": False, "after": True,
     }
+
+
+def test_plotly_is_imported_only_to_draw(tmp_path: Path) -> None:
+    """The ``vis`` extra: neither the core, the command line nor the visualization module
+    itself loads plotly; drawing a chart does."""
+    code = (
+        "import json, sys\n"
+        "import operation_dispatcher, operation_dispatcher.cli\n"
+        "from operation_dispatcher import History\n"
+        "from operation_dispatcher.visualization import build_history_gantt_figure\n"
+        "before = 'plotly' in sys.modules\n"
+        "build_history_gantt_figure(History(resource_id='r'))\n"
+        "print(json.dumps({'before': before, 'after': 'plotly' in sys.modules}))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == {
+        "before": False, "after": True,
+    }
+
+
+def test_mcp_and_rest_layers_import_only_their_own_extras(tmp_path: Path) -> None:
+    """The MCP server needs no Flask (extra ``api``), the REST API no MCP SDK (extra ``mcp``),
+    and the CLI, the config and the shared token check neither until a command needs one."""
+    code = (
+        "import json, sys\n"
+        "def roots():\n"
+        "    return {m.split('.')[0] for m in sys.modules}\n"
+        "import operation_dispatcher.cli, operation_dispatcher.config\n"
+        "import operation_dispatcher.credentials\n"
+        "cli = sorted(roots() & {'flask', 'mcp', 'uvicorn', 'starlette'})\n"
+        "import operation_dispatcher.mcp\n"
+        "mcp = sorted(roots() & {'flask', 'flask_openapi3', 'waitress'})\n"
+        "print(json.dumps({'cli': cli, 'mcp': mcp}))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == {"cli": [], "mcp": []}
+    code = (
+        "import json, sys\n"
+        "import operation_dispatcher.http\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'uvicorn'})))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == []

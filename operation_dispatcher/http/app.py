@@ -43,6 +43,7 @@ from .docs import (
 )
 from .errors import ApiError, register_error_handlers, validation_error_response
 from .events import DEFAULT_STREAM_BUFFER_BYTES, EventStreams, events_blueprint
+from .forecast import forecast_blueprint
 from .metrics import install_metrics, metrics_blueprint
 from .operations import operations_blueprint
 from .progress import progress_blueprint
@@ -153,6 +154,7 @@ _API_BLUEPRINTS = (
     bridges_blueprint,
     events_blueprint,
     metrics_blueprint,
+    forecast_blueprint,
 )
 
 

@@ -7,22 +7,18 @@ of a token are :func:`~..config.token_problems`, shared with the config file). E
 exactly one scope, from the one table :data:`ROUTE_SCOPES` (by Flask endpoint); a route missing
 from it needs ``admin`` (fail safe: a new route is never open by accident, and a test fails).
 
-Checking a token compares the presented one with *every* known token, in constant time and over
-SHA-256 digests (so neither the length nor which name matched leaks through timing); the names
-are never part of an answer.
+Checking a token is :class:`~..credentials.Credentials`' job (shared with the MCP server's HTTP
+transport): constant time over SHA-256 digests; the names are never part of an answer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from flask import request
 
 from ..config import SCOPES, token_problems
+from ..credentials import Credentials, bearer_token
 from .docs import PUBLIC_ENDPOINTS
 from .errors import ApiError
 
@@ -48,6 +44,7 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "bridges.get_bridge": "read",
     "events.stream_events": "read",
     "metrics.get_metrics": "read",
+    "forecast.get_forecast": "read",
     # submit: new work and changes to queued work (a MES)
     "operations.add_operation": "submit",
     "operations.update_operation": "submit",
@@ -70,48 +67,6 @@ ROUTE_SCOPES: Mapping[str, str] = {
 #: The scope of a route missing from :data:`ROUTE_SCOPES` (the strongest: fail safe).
 UNLISTED_SCOPE = "admin"
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The tokens of one app: SHA-256 digests with the scopes each grants."""
-
-    entries: tuple[tuple[bytes, frozenset[str]], ...]
-
-    @classmethod
-    def build(
-        cls, token: str | None, tokens: Mapping[str, Mapping[str, Any]] | None
-    ) -> Credentials | None:
-        """The credentials for ``create_app(token=..., tokens=...)``; None when both are None.
-
-        Raises ValueError naming every bad key.
-        """
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string or None")
-        if tokens is None:
-            return None if token is None else cls(((_digest(token), frozenset(SCOPES)),))
-        problems = token_problems(tokens, "tokens", token)
-        if problems:
-            raise ValueError("; ".join(f"{key}: {rule}" for key, rule in problems))
-        entries = [(_digest(e["token"]), frozenset(e["scopes"])) for e in tokens.values()]
-        if token is not None:
-            entries.insert(0, (_digest(token), frozenset(SCOPES)))
-        return cls(tuple(entries))
-
-    def scopes_of(self, presented: str) -> frozenset[str] | None:
-        """The scopes ``presented`` grants, or None for an unknown token.
-
-        Every entry is compared (no early exit), each in constant time.
-        """
-        digest = _digest(presented)
-        found: frozenset[str] | None = None
-        for known, scopes in self.entries:
-            if hmac.compare_digest(digest, known):
-                found = scopes
-        return found
-
 
 def required_scope(endpoint: str) -> str:
     """The scope a route needs (:data:`UNLISTED_SCOPE` for one missing from the table)."""
@@ -122,8 +77,8 @@ def authorize(credentials: Credentials | None) -> None:
     """The before-request hook: 401 without a known bearer token, 403 without the scope."""
     if credentials is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    scopes = credentials.scopes_of(presented.strip()) if scheme.lower() == "bearer" else None
+    presented = bearer_token(request.headers.get("Authorization", ""))
+    scopes = None if presented is None else credentials.scopes_of(presented)
     if scopes is None:
         raise ApiError(
             401, "unauthorized",
