@@ -123,7 +123,9 @@ def test_requirements_are_the_pi_extras_and_the_test_tools_from_setup_cfg() -> N
     assert {"transitions", "flask", "waitress", "pyserial", "pymodbus", "prometheus-client",
             "pytest", "hypothesis", "requests"} <= names
     assert "mcp" not in names  # no cffi wheel on armhf
-    assert set(arm64) - set(armhf) == {line for line in arm64 if line.startswith("mcp")} != set()
+    setup = REPO_ROOT / "setup.cfg"
+    mcp_only = set(pi.requirements(setup, ["mcp"], [])) - set(pi.requirements(setup, [], []))
+    assert set(arm64) - set(armhf) == mcp_only != set()  # the mcp extra, on arm64 only
     assert any(line.startswith("pytest>=") for line in arm64)  # the dev extra's pin
     with pytest.raises(KeyError, match="no extra 'gpu'"):
         pi.requirements(REPO_ROOT / "setup.cfg", ["gpu"], [])
@@ -136,39 +138,41 @@ def test_the_dependencies_are_reinstalled_only_when_their_list_changes() -> None
     assert key != pi.deps_key(["a", "b"], "armv7l")
 
 
-def test_the_test_selection_splits_core_and_bridges_and_leaves_out_what_the_root_lacks(
-    tmp_path: Path,
-) -> None:
-    installed = {"operation_dispatcher", "firmware_bridges", "pytest", "hypothesis", "requests",
-                 "pymodbus", "serial", "flask", "pydantic", "prometheus_client", "transitions"}
-    core, bridges, lacking = pi.test_files(REPO_ROOT / "tests", installed)
+def test_the_test_selection_splits_core_and_bridges_and_leaves_out_what_the_root_lacks() -> None:
+    lacking = {"test_http_schemathesis.py": ["schemathesis"], "test_mcp.py": ["mcp_support"]}
+    core, bridges = pi.test_files(REPO_ROOT / "tests", lacking)
     every = {path.name for path in (REPO_ROOT / "tests").glob("test_*.py")}
     assert set(core) | set(bridges) | set(lacking) | set(pi.EXCLUDED_TESTS) == every
     assert not set(core) & set(bridges) and not (set(core) | set(bridges)) & set(lacking)
     assert {"test_bridge_modbus.py", "test_bridge_serial.py", "test_serial_protocol.py"} <= set(
         bridges)
     assert {"test_journal.py", "test_dispatcher_operations.py", "test_http_api.py"} <= set(core)
-    assert lacking["test_http_schemathesis.py"] == ["schemathesis"]
-
-    (tmp_path / "helper.py").write_text("import json\n")
-    (tmp_path / "test_a.py").write_text("import helper\nfrom pytest import raises\n")
-    (tmp_path / "test_bridge_b.py").write_text("import pymodbus.client\n")
-    (tmp_path / "test_c.py").write_text(
-        "import os, playwright.sync_api\nfrom . import x\n"
-        "def test_x():\n    import schemathesis  # at run time: not seen, not needed to collect\n")
-    assert pi.test_files(tmp_path, {"pytest", "pymodbus"}) == (
-        ["test_a.py"], ["test_bridge_b.py"], {"test_c.py": ["playwright"]})
 
 
-def test_the_installed_names_are_read_from_the_target_folders(tmp_path: Path) -> None:
-    deps = tmp_path / "deps"
-    for name in ("flask", "flask-3.1.dist-info", "bin", "__pycache__", "pydantic_core"):
-        (deps / name).mkdir(parents=True)
-    (deps / "six.py").write_text("")
-    (deps / "_cffi_backend.cpython-311-aarch64-linux-gnu.so").write_text("")
-    (deps / ".lock").write_text("")
-    assert pi.importable([deps, tmp_path / "missing"]) == {"flask", "pydantic_core", "six",
-                                                           "_cffi_backend"}
+def test_a_test_file_is_left_out_when_what_it_imports_fails_here(tmp_path: Path) -> None:
+    """tools/pi_imports.py, as pi-check runs it in a root: real imports, helpers followed."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "helper_ok.py").write_text("import json\n")
+    (tests / "helper_needs_tool.py").write_text("import no_such_dev_tool\n")
+    (tests / "test_fine.py").write_text(
+        "import os\nimport helper_ok\nfrom operation_dispatcher import models\n"
+        "def test_x():\n    import no_such_module  # at run time: not needed to collect\n")
+    (tests / "test_tool.py").write_text("import os, no_such_dev_tool.sub\n")
+    (tests / "test_helper.py").write_text("from helper_needs_tool import thing\n")
+    (tests / "test_extra.py").write_text("from operation_dispatcher.no_such_extra import x\n")
+    files = [f"tests/{name}" for name in ("test_fine.py", "test_tool.py", "test_helper.py",
+                                         "test_extra.py")]
+    done = subprocess.run([sys.executable, "-P", str(REPO_ROOT / "tools/pi_imports.py"), *files],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == {
+        "test_tool.py": ["no_such_dev_tool.sub"],
+        "test_helper.py": ["helper_needs_tool"],
+        "test_extra.py": ["operation_dispatcher.no_such_extra"],
+    }
+    imports = _load("pi_imports")
+    assert imports.top_level_imports("import a.b, c\nfrom d.e import f\nfrom . import g\n"
+                                     "import a.b\nif x:\n    import h\n") == ["a.b", "c", "d.e"]
 
 
 def test_outcomes_and_counts_are_read_from_a_real_pytest_report(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ binfmt-support``.
 from __future__ import annotations
 
 import argparse
-import ast
 import configparser
 import contextlib
 import hashlib
@@ -194,49 +193,23 @@ def deps_key(packages: Sequence[str], machine: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def top_level_imports(source: str) -> set[str]:
-    """The top-level package names a module imports at its top level (as it is collected)."""
-    names = set()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def importable(folders: Sequence[Path]) -> set[str]:
-    """The top-level names installed in ``folders`` (pip ``--target`` folders)."""
-    names = set()
-    for folder in folders:
-        for entry in folder.iterdir() if folder.is_dir() else ():
-            if entry.name.endswith((".dist-info", ".data")) or entry.name in ("bin",
-                                                                                "__pycache__"):
-                continue
-            if entry.name.split(".")[0]:
-                names.add(entry.name.split(".")[0])
-    return names
-
-
-def test_files(tests: Path, installed: set[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
-    """(core test files, bridge test files, {left-out file: the modules it lacks}) of
-    ``tests``: every ``test_*.py`` but :data:`EXCLUDED_TESTS` and those importing, at their top
-    level, something neither the stdlib, ``tests/`` itself nor ``installed`` provides (the
-    developer's tools: schemathesis, jsonschema_rs...)."""
-    local = {p.stem for p in tests.glob("*.py")}
-    available = installed | local | set(sys.stdlib_module_names)
-    lacking = {}
-    every = []
-    for path in sorted(tests.glob("test_*.py")):
-        if path.name in EXCLUDED_TESTS:
-            continue
-        missing = sorted(top_level_imports(path.read_text(encoding="utf-8")) - available)
-        if missing:
-            lacking[path.name] = missing
-        else:
-            every.append(path.name)
+def test_files(tests: Path, lacking: Mapping[str, list[str]]) -> tuple[list[str], list[str]]:
+    """(core test files, bridge test files) of ``tests``: every ``test_*.py`` but
+    :data:`EXCLUDED_TESTS` and those in ``lacking`` (files the root cannot collect, found by
+    :mod:`tools.pi_imports` there)."""
+    every = [p.name for p in sorted(tests.glob("test_*.py"))
+             if p.name not in EXCLUDED_TESTS and p.name not in lacking]
     bridges = {p.name for pattern in BRIDGE_TESTS for p in tests.glob(pattern)}
-    return ([n for n in every if n not in bridges], [n for n in every if n in bridges], lacking)
+    return [n for n in every if n not in bridges], [n for n in every if n in bridges]
+
+
+def lacking_in(root: Path, tests: Path) -> dict[str, list[str]]:
+    """{test file: the modules it imports that fail in ``root``} (:mod:`tools.pi_imports`)."""
+    files = [f"tests/{p.name}" for p in sorted(tests.glob("test_*.py"))
+             if p.name not in EXCLUDED_TESTS]
+    done = run(chroot_argv(root, ["/usr/bin/python3", "-P", "tools/pi_imports.py", *files]),
+               stdout=subprocess.PIPE, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def junit_outcomes(xml_path: Path) -> dict[str, str]:
@@ -538,11 +511,11 @@ def prepare_all(arches: Sequence[Arch], roots: Path, mirror: str, wheel: Path | 
 
 def check_arch(arch: Arch, root: Path) -> bool:
     """The tests and the probe in the prepared root of ``arch``; whether it all passed."""
-    base = root / INSTALL_DIR
-    core, bridges, lacking = test_files(REPO / "tests", importable([base / "app", base / "deps"]))
-    report(pi_check="selection", arch=arch.name, core=len(core), bridges=len(bridges),
-           left_out={**EXCLUDED_TESTS, **lacking})
     with mounted(root):
+        lacking = lacking_in(root, REPO / "tests")
+        core, bridges = test_files(REPO / "tests", lacking)
+        report(pi_check="selection", arch=arch.name, core=len(core), bridges=len(bridges),
+               left_out={**EXCLUDED_TESTS, **lacking})
         ok = run_tests(root, arch, {"core": core, "bridges": bridges})
         # the host's figures right before, so both see the same load on this machine
         host = report(pi_check="probe", arch="host",
