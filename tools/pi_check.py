@@ -90,9 +90,10 @@ class Arch:
     extras: tuple[str, ...]
 
 
-#: the extras that matter on a Pi: REST API, serial lines, Modbus, metrics, MQTT; the MCP server
-#: on arm64 only (on armhf its dependency cffi has no wheel, and pip cannot build in the root)
-PI_EXTRAS = ("api", "serial", "modbus", "metrics", "mqtt")
+#: the extras that matter on a Pi: REST API, serial lines, Modbus, metrics, MQTT, the Gantt
+#: page (plotly, pure Python); the MCP server on arm64 only (on armhf its dependency cffi has
+#: no wheel, and pip cannot build in the root)
+PI_EXTRAS = ("api", "serial", "modbus", "metrics", "mqtt", "vis")
 ARCHES = {
     "arm64": Arch("arm64", "qemu-aarch64", "aarch64", (*PI_EXTRAS, "mcp")),
     "armhf": Arch("armhf", "qemu-arm", "armv7l", PI_EXTRAS),
