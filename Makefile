@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo lint clean pi-check install-pi
+.PHONY: test test-fast bench demo fleet-demo lint clean screenshots soak pi-check install-pi
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,10 @@ bench: $(VENV)/.dev-installed
 	@$(PY) -m benchmarks
 
 # The demo needs the api, modbus, serial and mcp extras: the whole cell of examples/cell.toml
-# with the REST API on http://127.0.0.1:8080 (Swagger UI: /apidocs, live events: /events/stream),
-# the MCP server for LLM agents on http://127.0.0.1:8081/mcp, a Modbus bridge to a simulated PLC
-# on 127.0.0.1:5020 that runs the operations and a serial bridge to a simulated panel on
-# 127.0.0.1:7001. Ctrl-C stops it.
+# with the REST API on http://127.0.0.1:8080 (the live dashboard: /dashboard, Swagger UI: /apidocs,
+# live events: /events/stream), the MCP server for LLM agents on http://127.0.0.1:8081/mcp, a
+# Modbus bridge to a simulated PLC on 127.0.0.1:5020 that runs the operations and a serial bridge
+# to a simulated panel on 127.0.0.1:7001. Ctrl-C stops it.
 $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[api,modbus,serial,mcp]'
 	touch $@
@@ -42,6 +42,26 @@ $(VENV)/.demo-installed: $(VENV)/bin/python setup.cfg pyproject.toml
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/operation-dispatcher serve --demo --config examples/cell.toml --host 127.0.0.1 --port 8080 \
 		--mcp-port 8081
+
+# The fleet demo needs the api, modbus and mqtt extras and mosquitto (Debian package
+# `mosquitto`): a broker on a free loopback port (config and data in a temp folder), three cells
+# (each `serve --demo` with its simulated PLC, REST API and [mqtt] link), a central approver for
+# cell-3's requests, and the live fleet table in the foreground. Ctrl-C stops all of it.
+$(VENV)/.fleet-installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[api,modbus,mqtt]'
+	touch $@
+
+fleet-demo: $(VENV)/.fleet-installed
+	$(PY) examples/fleet/run.py
+
+# The dashboard screenshots of the README: the test suite takes them (desktop and 800x480) into a
+# temporary folder named by OPERATION_DISPATCHER_SCREENSHOTS; only this target copies them into
+# docs/screenshots/ (tests never write outside temporary folders).
+screenshots: $(VENV)/.dev-installed
+	mkdir -p docs/screenshots
+	dir=$$(mktemp -d) && \
+	OPERATION_DISPATCHER_SCREENSHOTS=$$dir $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshots && \
+	cp $$dir/*.png docs/screenshots/ && rm -rf $$dir
 
 # `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support): the package
 # installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user emulation,
@@ -66,3 +86,10 @@ lint: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache
+
+# The soak (benchmarks/soak.py): `serve` with a simulated PLC and serial device under a steady
+# mixed load for DURATION seconds, sampling RSS, descriptors, threads, CPU and the journal's
+# size from /proc; one JSON line per sample, the last the verdict; fails when any of them grows.
+DURATION ?= 60
+soak: $(VENV)/.dev-installed
+	$(PY) -m benchmarks.soak --duration $(DURATION)

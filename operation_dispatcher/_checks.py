@@ -145,6 +145,43 @@ def check_text(value: str, name: str) -> None:
             ) from None
 
 
+#: Longest MQTT topic prefix and topic level (a resource id in a topic) accepted.
+MAX_TOPIC_PREFIX = 256
+MAX_TOPIC_LEVEL = 128
+
+
+def topic_level(value: Any, name: str, *, got: bool = True) -> str:
+    """One level of an MQTT topic (a resource id): no ``/``, no wildcard, no ``$`` first.
+
+    A ``+`` or ``#`` in a published topic is refused by the broker, a ``/`` would move the
+    controller's topics under another name, and ``$`` topics are the broker's own.
+    """
+    text(value, name, got=got)
+    if (
+        len(value) > MAX_TOPIC_LEVEL or any(c in value for c in "/+#\0")
+        or value.startswith("$") or not value.isprintable()
+    ):
+        raise _refuse(
+            name, f"must be usable as one MQTT topic level: at most {MAX_TOPIC_LEVEL} printable "
+            "characters without / + # and not starting with $", value, got,
+        )
+    return value
+
+
+def topic_prefix(value: Any, name: str, *, got: bool = True) -> str:
+    """An MQTT topic prefix: levels joined by ``/``, each a :func:`topic_level`."""
+    text(value, name, got=got)
+    levels = value.split("/")
+    if len(value) > MAX_TOPIC_PREFIX or not all(levels):
+        raise _refuse(
+            name, f"must be at most {MAX_TOPIC_PREFIX} characters of topic levels joined by / "
+            "(no empty level, no leading or trailing /)", value, got,
+        )
+    for level in levels:
+        topic_level(level, name, got=got)
+    return value
+
+
 E = TypeVar("E", bound=StrEnum)
 
 

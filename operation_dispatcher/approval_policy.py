@@ -10,6 +10,10 @@
   it with ``decide()`` (``POST /requests/<id>/approve|deny``). It waits ``operator_timeout_seconds``
   at most, or, when that is None (the default), for as long as it takes: waiting is not a
   denial, and an operator's silence never pauses the dispatcher.
+* ``"mqtt"``: as ``"operator"`` (PENDING until ``decide()``), meant for a central system on the
+  plant's broker: the MQTT link (:mod:`.mqtt`) publishes the request on ``<prefix>/<resource>/
+  requests`` and answers it from ``.../responses``. It publishes ``"operator"`` requests too,
+  so any channel may answer either; ``waiting_for`` says which one the config meant.
 * ``"deny"``: denied at once, without asking anyone.
 
 ``operator_when_payload`` narrows ``"operator"``: when it names payload keys, only an operation
@@ -36,8 +40,16 @@ class Policy(StrEnum):
 
     AUTO = "auto"
     OPERATOR = "operator"
+    MQTT = "mqtt"
     DENY = "deny"
 
+    @property
+    def waits(self) -> bool:
+        """Whether a request of this policy stays PENDING until someone calls ``decide()``."""
+        return self in _WAITING
+
+
+_WAITING = frozenset({Policy.OPERATOR, Policy.MQTT})
 
 #: The keys of ``[approvals]`` besides the four kinds.
 TIMEOUT_KEY = "operator_timeout_seconds"
@@ -83,20 +95,25 @@ class ApprovalPolicy:
     def for_request(self, kind: RequestKind, operation: Operation) -> Policy:
         """The policy that applies to this request of ``operation``."""
         policy: Policy = getattr(self, kind.value)
-        if policy is Policy.OPERATOR and self.operator_when_payload:
+        if policy.waits and self.operator_when_payload:
             payload = operation.payload
             # identity, not ==: 0 and 0.0 equal False but are doubtful, so they ask the person
             flagged = isinstance(payload, dict) and any(
                 payload.get(key) is not None and payload.get(key) is not False
                 for key in self.operator_when_payload
             )
-            return Policy.OPERATOR if flagged else Policy.AUTO
+            return policy if flagged else Policy.AUTO
         return policy
 
     @property
     def asks_operator(self) -> bool:
-        """Whether any kind may wait for an operator."""
-        return any(getattr(self, kind) is Policy.OPERATOR for kind in KINDS)
+        """Whether any kind may wait for an operator (or a central system over MQTT)."""
+        return any(getattr(self, kind).waits for kind in KINDS)
+
+    @property
+    def uses_mqtt(self) -> bool:
+        """Whether any kind is answered over MQTT (``"mqtt"``)."""
+        return any(getattr(self, kind) is Policy.MQTT for kind in KINDS)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {kind: getattr(self, kind).value for kind in KINDS}

@@ -241,6 +241,10 @@ class ApprovalRequest:
     by_operator: bool = False
     #: closed by the dispatcher itself (its operation finished or changed): not a denial either
     withdrawn: bool = False
+    #: when the callback's answer arrived (time.monotonic()), set by its worker before it waits
+    #: for the lock: an answer in time counts even if the lock came late (a journal write on a
+    #: slow SD card held it). Written once without the lock (a float), read with it.
+    answered_at: float | None = None
 
     @property
     def request_id(self) -> UUID:
@@ -324,11 +328,18 @@ class ApprovalDesk:
         self._open[request.request_id] = request
         return request
 
-    def resolve(self, request: ApprovalRequest, decision: RequestDecision) -> bool:
-        """Record the answer if the request is still pending; wakes every waiter."""
+    def resolve(
+        self, request: ApprovalRequest, decision: RequestDecision, at: float | None = None
+    ) -> bool:
+        """Record the answer if the request is still pending; wakes every waiter.
+
+        ``at``: when the answer arrived (time.monotonic()), if before the lock was had.
+        """
         if not request.is_pending:
             return False
-        if request.deadline is not None and time.monotonic() >= request.deadline:
+        if request.deadline is not None and (
+            time.monotonic() if at is None else at
+        ) >= request.deadline:
             # answered after its deadline, before the dispatcher got round to expiring it:
             # too late to count as an approval (the machine must not start on a stale answer)
             self.expire(request)
@@ -340,14 +351,23 @@ class ApprovalDesk:
         return True
 
     def expire(self, request: ApprovalRequest) -> bool:
-        """Deny a request whose deadline passed, saying what did not answer."""
-        if not request.is_pending:
+        """Deny a request whose deadline passed, saying what did not answer.
+
+        Not one whose answer arrived in time and waits for the lock to be filed (False).
+        """
+        if not request.is_pending or self.answer_on_its_way(request):
             return False
         what = f"{request.waiting_for} gave no answer within {request.timeout or 0:g} s"
         request.decision = RequestDecision(False, "timeout", {"error": what})
         request.status = RequestStatus.EXPIRED
         self._cond.notify_all()
         return True
+
+    @staticmethod
+    def answer_on_its_way(request: ApprovalRequest) -> bool:
+        """The callback answered before the deadline; its worker files it once it has the lock."""
+        arrived, deadline = request.answered_at, request.deadline
+        return arrived is not None and deadline is not None and arrived < deadline
 
     def withdraw(self, request: ApprovalRequest, why: str) -> bool:
         """Close a pending request the dispatcher no longer needs (its operation finished or
@@ -381,6 +401,7 @@ class ApprovalDesk:
         """
         decision = decision_from_arguments(accepted, reasoning, data)
         key = request_id if isinstance(request_id, UUID) else _parse_request_id(request_id)
+        arrived = time.monotonic()  # the lock may come late (a slow journal write holds it)
         with self._cond:
             request = self._open.get(key)
             if request is None:
@@ -390,7 +411,7 @@ class ApprovalDesk:
                 raise UnknownRequest(request_id)
             if not request.is_pending:
                 raise RequestClosed(request_id, request.status.value)
-            if not self.resolve(request, decision):  # its deadline passed: expired just now
+            if not self.resolve(request, decision, arrived):  # deadline passed: expired now
                 raise RequestClosed(request_id, request.status.value)
             return request
 

@@ -6,6 +6,7 @@
     operation-dispatcher mcp [--config FILE] [--resource-id ID] [--journal PATH|:memory:]
                              [--log-level LEVEL | --log-config FILE]
     operation-dispatcher check-config FILE
+    operation-dispatcher fleet --broker HOST:PORT [--prefix P] [--json] [--wait S]
     operation-dispatcher gantt --journal FILE [--from ISO] [--to ISO] -o OUT.html
     operation-dispatcher --version
 
@@ -21,6 +22,15 @@ on a loopback address, for one), the demo simulates that device (see :mod:`.demo
 ``operation_dispatcher.cli.operations``), from a subscriber here: the core stays quiet about
 operations. ``--log-config`` takes a TOML file in the stdlib's ``logging.config.dictConfig``
 form (files, rotation, levels) instead of ``--log-level``.
+
+With an ``[mqtt]`` section ``serve`` also reports to the plant's broker and takes commands from
+it (:mod:`.mqtt`); ``fleet`` shows every controller on a broker (see :func:`fleet_command`).
+
+Under systemd (``$NOTIFY_SOCKET``; see :mod:`.sdnotify` and
+examples/systemd/operation-dispatcher.service) ``serve`` sends READY=1 once it listens,
+STOPPING=1 when it shuts down, and, with ``WatchdogSec=``, WATCHDOG=1 from the dispatcher loop.
+It opens the journal itself, with the ``[journal]`` limits (``max_bytes``,
+``slow_write_seconds``), and closes it after the dispatcher.
 
 With ``[mcp] port`` (or ``--mcp-port``) ``serve`` also serves the MCP server for LLM agents over
 streamable HTTP (extra ``mcp``), behind the same tokens. ``mcp`` runs a dispatcher, its bridges
@@ -53,6 +63,7 @@ from .models import FINISHED_EVENT_TYPES, DispatchEvent, EventType, finished_out
 
 if TYPE_CHECKING:
     from .dispatcher import OperationDispatcher
+    from .sdnotify import Notifier, Watchdog
 
 log = logging.getLogger(__name__)
 PROG = "operation-dispatcher"
@@ -112,8 +123,32 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate a configuration file and list every error",
     )
     check.add_argument("file", metavar="FILE")
+    _fleet_parser(commands)
     add_gantt_parser(commands)
     return parser
+
+
+def _fleet_parser(commands: Any) -> None:
+    fleet = commands.add_parser(
+        "fleet", help="a live table of every controller on an MQTT broker",
+        description="Show every controller reporting to an MQTT broker (needs the mqtt extra).",
+    )
+    fleet.add_argument("--broker", required=True, metavar="HOST:PORT",
+                       help="the broker (port default 1883)")
+    fleet.add_argument("--prefix", default=None, metavar="P",
+                       help="the controllers' topic prefix (default operation-dispatcher)")
+    fleet.add_argument("--json", action="store_true",
+                       help="print one JSON snapshot and exit (for scripts)")
+    fleet.add_argument("--wait", type=float, default=2.0, metavar="S",
+                       help="--json: seconds to wait for the controllers' messages (default 2)")
+    fleet.add_argument("--interval", type=float, default=1.0, metavar="S",
+                       help="seconds between two redraws of the table (default 1)")
+    fleet.add_argument("--username", metavar="U")
+    fleet.add_argument("--password", metavar="P",
+                       help="(default: $OPERATION_DISPATCHER_MQTT_PASSWORD)")
+    fleet.add_argument("--tls-ca", metavar="FILE", help="CA file: connect with TLS")
+    fleet.add_argument("--tls-cert", metavar="FILE", help="client certificate (with --tls-key)")
+    fleet.add_argument("--tls-key", metavar="FILE")
 
 
 def _settings(args: argparse.Namespace) -> Config:
@@ -152,6 +187,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     from .dispatcher import OperationDispatcher
+    from .journal import Journal
 
     problem = _set_up_logging(args)
     if problem is not None:
@@ -177,16 +213,27 @@ def serve(args: argparse.Namespace) -> int:
     kwargs = config.dispatcher_kwargs()
     if demo is not None:
         kwargs["on_request_callback"] = demo.on_request
+    path = kwargs["journal"]
     try:
+        # opened here with the [journal] limits, so closed here too (_close)
+        kwargs["journal"] = None if path is None else Journal(path, **config.journal.journal_kwargs())
         dispatcher = OperationDispatcher(**kwargs)
     except (DispatcherError, ValueError) as exc:
+        if isinstance(kwargs["journal"], Journal):
+            kwargs["journal"].close()
         print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
         return 2
     try:
         bridges = _build_bridges(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
         print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
+        return 2
+    try:
+        link = _build_mqtt_link(dispatcher, config)
+    except (DispatcherError, ImportError) as exc:
+        print(f"{PROG}: cannot use the MQTT broker: {exc}", file=sys.stderr)
+        _close(dispatcher)
         return 2
     http = config.http
     try:
@@ -198,7 +245,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # e.g. --token repeats a named token of [http.tokens]
         print(f"{PROG}: cannot serve: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 2
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:
@@ -213,7 +260,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         print(f"{PROG}: cannot listen on {http.host}:{http.port}: {exc}", file=sys.stderr)
-        dispatcher.close()
+        _close(dispatcher)
         return 1
     mcp_http = None
     if config.mcp.port is not None:
@@ -228,7 +275,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"{PROG}: cannot listen (MCP) on {config.mcp.host}:{config.mcp.port}: {exc}",
                   file=sys.stderr)
             server.stop()
-            dispatcher.close()
+            _close(dispatcher)
             return 1
 
     stop = threading.Event()
@@ -238,9 +285,15 @@ def serve(args: argparse.Namespace) -> int:
         stop.set()
 
     dispatcher.subscribe(OperationLog(dispatcher))
+    notifier, watchdog = _systemd(dispatcher)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
+        if link is not None:  # before the start: its OPERATION_DISPATCHER_STARTED is published
+            link.start()
+            assert config.mqtt is not None
+            log.info("mqtt: reporting to %s:%d as %s/%s/...", config.mqtt.host,
+                     config.mqtt.port, link.topics.prefix, dispatcher.resource_id)
         try:
             dispatcher.start()
         except DispatcherError as exc:  # the journal cannot record the start, for one
@@ -252,10 +305,11 @@ def serve(args: argparse.Namespace) -> int:
             bridge.start()
         server.start()
         url = server.url
-        journal = kwargs["journal"] or "none (in memory)"
+        journal = path or "none (in memory)"
         print(
             f"{PROG}: serving {dispatcher.resource_id!r} on {url} "
-            f"(API docs {url}/apidocs, events {url}/events/stream, journal {journal})",
+            f"(dashboard {url}/dashboard, API docs {url}/apidocs, events {url}/events/stream, "
+            f"journal {journal})",
             flush=True,
         )
         if mcp_http is not None:
@@ -268,6 +322,8 @@ def serve(args: argparse.Namespace) -> int:
             log.info("bridge %s: %s bridge to %s", bridge.name, bridge.kind, bridge.endpoint)
         if http.host not in LOOPBACK and not (http.token or http.tokens):
             log.warning("serving %s without a token: anyone who can reach it may use it", url)
+        if notifier is not None:  # it listens, the dispatcher runs: systemd may call it started
+            notifier.send("READY=1", f"STATUS=serving {dispatcher.resource_id} on {url}")
         stop.wait()
     except (OSError, RuntimeError, DemoUnavailable) as exc:  # the demo's PLC cannot listen
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -275,7 +331,13 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         # A second SIGINT/SIGTERM while shutting down only sets ``stop`` again: the handlers
         # stay until everything is stopped, so a shutdown never ends in a traceback.
-        status = _shut_down(server, bridges, demo, dispatcher, mcp_http) or status
+        if notifier is not None:
+            notifier.send("STOPPING=1")
+        status = _shut_down(server, bridges, demo, dispatcher, mcp_http, link) or status
+        if watchdog is not None:
+            watchdog.stop()
+        if notifier is not None:
+            notifier.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print(f"{PROG}: stopped", flush=True)
@@ -373,10 +435,11 @@ class OperationLog:
 
 def _shut_down(
     server: Any, bridges: list[Any], demo: DemoMachine | None, dispatcher: OperationDispatcher,
-    mcp_http: Any = None,
+    mcp_http: Any = None, link: Any = None,
 ) -> int:
-    """Stop the servers, the bridges, the demo and the dispatcher, each even if one before
-    failed; a failure is one line on stderr (no traceback) and makes the exit status 1."""
+    """Stop the servers, the bridges, the demo, the dispatcher and the MQTT link, each even if
+    one before failed; a failure is one line on stderr (no traceback) and makes the exit
+    status 1. The link goes last: it publishes the dispatcher's last events, then OFFLINE."""
     steps: list[tuple[str, Callable[[], object]]] = []
     if mcp_http is not None:
         steps.append(("the MCP server", mcp_http.stop))
@@ -385,7 +448,9 @@ def _shut_down(
     steps += [(f"bridge {bridge.name}", bridge.stop) for bridge in bridges]
     if demo is not None:
         steps.append(("the demo", demo.stop))
-    steps.append(("the dispatcher", lambda: dispatcher.close(timeout=10.0)))
+    steps.append(("the dispatcher", lambda: _close(dispatcher, timeout=10.0)))
+    if link is not None:
+        steps.append(("the MQTT link", link.stop))
     status = 0
     for what, stop_it in steps:
         try:
@@ -397,6 +462,32 @@ def _shut_down(
     return status
 
 
+def _systemd(dispatcher: OperationDispatcher) -> tuple[Notifier | None, Watchdog | None]:
+    """systemd's notifier (``$NOTIFY_SOCKET``) and, with ``WatchdogSec=``, the watchdog pinged
+    by the dispatcher loop (see :mod:`.sdnotify`); (None, None) outside systemd."""
+    from .sdnotify import Notifier, Watchdog, watchdog_interval
+
+    notifier = Notifier.from_environment()
+    every = None if notifier is None else watchdog_interval()
+    if notifier is None or every is None:
+        return notifier, None
+    watchdog = Watchdog(notifier, every, lambda: dispatcher.is_running)
+    dispatcher.set_loop_heartbeat(watchdog.beat, every)
+    watchdog.start()
+    log.info("systemd watchdog: the dispatcher loop pings every %.3g s", every)
+    return notifier, watchdog
+
+
+def _close(dispatcher: OperationDispatcher, timeout: float | None = None) -> None:
+    """Stop the dispatcher, then close the journal ``serve`` opened for it.
+
+    Not when a thread did not stop: it may be inside a write; the exit releases the file.
+    """
+    dispatcher.close(timeout=timeout)
+    if dispatcher.journal is not None:
+        dispatcher.journal.close()
+
+
 def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]:
     """The bridges of the config's ``[[bridges]]`` tables (built, not started)."""
     if not config.bridges:
@@ -404,6 +495,95 @@ def _build_bridges(dispatcher: OperationDispatcher, config: Config) -> list[Any]
     from .bridges import build_bridges
 
     return build_bridges(dispatcher, config.bridges)
+
+
+def _build_mqtt_link(dispatcher: OperationDispatcher, config: Config) -> Any:
+    """The MQTT link of the config's ``[mqtt]`` section (built, not started), or None."""
+    if config.mqtt is None:
+        return None
+    from .mqtt import MqttLink
+
+    return MqttLink(dispatcher, config.mqtt)
+
+
+def _broker_table(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The ``[mqtt]``-like table of ``fleet``'s options, or why ``--broker`` is unusable."""
+    import os
+
+    broker = args.broker
+    host, sep, port = broker.rpartition(":")
+    if not sep or "]" in port:  # no port (an IPv6 address in brackets has colons inside)
+        host, port = broker, "1883"
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return f"--broker must be HOST or HOST:PORT, got {broker!r}"
+    table: dict[str, Any] = {"host": host, "port": int(port)}
+    password = args.password or os.environ.get("OPERATION_DISPATCHER_MQTT_PASSWORD")
+    options = {"prefix": args.prefix, "username": args.username, "password": password,
+               "tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    table.update({key: value for key, value in options.items() if value is not None})
+    return table
+
+
+def fleet_command(args: argparse.Namespace) -> int:
+    """``fleet``: a live table of the controllers on a broker (``--json``: one snapshot)."""
+    import json
+
+    from .mqtt.settings import MqttSettings, mqtt_problems
+
+    table = _broker_table(args)
+    if isinstance(table, str):
+        print(f"{PROG}: {table}", file=sys.stderr)
+        return 2
+    problems = mqtt_problems(table, "fleet")
+    for number, name in (("wait", args.wait), ("interval", args.interval)):
+        if not 0 < name <= 3600:
+            problems.append((f"--{number}", "must be a number of seconds > 0 and <= 3600"))
+    if problems:
+        for key, rule in problems:
+            print(f"{PROG}: {key.replace('fleet.', '--').replace('_', '-')}: {rule}",
+                  file=sys.stderr)
+        return 2
+    try:
+        from .mqtt import FleetView
+        from .mqtt.fleet import render_table
+    except ImportError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    view = FleetView(MqttSettings(**table))
+    view.start()
+    try:
+        if args.json:
+            if not view.wait_subscribed(args.wait):
+                print(f"{PROG}: no answer from the broker {args.broker} within {args.wait:g} s",
+                      file=sys.stderr)
+                return 1
+            view.wait_quiet(0.3, args.wait)
+            print(json.dumps(view.snapshot(), indent=2))
+            return 0
+        return _fleet_live(view, render_table, args.interval)
+    finally:
+        view.stop()
+
+
+def _fleet_live(view: Any, render: Callable[[Any], str], interval: float) -> int:
+    """Redraw the table when something changed, every ``interval`` s, until SIGINT/SIGTERM."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    shown = -1
+    try:
+        while not stop.is_set():
+            if view.version != shown:
+                shown = view.version
+                stamp = datetime.now().strftime("%H:%M:%S")
+                print(f"{clear}{PROG} fleet {stamp}\n{render(view.controllers())}\n", flush=True)
+            stop.wait(interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
 
 
 def mcp_command(args: argparse.Namespace) -> int:
@@ -494,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "fleet":
+        return fleet_command(args)
     if args.command == "gantt":
         return gantt_command(args, PROG)
     if args.command == "mcp":

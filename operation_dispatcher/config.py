@@ -24,6 +24,8 @@ Sections (every one optional)::
     [journal]
     path = "./operation-dispatcher.db" # ":memory:" for none
     recovery = "fail"                  # or "pause": what happens to an interrupted operation
+    max_bytes = 268435456              # drop the oldest finished history beyond this; 0: no limit
+    slow_write_seconds = 1.0           # log a warning for a write (commit) slower than this
 
     [http]
     host = "127.0.0.1"
@@ -39,6 +41,16 @@ Sections (every one optional)::
     heartbeat_seconds = 15.0
     max_body_bytes = 1048576
     signal_max_age_seconds = 60.0      # max age of a PUT /signals/<name> that names none
+
+    [mqtt]                             # the plant's MQTT broker (operation_dispatcher/mqtt/)
+    host = "broker.plant.local"        # required; every other key has a default
+    port = 1883
+    prefix = "operation-dispatcher"    # topics <prefix>/<resource_id>/{connection,state,...}
+    client_id = "..."                  # default operation-dispatcher-<resource_id>
+    username = "..."                   # password = "..." needs it
+    tls_ca = "/etc/ssl/plant-ca.pem"   # TLS on; tls_cert + tls_key: a client certificate
+    keepalive = 30
+    buffer_size = 10000                # events kept until the broker acknowledged them
 
     [mcp]                              # the MCP server for LLM agents (extra "mcp")
     port = 8081                        # serve it over streamable HTTP; leave out for none
@@ -65,6 +77,7 @@ from typing import Any
 from . import _checks
 from .approval_policy import ApprovalPolicy, Policy, policy_problems
 from .errors import DispatcherError, ValidationError
+from .mqtt.settings import MqttSettings, mqtt_problems
 
 #: The journal file used when neither the config nor the command line names one.
 DEFAULT_JOURNAL = "./operation-dispatcher.db"
@@ -100,6 +113,15 @@ class DispatcherSettings:
 class JournalSettings:
     path: str = DEFAULT_JOURNAL
     recovery: str = "fail"
+    #: the journal's live pages are kept within this size (0: no limit; see Journal.max_bytes)
+    max_bytes: int = 256 * 1024 * 1024
+    slow_write_seconds: float = 1.0
+
+    def journal_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``Journal`` (besides the path)."""
+        return {
+            "max_bytes": self.max_bytes or None, "slow_write_seconds": self.slow_write_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -138,6 +160,8 @@ class Config:
     mcp: McpSettings = field(default_factory=McpSettings)
     bridges: list[dict[str, Any]] = field(default_factory=list)
     source: str | None = None
+    #: the ``[mqtt]`` section, None when the config has none (no broker)
+    mqtt: MqttSettings | None = None
 
     def dispatcher_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``OperationDispatcher`` (resource_id and journal included)."""
@@ -181,6 +205,15 @@ def _integer(minimum: int, maximum: int | None = None) -> Check:
 
 def _seconds(*, zero: bool = False) -> Check:
     return partial(_checks.seconds, zero=zero, got=False)
+
+
+def _journal_bytes(value: Any, name: str) -> None:
+    """0 (no limit) or within the journal's own bounds."""
+    from .journal_limits import MAX_MAX_BYTES, MIN_MAX_BYTES  # sqlite3: only with a journal
+
+    _checks.integer(value, name, minimum=0, maximum=MAX_MAX_BYTES, got=False)
+    if 0 < value < MIN_MAX_BYTES:
+        raise ValidationError(name, f"must be 0 (no limit) or an integer >= {MIN_MAX_BYTES}")
 
 
 def _boolean(value: Any, name: str) -> bool:
@@ -310,11 +343,30 @@ def _approval_errors(table: Any) -> list[str]:
     if not isinstance(table, Mapping) or "operator_timeout_seconds" in table:
         return errors
     for kind in ("cancel", "pause", "resume"):
-        if table.get(kind) == Policy.OPERATOR.value:
+        value = table.get(kind)
+        if value in (Policy.OPERATOR.value, Policy.MQTT.value):
             errors.append(
-                f'approvals.{kind}: "operator" needs approvals.operator_timeout_seconds (a '
-                f"{kind} waits for the operator inside its HTTP request, holding a server thread)"
+                f'approvals.{kind}: "{value}" needs approvals.operator_timeout_seconds (a '
+                f"{kind} waits for the answer inside its HTTP request, holding a server thread)"
             )
+    return errors
+
+
+def _mqtt_errors(data: Mapping[str, Any], resource_id: Any) -> list[str]:
+    """Every problem of ``[mqtt]``, and an ``"mqtt"`` approval policy without a broker."""
+    table = data.get("mqtt")
+    errors = []
+    if table is not None:
+        rid = resource_id if isinstance(resource_id, str) and resource_id else None
+        errors += [f"{key}: {rule}" for key, rule in mqtt_problems(table, "mqtt", rid)]
+    approvals = data.get("approvals")
+    if table is None and isinstance(approvals, Mapping):
+        for kind, value in approvals.items():
+            if value == Policy.MQTT.value:
+                errors.append(
+                    f'approvals.{kind}: "mqtt" needs an [mqtt] section (a broker to publish '
+                    "the request on)"
+                )
     return errors
 
 _SECTIONS: dict[str, dict[str, Check]] = {
@@ -334,6 +386,8 @@ _SECTIONS: dict[str, dict[str, Check]] = {
     "journal": {
         "path": _text,
         "recovery": _one_of("fail", "pause"),
+        "max_bytes": _journal_bytes,
+        "slow_write_seconds": _seconds(),
     },
     "http": {
         "host": _text,
@@ -355,7 +409,7 @@ _SECTIONS: dict[str, dict[str, Check]] = {
         "host": _text,
     },
 }
-_RESERVED = ("approvals", "bridges")
+_RESERVED = ("approvals", "mqtt", "bridges")
 _SETTINGS = {
     "dispatcher": DispatcherSettings, "journal": JournalSettings, "http": HttpSettings,
     "mcp": McpSettings,
@@ -401,6 +455,11 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         )
     approvals = data.get("approvals", {})
     errors.extend(_approval_errors(approvals))
+    dispatcher_table = data.get("dispatcher")
+    errors.extend(_mqtt_errors(data, (
+        dispatcher_table.get("resource_id", DispatcherSettings.resource_id)
+        if isinstance(dispatcher_table, dict) else None
+    )))
     bridges = data.get("bridges", [])
     if not isinstance(bridges, list):
         errors.append("bridges: must be a list of tables ([[bridges]])")
@@ -422,6 +481,7 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         dispatcher=built["dispatcher"], journal=built["journal"], http=built["http"],
         approvals=ApprovalPolicy.from_mapping(approvals), mcp=built["mcp"],
         bridges=[dict(b) for b in bridges], source=source,
+        mqtt=None if "mqtt" not in data else MqttSettings.from_mapping(data["mqtt"]),
     )
 
 

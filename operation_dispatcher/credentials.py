@@ -6,7 +6,7 @@ ASGI) check the very same token table the same way, so a token means the same ri
 Checking a token compares the presented one with *every* known token, in constant time and over
 SHA-256 digests (so neither the length nor which name matched leaks through timing). A match
 also tells the token's name (``None`` for the one all-scopes ``token``), which the MCP server
-records with an approval; the REST API never puts it in an answer.
+records with an approval; the REST API tells it only to its holder (``GET /auth/whoami``).
 
 Stdlib only: importing this loads neither Flask nor the MCP SDK.
 """

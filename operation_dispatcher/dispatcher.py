@@ -390,14 +390,14 @@ class OperationDispatcher:
 
     # ================================================================== events
     def subscribe(
-        self, handler: EventHandler, *, include_requests: bool = False
+        self, handler: Callable[..., Any], *, include_requests: bool = False, with_seq: bool = False
     ) -> Callable[[], None]:
         """Receive every event from now on, in order, on the event thread.
 
-        ``*_REQUESTED`` events are delivered only with ``include_requests=True``. Returns a
-        function that unsubscribes.
+        ``*_REQUESTED`` events only with ``include_requests=True``; with ``with_seq=True`` it is
+        ``handler(event, seq)``: the store's gapless number (a journal's events.seq). Returns an unsubscribe.
         """
-        return self._bus.subscribe(handler, include_requests=include_requests)
+        return self._bus.subscribe(handler, include_requests=include_requests, with_seq=with_seq)
 
     def drain_events(self, timeout: float | None = None) -> bool:
         """Wait until every event emitted so far has reached the subscribers.
@@ -525,6 +525,10 @@ class OperationDispatcher:
         """The approval requests waiting for an answer (answer them with :meth:`decide`)."""
         with self._work:
             return self._handshake.desk.pending()
+
+    def watch_requests(self, watcher: Callable[[PendingRequest], Any]) -> Callable[[], None]:
+        """Tell ``watcher`` (a snapshot, off the lock) of each request that waits for decide()."""
+        return self._handshake.watch(watcher, self._lock)
 
     def get_history(
         self,
@@ -933,6 +937,11 @@ class OperationDispatcher:
         was closed): then nothing runs, and start() may be called again once the cause is gone.
         """
         self._runner.start()
+
+    def set_loop_heartbeat(self, beat: Callable[[], None] | None, every_seconds: float = 1.0) -> None:
+        """Call ``beat`` in the loop thread, without the lock, before each pass, and wake at least
+        every ``every_seconds``: for a watchdog (the beats stop when a pass never ends)."""
+        self._runner.set_heartbeat(beat, every_seconds)
 
     def request_stop(self) -> None:
         """Ask the loop to stop; also honoured by a ``run()`` that has not begun yet."""

@@ -4,7 +4,9 @@ The dispatcher publishes while it holds its lock (that is what fixes the order);
 later on the bus thread, with no dispatcher lock held, so a subscriber may call back into the
 dispatcher (complete an operation from a notification) and a slow one cannot stall dispatching.
 A subscriber that raises is logged and kept. ``*_REQUESTED`` events reach only subscribers that
-ask for them, as the original kept them out of the notification callback.
+ask for them, as the original kept them out of the notification callback. A subscriber may also
+ask for each event's sequence number in the event store (``with_seq``): the journal's
+``events.seq``, which the MQTT link publishes so that consumers can dedupe and find gaps.
 
 :meth:`EventBus.stop` is final until the dispatcher starts again: events published after it are
 held (at most :data:`HELD_EVENTS_LIMIT`, oldest dropped first, with a warning) and delivered, in
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 HELD_EVENTS_LIMIT = 10_000
 
 EventHandler = Callable[[DispatchEvent], Any]
+#: A handler subscribed ``with_seq``: it also gets the event's store sequence number (None for
+#: an event published without one).
+SeqEventHandler = Callable[[DispatchEvent, "int | None"], Any]
 
 #: The values of the *_REQUESTED event types (only subscribers that ask for them get them).
 _REQUEST_VALUES = frozenset(kind.value for kind in EventType if kind.is_request)
@@ -39,8 +44,9 @@ _REQUEST_VALUES = frozenset(kind.value for kind in EventType if kind.is_request)
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Subscription:
-    handler: EventHandler
+    handler: Callable[..., Any]
     include_requests: bool
+    with_seq: bool = False
 
 
 def call_maybe_async(fn: Callable[..., Any], *args: Any) -> Any:
@@ -82,7 +88,8 @@ class EventBus:
         self._opens_on = opens_on
         self._held_limit = held_limit
         self._cond = threading.Condition(threading.Lock())
-        self._pending: deque[tuple[int, DispatchEvent]] = deque()
+        # (delivery number, event, store sequence number or 0 when published without one)
+        self._pending: deque[tuple[int, DispatchEvent, int]] = deque()
         self._subscribers: tuple[_Subscription, ...] = ()
         self._wants_requests = False
         self._thread: threading.Thread | None = None
@@ -95,10 +102,12 @@ class EventBus:
         self._published = 0
 
     def subscribe(
-        self, handler: EventHandler, *, include_requests: bool = False
+        self, handler: Callable[..., Any], *, include_requests: bool = False,
+        with_seq: bool = False,
     ) -> Callable[[], None]:
-        """Call ``handler(event)`` for every event from now on; returns an unsubscribe function."""
-        sub = _Subscription(handler, include_requests)
+        """Call ``handler(event)`` (``handler(event, seq)`` with ``with_seq``) for every event
+        from now on; returns an unsubscribe function."""
+        sub = _Subscription(handler, include_requests, with_seq)
         with self._cond:
             self._subscribers = (*self._subscribers, sub)
             self._wants_requests = any(s.include_requests for s in self._subscribers)
@@ -114,20 +123,31 @@ class EventBus:
         """Queue ``event`` for delivery; starts the delivery thread unless the bus is closed."""
         self.publish_many((event,))
 
-    def publish_many(self, events: Iterable[DispatchEvent]) -> None:
-        """Queue events in order under one lock and one wake-up (a unit of work's events)."""
+    def publish_many(
+        self, events: Iterable[DispatchEvent], first_seq: int | None = None
+    ) -> None:
+        """Queue events in order under one lock and one wake-up (a unit of work's events).
+
+        ``first_seq``: the store's sequence number of the first event; the others follow it
+        one by one (what ``with_seq`` subscribers receive).
+        """
         wants_requests = self._wants_requests
+        start = first_seq or 0
+        step = 1 if first_seq else 0  # 0 throughout: published without sequence numbers
         # nobody listens for *_REQUESTED events: do not wake the thread for them
         if wants_requests:
-            wanted = list(events)
+            wanted = [(e, start + i * step) for i, e in enumerate(events)]
         else:  # by plain value: no property call and no Python-level enum hash per event
-            wanted = [e for e in events if e.event_type._value_ not in _REQUEST_VALUES]
+            wanted = [
+                (e, start + i * step) for i, e in enumerate(events)
+                if e.event_type._value_ not in _REQUEST_VALUES
+            ]
         if not wanted:
             return
         with self._cond:
-            for event in wanted:
+            for event, seq in wanted:
                 self._published += 1
-                self._pending.append((self._published, event))
+                self._pending.append((self._published, event, seq))
                 if self._closed:
                     if event.event_type is not self._opens_on or self._opens_on is None:
                         self._hold()
@@ -160,7 +180,7 @@ class EventBus:
             )
         self._dropped += 1
 
-    def _next_batch(self) -> list[tuple[int, DispatchEvent]] | None:
+    def _next_batch(self) -> list[tuple[int, DispatchEvent, int]] | None:
         """Every event that may be delivered now, in order; None when the thread should end
         (lock held). A batch costs one lock round and one wake-up of drain() instead of one
         per event."""
@@ -202,26 +222,31 @@ class EventBus:
                     self._spawn()  # reopened while this thread was on its way out
                 self._cond.notify_all()  # drain() may wait for this
 
-    def _deliver_batch(self, batch: list[tuple[int, DispatchEvent]]) -> None:
+    def _deliver_batch(self, batch: list[tuple[int, DispatchEvent, int]]) -> None:
         done = 0
         try:
-            for number, event in batch:
+            for number, event, seq in batch:
                 # only ever raised: drain() may see the batch as done up to number - 1
                 self._in_flight = number
-                self._deliver_one(event, self._subscribers)
+                self._deliver_one(event, seq or None, self._subscribers)
                 done += 1
         except BaseException:  # the thread dies (SystemExit in a handler): keep the rest
             with self._cond:
                 self._pending.extendleft(reversed(batch[done + 1 :]))
             raise
 
-    def _deliver_one(self, event: DispatchEvent, subscribers: tuple[_Subscription, ...]) -> None:
+    def _deliver_one(
+        self, event: DispatchEvent, seq: int | None, subscribers: tuple[_Subscription, ...]
+    ) -> None:
         is_request = event.event_type.is_request
         for sub in subscribers:
             if is_request and not sub.include_requests:
                 continue
             try:
-                call_maybe_async(sub.handler, event)
+                if sub.with_seq:
+                    call_maybe_async(sub.handler, event, seq)
+                else:
+                    call_maybe_async(sub.handler, event)
             except Exception:
                 self._log.exception(
                     "event subscriber %r failed on %s", sub.handler, event.event_type.value
@@ -285,4 +310,4 @@ class EventBus:
         return not thread.is_alive()
 
 
-__all__ = ["HELD_EVENTS_LIMIT", "EventBus", "call_maybe_async"]
+__all__ = ["HELD_EVENTS_LIMIT", "EventBus", "SeqEventHandler", "call_maybe_async"]

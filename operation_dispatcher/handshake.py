@@ -23,6 +23,7 @@ from .approvals import (
     PENDING,
     ApprovalDesk,
     ApprovalRequest,
+    PendingRequest,
     RequestDecision,
     RequestKind,
     RequestStatus,
@@ -68,6 +69,8 @@ class Handshake:
         self.policy = policy
         #: called (lock held) when a callback answered a request, so the engine can act on it
         self.on_answer: Callable[[ApprovalRequest], None] = lambda request: None
+        #: told (on a callback worker, no lock held) of every request that waits for decide()
+        self.watchers: tuple[Callable[[PendingRequest], Any], ...] = ()
 
     def open(
         self, kind: RequestKind, op: Operation, meta_data: dict[str, Any] | None
@@ -79,12 +82,13 @@ class Handshake:
             copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,
         )
         policy = Policy.AUTO if self.policy is None else self.policy.for_request(kind, op)
-        if policy is Policy.OPERATOR:
+        if policy.waits:  # "operator" or "mqtt": PENDING until someone calls decide()
             assert self.policy is not None
             request = self.desk.open(
-                kind, event, op, self.policy.operator_timeout_seconds, waiting_for="operator"
+                kind, event, op, self.policy.operator_timeout_seconds, waiting_for=policy.value
             )
             request.by_operator = True
+            self._opened(request)
             return request
         request = self.desk.open(kind, event, op, self._timeout)
         if policy is Policy.DENY:
@@ -96,6 +100,33 @@ class Handshake:
         else:
             self._callbacks.submit(self._ask, request)
         return request
+
+    def watch(self, watcher: Callable[[PendingRequest], Any],
+              lock: threading.RLock) -> Callable[[], None]:
+        """Add a watcher of requests that wait for decide() (under ``lock``); returns the
+        function that removes it."""
+        with lock:
+            self.watchers = (*self.watchers, watcher)
+
+        def unwatch() -> None:
+            with lock:
+                self.watchers = tuple(w for w in self.watchers if w is not watcher)
+
+        return unwatch
+
+    def _opened(self, request: ApprovalRequest) -> None:
+        """Tell the watchers (off the lock, on a callback worker) that ``request`` waits for
+        ``decide()``. Lock held."""
+        if self.watchers:
+            self._callbacks.submit(self._tell, self.watchers, request.snapshot())
+
+    def _tell(self, watchers: tuple[Callable[[PendingRequest], Any], ...],
+              snapshot: PendingRequest) -> None:
+        for watcher in watchers:
+            try:
+                watcher(snapshot)
+            except Exception:
+                self._log.exception("request watcher %r failed", watcher)
 
     def _ask(self, request: ApprovalRequest) -> None:
         """Runs on a callback worker, no lock held: ask the business logic, file the answer."""
@@ -110,11 +141,15 @@ class Handshake:
             )
         else:
             decision = normalize_decision(result)
+        arrived = time.monotonic()
+        if decision is not PENDING:
+            request.answered_at = arrived  # before the lock: the deadline is met now, not then
         with self._unit:
             if decision is PENDING:
                 request.waiting_for = "decide()"
+                self._opened(request)
                 return
-            if not self.desk.resolve(request, decision):
+            if not self.desk.resolve(request, decision, arrived):
                 self._log.warning(
                     "late answer to %s for operation %s ignored (request already %s)",
                     request.kind.value, request.operation.id, request.status.value,
@@ -130,8 +165,10 @@ class Handshake:
                 continue
             remaining = request.deadline - time.monotonic()
             if remaining <= 0:
-                self.desk.expire(request)
-                return
+                if self.desk.expire(request) or not request.is_pending:
+                    return
+                self._unit.wait(self._answered, None)  # an answer in time is being filed
+                continue
             self._unit.wait(self._answered, remaining)
 
     def record(self, request: ApprovalRequest, void_reason: str | None = None) -> None:

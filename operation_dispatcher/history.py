@@ -78,6 +78,7 @@ class EventLog:
         if retention is not None and retention < 1:
             raise ValueError("retention must be >= 1 or None")
         self._retention = retention
+        self._seq = 0  # events committed so far (the EventStore's sequence number)
         self._events: deque[DispatchEvent] = deque()
         self._by_operation: dict[UUID, DispatchEvent | list[DispatchEvent]] = {}
 
@@ -94,10 +95,19 @@ class EventLog:
         events: list[DispatchEvent],
         retry: Any,
         paused: bool | None,
-    ) -> None:
-        """Keep a unit's events; operations, retry state and the pause flag live in memory."""
+    ) -> int:
+        """Keep a unit's events; operations, retry state and the pause flag live in memory.
+
+        Returns the number of the first event (they are counted from 1 in this process)."""
+        first = self._seq + 1
+        self._seq += len(events)
         for event in events:
             self.append(event)
+        return first
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
 
     def find_operation(self, operation_id: UUID) -> Operation | None:
         """Nothing beyond the queue's own memory: without a journal, forgotten means gone."""

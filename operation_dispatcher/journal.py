@@ -15,6 +15,9 @@ A file is looked at before anything is written to it: only a new or empty file, 
 already an operation-dispatcher journal (``PRAGMA application_id`` = :data:`APPLICATION_ID`, or
 exactly the tables its ``user_version`` implies), is used; any other file is refused untouched.
 The journal records the resource it was written for, so it never serves another resource.
+
+On an SD card for weeks (:mod:`.journal_limits`): the WAL is cut back to ``WAL_SIZE_LIMIT``
+after checkpoints, ``max_bytes`` bounds the file, slow writes are logged, never cut short.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from . import journal_limits as limits
 from .errors import JournalError
 from .models import DispatchEvent, EventType, ExecutionState, Operation
 from .timings import JOURNAL_WRITE_BUCKETS, DurationHistogram
@@ -124,6 +128,9 @@ class Journal:
     :param prune_max_age_seconds: drop finished operations (and their events) older than this.
     :param prune_max_count: keep at most this many finished operations.
     :param prune_every: prune automatically after this many commits (and when opened).
+    :param max_bytes: keep the file within this size (:class:`~.journal_limits.SizeLimit`).
+    :param slow_write_seconds: a committed write that took longer is logged as a warning (at
+        most one a minute, :class:`~.journal_limits.SlowWrites`); it is never interrupted.
 
     Not thread-safe by itself: the dispatcher calls it with its lock held.
     """
@@ -135,14 +142,22 @@ class Journal:
         prune_max_age_seconds: float | None = None,
         prune_max_count: int | None = None,
         prune_every: int = 1000,
+        max_bytes: int | None = None,
+        slow_write_seconds: float = 1.0,
     ) -> None:
         self.path = str(path)
         if prune_max_age_seconds is not None and not prune_max_age_seconds > 0:
             raise JournalError(self.path, "prune_max_age_seconds must be > 0")
         if prune_max_count is not None and prune_max_count < 0:
             raise JournalError(self.path, "prune_max_count must be >= 0")
+        problem = limits.limit_problem(max_bytes, slow_write_seconds)
+        if problem is not None:
+            raise JournalError(self.path, problem)
         self.prune_max_age_seconds = prune_max_age_seconds
         self.prune_max_count = prune_max_count
+        self.max_bytes = max_bytes
+        self._size = None if max_bytes is None else limits.SizeLimit(self.path, max_bytes)
+        self._slow = limits.SlowWrites(self.path, slow_write_seconds)
         self._prune_every = prune_every
         self._commits = 0
         self._position = 0
@@ -169,10 +184,13 @@ class Journal:
             raise JournalError(self.path, _explain(exc)) from None
         self._conn = conn
         self.prune()
+        self._keep_within_size()
 
     # ------------------------------------------------------------------ opening
     def _setup(self, conn: sqlite3.Connection) -> None:
         version = self._inspect(conn)
+        if version == 0:  # only possible before the first table: a new journal can shrink
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         # Exclusive locking: the first write below takes the lock and keeps it until close(), so
         # a second dispatcher on this file fails here, at once, instead of interleaving writes.
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -180,6 +198,7 @@ class Journal:
         if str(mode).lower() != "wal":
             raise JournalError(self.path, f"cannot switch to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA journal_size_limit={limits.WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -200,6 +219,8 @@ class Journal:
             raise
         row = conn.execute("SELECT MAX(position) FROM operations").fetchone()
         self._position = (row[0] or 0) + 1
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        self.last_event_seq = 0 if row is None else int(row[0])  #: AUTOINCREMENT: never reused
 
     def _inspect(self, conn: sqlite3.Connection) -> int:
         """The file's schema version, read without writing; refuse a file that is not ours.
@@ -322,7 +343,7 @@ class Journal:
             op_rows, event_rows, retry_rows = self._rows(operations, events, retry or {})
             conn.execute("BEGIN IMMEDIATE")
             self._write_rows(conn, op_rows, event_rows, retry or {}, retry_rows, retry_reset, paused)
-            conn.execute("COMMIT")
+            self._commit(conn)
         except BaseException as exc:
             self._position = position
             self._rollback(conn)
@@ -334,13 +355,21 @@ class Journal:
             raise JournalError(self.path, f"write failed, change not made: {cause}") from (
                 None if isinstance(exc, sqlite3.Error) else exc
             )
-        self.write_times.observe(time.perf_counter() - began)
+        took = time.perf_counter() - began
+        self.write_times.observe(took)
+        self._slow.observe(took)
+        self.last_event_seq += len(event_rows)
         self._commits += 1
-        if self._prune_every and self._commits % self._prune_every == 0:
-            try:
+        try:  # the unit is committed: a failed prune must not undo it
+            if self._prune_every and self._commits % self._prune_every == 0:
                 self.prune()
-            except JournalError as exc:  # the unit is committed: a failed prune must not undo it
-                log.warning("%s; tried again after %d commits", exc, self._prune_every)
+            self._keep_within_size()
+        except JournalError as exc:
+            log.warning("%s; tried again after the next commits", exc)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        """The step that waits for the disk; a subclass may stand in for a slow one."""
+        conn.execute("COMMIT")
 
     def _rows(
         self,
@@ -430,41 +459,19 @@ class Journal:
         """Drop finished operations (and their events) beyond the age and count limits."""
         if self.prune_max_age_seconds is None and self.prune_max_count is None:
             return 0
-        conn = self._db()
-        doomed: set[str] = set()
-        if self.prune_max_age_seconds is not None:
-            cutoff = time.time() - self.prune_max_age_seconds
-            doomed.update(
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM operations WHERE finished_ts IS NOT NULL AND finished_ts < ?",
-                    (cutoff,),
-                )
-            )
-        if self.prune_max_count is not None:
-            doomed.update(
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM operations WHERE finished_ts IS NOT NULL "
-                    "ORDER BY finished_ts DESC, position DESC LIMIT -1 OFFSET ?",
-                    (self.prune_max_count,),
-                )
-            )
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            rows = [(op_id,) for op_id in doomed]
-            conn.executemany("DELETE FROM events WHERE operation_id = ?", rows)
-            conn.executemany("DELETE FROM operations WHERE id = ?", rows)
-            if self.prune_max_age_seconds is not None:
-                conn.execute(
-                    "DELETE FROM events WHERE operation_id IS NULL AND created_ts < ?",
-                    (time.time() - self.prune_max_age_seconds,),
-                )
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._rollback(conn)
+            return limits.prune_finished(self._db(), self.prune_max_age_seconds, self.prune_max_count)
+        except sqlite3.Error as exc:
             raise JournalError(self.path, f"prune failed: {_explain(exc)}") from None
-        return len(doomed)
+
+    # ------------------------------------------------------------------ size
+    def size(self) -> dict[str, int]:
+        """Bytes of the file's live pages, of the whole file, and of the write-ahead log."""
+        return limits.file_sizes(self._db(), self.path)
+
+    def _keep_within_size(self) -> None:
+        if self._size is not None:
+            self._size.keep_within(self._db(), self._commits)
 
     # ------------------------------------------------------------------ reading
     def load(self, operation_retention: int) -> SavedState:

@@ -4,6 +4,10 @@ The loop runs dispatch passes and sleeps on the wake-up condition until the near
 until something that changes the decision wakes it (no polling). It owns the thread, journals
 OPERATION_DISPATCHER_STARTED / STOPPED, and on stop() waits for the event and callback threads
 too. Its flags live in a :class:`~.runstate.LoopState` the engine reads.
+
+A heartbeat (:meth:`DispatcherLoop.set_heartbeat`, e.g. systemd's watchdog ping) is called by
+the loop thread itself before every pass, without the lock; the loop then sleeps at most
+``every_seconds``, so the beats go on while it is idle and stop when a pass never ends.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import _checks
 from .engine import DispatchEngine
-from .errors import JournalError, ThreadDidNotStop
+from .errors import JournalError, ThreadDidNotStop, ValidationError
 from .events import EventBus
 from .models import EventType, utcnow
 from .recovery import Recovery
@@ -57,6 +62,23 @@ class DispatcherLoop:
         self._callbacks = callbacks
         self._log = log
         self._thread: threading.Thread | None = None
+        self._beat: Callable[[], None] | None = None
+        self._beat_every: float | None = None
+        self._beat_failed = False
+
+    def set_heartbeat(self, beat: Callable[[], None] | None, every_seconds: float | None) -> None:
+        """Have the loop call ``beat`` before each pass and wake at least every ``every_seconds``.
+
+        ``beat`` runs in the loop thread, without the lock, and must be quick; None removes it.
+        """
+        if beat is not None:
+            if not callable(beat):
+                raise ValidationError("beat", "must be callable or None")
+            _checks.seconds(every_seconds, "every_seconds")
+        with self._cond:
+            self._beat = beat
+            self._beat_every = None if beat is None else every_seconds
+            self._cond.notify_all()  # a sleeping loop takes the new bound on its sleep now
 
     def begin(self) -> None:
         """Mark the loop running and journal OPERATION_DISPATCHER_STARTED, or raise.
@@ -99,12 +121,20 @@ class DispatcherLoop:
         ``is_running`` turns false, so nobody believes a dead loop dispatches.
         """
         run = self._run
+        beat: Callable[[], None] | None = self._beat
         try:
-            with self._work:
-                while not run.stop_requested:
+            while True:
+                if beat is not None:
+                    self._call_beat(beat)  # alive: about to take the lock and pass
+                with self._work:
+                    if run.stop_requested:
+                        break
                     timeout = self._pass()
                     if run.stop_requested:
                         break
+                    beat, every = self._beat, self._beat_every
+                    if every is not None:
+                        timeout = every if timeout is None else min(timeout, every)
                     run.wakes_at = float("inf") if timeout is None else time.monotonic() + timeout
                     self._work.wait(self._cond, timeout)
                     run.wakes_at = 0.0
@@ -117,6 +147,15 @@ class DispatcherLoop:
             raise
         finally:
             self._end()
+
+    def _call_beat(self, beat: Callable[[], None]) -> None:
+        """Call the heartbeat; one that raises is logged (once) and never ends the loop."""
+        try:
+            beat()
+        except Exception:
+            if not self._beat_failed:
+                self._beat_failed = True
+                self._log.exception("the dispatcher loop's heartbeat failed (logged once)")
 
     def _pass(self) -> float | None:
         """One pass of the loop; a failure (a failed journal write, a bug) is logged, not fatal."""

@@ -35,8 +35,18 @@ class EventStore(Protocol):
         events: list[DispatchEvent],
         retry: RetryChanges,
         paused: bool | None,
-    ) -> None:
-        """Keep one unit of work: all of it, or (raising JournalError) nothing."""
+    ) -> int:
+        """Keep one unit of work: all of it, or (raising JournalError) nothing.
+
+        Returns the sequence number of the unit's first event; the others follow it, one by
+        one (see :attr:`last_seq`).
+        """
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last event kept (0: none yet). Events are numbered 1, 2,
+        ... in commit order; with a journal the number is the journal's ``events.seq`` and goes
+        on across restarts, in memory it starts again at 1 in each process."""
 
     def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
         """Snapshots of one operation's events, oldest first."""
@@ -67,7 +77,7 @@ class JournalEventStore:
         events: list[DispatchEvent],
         retry: RetryChanges,
         paused: bool | None,
-    ) -> None:
+    ) -> int:
         from .journal import RetryRow
 
         rows: dict[UUID, list[RetryRow]] = {}
@@ -81,7 +91,15 @@ class JournalEventStore:
                 ]
                 for op_id, entries in retry.entries.items()
             }
+        # the events get the journal's next seq numbers, in order, with no gap: AUTOINCREMENT,
+        # and the journal's connection is the file's only writer (a failed write numbers none)
+        first = self.journal.last_event_seq + 1
         self.journal.write(operations, events, retry=rows, retry_reset=retry.reset, paused=paused)
+        return first
+
+    @property
+    def last_seq(self) -> int:
+        return self.journal.last_event_seq
 
     def for_operation(self, operation_id: UUID) -> list[DispatchEvent]:
         return self.journal.events_for(operation_id)

@@ -129,15 +129,15 @@ class UnitOfWork:
             return
         self._events, self._ops = [], {}
         try:
-            self._store.commit(ops.values(), events, retry, paused)
+            first_seq = self._store.commit(ops.values(), events, retry, paused)
         except JournalError as exc:
             assert self._reload is not None
             self.broken, self._broken_path = self._reload(exc), exc.path
             raise
-        self._publish(events)
+        self._publish(events, first_seq)
 
-    def _publish(self, events: list[DispatchEvent]) -> None:
-        self._bus.publish_many(events)
+    def _publish(self, events: list[DispatchEvent], first_seq: int | None) -> None:
+        self._bus.publish_many(events, first_seq)
         log = self._log
         for event in events:
             # keyed by the plain value: hashing the enum member is a Python call per event

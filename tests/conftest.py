@@ -391,3 +391,22 @@ def make_sim() -> Iterator[Callable[..., Any]]:
     yield factory
     for sim in made:
         sim.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make_broker(**kwargs)`` -> a started :class:`~operation_dispatcher.mqtt.localbroker.
+    LocalBroker` (a real mosquitto on a free loopback port, its config and data in tmp_path);
+    every one is stopped by its pid at teardown."""
+    from operation_dispatcher.mqtt.localbroker import LocalBroker
+
+    started: list[Any] = []
+
+    def factory(**kwargs: Any) -> Any:
+        broker = LocalBroker(tmp_path / f"broker-{len(started)}", **kwargs)
+        started.append(broker)
+        return broker.start()
+
+    yield factory
+    for broker in started:
+        broker.stop()

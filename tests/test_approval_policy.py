@@ -40,7 +40,7 @@ def _only_request(dispatcher: OperationDispatcher) -> Any:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"start": "operatr"}, "start must be one of 'auto', 'operator', 'deny'"),
+        ({"start": "operatr"}, "start must be one of 'auto', 'operator', 'mqtt', 'deny'"),
         ({"cancel": True}, "cancel must be one of"),
         ({"pause": None}, "pause must be one of"),
         ({"operator_timeout_seconds": "5"}, "operator_timeout_seconds must be a number > 0"),

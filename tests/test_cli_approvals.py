@@ -222,8 +222,8 @@ def test_check_config_reports_every_approvals_problem(
     assert main(["check-config", str(bad)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        f"{bad}: approvals.start: must be one of 'auto', 'operator', 'deny'",
-        f"{bad}: approvals.pause: must be one of 'auto', 'operator', 'deny'",
+        f"{bad}: approvals.start: must be one of 'auto', 'operator', 'mqtt', 'deny'",
+        f"{bad}: approvals.pause: must be one of 'auto', 'operator', 'mqtt', 'deny'",
         f"{bad}: approvals.stop: unknown key (known: start, cancel, pause, resume, "
         "operator_timeout_seconds, operator_when_payload)",
         f"{bad}: approvals.operator_timeout_seconds: must be a number > 0 and <= 1e+09",

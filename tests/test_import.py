@@ -132,6 +132,29 @@ def test_the_rest_api_imports_prometheus_client_only_for_an_app(tmp_path: Path) 
     }
 
 
+def test_an_mqtt_config_and_its_checks_import_no_paho(tmp_path: Path) -> None:
+    """The core never imports paho: ``check-config`` of an ``[mqtt]`` section, the command
+    handling and the error codes work without it; only the link and the fleet view load it."""
+    code = (
+        "import json, sys\n"
+        "from operation_dispatcher.config import parse_config\n"
+        "import operation_dispatcher.cli, operation_dispatcher.mqtt\n"
+        "import operation_dispatcher.mqtt.commands, operation_dispatcher.mqtt.topics\n"
+        "import operation_dispatcher.error_codes\n"
+        "parse_config({'mqtt': {'host': 'broker', 'prefix': 'plant/line-1'},\n"
+        "              'approvals': {'start': 'mqtt'}})\n"
+        "before = sorted(m for m in sys.modules if m.split('.')[0] in ('paho', 'flask'))\n"
+        "from operation_dispatcher import OperationDispatcher\n"
+        "from operation_dispatcher.mqtt import MqttLink, MqttSettings\n"
+        "imported = 'paho' in sys.modules\n"
+        "MqttLink(OperationDispatcher('r'), MqttSettings(host='broker'))\n"
+        "print(json.dumps({'before': before + [imported], 'after': 'paho' in sys.modules}))\n"
+    )
+    assert json.loads(run_python(sys.executable, code, tmp_path)) == {
+        "before": [False], "after": True,
+    }
+
+
 def test_plotly_is_imported_only_to_draw(tmp_path: Path) -> None:
     """The ``vis`` extra: neither the core, the command line nor the visualization module
     itself loads plotly; drawing a chart does."""

@@ -311,7 +311,8 @@ def test_serve_serves_mcp_beside_rest(serve: Callable[..., Any], tmp_path: Path)
     added = served.post("/operations/add", json=[{"payload": {"recipe": "A"}}], headers=admin)
     assert added.status_code == 201, added.text
     op_id = added.json()[0]["operation"]["id"]
-    wait_until(lambda: served.get("/requests", headers=admin).json(), what="a pending start")
+    wait_until(lambda: served.get("/requests", headers=admin).json(), timeout=20,
+               what="a pending start")
 
     async def body(s: Session) -> None:
         (request,) = (await s.ok("dispatcher_list_requests"))["requests"]
@@ -325,7 +326,7 @@ def test_serve_serves_mcp_beside_rest(serve: Callable[..., Any], tmp_path: Path)
     run(transport(url, "agent-token"), body)
     state = wait_until(
         lambda: (served.get(f"/operations/{op_id}", headers=admin).json()["operation"]["state"]
-                 == "RUNNING"), what="the approved operation running")
+                 == "RUNNING"), timeout=20, what="the approved operation running")
     assert state
     events = served.get(f"/operations/{op_id}/events", headers=admin).json()
     (requested,) = [e for e in events if e["event_type"] == "operation_start_requested"]

@@ -3,7 +3,8 @@
 One app per dispatcher (an app factory, so tests and programs can make as many as they like).
 The routes live in one blueprint per area: ``operations``, ``runtime`` (``/dispatcher``),
 ``approvals`` (``/requests``), ``signals``, ``bridges``, ``events`` (``/events/stream``), ``service``
-(``/health``), ``index`` (``/``) and ``apidocs`` (``/openapi.json``, ``/apidocs``). Two request
+(``/health``), ``index`` (``/``), ``apidocs`` (``/openapi.json``, ``/apidocs``), ``dashboard`` (the
+live page, ``/dashboard``), ``session`` (``/auth/whoami``) and ``reports`` (``/reports/kpis``). Two request
 hooks run before any view: the bearer-token and scope check (:mod:`.auth`) and the body check
 (size, content type, JSON).
 
@@ -47,10 +48,13 @@ from .forecast import forecast_blueprint
 from .metrics import install_metrics, metrics_blueprint
 from .operations import operations_blueprint
 from .progress import progress_blueprint
+from .reports import reports_blueprint
 from .runtime import RuntimeControl, runtime_blueprint
 from .schemas import ErrorResponse
+from .session import session_blueprint
 from .signals import signals_blueprint
 from .state import DEFAULT_SIGNAL_MAX_AGE, STATE_KEY, ApiState, Bridge, api_state
+from .webui import dashboard_blueprint
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
@@ -155,6 +159,8 @@ _API_BLUEPRINTS = (
     events_blueprint,
     metrics_blueprint,
     forecast_blueprint,
+    session_blueprint,
+    reports_blueprint,
 )
 
 
@@ -176,6 +182,7 @@ def _new_app(title: str, *, token_required: bool) -> _OpenAPI:
     for blueprint in _API_BLUEPRINTS:
         app.register_api(blueprint)
     app.register_blueprint(apidocs_blueprint)
+    app.register_blueprint(dashboard_blueprint)
     return app
 
 
@@ -322,6 +329,8 @@ def _app_spec(title: str, token_required: bool) -> dict[str, Any]:
                     responses["401"] = copy.deepcopy(_UNAUTHORIZED)
             operation["responses"] = responses
             operation["security"] = [{"bearerAuth": []}]
+    # /auth/whoami also answers without a token (no scope): the token is optional there
+    spec["paths"]["/auth/whoami"]["get"]["security"] = [{"bearerAuth": []}, {}]
     return spec
 
 

@@ -8,19 +8,27 @@ exactly one scope, from the one table :data:`ROUTE_SCOPES` (by Flask endpoint); 
 from it needs ``admin`` (fail safe: a new route is never open by accident, and a test fails).
 
 Checking a token is :class:`~..credentials.Credentials`' job (shared with the MCP server's HTTP
-transport): constant time over SHA-256 digests; the names are never part of an answer.
+transport): constant time over SHA-256 digests; the names are never part of an answer, except to
+the token's own holder (``GET /auth/whoami``, which the dashboard reads to disable the buttons a
+token may not use).
+
+The dashboard's static files (:data:`~.docs.PUBLIC_ENDPOINTS`) and ``/`` asked for by a browser
+(``Accept`` prefers ``text/html``) answer without a token: a browser cannot send the header when
+it navigates, and the page itself holds no data; it asks for the token and sends it with every
+call it makes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import request
+from flask import g, request
 
 from ..config import SCOPES, token_problems
 from ..credentials import Credentials, bearer_token
 from .docs import PUBLIC_ENDPOINTS
 from .errors import ApiError
+from .webui import wants_html
 
 #: The scope each route needs, by Flask endpoint (``blueprint.view``). ``/health`` is public
 #: (:data:`~.docs.PUBLIC_ENDPOINTS`); every other route must be listed here.
@@ -45,6 +53,8 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "events.stream_events": "read",
     "metrics.get_metrics": "read",
     "forecast.get_forecast": "read",
+    "session.whoami": "read",
+    "reports.get_kpis": "read",
     # submit: new work and changes to queued work (a MES)
     "operations.add_operation": "submit",
     "operations.update_operation": "submit",
@@ -73,12 +83,45 @@ def required_scope(endpoint: str) -> str:
     return ROUTE_SCOPES.get(endpoint, UNLISTED_SCOPE)
 
 
+#: The Flask ``g`` attribute holding ``(name, scopes)`` of the request's token.
+IDENTITY_KEY = "operation_dispatcher_identity"
+#: What a request holds when the app has no token at all: every scope.
+OPEN_IDENTITY: tuple[str | None, frozenset[str]] = (None, frozenset(SCOPES))
+
+
+def is_public() -> bool:
+    """True for the routes any client may call without a token (see the module docstring).
+
+    ``/auth/whoami`` without an ``Authorization`` header is public too: it answers that a token
+    is needed (and no scope), so the dashboard learns it without a 401; with a header the token
+    is checked as everywhere else.
+    """
+    endpoint = request.endpoint
+    return (
+        endpoint in PUBLIC_ENDPOINTS
+        or (endpoint == "index.index" and wants_html())
+        or (endpoint == "session.whoami" and "Authorization" not in request.headers)
+    )
+
+
+def identity(credentials: Credentials | None) -> tuple[str | None, frozenset[str]]:
+    """The name and scopes of the request's token: every scope when the app has no token, none
+    for a request that presented none."""
+    if credentials is None:
+        return OPEN_IDENTITY
+    found: tuple[str | None, frozenset[str]] = g.get(IDENTITY_KEY, (None, frozenset()))
+    return found
+
+
 def authorize(credentials: Credentials | None) -> None:
     """The before-request hook: 401 without a known bearer token, 403 without the scope."""
-    if credentials is None or request.endpoint in PUBLIC_ENDPOINTS:
+    if credentials is None or is_public():
         return
     presented = bearer_token(request.headers.get("Authorization", ""))
-    scopes = None if presented is None else credentials.scopes_of(presented)
+    found = None if presented is None else credentials.identify(presented)
+    scopes = None if found is None else found.scopes
+    if found is not None:
+        setattr(g, IDENTITY_KEY, (found.name, found.scopes))
     if scopes is None:
         raise ApiError(
             401, "unauthorized",
@@ -96,11 +139,15 @@ def authorize(credentials: Credentials | None) -> None:
 
 
 __all__ = [
+    "IDENTITY_KEY",
+    "OPEN_IDENTITY",
     "ROUTE_SCOPES",
     "SCOPES",
     "UNLISTED_SCOPE",
     "Credentials",
     "authorize",
+    "identity",
+    "is_public",
     "required_scope",
     "token_problems",
 ]

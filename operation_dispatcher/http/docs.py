@@ -1,4 +1,5 @@
-"""``/health``, ``/openapi.json``, the Swagger UI at ``/apidocs`` and a small index at ``/``.
+"""``/health``, ``/openapi.json``, the Swagger UI at ``/apidocs`` and a small index at ``/``
+(the dashboard page for a browser).
 
 The Swagger UI is the one shipped by the ``flask-openapi3-swagger`` package, served from its
 installed files: the page loads nothing but its own assets and ``/openapi.json`` (no CDN, and the
@@ -15,6 +16,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from .schemas import ApiIndex, Health
 from .state import api_blueprint, api_state, json_response
+from .webui import DASHBOARD_ENDPOINTS, page_response, wants_html
 
 
 def _swagger_assets() -> str:
@@ -58,8 +60,10 @@ _SWAGGER_PAGE = """<!DOCTYPE html>
 </html>
 """
 
-#: Endpoints that answer without a token.
-PUBLIC_ENDPOINTS = frozenset({"service.health"})
+#: Endpoints that answer without a token: ``/health`` and the dashboard's static files (they
+#: hold no data; the page asks for the token). ``/`` asked for by a browser is public too
+#: (:func:`~.auth.is_public`): it answers the dashboard page.
+PUBLIC_ENDPOINTS = frozenset({"service.health", *DASHBOARD_ENDPOINTS})
 
 
 #: ``/health`` (never behind the token, so it documents no errors) and ``/`` (an index of the
@@ -83,14 +87,20 @@ def health() -> Response:
     })
 
 
-@index_blueprint.get("/", operation_id="get_index", summary="Where things are",
-                     responses={200: ApiIndex})
+@index_blueprint.get(
+    "/", operation_id="get_index",
+    summary="Where things are (a browser, preferring text/html, gets the dashboard page)",
+    responses={200: ApiIndex},
+)
 def index() -> Response:
+    if wants_html():
+        return page_response()
     return json_response({
         "name": "operation-dispatcher",
         "resource_id": api_state().dispatcher.resource_id,
         "links": {
             "apidocs": url_for("apidocs.swagger_ui"),
+            "dashboard": url_for("dashboard.page"),
             "openapi": url_for("apidocs.openapi_json"),
             "events": url_for("events.stream_events"),
             "health": url_for("service.health"),

@@ -16,43 +16,14 @@ from flask import Flask, Response, current_app, jsonify, request
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import (
-    DependencyError,
-    DispatcherError,
-    DuplicateOperation,
-    InvalidTransition,
-    JournalError,
-    OperationNotCurrent,
-    OperationNotFound,
-    OperationNotUpdatable,
-    RequestClosed,
-    ResourceMismatch,
-    RunByExecutor,
-    ThreadDidNotStop,
-    UnknownRequest,
-    ValidationError,
-)
+from ..error_codes import STATUS_BY_ERROR, status_of
+from ..errors import DispatcherError, ValidationError
 from .schemas import REQUEST_MODELS, Described
 
 log = logging.getLogger(__name__)
 
-#: Dispatcher error class -> (HTTP status, default code); the first matching row wins.
-STATUS_BY_ERROR: tuple[tuple[type[BaseException], int, str], ...] = (
-    (OperationNotFound, 404, "operation_not_found"),
-    (UnknownRequest, 404, "request_not_found"),
-    (RequestClosed, 409, "request_closed"),
-    (InvalidTransition, 409, "invalid_transition"),
-    (OperationNotCurrent, 409, "operation_not_current"),
-    (RunByExecutor, 409, "run_by_executor"),
-    (OperationNotUpdatable, 409, "operation_update_denied"),
-    (DuplicateOperation, 409, "duplicate_operation"),
-    (DependencyError, 400, "invalid_dependency"),
-    (ResourceMismatch, 400, "resource_mismatch"),
-    (ValidationError, 400, "invalid_request"),
-    (JournalError, 503, "journal_unavailable"),
-    (ThreadDidNotStop, 500, "thread_did_not_stop"),
-    (DispatcherError, 409, "dispatcher_error"),
-)
+# STATUS_BY_ERROR (dispatcher error class -> status and default code) and status_of live in
+# ..error_codes, without Flask, so that the MQTT link answers with the same codes.
 
 #: The code of a few HTTP errors raised by Flask and werkzeug themselves.
 _HTTP_CODES = {
@@ -87,13 +58,6 @@ class ApiError(Exception):
         if details is None and isinstance(exc, ValidationError):
             details = {"field": exc.field}
         return cls(status, code or default_code, message or str(exc), details)
-
-
-def status_of(exc: BaseException) -> tuple[int, str]:
-    for error_class, status, code in STATUS_BY_ERROR:
-        if isinstance(exc, error_class):
-            return status, code
-    return 500, "internal_error"
 
 
 def error_response(
