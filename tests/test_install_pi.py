@@ -151,3 +151,16 @@ def test_the_service_config_moves_only_the_journal_path() -> None:
     other = '[dispatcher]\nresource_id = "x"\n[bridges.signals]\npath = "keep"\n'
     with pytest.raises(ValueError, match=r"no \[journal\] path"):
         install_pi.service_config(other)
+
+
+def test_the_unit_runs_what_install_pi_installs_where_it_puts_it() -> None:
+    """examples/systemd/operation-dispatcher.service and this script agree on the venv, the
+    config, the journal, the user and the state directory."""
+    unit = install_pi.UNIT_SOURCE.read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.startswith(f"ExecStart={install_pi.VENV}/bin/operation-dispatcher serve ")
+    assert f"--config {install_pi.CONFIG}" in exec_start
+    assert f"--journal {install_pi.JOURNAL}" in exec_start
+    assert f"\nUser={install_pi.USER}\n" in unit
+    assert f"\nStateDirectory={install_pi.STATE.name}\n" in unit
+    assert "\nSupplementaryGroups=dialout\n" in unit
