@@ -330,7 +330,8 @@ def test_the_tests_that_start_serve_are_left_out_and_listed(tmp_path: Path) -> N
 def test_every_test_named_timing_bound_or_needing_a_module_exists() -> None:
     select = _load("pi_select")
     assert select.TIMING_BOUND and select.NEEDS_MODULE  # each with its reason or module
-    for node_id, why in {**select.TIMING_BOUND, **select.NEEDS_MODULE}.items():
+    named = {**select.TIMING_BOUND, **select.CHECKOUT_ONLY, **select.NEEDS_MODULE}
+    for node_id, why in named.items():
         path, name = node_id.split("::")
         assert f"def {name}(" in (REPO_ROOT / path).read_text(), node_id
         assert why
