@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo fleet-demo lint clean screenshots soak
+.PHONY: test test-fast bench demo fleet-demo lint clean screenshots soak pi-check install-pi
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,9 +63,25 @@ screenshots: $(VENV)/.dev-installed
 	OPERATION_DISPATCHER_SCREENSHOTS=$$dir $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshots && \
 	cp $$dir/*.png docs/screenshots/ && rm -rf $$dir
 
+# `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support): the package
+# installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user emulation,
+# with import time, RSS, idle CPU and operations/s beside this host's (tools/pi_check.py). The
+# roots are built once (minutes) under $(PI_ROOTS); later runs reuse them.
+PI_ROOTS ?= /var/cache/operation-dispatcher-pi
+pi-check: $(VENV)/.dev-installed
+	PI_ROOTS=$(PI_ROOTS) $(PY) -m tools.pi_check
+
+# `sudo make install-pi` on Raspberry Pi OS bookworm: a venv under /opt/operation-dispatcher, a
+# system user, the unit, /var/lib/operation-dispatcher (tools/install_pi.py). DRY_RUN=1 prints
+# the steps; DESTDIR=dir stages the files there and prints the commands meant for the Pi;
+# EXTRAS=api,serial,modbus,metrics,mqtt picks the pip extras.
+install-pi:
+	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR)) \
+	  $(if $(EXTRAS),--extras $(EXTRAS))
+
 # mypy checks firmware_bridges, which ships py.typed (setup.cfg [mypy] says why not the core yet)
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples
+	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools
 	$(PY) -m mypy firmware_bridges
 
 clean:

@@ -154,7 +154,7 @@ def test_make_lint_runs_ruff_then_mypy_on_firmware_bridges(tmp_path: Path) -> No
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30, check=True)
     python = f"{tmp_path / 'venv'}/bin/python"
     assert done.stdout.strip().splitlines()[-2:] == [
-        f"{python} -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples",
+        f"{python} -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools",
         f"{python} -m mypy firmware_bridges",
     ]
     setup = configparser.ConfigParser()

@@ -1,0 +1,1 @@
+"""Maintainer tools run from the checkout (not installed): ``python -m tools.<name>``."""
