@@ -492,7 +492,7 @@ def test_a_device_inventing_signal_names_is_bounded_by_max_signals(
     d, bridge = make_bridge(sim.url, executor=False, max_signals=8)
     flood = 5000
     sim.send_bytes(b"".join(b"SIG sample_%d=1\n" % i for i in range(flood)) + b"SIG alive=2\n")
-    wait_signal(d, "dev1.alive", 2)  # the line after the flood: all of it was read
+    wait_signal(d, "dev1.alive", 2, timeout=30.0)  # the line after the flood: all was read
 
     names = [s.name for s in d.signals.snapshot()]
     assert len(names) == 1 + 8 and "dev1.online" in names  # online + alive + 7 samples
