@@ -184,21 +184,17 @@ def serve(args: argparse.Namespace) -> int:
         from .http import ApiServer, create_app
         from .http.server import raise_open_file_limit
     except ImportError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc)
     from .dispatcher import OperationDispatcher
     from .journal import Journal
 
     problem = _set_up_logging(args)
     if problem is not None:
-        print(f"{PROG}: {problem}", file=sys.stderr)
-        return 2
+        return _refuse(problem)
     try:
         config = _settings(args)
     except ConfigError as exc:
-        for error in exc.errors:
-            print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
+        return _refuse(*exc.errors)
     for flag, port in (("--port", args.port), ("--mcp-port", args.mcp_port)):
         if port is not None and not 0 <= port <= 65535:
             print(f"{PROG}: {flag} must be from 0 to 65535", file=sys.stderr)
@@ -533,8 +529,7 @@ def fleet_command(args: argparse.Namespace) -> int:
 
     table = _broker_table(args)
     if isinstance(table, str):
-        print(f"{PROG}: {table}", file=sys.stderr)
-        return 2
+        return _refuse(table)
     problems = mqtt_problems(table, "fleet")
     for number, name in (("wait", args.wait), ("interval", args.interval)):
         if not 0 < name <= 3600:
@@ -548,8 +543,7 @@ def fleet_command(args: argparse.Namespace) -> int:
         from .mqtt import FleetView
         from .mqtt.fleet import render_table
     except ImportError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc)
     view = FleetView(MqttSettings(**table))
     view.start()
     try:
@@ -590,23 +584,19 @@ def mcp_command(args: argparse.Namespace) -> int:
     """``operation-dispatcher mcp``: the MCP server over stdio until stdin closes (or SIGTERM)."""
     problem = _set_up_logging(args)  # basicConfig's stream is stderr
     if problem is not None:
-        print(f"{PROG}: {problem}", file=sys.stderr)
-        return 2
+        return _refuse(problem)
     try:
         import anyio
 
         from .mcp import create_mcp_server
     except ImportError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc)
     from .dispatcher import OperationDispatcher
 
     try:
         config = _core_settings(args)
     except ConfigError as exc:
-        for error in exc.errors:
-            print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
+        return _refuse(*exc.errors)
     try:
         dispatcher = OperationDispatcher(**config.dispatcher_kwargs())
     except (DispatcherError, ValueError) as exc:
@@ -668,6 +658,13 @@ def check_config_command(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK")
     return 0
 
+
+
+def _refuse(*problems: object) -> int:
+    """Print each problem on stderr after the program's name; exit status 2 (nothing ran)."""
+    for problem in problems:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+    return 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
