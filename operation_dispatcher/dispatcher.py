@@ -502,7 +502,7 @@ class OperationDispatcher:
         with self._work:
             snapshot = take_snapshot(
                 self._queue, self._engine, self._handshake, strict_order=self._strict,
-                paused=self._pause.is_set, running=self._run.active,
+                paused=self._pause.is_set, running=self._run.active, now=moment,
             )
         return forecast_operations(snapshot, moment)
 

@@ -54,7 +54,7 @@ from uuid import UUID
 from ._checks import to_utc
 from .approvals import RequestKind
 from .keys import Blocker
-from .models import DependencyType, ExecutionState, Operation, format_datetime, utcnow
+from .models import DependencyType, ExecutionState, Operation, format_datetime
 
 if TYPE_CHECKING:
     from .engine import DispatchEngine
@@ -116,9 +116,10 @@ def take_snapshot(
     strict_order: bool,
     paused: bool,
     running: bool,
+    now: datetime,
 ) -> ForecastSnapshot:
-    """Copy what the forecast needs; the caller holds the dispatcher lock (a read only)."""
-    now = utcnow()
+    """Copy what the forecast needs, as of ``now`` (the moment the forecast is for, so a
+    cooldown's end is on the same clock); the caller holds the dispatcher lock (a read only)."""
     request = engine.start_request
     asking = request.operation.id if request is not None and request.is_pending else None
     cooldown_of = handshake.retry.cooldown_remaining

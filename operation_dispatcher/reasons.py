@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from .approvals import ApprovalRequest, RequestKind
+from .errors import OperationNotFound
 from .keys import Blocker
 from .models import (
     DependencyType,
@@ -512,4 +513,20 @@ def _seconds(value: float | None) -> float | None:
     return round(max(0.0, float(value)), 3)
 
 
-__all__ = ["KINDS", "collect", "describe", "json_type", "show", "similar_signal", "span"]
+def blocked_counts(dispatcher: Any, limit: int) -> tuple[dict[str, int], int]:
+    """Queued operations by blocker kind (``release_condition``, ``dependency``, ...), for the
+    first ``limit`` of ``dispatcher.get_schedule()``, and how many were examined; cheap:
+    explain without details."""
+    counts: dict[str, int] = {}
+    schedule = dispatcher.get_schedule()[:limit]
+    for op in schedule:
+        try:
+            blocked_by = dispatcher.explain(op.id, details=False)["blocked_by"]
+        except OperationNotFound:
+            continue  # it finished since get_schedule()
+        for kind in {str(blocker).split(":", 1)[0] for blocker in blocked_by}:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts, len(schedule)
+
+__all__ = [
+    "blocked_counts","KINDS", "collect", "describe", "json_type", "show", "similar_signal", "span"]

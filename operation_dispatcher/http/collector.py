@@ -19,8 +19,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..errors import OperationNotFound
 from ..models import utcnow
+from ..reasons import blocked_counts
 from ..timings import HistogramSnapshot
 from .metrics import EventCounts, request_kind
 from .schemas import BridgeCounters
@@ -101,17 +101,7 @@ class DispatcherCollector(Collector):
         yield wait
 
     def _blocked_metrics(self) -> Iterator[Metric]:
-
-        dispatcher = self._state.dispatcher
-        schedule = dispatcher.get_schedule()[:MAX_EXPLAINED]
-        by_kind: dict[str, int] = {}
-        for op in schedule:
-            try:
-                blocked_by = dispatcher.explain(op.id, details=False)["blocked_by"]
-            except OperationNotFound:
-                continue  # it finished since get_schedule()
-            for kind in {str(blocker).split(":", 1)[0] for blocker in blocked_by}:
-                by_kind[kind] = by_kind.get(kind, 0) + 1
+        by_kind, examined = blocked_counts(self._state.dispatcher, MAX_EXPLAINED)
         blocked = GaugeMetricFamily(
             _PREFIX + "blocked_operations",
             f"Queued operations waiting, by blocker kind (explain); only the first "
@@ -124,7 +114,7 @@ class DispatcherCollector(Collector):
         yield GaugeMetricFamily(
             _PREFIX + "blocked_operations_examined",
             "Queued operations explain() was asked about for blocked_operations",
-            value=len(schedule),
+            value=examined,
         )
 
     def _request_metrics(self) -> Iterator[Metric]:

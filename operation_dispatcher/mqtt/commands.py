@@ -491,10 +491,12 @@ class CommandWorker:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
+        if self._thread is not None and self._thread.is_alive():
+            self._stopping.clear()  # a stop() that timed out: its thread goes on as the one worker
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
 
     def submit(self, run: Callable[[], CommandResult],
                answer: Callable[[CommandResult], None]) -> bool:
@@ -508,8 +510,10 @@ class CommandWorker:
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
-            if job is None or self._stopping.is_set():
+            if self._stopping.is_set():
                 return  # what is still queued is not run: nothing of it was applied
+            if job is None:
+                continue  # a stop's wake-up that a start() overtook
             run, answer = job
             try:
                 answer(run())
@@ -520,7 +524,7 @@ class CommandWorker:
         """End the thread after the command it runs (waits ``timeout`` for one that is itself
         waiting, e.g. for an operator's approval); queued commands are dropped, not run, so
         the central system sees no result and may send them again, same ``command_id``."""
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is None:
             return
         self._stopping.set()
@@ -529,6 +533,9 @@ class CommandWorker:
         except queue.Full:
             pass  # a busy worker sees _stopping after its job
         thread.join(timeout)
+        if thread.is_alive():
+            return  # still finishing its job: it sees _stopping next and ends (or start() keeps it)
+        self._thread = None
         while True:  # forget what was dropped, so a restart begins empty
             try:
                 self._jobs.get_nowait()

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from .. import _checks
-from ..errors import OperationNotFound
 from ..models import DispatchEvent
 from ..progress import elapsed_seconds
+from ..reasons import blocked_counts
 from . import topics as t
 from .client import make_client, require_paho
 from .commands import (
@@ -385,15 +385,7 @@ class MqttLink:
     def _publish_state(self) -> None:
         dispatcher = self._dispatcher
         state = dispatcher.get_state()
-        blocked: dict[str, int] = {}
-        schedule = dispatcher.get_schedule()[:MAX_EXPLAINED]
-        for op in schedule:
-            try:
-                blocked_by = dispatcher.explain(op.id, details=False)["blocked_by"]
-            except OperationNotFound:
-                continue  # it finished since get_schedule()
-            for kind in {str(blocker).split(":", 1)[0] for blocker in blocked_by}:
-                blocked[kind] = blocked.get(kind, 0) + 1
+        blocked, examined = blocked_counts(dispatcher, MAX_EXPLAINED)
         requests = dispatcher.pending_requests()
         with self._lock:
             last_seq, buffered, dropped = self._last_seq, len(self._outbox), self._outbox.dropped
@@ -402,7 +394,7 @@ class MqttLink:
             "state": state.to_dict(),
             "elapsed_seconds": None if current is None else elapsed_seconds(current),
             "blocked": dict(sorted(blocked.items())),
-            "blocked_examined": len(schedule),
+            "blocked_examined": examined,
             "pending_request_count": len(requests),
             "pending_requests": [r.to_dict() for r in requests[:MAX_LISTED_REQUESTS]],
             "last_seq": last_seq,
