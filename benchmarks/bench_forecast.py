@@ -28,6 +28,7 @@ from operation_dispatcher import (
     OperationDispatcher,
 )
 from operation_dispatcher.forecast import take_snapshot
+from operation_dispatcher.models import utcnow
 
 RESOURCE = "robot-1"
 QUEUED = 1_000
@@ -65,7 +66,7 @@ def measure_lock(dispatcher: OperationDispatcher) -> float:
         take_snapshot(
             dispatcher._queue, dispatcher._engine, dispatcher._handshake,
             strict_order=dispatcher.strict_order, paused=dispatcher.is_paused,
-            running=dispatcher.is_running,
+            running=dispatcher.is_running, now=utcnow(),
         )
     return t.ms
 
