@@ -419,7 +419,8 @@ class OperationLog:
     def _on_finish(self, operation_id: UUID, event: DispatchEvent) -> None:
         outcome, reason = finished_outcome(event)
         # started before this subscriber (a run before a restart), else never (cancelled queued)
-        job_id, start = self._started.pop(operation_id, None) or self._known(operation_id)
+        started = self._started.pop(operation_id, None)
+        job_id, start = self._known(operation_id) if started is None else started
         duration = "none (never started)"
         if start is not None:
             duration = f"{(event.created_at - start).total_seconds():.3f}s"

@@ -72,7 +72,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import _checks
 from .approval_policy import ApprovalPolicy, Policy, policy_problems
@@ -299,11 +299,13 @@ def token_problems(
         problem = _token_value_problem(value)
         if problem:
             problems.append((f"{key}.token", problem))
-        elif value in seen:
-            problems.append((f"{key}.token", f"must differ from {seen[value]} (the same value "
+            continue
+        token = cast(str, value)  # _token_value_problem passes only non-empty strings
+        if token in seen:
+            problems.append((f"{key}.token", f"must differ from {seen[token]} (the same value "
                              "cannot carry two sets of scopes)"))
         else:
-            seen[value] = f"{key}.token"
+            seen[token] = f"{key}.token"
     return problems
 
 

@@ -27,7 +27,7 @@ import queue
 import random
 import threading
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .approvals import PENDING
@@ -75,13 +75,14 @@ class DemoUnavailable(RuntimeError):
 def demo_devices_for(bridges: Sequence[Any], cycle_time: float) -> list[DemoDevice]:
     """The simulated device a plug-in provides for each of ``bridges`` that has one, executor
     bridges first (the first one runs the demo's operations)."""
-    factories: dict[str, Any] = {}
-    for entry_point in entry_points(group=DEMO_DEVICE_GROUP):
-        factories.setdefault(entry_point.name, entry_point)  # the first declaration wins
+    factories: dict[str, EntryPoint] = {}
+    for declared in entry_points(group=DEMO_DEVICE_GROUP):
+        factories.setdefault(declared.name, declared)  # the first declaration wins
     devices: list[DemoDevice] = []
     ordered = sorted(bridges, key=lambda bridge: not getattr(bridge, "executor", None))
     for bridge in ordered:
-        entry_point = factories.get(getattr(bridge, "kind", None))  # type: ignore[arg-type]
+        kind = getattr(bridge, "kind", None)
+        entry_point = factories.get(kind) if isinstance(kind, str) else None
         if entry_point is None:
             continue
         try:

@@ -126,7 +126,7 @@ class EventLog:
             known = self._by_operation.setdefault(op_id, event)
             if known is event:
                 pass
-            elif type(known) is list:
+            elif isinstance(known, list):
                 known.append(event)
             else:
                 self._by_operation[op_id] = [known, event]
@@ -139,7 +139,7 @@ class EventLog:
         if op_id is None:
             return
         known = self._by_operation.get(op_id)
-        if type(known) is not list:
+        if not isinstance(known, list):
             self._by_operation.pop(op_id, None)  # its only event
         elif len(known) == 2:
             self._by_operation[op_id] = known[1]  # one left: kept as itself again
@@ -151,7 +151,7 @@ class EventLog:
         known = self._by_operation.get(operation_id)
         if known is None:
             return []
-        if type(known) is not list:
+        if not isinstance(known, list):
             return [copy_event(known)]
         return [copy_event(e) for e in known]
 

@@ -15,7 +15,7 @@ termination_reason are not states; the trigger that completes an operation sets 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
 from transitions import EventData, Machine, MachineError
 
@@ -67,14 +67,25 @@ class _Binding:
         self.reason: TerminationReason | None = None
 
 
+class _Bound(Protocol):
+    """A :class:`_Binding` while a trigger runs: ``fire()`` has set its operation and time."""
+
+    state: str
+    operation: Operation
+    now: datetime
+    reason: TerminationReason | None
+
+
 # Callbacks of the machine's transitions (send_event=True: each gets the EventData, whose model is
 # the binding). One per transition, since each callback costs the machine a few microseconds.
-# They only touch the bound operation: they never block and never call out.
+# They only touch the bound operation: they never block and never call out. The machine's only
+# models are bindings, and it calls back only from inside fire(): the casts say so to mypy (the
+# stubs type a model as object).
 _STATES = {s.value: s for s in ExecutionState}
 
 
 def _on_start(event: EventData) -> None:
-    binding = event.model
+    binding = cast(_Bound, event.model)
     op = binding.operation
     op.state = _STATES[binding.state]
     if op.start_time is None:
@@ -82,13 +93,13 @@ def _on_start(event: EventData) -> None:
 
 
 def _sync_state(event: EventData) -> None:
-    binding = event.model
+    binding = cast(_Bound, event.model)
     binding.operation.state = _STATES[binding.state]
 
 
 def _finisher(outcome: ExecutionOutcome, default_reason: TerminationReason | None) -> Any:
     def finish(event: EventData) -> None:
-        binding = event.model
+        binding = cast(_Bound, event.model)
         op = binding.operation
         op.state = _STATES[binding.state]
         op.outcome = outcome

@@ -187,7 +187,7 @@ def _shared_empty(*_: Any, **__: Any) -> Any:
     )
 
 
-class _SharedEmptyList(list):  # type: ignore[type-arg]
+class _SharedEmptyList(list[Any]):
     """The one read-only empty list that every event without changes (and every stored
     operation without dependencies) points to, instead of ~56 B of its own.
 
@@ -208,7 +208,7 @@ class _SharedEmptyList(list):  # type: ignore[type-arg]
         return (list, ())
 
 
-class _SharedEmptyDict(dict):  # type: ignore[type-arg]
+class _SharedEmptyDict(dict[Any, Any]):
     """The read-only empty dict shared like :data:`EMPTY_LIST` (event meta_data, operation
     release_conditions); ~64 B saved per holder."""
 
@@ -264,7 +264,7 @@ class _Model:
         names = cls.__dict__.get("_field_names_cache")
         if names is None:
             names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-            cls._field_names_cache = names  # type: ignore[attr-defined]
+            cls._field_names_cache = names
         return names
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,13 +6,12 @@ deny it here (``decide()`` underneath), which wakes exactly the thread waiting f
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from ..errors import RequestClosed, UnknownRequest
 from .errors import ApiError
+from .openapi_types import Responses
 from .schemas import DecisionBody, DecisionResponse, ErrorResponse, PendingRequestList, RequestPath
 from .state import api_blueprint, api_state, body_error_code, json_response
 
@@ -21,7 +20,7 @@ TAG = Tag(name="Approvals", description="answer the requests the business logic 
 
 #: The ``/requests`` routes, shared by every app; each view reads its app's dispatcher.
 approvals_blueprint: APIBlueprint = api_blueprint("approvals", __name__, TAG)
-_ANSWERED: dict[int, Any] = {200: DecisionResponse, 404: ErrorResponse, 409: ErrorResponse}
+_ANSWERED: Responses = {200: DecisionResponse, 404: ErrorResponse, 409: ErrorResponse}
 
 
 def _decide(request_id: str, accepted: bool, body: DecisionBody) -> Response:

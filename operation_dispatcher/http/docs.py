@@ -21,7 +21,8 @@ from .webui import DASHBOARD_ENDPOINTS, page_response, wants_html
 
 def _swagger_assets() -> str:
     try:
-        import flask_openapi3_swagger
+        # no type hints (no py.typed, no stubs package); only its __file__ is read
+        import flask_openapi3_swagger  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - part of the api extra
         raise ImportError(
             "the Swagger UI needs flask-openapi3-swagger: "

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.response import Response as SansIOResponse
 
 from ..error_codes import STATUS_BY_ERROR, ErrorAnswer, status_of
 from ..errors import DispatcherError, ValidationError
@@ -87,8 +88,9 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(status, code, str(exc), details)
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        # flask-openapi3 aborts with a ready response for validation errors: keep it.
+    def _http_error(exc: HTTPException) -> SansIOResponse:
+        # flask-openapi3 aborts with a ready response for validation errors: keep it (werkzeug
+        # types it as any response, which Flask takes from a handler as it is).
         if exc.response is not None:
             return exc.response
         status = exc.code or 500

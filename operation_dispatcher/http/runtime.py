@@ -18,6 +18,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from ..errors import DispatcherError, JournalError
 from .errors import status_of
+from .openapi_types import Responses
 from .schemas import OperationDispatcherRuntimeActionResponse, OperationDispatcherState
 from .state import api_blueprint, api_state, json_response
 
@@ -106,7 +107,7 @@ class RuntimeControl:
 #: The ``/dispatcher`` routes, shared by every app; each view reads its app's runtime control.
 runtime_blueprint: APIBlueprint = api_blueprint("runtime", __name__, TAG)
 _ACTION = OperationDispatcherRuntimeActionResponse
-_REFUSED: dict[int, Any] = {409: _ACTION}
+_REFUSED: Responses = {409: _ACTION}
 
 
 def _runtime() -> RuntimeControl:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_type_hints
@@ -34,6 +34,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from .. import _checks
 from .._checks import MAX_RELEASE_AHEAD as MAX_RELEASE_AHEAD  # re-exported: the HTTP limits
@@ -138,13 +139,13 @@ class Described:
     error_rules: ClassVar[dict[tuple[str, str], ErrorRule]] = {}
 
     @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    def describe(cls, errors: Sequence[ErrorDetails]) -> tuple[str, str, dict[str, Any]]:
         """(code, message, details) for the first of pydantic's ``errors``."""
         return cls.explain(errors[0], tuple(errors[0]["loc"]))
 
     @classmethod
     def explain(
-        cls, error: dict[str, Any], loc: tuple[Any, ...]
+        cls, error: ErrorDetails, loc: tuple[Any, ...]
     ) -> tuple[str, str, dict[str, Any]]:
         """(code, message, details) for ``error`` at ``loc`` (relative to this model)."""
         name, field, rules = str(loc[0]) if loc else "", field_path(loc), cls.error_rules
@@ -327,7 +328,7 @@ def derived(
         if descriptions and field.name in descriptions:
             info["description"] = descriptions[field.name]
         fields[field.name] = (wire_type(core_class, field.name, hints[field.name]), Field(**info))
-    model: type[RequestModel] = create_model(  # type: ignore[call-overload]
+    model: type[RequestModel] = create_model(
         name, __base__=base, __doc__=doc, __module__=__name__, **fields
     )
     return model
@@ -336,7 +337,7 @@ def derived(
 def _set_by_client(core_class: type) -> list[str]:
     """The fields of ``core_class`` without a default: the rest (ids, times) are the core's."""
     return [
-        f.name for f in dataclasses.fields(core_class)  # type: ignore[arg-type]
+        f.name for f in dataclasses.fields(core_class)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
 
@@ -371,7 +372,8 @@ AddOperationItem = derived(
 )
 
 
-class AddOperationItems(Described, RootModel[list[AddOperationItem]]):  # type: ignore[valid-type,misc]
+# AddOperationItem is built by derived() at import: to mypy a variable, not a type
+class AddOperationItems(Described, RootModel[list[AddOperationItem]]):  # type: ignore[valid-type]
     """The body of ``POST /operations/add``: a non-empty list of operations."""
 
     root: list[AddOperationItem] = Field(  # type: ignore[valid-type]
@@ -391,10 +393,10 @@ class AddOperationItems(Described, RootModel[list[AddOperationItem]]):  # type: 
     }
 
     @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    def describe(cls, errors: Sequence[ErrorDetails]) -> tuple[str, str, dict[str, Any]]:
         """The first item's error, in the original's order of checks; told by the item model."""
 
-        def rank(error: dict[str, Any]) -> tuple[int, int]:
+        def rank(error: ErrorDetails) -> tuple[int | str, int]:  # loc[0]: the item's index
             loc, first = error["loc"], _AddRules.checked_first
             name = str(loc[1]) if len(loc) > 1 else ""
             return (loc[0] if loc else -1), (first.index(name) if name in first else len(first))
@@ -416,7 +418,7 @@ class _UpdateRules(RequestModel):
     }
 
     @classmethod
-    def describe(cls, errors: list[dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    def describe(cls, errors: Sequence[ErrorDetails]) -> tuple[str, str, dict[str, Any]]:
         """Unknown fields first, all named at once; a lifecycle field is told why it is not one."""
         extra = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
         lifecycle = [name for name in extra if name in LIFECYCLE_FIELDS]
@@ -799,7 +801,7 @@ def _rule(kind: str, ctx: dict[str, Any]) -> str:
         return template.split(" {")[0]
 
 
-def describe_error(field: str, error: dict[str, Any]) -> str:
+def describe_error(field: str, error: ErrorDetails) -> str:
     """A message naming the field, e.g. ``priority must be an integer (got 'high')``."""
     kind = error["type"]
     text = _rule(kind, error.get("ctx") or {})

@@ -27,11 +27,14 @@ import threading
 import time
 from typing import Any
 
+# waitress ships no type hints, and types-waitress leaves out what this module reads
+# (effective_host/port, _map) and types active_channels as one channel instead of a dict:
+# read as Any rather than cast around wrong stubs.
 try:
-    from waitress import wasyncore
-    from waitress.channel import HTTPChannel
-    from waitress.server import create_server
-    from waitress.task import WSGITask
+    from waitress import wasyncore  # type: ignore[import-untyped]
+    from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+    from waitress.server import create_server  # type: ignore[import-untyped]
+    from waitress.task import WSGITask  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - part of the api extra
     raise ImportError(
         "ApiServer needs waitress: pip install 'operation-dispatcher[api]'"
@@ -63,7 +66,7 @@ class _Task(WSGITask):
         return environ
 
 
-class _Channel(HTTPChannel):  # type: ignore[misc]
+class _Channel(HTTPChannel):
     task_class = _Task
 
 

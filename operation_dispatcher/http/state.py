@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from flask import Response, current_app
 from flask_openapi3 import APIBlueprint, Tag
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
     from .auth import Credentials
     from .events import EventStreams
+    from .openapi_types import Responses
     from .runtime import RuntimeControl
 
 
@@ -62,7 +63,7 @@ def api_blueprint(name: str, import_name: str, tag: Tag) -> APIBlueprint:
     """
     from .schemas import ErrorResponse
 
-    responses: dict[int, Any] = {400: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse}
+    responses: Responses = {400: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse}
     return APIBlueprint(name, import_name, abp_tags=[tag], abp_responses=responses)
 
 
@@ -78,7 +79,8 @@ def api_state() -> ApiState:
 
 def json_response(body: Any, status: int = 200) -> Response:
     """``body`` as JSON with ``status`` (keys in model order, compact)."""
-    response = current_app.json.response(body)
+    # flask types the provider's answer as werkzeug's; it is the app's response_class (Flask's)
+    response = cast(Response, current_app.json.response(body))
     response.status_code = status
     return response
 
