@@ -5,11 +5,12 @@ asked about, and steps in for a person only when nobody has answered an "operato
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from conftest import RESOURCE, EventRecorder
 
 from operation_dispatcher import ApprovalPolicy, OperationDispatcher
-from operation_dispatcher.demo import DemoMachine
+from operation_dispatcher.demo import DemoMachine, demo_devices_for
 from operation_dispatcher.models import EventType, Operation
 
 
@@ -35,3 +36,12 @@ def test_the_demo_operator_steps_in_only_after_its_patience(
         assert decision["reasoning"].startswith("demo operator stepped in")
     finally:
         demo.stop()
+
+
+def test_a_bridge_without_a_string_kind_has_no_demo_device() -> None:
+    """Demo devices are looked up by each bridge's ``kind``, a string; a bridge without one (no
+    kind, None, an unhashable list) has no device, like an unknown kind, instead of a TypeError
+    from the lookup ending ``serve --demo``."""
+    bridges = [SimpleNamespace(name="a"), SimpleNamespace(kind=None),
+               SimpleNamespace(kind=["modbus"]), SimpleNamespace(kind="no-such-kind")]
+    assert demo_devices_for(bridges, cycle_time=0.5) == []
