@@ -79,10 +79,10 @@ install-pi:
 	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR)) \
 	  $(if $(EXTRAS),--extras $(EXTRAS))
 
-# mypy checks firmware_bridges, which ships py.typed (setup.cfg [mypy] says why not the core yet)
+# mypy checks both packages: both ship py.typed, so a user's mypy reads their hints
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools
-	$(PY) -m mypy firmware_bridges
+	$(PY) -m mypy firmware_bridges operation_dispatcher
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache

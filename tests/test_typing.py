@@ -145,7 +145,7 @@ def test_mypy_sees_the_hints_after_the_readmes_editable_install(tmp_path: Path) 
     assert "import-not-found" not in report and "import-untyped" not in report
 
 
-def test_make_lint_runs_ruff_then_mypy_on_firmware_bridges(tmp_path: Path) -> None:
+def test_make_lint_runs_ruff_then_mypy_on_both_packages(tmp_path: Path) -> None:
     make = shutil.which("make")
     assert make is not None, "make is needed to lint the way a developer does"
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
@@ -155,7 +155,7 @@ def test_make_lint_runs_ruff_then_mypy_on_firmware_bridges(tmp_path: Path) -> No
     python = f"{tmp_path / 'venv'}/bin/python"
     assert done.stdout.strip().splitlines()[-2:] == [
         f"{python} -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools",
-        f"{python} -m mypy firmware_bridges",
+        f"{python} -m mypy firmware_bridges operation_dispatcher",
     ]
     setup = configparser.ConfigParser()
     setup.read(REPO_ROOT / "setup.cfg")
