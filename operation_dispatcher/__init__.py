@@ -7,8 +7,8 @@ here; the HTTP and MCP layers live in subpackages and are imported only when ask
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from .approval_policy import ApprovalPolicy
 from .approvals import PENDING, PendingRequest, RequestDecision, RequestKind
 from .dispatcher import OperationDispatcher
 from .errors import (
@@ -48,18 +48,37 @@ from .models import (
 )
 from .queue import DEFAULT_SORT_RULES, DispatchQueue, SortDirection, SortField, SortRule
 from .signals import Signal, SignalBoard
-from .simulation import SimulatedOperationRunner
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> object:
-    # The journal pulls in sqlite3; import it only when somebody asks for it.
-    if name == "Journal":
-        from .journal import Journal
+if TYPE_CHECKING:
+    from .approval_policy import ApprovalPolicy
+    from .journal import Journal
+    from .simulation import SimulatedOperationRunner
 
-        return Journal
-    raise AttributeError(f"module 'operation_dispatcher' has no attribute {name!r}")
+#: public names imported on first use (design.md section 11: the import stays under 60 ms): the
+#: journal pulls in sqlite3, and a dispatcher needs neither a policy nor the simulated runner
+_LAZY = {
+    "ApprovalPolicy": "approval_policy",
+    "Journal": "journal",
+    "SimulatedOperationRunner": "simulation",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'operation_dispatcher' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

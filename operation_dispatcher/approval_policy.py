@@ -48,6 +48,11 @@ class Policy(StrEnum):
         """Whether a request of this policy stays PENDING until someone calls ``decide()``."""
         return self in _WAITING
 
+    @property
+    def denies(self) -> bool:
+        """Whether a request of this policy is denied at once, without asking anyone."""
+        return self is Policy.DENY
+
 
 _WAITING = frozenset({Policy.OPERATOR, Policy.MQTT})
 

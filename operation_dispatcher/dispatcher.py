@@ -22,43 +22,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from . import _checks, reasons
-from .approval_policy import ApprovalPolicy
+from . import _checks
 from .approvals import (
     PendingRequest,
     RequestKind,
-    RetryPolicy,
     decision_from_arguments,
 )
-from .deadlines import Deadlines
-from .dependencies import DependencyIndex
-from .engine import DispatchEngine
-from .handshake import Handshake, RequestCallback
-
-if TYPE_CHECKING:
-    from .journal import Journal
+from .composition import DispatcherParts, listen_weakly
 from .errors import (
     ExecutorConflict,
     InvalidTransition,
-    JournalError,
     OperationNotCurrent,
     OperationNotFound,
     OperationNotUpdatable,
     ResourceMismatch,
     ValidationError,
 )
-from .events import EventBus, EventHandler
-from .forecast import ForecastEntry, forecast_operations, take_snapshot
-from .history import EventLog, build_history
-from .lifecycle import OperationLifecycle
+from .events import EventHandler
+from .handshake import RequestCallback
+from .history import build_history
 from .models import (
     EMPTY_DICT,
     LIFECYCLE_FIELDS,
@@ -79,14 +67,13 @@ from .models import (
     to_uuid,
     utcnow,
 )
-from .queue import DispatchQueue, SortRule
-from .recovery import Recovery
-from .runner import DispatcherLoop
-from .runstate import LoopState, PauseSwitch
+from .queue import SortRule
 from .signals import Signal, SignalBoard
-from .store import EventStore, JournalEventStore
-from .unit import UnitOfWork
-from .workers import CallbackRunner
+
+if TYPE_CHECKING:  # imported where used: they are not needed to import the package
+    from .approval_policy import ApprovalPolicy
+    from .forecast import ForecastEntry
+    from .journal import Journal
 
 HistoryCallback = Callable[..., History | None]
 #: the states in which an operation takes progress reports (it is the current operation)
@@ -161,7 +148,7 @@ class OperationDispatcher:
         default_release_conditions: Mapping[str, Any] | None = None,
         approval_policy: ApprovalPolicy | None = None,
     ) -> None:
-        if approval_policy is not None and not isinstance(approval_policy, ApprovalPolicy):
+        if approval_policy is not None and not _is_approval_policy(approval_policy):
             raise ValidationError(
                 "approval_policy", "must be an ApprovalPolicy or None, "
                 f"got {type(approval_policy).__name__}"
@@ -186,19 +173,16 @@ class OperationDispatcher:
 
         opened = _open_journal(journal)
         try:
-            self._compose(
+            parts = DispatcherParts(
                 resource_id,
                 on_request_callback=on_request_callback,
                 on_notification_callback=on_notification_callback,
-                on_history_callback=on_history_callback,
                 start_paused=start_paused,
                 max_retries=start_request_max_retries,
                 retry_cooldown_seconds=start_request_retry_cooldown_seconds,
                 request_timeout_seconds=request_event_timeout_seconds,
-                default_planned_duration=default_planned_duration,
-                updatable_fields=fields,
                 sort_rules=dispatch_queue_sort_rules,
-                logger=logger,
+                log=logger or logging.getLogger(__name__),
                 signals=signals,
                 strict_order=strict_order,
                 event_retention=event_retention,
@@ -211,145 +195,29 @@ class OperationDispatcher:
             if opened is not None and opened is not journal:
                 opened.close()  # a failed start must not leave the file locked
             raise
+        self._resource_id = resource_id
+        self._on_history = on_history_callback
+        self._default_planned_duration = default_planned_duration
+        self._updatable = frozenset(fields)
+        self._strict = strict_order
+        # the parts the hub talks to (built and wired in composition.py)
+        self._parts = parts
+        self._lock, self._journal, self._store, self._queue = (
+            parts.lock, parts.journal, parts.store, parts.queue
+        )
+        self._bus, self._run, self._work, self._pause = parts.bus, parts.run, parts.unit, parts.pause
+        self._handshake, self._signals, self._engine = parts.handshake, parts.signals, parts.engine
+        self._recovery, self._runner = parts.recovery, parts.runner
+        #: the one lookup: memory, then the event store (see DispatcherParts.find)
+        self._find: Callable[[UUID], Operation | None] = parts.find
+        listen_weakly(self._signals, self._on_signal)
         self._owns_journal = self._journal is not None and self._journal is not journal
         self._poll_interval_seconds = poll_interval_seconds
         self._default_conditions = defaults
 
-    def _compose(
-        self,
-        resource_id: str,
-        *,
-        on_request_callback: RequestCallback | None,
-        on_notification_callback: EventHandler | None,
-        on_history_callback: HistoryCallback | None,
-        start_paused: bool,
-        max_retries: int,
-        retry_cooldown_seconds: float,
-        request_timeout_seconds: float | None,
-        default_planned_duration: float | None,
-        updatable_fields: Iterable[str],
-        sort_rules: Iterable[SortRule] | None,
-        logger: logging.Logger | None,
-        signals: SignalBoard | None,
-        strict_order: bool,
-        event_retention: int,
-        operation_retention: int,
-        journal: Journal | None,
-        recovery: str,
-        approval_policy: ApprovalPolicy | None,
-    ) -> None:
-        """Build the parts and wire them (each gets only the parts it needs; none the hub)."""
-        self._resource_id = resource_id
-        self._log = logger or logging.getLogger(__name__)
-        self._on_history = on_history_callback
-        self._default_planned_duration = default_planned_duration
-        self._updatable = frozenset(updatable_fields)
-        self._strict = strict_order
-        # One lock owns everything; _cond wakes the dispatcher thread, answered wakes threads
-        # awaiting a decision (both on the same lock).
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        answered = threading.Condition(self._lock)
-        self._journal = journal
-        memory = EventLog(event_retention)  # built either way: it checks event_retention
-        # with a journal the file serves every event read; a copy in memory would only cost
-        # memory and restart time (the journal's select is indexed)
-        self._store: EventStore = memory if journal is None else JournalEventStore(journal)
-        self._queue = DispatchQueue(
-            resource_id, sort_rules=sort_rules, history_limit=operation_retention,
-            lookup=self._store.knows if self._store.durable else None,
-        )
-        # stop() closes the bus; the loop's OPERATION_DISPATCHER_STARTED reopens it, so events
-        # emitted while stopped wait for the next start instead of restarting the thread
-        self._bus = EventBus(
-            f"operation-dispatcher-events[{resource_id}]", self._log,
-            opens_on=EventType.OPERATION_DISPATCHER_STARTED,
-        )
-        if on_notification_callback is not None:
-            self._bus.subscribe(on_notification_callback)
-        self._run = LoopState()
-        # workers outlive their job only while the loop runs: after stop() nothing stays alive
-        callbacks = CallbackRunner(
-            f"operation-dispatcher-requests[{resource_id}]", self._log,
-            keep_idle=lambda run=self._run: run.active,
-        )
-        self._callbacks = callbacks
-        self._work = UnitOfWork(resource_id, self._lock, self._store, self._bus, self._log)
-        self._pause = PauseSwitch(self._work, bool(start_paused))
-        retry = RetryPolicy(max_retries, retry_cooldown_seconds)
-        self._work.track(retry, self._pause, self._reload_after_failed_write)
-        self._handshake = Handshake(
-            unit=self._work, answered=answered, callbacks=callbacks,
-            on_request=on_request_callback,
-            timeout=None if request_timeout_seconds is None else float(request_timeout_seconds),
-            retry=retry, pause=self._pause, log=self._log, policy=approval_policy,
-        )
-        self._signals = signals if signals is not None else SignalBoard()
-        self._compose_decisions(strict_order, journal, recovery, operation_retention)
-        self._subscribe_to_signals()
-
-    def _compose_decisions(
-        self, strict: bool, journal: Journal | None, policy: str, retention: int
-    ) -> None:
-        """The parts that decide (engine, recovery) and the loop that drives them."""
-        dependencies = DependencyIndex(self._find)
-        lifecycle = OperationLifecycle()
-        self._engine = DispatchEngine(
-            queue=self._queue, deadlines=Deadlines(), handshake=self._handshake,
-            lifecycle=lifecycle, dependencies=dependencies, signals=self._signals,
-            unit=self._work, pause=self._pause, loop=self._run, wake=self._cond,
-            strict=strict, log=self._log,
-        )
-        self._recovery: Recovery | None = None
-        if journal is not None:
-            self._recovery = Recovery(
-                journal=journal, policy=policy, retention=retention,
-                queue=self._queue, dependencies=dependencies, engine=self._engine,
-                handshake=self._handshake, lifecycle=lifecycle, pause=self._pause,
-                unit=self._work, log=self._log,
-            )
-            journal.claim(self._resource_id)
-            self._recovery.recover()
-        self._runner = DispatcherLoop(
-            self._resource_id, unit=self._work, wake=self._cond, run=self._run,
-            engine=self._engine, pause=self._pause, recovery=self._recovery, journal=journal,
-            bus=self._bus, callbacks=self._callbacks, log=self._log,
-        )
-
-    # ================================================================== the one lookup
-    def _find(self, operation_id: UUID) -> Operation | None:
-        """The operation from memory or, beyond memory retention, from the event store (a copy
-        then). Every read, and every dependency check, goes through here."""
-        op = self._queue.get(operation_id)
-        if op is None:
-            op = self._store.find_operation(operation_id)
-        return op
-
     def _snapshot(self, operation_id: UUID) -> Operation | None:
         op = self._find(operation_id)
         return None if op is None else op.copy()
-
-    def _reload_after_failed_write(self, exc: JournalError) -> str | None:
-        """A commit failed: memory goes back to what the journal holds (see Recovery.reload)."""
-        failure = None if self._recovery is None else self._recovery.reload(exc)
-        self._cond.notify_all()  # the loop re-plans: what was undone may be retried now
-        return failure
-
-    def _subscribe_to_signals(self) -> None:
-        # A weak reference: a board shared by several dispatchers must not keep a forgotten
-        # dispatcher alive, and drops its listener once the dispatcher is gone.
-        handler = weakref.WeakMethod(self._on_signal)
-        unsubscribe: Callable[[], None] | None = None
-
-        def listener(signal: Signal) -> None:
-            method = handler()
-            if method is None:
-                if unsubscribe is not None:
-                    unsubscribe()
-                return
-            method(signal)
-
-        unsubscribe = self._signals.subscribe(listener)
 
     def _on_signal(self, signal: Signal) -> None:
         self._engine.on_signal(signal)
@@ -498,6 +366,8 @@ class OperationDispatcher:
         resource, planned durations, nothing made up for a job that waits on a condition).
         ``now`` (default: the current time) is the moment the forecast is for.
         """
+        from .forecast import forecast_operations, take_snapshot  # loaded on the first forecast
+
         moment = utcnow() if now is None else to_utc(now, "now")
         with self._work:
             snapshot = take_snapshot(
@@ -577,6 +447,8 @@ class OperationDispatcher:
         """
         key = to_uuid(operation_id, "operation_id")
         _checks.boolean(details, "details")
+        if details:
+            from . import reasons  # loaded by the first one who asks, before the lock is taken
         with self._work:
             op = self._find(key)
             if op is None:
@@ -983,6 +855,12 @@ class OperationDispatcher:
             f"<OperationDispatcher {self._resource_id!r} running={self._run.active} "
             f"paused={self._pause.is_set} queued={len(self._queue)}>"
         )
+
+
+def _is_approval_policy(value: object) -> bool:
+    from .approval_policy import ApprovalPolicy  # whoever made one has loaded it already
+
+    return isinstance(value, ApprovalPolicy)
 
 
 def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> Journal | None:

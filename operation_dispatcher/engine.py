@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from . import reasons
 from .approvals import ApprovalRequest, RequestKind
 from .deadlines import Deadlines
 from .dependencies import DependencyIndex
@@ -148,6 +147,8 @@ class DispatchEngine:
         self, op: Operation, blocked: list[str], find: Callable[[UUID], Operation | None]
     ) -> list[dict[str, Any]]:
         """Copies of what each of ``blocked`` waits on (see :func:`.reasons.collect`)."""
+        from . import reasons  # only explain() needs it: not loaded with the package
+
         return reasons.collect(
             op, blocked, signals=self._signals, find=find, why_waiting=self.why_waiting,
             retry=self._handshake.retry, request=self.start_request,

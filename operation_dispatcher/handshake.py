@@ -16,9 +16,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .approval_policy import ApprovalPolicy, Policy
 from .approvals import (
     PENDING,
     ApprovalDesk,
@@ -36,6 +35,9 @@ from .models import EMPTY_DICT, EMPTY_LIST, DispatchEvent, Operation, copy_json
 from .runstate import PauseSwitch
 from .unit import UnitOfWork
 from .workers import CallbackRunner
+
+if TYPE_CHECKING:
+    from .approval_policy import ApprovalPolicy
 
 RequestCallback = Callable[[DispatchEvent], Any]
 
@@ -81,8 +83,9 @@ class Handshake:
             op.resource_id, kind.requested_event, op.id, EMPTY_LIST,
             copy_json(dict(meta_data)) if meta_data else EMPTY_DICT,
         )
-        policy = Policy.AUTO if self.policy is None else self.policy.for_request(kind, op)
-        if policy.waits:  # "operator" or "mqtt": PENDING until someone calls decide()
+        # no policy is "auto" for every kind (approval_policy is loaded only by who makes one)
+        policy = None if self.policy is None else self.policy.for_request(kind, op)
+        if policy is not None and policy.waits:  # "operator" or "mqtt": PENDING until someone calls decide()
             assert self.policy is not None
             request = self.desk.open(
                 kind, event, op, self.policy.operator_timeout_seconds, waiting_for=policy.value
@@ -91,7 +94,7 @@ class Handshake:
             self._opened(request)
             return request
         request = self.desk.open(kind, event, op, self._timeout)
-        if policy is Policy.DENY:
+        if policy is not None and policy.denies:
             self.desk.resolve(request, RequestDecision(
                 False, "approval_policy", {"policy": f'approvals.{kind.value} = "deny"'}
             ))

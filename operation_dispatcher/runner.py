@@ -23,13 +23,13 @@ from .engine import DispatchEngine
 from .errors import JournalError, ThreadDidNotStop, ValidationError
 from .events import EventBus
 from .models import EventType, utcnow
-from .recovery import Recovery
 from .runstate import LoopState, PauseSwitch
 from .unit import UnitOfWork
 from .workers import CallbackRunner
 
 if TYPE_CHECKING:
     from .journal import Journal
+    from .recovery import Recovery
 
 
 class DispatcherLoop:

@@ -498,17 +498,17 @@ def test_forecast_invariants(snapshot: ForecastSnapshot) -> None:
 
 def test_the_forecast_is_computed_after_the_lock_is_released(make_dispatcher, monkeypatch) -> None:
     """The lock is held to copy the snapshot only: the simulation runs without it."""
-    import operation_dispatcher.dispatcher as hub
+    import operation_dispatcher.forecast as model  # the hub imports it on the first forecast
 
     d = make_dispatcher()
     d.add_operations([op(planned_duration=1) for _ in range(3)])
     held: list[bool] = []
-    real = hub.forecast_operations
+    real = model.forecast_operations
 
     def watched(snapshot, now):
         held.append(d._lock._is_owned())  # the RLock: owned by this thread?
         return real(snapshot, now)
 
-    monkeypatch.setattr(hub, "forecast_operations", watched)
+    monkeypatch.setattr(model, "forecast_operations", watched)
     assert len(d.forecast()) == 3
     assert held == [False]

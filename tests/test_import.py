@@ -62,6 +62,53 @@ def test_public_names_resolve() -> None:
     assert set(operation_dispatcher.__all__) <= set(namespace)
 
 
+#: core modules a dispatcher does not need until one of its calls does (design.md section 11:
+#: the import stays <= 60 ms): the forecast, the words of explain(), the approval policy, the
+#: simulated runner, recovery and the journal (sqlite3)
+LOADED_ON_FIRST_USE = (
+    "operation_dispatcher.forecast", "operation_dispatcher.reasons",
+    "operation_dispatcher.approval_policy", "operation_dispatcher.simulation",
+    "operation_dispatcher.recovery", "operation_dispatcher.journal", "sqlite3",
+)
+
+
+def test_import_leaves_what_a_dispatcher_does_not_need_yet_unloaded(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        f"lazy = {LOADED_ON_FIRST_USE!r}\n"
+        "def loaded():\n"
+        "    return sorted(m for m in lazy if m in sys.modules)\n"
+        "import operation_dispatcher as od\n"
+        "after_import = loaded()\n"
+        "d = od.OperationDispatcher('r')\n"
+        "waiting = d.add_operation(od.Operation(resource_id='r', release_conditions={'a': 1}))\n"
+        "d.explain(waiting.id, details=False)\n"
+        "after_use = loaded()\n"
+        "d.explain(waiting.id)\n"
+        "d.forecast()\n"
+        "from operation_dispatcher import ApprovalPolicy, SimulatedOperationRunner\n"
+        "d2 = od.OperationDispatcher('r', approval_policy=ApprovalPolicy(start='deny'))\n"
+        "after_calls = loaded()\n"
+        "import json\n"
+        "print(json.dumps({'import': after_import, 'use': after_use, 'calls': after_calls,\n"
+        "                  'names': [ApprovalPolicy.__module__, SimulatedOperationRunner.__name__],\n"
+        "                  'dir': 'ApprovalPolicy' in dir(od)}))\n"
+    )
+    report = json.loads(run_python(sys.executable, code, tmp_path))
+    assert report["import"] == [] and report["use"] == []
+    assert report["calls"] == sorted(LOADED_ON_FIRST_USE[:4])  # no journal: no recovery
+    assert report["names"] == ["operation_dispatcher.approval_policy", "SimulatedOperationRunner"]
+    assert report["dir"] is True
+
+
+def test_a_dispatcher_with_an_approval_policy_refuses_anything_else() -> None:
+    # the check loads approval_policy itself (the hub no longer imports it at the top)
+    from operation_dispatcher import OperationDispatcher, ValidationError
+
+    with pytest.raises(ValidationError, match="approval_policy.*got dict"):
+        OperationDispatcher("r", approval_policy={"start": "deny"})  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 def test_imports_in_a_fresh_venv_with_only_transitions(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
