@@ -82,7 +82,7 @@ class LiveFrames:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._unsubscribe: list[Callable[[], None]] = []
-        self._changed: dict[str, Signal] = {}  # latest change per name, not sent yet
+        self._changed: dict[str, None] = {}  # names changed and not sent yet, in order
         self._overflow = False  # more names changed than max_names: one resync frame instead
         self._bridges: dict[str, Bridge] = {}  # bridges whose health changed, not sent yet
         self._deadlines: dict[str, float] = {}  # name -> when a fresh signal may go stale
@@ -155,13 +155,13 @@ class LiveFrames:
             self._send("requests", message)
 
     def _on_signal(self, signal: Signal) -> None:
-        """In the writer's thread: remember the latest change; the relay's thread sends it."""
+        """In the writer's thread: note the name; the relay's thread sends the board's latest."""
         with self._cond:
             if self._thread is None:
                 return
             name = signal.name
             if name in self._changed or len(self._changed) < self.max_names:
-                self._changed[name] = signal
+                self._changed[name] = None
             else:
                 self._overflow = True
             bridge = self._bridge_by_signal.get(name)
@@ -204,21 +204,25 @@ class LiveFrames:
             return float("inf")
         return wake - now
 
-    def _flush(self, changed: dict[str, Signal], overflow: bool, bridges: dict[str, Bridge],
+    def _flush(self, changed: dict[str, None], overflow: bool, bridges: dict[str, Bridge],
                due: list[str]) -> None:
         board = self._dispatcher.signals
         for name in due:  # fresh when sent: stale by now, or confirmed again meanwhile
             signal = None if name in changed else board.get(name)
             if signal is not None:
                 if signal.is_stale():
-                    changed[name] = signal
+                    changed[name] = None
                 else:
                     self._watch(signal)
         if overflow:
             message = frame("signals_resync", {"reason": "too many signals changed at once"})
             if message is not None:
                 self._send("signals", message)
-        for signal in changed.values():
+        for name in changed:
+            # the board's signal now: confirmed again since the change, it may be fresh still
+            signal = board.get(name)
+            if signal is None:  # deleted meanwhile
+                continue
             if not overflow:  # the client re-reads them all instead
                 message = frame("signal", signal.to_dict())
                 if message is not None:
