@@ -12,8 +12,8 @@ CPU per connected, idle page.
 * ``dashboard.idle_cpu_per_page``: the CPU the ``serve`` process (a child, measured from
   /proc) uses per second with 10 idle dashboards connected, minus what it uses with none,
   divided by 10 (ms of CPU per second per page). Baseline: the idle server's own ms/s. The
-  pages keep their event streams open; an idle page still re-reads signals and bridges every
-  10 s (they have no events).
+  pages keep their event streams open (with the live frames of requests, signals and bridges,
+  so they poll nothing); an idle stream costs one heartbeat every 15 s.
 
 Needs Chromium (``$CHROMIUM``, default /usr/bin/chromium) and Playwright for Python (the dev
 extra); without them the module says so on stderr and emits nothing.

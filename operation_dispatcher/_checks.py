@@ -132,6 +132,19 @@ def one_of(value: Any, name: str, choices: Collection[str], *, got: bool = True)
     return value
 
 
+def word_set(value: Any, name: str, choices: Collection[str], *, got: bool = True) -> frozenset[str]:
+    """A comma-separated list of a few fixed words (``"a,b"``; empty: none), as a set."""
+    if type(value) is not str or len(value) > 200:
+        raise _refuse(name, "must be a comma-separated list of words", value, got)
+    words = frozenset(word.strip() for word in value.split(",") if word.strip())
+    unknown = sorted(words - frozenset(choices))
+    if unknown:
+        raise _refuse(
+            name, f"may only list {', '.join(repr(c) for c in choices)}", unknown[0], got
+        )
+    return words
+
+
 def check_text(value: str, name: str) -> None:
     """Refuse lone surrogates (they are not characters and cannot be stored or sent)."""
     if not value.isascii():
@@ -450,4 +463,5 @@ __all__ = [
     "to_enum",
     "to_utc",
     "to_uuid",
+    "word_set",
 ]

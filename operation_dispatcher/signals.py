@@ -122,12 +122,16 @@ class SignalBoard:
             or old.max_age_seconds != max_age_seconds
         )
         if changed:
-            for listener in listeners:  # outside the lock: a listener may read the board
-                try:
-                    listener(_copy(signal))
-                except Exception:
-                    logger.exception("signal listener %r failed for %s", listener, name)
+            self._tell(listeners, signal)
         return _copy(signal)
+
+    @staticmethod
+    def _tell(listeners: list[SignalListener], signal: Signal) -> None:
+        for listener in listeners:  # outside the lock: a listener may read the board
+            try:
+                listener(_copy(signal))
+            except Exception:
+                logger.exception("signal listener %r failed for %s", listener, signal.name)
 
     def get(self, name: str) -> Signal | None:
         """A snapshot of the signal called ``name``, or None if it was never written."""
@@ -154,14 +158,18 @@ class SignalBoard:
         """Make a signal stale now, keeping its last value on show; True if it existed.
 
         Its release conditions are unmet until it is written again. Bridges expire their
-        signals when the device goes away: old data must not release anything.
+        signals when the device goes away: old data must not release anything. Listeners hear
+        of it when the signal was fresh until now (its freshness changed).
         """
         with self._lock:
             old = self._signals.get(name)
             if old is None:
                 return False
-            self._signals[name] = dataclasses.replace(old, confirmed_at=_EXPIRED)
-            return True
+            signal = dataclasses.replace(old, confirmed_at=_EXPIRED)
+            self._signals[name] = signal
+            listeners = list(self._listeners) if not old.is_stale() else []
+        self._tell(listeners, signal)
+        return True
 
     def delete(self, name: str) -> bool:
         """Forget a signal (it becomes unmet); True if it existed."""

@@ -461,6 +461,75 @@ def test_a_wrong_token_is_asked_again(
     assert page.is_hidden("#board")
 
 
+# --------------------------------------------------- live without polling (stream frames)
+
+
+def _paths_after(page_watch: PageWatch, start: int) -> list[str]:
+    """The paths the page asked for since its ``start``-th request."""
+    return [urlsplit(url).path for url in page_watch.urls[start:]]
+
+
+def _rendered(page_watch: PageWatch) -> int:
+    """Wait for the page's first full picture; the number of requests it made until then."""
+    page_watch.page.wait_for_selector("body[data-rendered]", state="attached")
+    return len(page_watch.urls)
+
+
+def test_a_request_opened_appears_without_the_page_reading_the_requests(
+    make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
+    watch: Callable[..., PageWatch],
+) -> None:
+    dispatcher = make_dispatcher(approval_policy=ApprovalPolicy(start="operator"))
+    recorder = EventRecorder(dispatcher)
+    api = make_api(dispatcher)
+    page_watch = watch(api.url)
+    page = page_watch.open()
+    loaded = _rendered(page_watch)
+    op = api.add({"payload": {"task": "tap"}})[0]
+    row = page.wait_for_selector('#requests li:has-text("tap")', timeout=2000)
+    row.query_selector("button.ok").click()
+    recorder.wait_for(EventType.OPERATION_STARTED, operation_id=UUID(op["id"]))
+    expect(page.locator("#requests li")).to_have_count(0)  # its *_requested event closed it
+    assert "/requests" not in _paths_after(page_watch, loaded), _paths_after(page_watch, loaded)
+
+
+def test_a_signal_change_and_its_staleness_show_without_reading_the_signals(
+    make_api: Callable[..., Any], watch: Callable[..., PageWatch],
+) -> None:
+    api = make_api()
+    page_watch = watch(api.url)
+    page = page_watch.open()
+    loaded = _rendered(page_watch)
+    row = page.locator('#signals tr[data-signal="plc.ready"]')
+    assert api.put("/signals/plc.ready", json={"value": True}).status_code == 200
+    expect(row.locator("td").nth(1)).to_have_text("true", timeout=2000)
+    assert api.put("/signals/plc.ready",
+                   json={"value": False, "max_age_seconds": 0.5}).status_code == 200
+    expect(row.locator("td").nth(1)).to_have_text("false", timeout=2000)
+    expect(row).to_have_class("stale", timeout=3000)  # nobody confirmed it: the server says so
+    paths = _paths_after(page_watch, loaded)
+    assert "/signals" not in paths and "/bridges" not in paths, paths
+
+
+@pytest.mark.slow
+def test_an_idle_page_makes_no_request(
+    make_api: Callable[..., Any], watch: Callable[..., PageWatch],
+) -> None:
+    """Something queued (the page used to re-read the requests every 2 s then) and a signal."""
+    api = make_api()
+    assert api.put("/signals/plc.ready", json={"value": False}).status_code == 200
+    api.add({"payload": {"task": "press"}, "release_conditions": {"plc.ready": True}})
+    page_watch = watch(api.url)
+    page = page_watch.open()
+    page.wait_for_selector("#queue li .reason")
+    loaded = _rendered(page_watch)
+    # the page's own clock (no network) says 4 s have passed since the signals were drawn
+    expect(page.locator("#signals-read")).to_have_text(re.compile(r"^([4-9]|\d\d) s$"),
+                                                       timeout=10_000)
+    assert _paths_after(page_watch, loaded) == []
+    assert page.locator("#connection").get_attribute("data-state") == "live"
+
+
 def _busy_cell(api: Any, dispatcher: OperationDispatcher, recorder: EventRecorder) -> None:
     """A cell with history, a running operation, a queue with reasons and a pending signal."""
     api.put("/signals/plc.ready", json={"value": False})

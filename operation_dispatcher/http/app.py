@@ -105,7 +105,8 @@ def create_app(
         (unknown scope, empty token, a value used twice, also with ``token``).
     :param max_body_bytes: larger request bodies are refused with 413.
     :param heartbeat_seconds: an idle event stream sends a comment this often (that is also
-        how a client that went away is noticed and unsubscribed).
+        how a client that went away is noticed and unsubscribed, at the latest at the second
+        heartbeat after it left); nothing else wakes an idle stream.
     :param max_event_streams: event streams open at once (each holds a server thread); more
         are refused with 503. Keep it below the server's thread count.
     :param event_queue_size: events buffered per stream client; a client that falls further
@@ -136,6 +137,7 @@ def create_app(
             queue_size=event_queue_size,
             max_clients=max_event_streams,
             buffer_bytes=stream_buffer_bytes,
+            bridges=by_name,
         ),
         credentials=credentials,
         max_body_bytes=max_body_bytes,

@@ -4,17 +4,23 @@ Each client gets its own queue, filled by a dispatcher subscription on the dispa
 thread, which must never wait for a slow client. The queue is bounded in events *and* bytes
 (``queue_size``, ``buffer_bytes``): a full queue drops the event and the client is told how many
 it lost (``event: events_dropped``). The response generator waits on the queue and sends a
-comment line as a heartbeat when nothing happened for ``heartbeat_seconds``.
+comment line as a heartbeat when nothing happened for ``heartbeat_seconds``. An idle stream
+wakes for nothing else: it costs the server one heartbeat per ``heartbeat_seconds``.
 
-A client that stops reading is disconnected and its slot freed, with a log line: before each
-message the generator asks the server how many bytes of the stream the client has not taken yet
-(waitress, through :data:`~.server.UNSENT_BYTES_KEY`); over ``buffer_bytes`` ends the stream. A
-client that takes nothing at all for the server's write timeout is closed by the server itself
-(see :mod:`.server`). Under another WSGI server only the queue bound applies. When the server
-stops, every stream ends at once.
+A client that went away is noticed when a write to it fails, at the latest at the second
+heartbeat after it left; the server tells the stream at once when it closes the socket itself
+(:data:`~.server.ON_CLOSE_KEY`), and the stream then ends and frees its slot. A client that
+stops reading is disconnected and its slot freed, with a log line: before each message the
+generator asks the server how many bytes of the stream the client has not taken yet (waitress,
+through :data:`~.server.UNSENT_BYTES_KEY`); over ``buffer_bytes`` ends the stream. A client that
+takes nothing at all for the server's write timeout is closed by the server itself (see
+:mod:`.server`). Under another WSGI server only the queue bound applies. When the server stops,
+every stream ends at once.
 
 Every event is one SSE message: ``id`` is the event id, ``event`` its type (for example
-``operation_started``), ``data`` the event's JSON.
+``operation_started``), ``data`` the event's JSON. A client that asks with ``include`` also gets
+the frames of :mod:`.live` (``request_opened``, ``signal``, ``signals_resync``, ``bridge``),
+which have no ``id``: they are state, not journal events.
 """
 
 from __future__ import annotations
@@ -24,27 +30,29 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from .errors import ApiError
+from .live import DEFAULT_INTERVAL, LiveFrames
 from .schemas import ErrorResponse, EventStreamQuery
-from .server import UNSENT_BYTES_KEY
+from .server import ON_CLOSE_KEY, UNSENT_BYTES_KEY
 from .state import api_blueprint, api_state
 
 if TYPE_CHECKING:
     from ..dispatcher import OperationDispatcher
     from ..models import DispatchEvent
+    from .state import Bridge
 
 log = logging.getLogger(__name__)
 TAG = Tag(name="Events", description="live events (Server-Sent Events)")
 #: Bytes one stream client may have waiting, in its queue and again unsent at the server.
 DEFAULT_STREAM_BUFFER_BYTES = 2 * 1024 * 1024
 _CLOSE = "close"  # a client's ending reason when the server shuts down
-_POLL_SECONDS = 1.0  # how often a waiting stream checks whether the server closed its socket
+_GONE = "gone"  # ... when the server closed the client's socket
 
 
 def format_event(event: DispatchEvent) -> str | None:
@@ -61,9 +69,10 @@ class _Client:
     """One stream's queue of ready-made messages, bounded in count and bytes."""
 
     __slots__ = ("_cond", "_items", "_bytes", "max_items", "max_bytes", "dropped", "ended",
-                 "unsubscribe", "peer")
+                 "unsubscribe", "peer", "live")
 
-    def __init__(self, max_items: int, max_bytes: int, peer: str) -> None:
+    def __init__(self, max_items: int, max_bytes: int, peer: str,
+                 live: frozenset[str] = frozenset()) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._items: deque[str] = deque()
         self._bytes = 0
@@ -73,6 +82,7 @@ class _Client:
         self.ended: str | None = None  # why the stream must end (the server closes)
         self.unsubscribe: Callable[[], None] | None = None
         self.peer = peer
+        self.live = live  # the kinds of live frames it asked for (see .live)
 
     def offer(self, message: str) -> None:
         """Queue a message (event thread); drop it when the queue is full in count or bytes.
@@ -120,6 +130,8 @@ class EventStreams:
         queue_size: int = 1000,
         max_clients: int = 4,
         buffer_bytes: int = DEFAULT_STREAM_BUFFER_BYTES,
+        bridges: Mapping[str, Bridge] | None = None,
+        live_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         if not 0 < heartbeat_seconds < float("inf"):
             raise ValueError("heartbeat_seconds must be a finite number > 0")
@@ -136,14 +148,16 @@ class EventStreams:
         self._clients: set[_Client] = set()
         self._last: tuple[object, str | None] = (None, None)  # (event id, message): one cache
         self.closing = threading.Event()
+        self.live = LiveFrames(dispatcher, self._send, bridges=bridges, interval=live_interval)
 
     @property
     def client_count(self) -> int:
         with self._lock:
             return len(self._clients)
 
-    def open(self, include_requests: bool, peer: str = "?") -> _Client:
-        client = _Client(self.queue_size, self.buffer_bytes, peer)
+    def open(self, include_requests: bool, peer: str = "?",
+             live: frozenset[str] = frozenset()) -> _Client:
+        client = _Client(self.queue_size, self.buffer_bytes, peer, live)
         with self._lock:
             if self.closing.is_set():
                 raise ApiError(503, "server_closing", "the server is shutting down")
@@ -156,7 +170,16 @@ class EventStreams:
         client.unsubscribe = self._dispatcher.subscribe(
             lambda event: self._deliver(client, event), include_requests=include_requests
         )
+        if live:
+            self.live.join()
         return client
+
+    def _send(self, kind: str, message: str) -> None:
+        """Queue a live frame for every client that asked for ``kind`` (never waits)."""
+        with self._lock:
+            clients = [client for client in self._clients if kind in client.live]
+        for client in clients:
+            client.offer(message)
 
     def _deliver(self, client: _Client, event: DispatchEvent) -> None:
         """On the event thread: format each event once for every client, then queue it."""
@@ -172,11 +195,15 @@ class EventStreams:
             client.unsubscribe()
             client.unsubscribe = None
         with self._lock:
+            known = client in self._clients
             self._clients.discard(client)
+        if known and client.live:
+            self.live.leave()
 
     def close_all(self) -> None:
         """End every stream now (the server shuts down)."""
         self.closing.set()
+        self.live.close()
         with self._lock:
             clients = list(self._clients)
         for client in clients:
@@ -203,8 +230,8 @@ class EventStreams:
             yield f"retry: 3000\n: connected to {self._dispatcher.resource_id}\n\n"
             next_heartbeat = time.monotonic() + self.heartbeat_seconds
             while not self.closing.is_set():
-                wait = min(_POLL_SECONDS, max(0.0, next_heartbeat - time.monotonic()))
-                message, lost = client.take(wait)
+                # nothing but a message, the heartbeat or the end wakes an idle stream
+                message, lost = client.take(max(0.0, next_heartbeat - time.monotonic()))
                 if client.ended is not None or (gone is not None and gone()):
                     return
                 if message is None and not lost:
@@ -259,7 +286,12 @@ events_blueprint: APIBlueprint = api_blueprint("events", __name__, TAG)
     summary="Every event from now on, as Server-Sent Events (with heartbeats)",
     responses={
         200: {
-            "description": "an endless text/event-stream; one message per event",
+            "description": (
+                "an endless text/event-stream: one message per event (`id`: the event id, "
+                "`event`: its type, `data`: its JSON), a `: heartbeat` comment when idle, and "
+                "with `include` the live frames `request_opened`, `signal`, `signals_resync` "
+                "and `bridge` (no `id`; see the `include` parameter)"
+            ),
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         503: ErrorResponse,
@@ -269,7 +301,10 @@ def stream_events(query: EventStreamQuery) -> Response:
     streams = api_state().streams
     environ = request.environ
     peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
-    client = streams.open(query.include_requests, peer)
+    client = streams.open(query.include_requests, peer, query.include)  # type: ignore[arg-type]
+    on_close = environ.get(ON_CLOSE_KEY)
+    if on_close is not None:  # the server closed the socket: end the stream now, not later
+        on_close(lambda: client.end(_GONE))
     return Response(
         streams.response_body(
             client, environ.get(UNSENT_BYTES_KEY), environ.get("waitress.client_disconnected")

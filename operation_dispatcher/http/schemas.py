@@ -243,9 +243,25 @@ class HistoryQuery(RequestModel):
     }
 
 
+#: What ``include`` may ask ``/events/stream`` for besides the events (see ``http/live.py``).
+LIVE_KINDS = ("requests", "signals", "bridges")
+
+
 class EventStreamQuery(RequestModel):
     include_requests: bool = Field(
         False, description="also stream the *_REQUESTED events (the approval handshake)"
+    )
+    #: read as a string, kept as the set of its words
+    include: Annotated[str, AfterValidator(core(_checks.word_set, choices=LIVE_KINDS))] = Field(
+        "", max_length=200, validate_default=True,
+        json_schema_extra={"example": "requests,signals,bridges"},
+        description=(
+            "also stream the state that has no event, as comma-separated words: `requests` "
+            "(`event: request_opened` when a request waits for an answer), `signals` "
+            "(`event: signal`, at most one per signal per 0.5 s, the latest value; "
+            "`event: signals_resync` when too many changed at once) and `bridges` "
+            "(`event: bridge` when a bridge goes online or offline)"
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 # waitress ships no type hints, and types-waitress leaves out what this module reads
@@ -52,22 +53,52 @@ DEFAULT_IDLE_TIMEOUT = 10
 DEFAULT_WRITE_TIMEOUT = 15.0
 #: The WSGI environ key of a callable: bytes of the answer not yet taken by the client.
 UNSENT_BYTES_KEY = "operation_dispatcher.unsent_bytes"
+#: The WSGI environ key of ``on_close(callback)``: ``callback()`` is called (on the serving
+#: thread, so it must not wait) when the server closes the client's socket, for whatever reason.
+ON_CLOSE_KEY = "operation_dispatcher.on_close"
 _REAP_EVERY = 1.0  # seconds between two looks for stalled clients
 
 
 class _Task(WSGITask):
     """waitress's task, telling the app how much of its answer the client has not taken yet
-    (the event stream bounds it; see :mod:`.events`)."""
+    and when its socket is closed (the event stream needs both; see :mod:`.events`)."""
 
     def get_environment(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environment()
         channel = self.channel
         environ[UNSENT_BYTES_KEY] = lambda: channel.total_outbufs_len
+        environ[ON_CLOSE_KEY] = channel.on_close
         return environ
 
 
 class _Channel(HTTPChannel):
+    """waitress's channel, telling whoever asked when it closes (a waiting event stream would
+    otherwise learn of it only at its next write)."""
+
     task_class = _Task
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._close_callbacks: list[Callable[[], None]] = []
+        self._close_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once when the socket closes (at once if it is closed)."""
+        with self._close_lock:
+            if self.connected:
+                self._close_callbacks.append(callback)
+                return
+        callback()
+
+    def handle_close(self) -> None:
+        super().handle_close()
+        with self._close_lock:
+            callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a close callback of %s failed", _peer(self))
 
 
 class ApiServer:
@@ -252,6 +283,7 @@ __all__ = [
     "DEFAULT_CONNECTION_LIMIT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_WRITE_TIMEOUT",
+    "ON_CLOSE_KEY",
     "UNSENT_BYTES_KEY",
     "ApiServer",
     "raise_open_file_limit",

@@ -2,6 +2,7 @@
 // live event stream read with fetch() + ReadableStream (EventSource cannot send that header).
 
 const TOKEN_KEY = "operation-dispatcher.token";
+const STREAM_URL = "/events/stream?include_requests=true&include=requests,signals,bridges";
 
 export function storedToken() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -50,7 +51,8 @@ export async function post(path, body = {}) {
 
 /**
  * Follow /events/stream until close() is called: parse the Server-Sent Events, call
- * onEvent({type, id, data}) per event, and onStatus(status, detail) on every change
+ * onEvent({type, id, data}) per event or live frame (request_opened, signal, signals_resync,
+ * bridge: these have no id), and onStatus(status, detail) on every change
  * ("live", "reconnecting", "unauthorized"). After a drop (a server restart, a network
  * cut) it reconnects with a growing pause (0.5 s doubling up to 5 s); each new "live" is
  * the caller's cue to resynchronise, since events in between are lost.
@@ -69,7 +71,8 @@ export function followStream(onEvent, onStatus, { watchdogMs = 45000 } = {}) {
       watchdog = setTimeout(() => controller.abort(), watchdogMs); // a half-dead connection
     };
     try {
-      const response = await fetch("/events/stream?include_requests=true", {
+      // the answered requests (*_requested events) and the state that has no event of its own
+      const response = await fetch(STREAM_URL, {
         headers: headers({ Accept: "text/event-stream" }),
         cache: "no-store",
         signal: controller.signal,

@@ -1,9 +1,9 @@
 // The dashboard: signs in, follows the event stream, keeps a bounded picture of the machine
 // and draws it. Every network read is a reaction to an event (or to a reconnect, which
-// resynchronises everything), except for what has no event of its own: signals (and bridges,
-// when there are any) are re-read every SLOW_REFRESH_MS, and the open approval requests (a
-// request is recorded as an event only once it is answered) every REQUESTS_REFRESH_MS while
-// there is work that may need one (something queued or running).
+// resynchronises everything): nothing is polled. What has no event of its own comes on the
+// stream as live frames: request_opened (a request waits for an answer; it closes as its
+// *_requested event), signal (coalesced by the server), signals_resync and bridge. The only
+// timers left are local: the ages shown tick once a second, the Gantt's "now" line every 5 s.
 import { ApiError, followStream, get, post, storeToken, storedToken } from "./api.js";
 import { $, gate, notice } from "./controls.js";
 import { el, setText } from "./dom.js";
@@ -15,8 +15,8 @@ import {
 
 const EXPLAIN_LIMIT = 25;     // queued operations explained (the first ones in dispatch order)
 const HISTORY_LIMIT = 1000;   // events read for the Gantt (the API's maximum)
-const SLOW_REFRESH_MS = 10000;
-const REQUESTS_REFRESH_MS = 2000;
+const MAX_REQUESTS = 500;      // open requests drawn from live frames
+const CLOSED_REMEMBERED = 256; // answered request ids kept, so a late request_opened is ignored
 const EVENT_TYPES = [
   "operation_added", "operation_updated", "operation_start_requested", "operation_start_denied",
   "operation_started", "operation_progress", "operation_pause_requested", "operation_pause_denied",
@@ -128,7 +128,8 @@ const LOADERS = {
     renderQueue();
   },
   async requests() {
-    state.requests = await get("/requests");
+    const open = await get("/requests"); // less those closed while it was on its way
+    state.requests = open.filter((r) => !closedRequests.has(r.request_id));
     renderRequests();
   },
   async signals() {
@@ -172,10 +173,56 @@ const LOADERS = {
 };
 // ------------------------------------------------------------------------------ live events
 
+const closedRequests = new Set();
+
+function requestClosed(id) {
+  closedRequests.add(id);
+  if (closedRequests.size > CLOSED_REMEMBERED) {
+    closedRequests.delete(closedRequests.values().next().value);
+  }
+  const before = state.requests.length;
+  state.requests = state.requests.filter((r) => r.request_id !== id);
+  if (state.requests.length !== before) renderRequests();
+}
+
+/** The live frames (no id, not for the log): state that has no event of its own. */
+const FRAMES = {
+  request_opened(request) {
+    if (closedRequests.has(request.request_id)) return; // answered before this frame came
+    if (state.requests.length >= MAX_REQUESTS) return; // the next resync shows the rest
+    if (state.requests.some((r) => r.request_id === request.request_id)) return;
+    state.requests = [...state.requests, request].sort(
+      (a, b) => String(a.created_at).localeCompare(String(b.created_at)));
+    renderRequests();
+  },
+  signal(signal) {
+    state.signals.set(signal.name, { ...signal, readAt: Date.now() });
+    renderSoon("signals");
+    const waits = [...state.explains.values()].some((e) =>
+      (e.blocked_by || []).includes(`release_condition:${signal.name}`));
+    if (waits) scheduleRefresh("explains"); // the reason's words name the signal's value
+  },
+  signals_resync() {
+    scheduleRefresh("signals");
+  },
+  bridge(bridge) {
+    const others = state.bridges.filter((b) => b.name !== bridge.name);
+    state.bridges = [...others, bridge].sort((a, b) => a.name.localeCompare(b.name));
+    renderBridges();
+  },
+};
+
 function onEvent({ type, data }) {
   if (type === "events_dropped") {
     resync();
     return;
+  }
+  if (Object.hasOwn(FRAMES, type)) {
+    FRAMES[type](data);
+    return;
+  }
+  if (type.endsWith("_requested") && data.meta_data && data.meta_data.request_decision) {
+    requestClosed(data.id); // recorded once answered, expired or withdrawn: no longer open
   }
   if (addLog(data)) renderSoon("log");
   if (type === "operation_dispatcher_paused") state.pausedSince = data.created_at;
@@ -186,13 +233,13 @@ function onEvent({ type, data }) {
   if (type.startsWith("operation_dispatcher_")) {
     scheduleRefresh("dispatcher", "operations", "forecast", "history");
   } else if (type.endsWith("_requested") || type.endsWith("_denied")) {
-    scheduleRefresh("requests", "operations", "forecast");
+    scheduleRefresh("operations", "forecast");
   } else if (type === "operation_added" || type === "operation_updated") {
-    scheduleRefresh("operations", "forecast", "dispatcher", "requests");
+    scheduleRefresh("operations", "forecast", "dispatcher");
   } else if (type === "operation_progress") {
     scheduleRefresh("operations");
   } else {
-    scheduleRefresh("dispatcher", "operations", "requests", "forecast", "history", "kpis");
+    scheduleRefresh("dispatcher", "operations", "forecast", "history", "kpis");
   }
 }
 
@@ -221,6 +268,7 @@ function renderSoon(what) {
   requestAnimationFrame(() => {
     soon.delete(what);
     if (what === "log") renderLog();
+    else if (what === "signals") renderSignals();
   });
 }
 
@@ -305,17 +353,7 @@ function boot() {
       scheduleRefresh("dispatcher");
     });
   }
-  setInterval(tick, 1000);
-  setInterval(() => {
-    // bridges are configured at start-up: none now means none until a restart (which resyncs)
-    if (!document.hidden && state.stream) {
-      scheduleRefresh(state.bridges.length ? ["signals", "bridges"] : ["signals"]);
-    }
-  }, SLOW_REFRESH_MS);
-  setInterval(() => {
-    const working = state.operations.length > 0 || state.requests.length > 0;
-    if (!document.hidden && state.stream && working) scheduleRefresh("requests");
-  }, REQUESTS_REFRESH_MS);
+  setInterval(tick, 1000); // local only: the ages shown
   setInterval(() => {
     if (!document.hidden && state.history && currentStatus()) renderGantt(); // the "now" line
   }, 5000);

@@ -160,7 +160,7 @@ export function renderRequests() {
     const decide = (verdict) => () => post(
       `/requests/${encodeURIComponent(request.request_id)}/${verdict}`,
       { reasoning: reasoning.value.trim() || null },
-    ); // the answer's *_REQUESTED event (recorded once answered) re-reads the list
+    ); // the answer's *_REQUESTED event (recorded once answered) takes it off the list
     return el("li", { "data-request-id": request.request_id },
       el("div", { class: "row-head" },
         el("span", { class: "title" }, request.event_type.replace(/^operation_|_requested$/g, "")),
@@ -178,8 +178,9 @@ export function renderRequests() {
   });
 }
 
-/** A signal's age when it was last read (a bridge re-confirms its signals without an event,
- * so an age ticking on between two reads would be wrong). */
+/** A signal's age when it was last heard of (read, or sent on the stream when it changed): a
+ * bridge re-confirms its signals without telling anyone, so an age ticking on would be wrong.
+ * Its staleness is the server's: the stream sends the signal again when it goes stale. */
 function signalAge(signal) {
   const updated = ms(signal.updated_at);
   return updated === null ? null : Math.max(0, (signal.readAt - updated) / 1000);
