@@ -60,7 +60,6 @@ from .forecast import ForecastEntry, forecast_operations, take_snapshot
 from .history import EventLog, build_history
 from .lifecycle import OperationLifecycle
 from .models import (
-    EMPTY_DICT,
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
     ChangeRecord,
@@ -458,7 +457,7 @@ class OperationDispatcher:
             for name, value in self._default_conditions.items():
                 if name not in conditions:
                     conditions[name] = copy_json(value)
-            op.release_conditions = conditions or EMPTY_DICT
+            op.release_conditions = conditions  # never empty: it holds the defaults
         return op
 
     # ================================================================== reads
