@@ -544,22 +544,7 @@ class Journal:
         limit: int | None = None,
     ) -> list[DispatchEvent]:
         """Events with from_time <= created_at <= to_time, the most recent ``limit``, oldest first."""
-        if limit is not None and limit <= 0:
-            return []
-        clauses, params = [], []
-        if from_time is not None:
-            clauses.append("created_ts >= ?")
-            params.append(from_time.timestamp())
-        if to_time is not None:
-            clauses.append("created_ts <= ?")
-            params.append(to_time.timestamp())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT data FROM events {where} ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._db().execute(sql, params).fetchall()
-        return [DispatchEvent.from_dict(json.loads(r[0])) for r in reversed(rows)]
+        return select_events(self._db(), from_time, to_time, limit)
 
     def counts(self) -> dict[str, int]:
         """Row counts, for tests and the health endpoint."""
@@ -568,6 +553,32 @@ class Journal:
             "operations": conn.execute("SELECT COUNT(*) FROM operations").fetchone()[0],
             "events": conn.execute("SELECT COUNT(*) FROM events").fetchone()[0],
         }
+
+
+def select_events(
+    conn: sqlite3.Connection,
+    from_time: datetime | None = None,
+    to_time: datetime | None = None,
+    limit: int | None = None,
+) -> list[DispatchEvent]:
+    """The one time-window query of a journal's events, for :class:`Journal` and for
+    ``operation-dispatcher gantt`` (which reads the file read-only, without a Journal)."""
+    if limit is not None and limit <= 0:
+        return []
+    clauses, params = [], []
+    if from_time is not None:
+        clauses.append("created_ts >= ?")
+        params.append(from_time.timestamp())
+    if to_time is not None:
+        clauses.append("created_ts <= ?")
+        params.append(to_time.timestamp())
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT data FROM events {where} ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    rows = conn.execute(sql, params).fetchall()
+    return [DispatchEvent.from_dict(json.loads(r[0])) for r in reversed(rows)]
 
 
 def _explain(exc: BaseException) -> str:
@@ -597,4 +608,5 @@ __all__ = [
     "RetryRow",
     "SCHEMA_VERSION",
     "SavedState",
+    "select_events",
 ]
