@@ -537,12 +537,8 @@ class Journal:
         )
         return [DispatchEvent.from_dict(json.loads(r[0])) for r in rows]
 
-    def select_events(
-        self,
-        from_time: datetime | None = None,
-        to_time: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[DispatchEvent]:
+    def select_events(self, from_time: datetime | None = None, to_time: datetime | None = None,
+                      limit: int | None = None) -> list[DispatchEvent]:
         """Events with from_time <= created_at <= to_time, the most recent ``limit``, oldest first."""
         return select_events(self._db(), from_time, to_time, limit)
 
@@ -555,23 +551,15 @@ class Journal:
         }
 
 
-def select_events(
-    conn: sqlite3.Connection,
-    from_time: datetime | None = None,
-    to_time: datetime | None = None,
-    limit: int | None = None,
-) -> list[DispatchEvent]:
-    """The one time-window query of a journal's events, for :class:`Journal` and for
-    ``operation-dispatcher gantt`` (which reads the file read-only, without a Journal)."""
+def select_events(conn: sqlite3.Connection, from_time: datetime | None = None,
+                  to_time: datetime | None = None, limit: int | None = None) -> list[DispatchEvent]:
+    """The one time-window query of the events, for :class:`Journal` and for ``gantt`` (which
+    reads the file read-only, without a Journal): the most recent ``limit``, oldest first."""
     if limit is not None and limit <= 0:
         return []
-    clauses, params = [], []
-    if from_time is not None:
-        clauses.append("created_ts >= ?")
-        params.append(from_time.timestamp())
-    if to_time is not None:
-        clauses.append("created_ts <= ?")
-        params.append(to_time.timestamp())
+    bounds = (("created_ts >= ?", from_time), ("created_ts <= ?", to_time))
+    clauses = [clause for clause, moment in bounds if moment is not None]
+    params: list[Any] = [moment.timestamp() for _, moment in bounds if moment is not None]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = f"SELECT data FROM events {where} ORDER BY seq DESC"
     if limit is not None:
