@@ -320,7 +320,14 @@ class BaseBridge:
         its ``__init__``, so a second executor fails when it is built (ExecutorConflict names
         both). From then on no operation starts while ``<name>.online`` is not a fresh True.
         If the journal says this bridge was running an operation when the last process ended,
-        :meth:`_reattach` takes it over: the device finishes it, nothing is sent again."""
+        :meth:`_reattach` takes it over: the device finishes it, nothing is sent again.
+
+        An executor needs a ``max_age_seconds``: without one ``<name>.online`` never goes
+        stale, and a device hung with its connection open would stay online forever and be
+        sent the next job (design.md 2a: silence is not health)."""
+        if self.max_age_seconds is None:
+            raise ValidationError("max_age_seconds", "must be a number of seconds for an "
+                                  "executor: its silence must make it offline, got None")
         if self.dispatcher is None:  # check-config builds bridges without a dispatcher
             return
         recovered = self.dispatcher.attach_executor(self.name)

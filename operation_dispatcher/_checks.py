@@ -259,6 +259,26 @@ def not_too_far(value: datetime, name: str) -> datetime:
 # ------------------------------------------------------------------------------ JSON data
 
 
+def _no_constant(word: str) -> Any:
+    raise ValueError(f"{word} is not JSON")
+
+
+def parse_json(payload: bytes | str, name: str) -> Any:
+    """The value of strict JSON text, else ValidationError ``is not a JSON document``.
+
+    Strict: UTF-8, no ``NaN``/``Infinity`` (Python's reader takes them, other readers do not),
+    no integer over Python's digit limit, no nesting that exhausts the stack. What parses may
+    still be unusable (``1e999`` reads as inf): :func:`check_json_data` refuses that.
+    """
+    import json  # here: this module stays stdlib-light for the core's import time
+
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
+        return json.loads(text, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ValidationError(name, "is not a JSON document") from None
+
+
 def check_json_data(value: Any, name: str) -> None:
     """Refuse what standard JSON cannot carry, anywhere inside ``value``.
 
@@ -455,6 +475,7 @@ __all__ = [
     "not_too_far",
     "one_of",
     "optional_text",
+    "parse_json",
     "progress_fraction",
     "progress_message",
     "release_conditions",

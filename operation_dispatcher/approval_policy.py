@@ -110,16 +110,6 @@ class ApprovalPolicy:
             return policy if flagged else Policy.AUTO
         return policy
 
-    @property
-    def asks_operator(self) -> bool:
-        """Whether any kind may wait for an operator (or a central system over MQTT)."""
-        return any(getattr(self, kind).waits for kind in KINDS)
-
-    @property
-    def uses_mqtt(self) -> bool:
-        """Whether any kind is answered over MQTT (``"mqtt"``)."""
-        return any(getattr(self, kind) is Policy.MQTT for kind in KINDS)
-
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {kind: getattr(self, kind).value for kind in KINDS}
         data[TIMEOUT_KEY] = self.operator_timeout_seconds

@@ -48,7 +48,6 @@ from .events import EventHandler
 from .handshake import RequestCallback
 from .history import build_history
 from .models import (
-    EMPTY_DICT,
     LIFECYCLE_FIELDS,
     UPDATABLE_FIELDS,
     ChangeRecord,
@@ -326,7 +325,7 @@ class OperationDispatcher:
             for name, value in self._default_conditions.items():
                 if name not in conditions:
                     conditions[name] = copy_json(value)
-            op.release_conditions = conditions or EMPTY_DICT
+            op.release_conditions = conditions  # never empty: it holds the defaults
         return op
 
     # ================================================================== reads

@@ -430,14 +430,15 @@ class DispatchEngine:
         )
 
     def flush_progress(self) -> None:
-        """Emit every held progress report now (the dispatcher stops: journal the latest)."""
+        """Emit the held progress report now (the dispatcher stops: journal the latest).
+
+        Only the current operation takes reports, and :meth:`finish` drops its held one, so
+        no other operation can have one here.
+        """
         op = self._queue.pulled_operation
-        for op_id in self.progress.held():
-            if op is not None and op.id == op_id and self.progress.take_held(op_id):
-                self._deadlines.discard(DeadlineKind.PROGRESS, op_id)
-                self._emit_progress(op)
-            else:
-                self.progress.forget(op_id)
+        if op is not None and self.progress.take_held(op.id):
+            self._deadlines.discard(DeadlineKind.PROGRESS, op.id)
+            self._emit_progress(op)
 
     # ------------------------------------------------------------------ finishing
     def finish(

@@ -102,7 +102,7 @@ class EventBus:
         self._published = 0
 
     def subscribe(
-        self, handler: Callable[..., Any], *, include_requests: bool = False,
+        self, handler: EventHandler | SeqEventHandler, *, include_requests: bool = False,
         with_seq: bool = False,
     ) -> Callable[[], None]:
         """Call ``handler(event)`` (``handler(event, seq)`` with ``with_seq``) for every event

@@ -139,7 +139,7 @@ def read_history(
     ``limit``), with the operations they name, read without changing the file."""
     import sqlite3  # only here: the command line loads no SQLite until a journal is read
 
-    from .journal import APPLICATION_ID, SCHEMA_VERSION
+    from .journal import APPLICATION_ID, SCHEMA_VERSION, select_events
 
     file = Path(path)
     if not file.exists():
@@ -160,7 +160,7 @@ def read_history(
                 f"{path}: schema version {version} is newer than this release understands "
                 f"({SCHEMA_VERSION}); upgrade operation-dispatcher"
             )
-        events = _events(conn, from_time, to_time, limit)
+        events = select_events(conn, from_time, to_time, limit)
         operations = _operations(conn, events)
         resource = _resource(conn, events)
     except sqlite3.Error as exc:
@@ -184,23 +184,6 @@ def _reason(exc: sqlite3.Error) -> str:
     if "not a database" in lowered or "malformed" in lowered:
         return f"{text}: not an operation-dispatcher journal, or a damaged one"
     return text
-
-
-def _events(
-    conn: sqlite3.Connection, from_time: datetime | None, to_time: datetime | None, limit: int
-) -> list[DispatchEvent]:
-    clauses, params = [], []
-    if from_time is not None:
-        clauses.append("created_ts >= ?")
-        params.append(from_time.timestamp())
-    if to_time is not None:
-        clauses.append("created_ts <= ?")
-        params.append(to_time.timestamp())
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = conn.execute(
-        f"SELECT data FROM events {where} ORDER BY seq DESC LIMIT ?", [*params, limit]
-    ).fetchall()
-    return [DispatchEvent.from_dict(json.loads(row[0])) for row in reversed(rows)]
 
 
 def _operations(conn: sqlite3.Connection, events: list[DispatchEvent]) -> list[Operation]:

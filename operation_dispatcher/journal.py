@@ -537,29 +537,10 @@ class Journal:
         )
         return [DispatchEvent.from_dict(json.loads(r[0])) for r in rows]
 
-    def select_events(
-        self,
-        from_time: datetime | None = None,
-        to_time: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[DispatchEvent]:
+    def select_events(self, from_time: datetime | None = None, to_time: datetime | None = None,
+                      limit: int | None = None) -> list[DispatchEvent]:
         """Events with from_time <= created_at <= to_time, the most recent ``limit``, oldest first."""
-        if limit is not None and limit <= 0:
-            return []
-        clauses, params = [], []
-        if from_time is not None:
-            clauses.append("created_ts >= ?")
-            params.append(from_time.timestamp())
-        if to_time is not None:
-            clauses.append("created_ts <= ?")
-            params.append(to_time.timestamp())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT data FROM events {where} ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._db().execute(sql, params).fetchall()
-        return [DispatchEvent.from_dict(json.loads(r[0])) for r in reversed(rows)]
+        return select_events(self._db(), from_time, to_time, limit)
 
     def counts(self) -> dict[str, int]:
         """Row counts, for tests and the health endpoint."""
@@ -568,6 +549,24 @@ class Journal:
             "operations": conn.execute("SELECT COUNT(*) FROM operations").fetchone()[0],
             "events": conn.execute("SELECT COUNT(*) FROM events").fetchone()[0],
         }
+
+
+def select_events(conn: sqlite3.Connection, from_time: datetime | None = None,
+                  to_time: datetime | None = None, limit: int | None = None) -> list[DispatchEvent]:
+    """The one time-window query of the events, for :class:`Journal` and for ``gantt`` (which
+    reads the file read-only, without a Journal): the most recent ``limit``, oldest first."""
+    if limit is not None and limit <= 0:
+        return []
+    bounds = (("created_ts >= ?", from_time), ("created_ts <= ?", to_time))
+    clauses = [clause for clause, moment in bounds if moment is not None]
+    params: list[Any] = [moment.timestamp() for _, moment in bounds if moment is not None]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT data FROM events {where} ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    rows = conn.execute(sql, params).fetchall()
+    return [DispatchEvent.from_dict(json.loads(r[0])) for r in reversed(rows)]
 
 
 def _explain(exc: BaseException) -> str:
@@ -597,4 +596,5 @@ __all__ = [
     "RetryRow",
     "SCHEMA_VERSION",
     "SavedState",
+    "select_events",
 ]

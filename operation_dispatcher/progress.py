@@ -61,10 +61,6 @@ class ProgressThrottle:
         self._last[operation_id] = self.clock()
         return True
 
-    def held(self) -> list[UUID]:
-        """The operations with a held report."""
-        return list(self._held)
-
     def forget(self, operation_id: UUID) -> None:
         """The operation ended: drop what is kept for it."""
         if self._last:

@@ -220,9 +220,6 @@ class DispatchQueue:
 
     # ------------------------------------------------------------------------------ adding
     def _check_new(self, operations: list[Operation]) -> None:
-        if len(operations) == 1:  # the usual add: no batch to check against
-            self._check_one(operations[0])
-            return
         batch: dict[UUID, Operation] = {}
         for op in operations:
             if not isinstance(op, Operation):
@@ -234,16 +231,6 @@ class DispatchQueue:
                 raise DuplicateOperation(op_id)
             batch[op_id] = op
         self.check_dependencies(operations, batch)
-
-    def _check_one(self, op: Operation) -> None:
-        if not isinstance(op, Operation):
-            raise ValidationError("operation", f"must be an Operation, got {type(op).__name__}")
-        if op.resource_id != self._resource_id:
-            raise ResourceMismatch(op.id, op.resource_id, self._resource_id)
-        if self._knows(op.id):
-            raise DuplicateOperation(op.id)
-        if op.dependencies:
-            self.check_dependencies([op], {op.id: op})
 
     def _knows(self, operation_id: UUID) -> bool:
         if self.get(operation_id) is not None:

@@ -564,3 +564,18 @@ def test_a_job_finished_by_force_is_cancelled_on_the_device_and_its_late_done_re
     sim.wait_until(lambda s: len(run_ids(s)) == 2)
     sim.send_done(str(nxt.id))
     assert rec.wait_for(COMPLETED, operation_id=nxt.id)[0].meta_data == {"bridge": "dev1"}
+
+
+def test_an_executor_without_max_age_is_refused_silence_must_make_it_offline(
+    make_dispatcher: Callable[..., OperationDispatcher],
+) -> None:
+    """Without a max age ``<name>.online`` never goes stale: a hung firmware with the port
+    open would stay online and be sent the next job (design.md 2a)."""
+    from operation_dispatcher.errors import ValidationError
+
+    dispatcher = make_dispatcher()
+    with pytest.raises(ValidationError) as refused:
+        SerialLineBridge(dispatcher, "mcu", url="loop://", executor=True, max_age_seconds=None)
+    assert refused.value.field == "max_age_seconds"
+    assert dispatcher.executor is None  # the seat was not taken
+    SerialLineBridge(dispatcher, "reader", url="loop://", max_age_seconds=None)  # signals only

@@ -249,7 +249,20 @@ def test_operation_routes_reject_bad_and_unknown_ids(
     body = assert_error(api.get(f"/operations/not-a-uuid{suffix}"), 400, "invalid_operation_id",
                         field="operation_id")
     assert "operation_id" in body["message"]
-    assert_error(api.get(f"/operations/{UNKNOWN}{suffix}"), 404, "operation_not_found")
+    body = assert_error(api.get(f"/operations/{UNKNOWN}{suffix}"), 404, "operation_not_found",
+                        operation_id=UNKNOWN)  # every route names the id (one helper builds it)
+    assert body["message"] == "operation not found"
+
+
+@pytest.mark.parametrize("action", ["update", "cancel", "pause", "resume", "complete", "fail"])
+def test_every_post_route_names_the_unknown_operation(
+    make_client: Callable[..., Any], action: str
+) -> None:
+    api = make_client(start=False)
+    body = {"priority": 1} if action == "update" else {}
+    answer = assert_error(api.post(f"/operations/{UNKNOWN}/{action}", json=body), 404,
+                          "operation_not_found", operation_id=UNKNOWN)
+    assert answer["message"] == "operation not found"
 
 
 def test_operation_events_in_order(make_client: Callable[..., Any]) -> None:
@@ -378,7 +391,7 @@ def test_update_errors(make_client: Callable[..., Any]) -> None:
         {"depends_on_operation_id": UNKNOWN, "dependency_type": "START_TO_START"}]}),
         400, "invalid_updates")
     assert_error(api.post(f"/operations/{UNKNOWN}/update", json={"priority": 1}),
-                 404, "operation_not_found")
+                 404, "operation_not_found", operation_id=UNKNOWN)
     assert_error(api.post("/operations/x/update", json={"priority": 1}),
                  400, "invalid_operation_id")
     body = assert_error(api.post(f"/operations/{running['id']}/update", json={"priority": 1}),

@@ -26,7 +26,7 @@ from operation_dispatcher import (
     OperationDispatcher,
     TerminationReason,
 )
-from operation_dispatcher.http import collector, create_app
+from operation_dispatcher.http import ApiServer, collector, create_app
 from operation_dispatcher.http.metrics import METRICS_KEY
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -259,6 +259,22 @@ def test_a_discarded_app_leaves_no_subscription(make_dispatcher: Callable[..., A
     closed.extensions[METRICS_KEY].close()
     closed.extensions[METRICS_KEY].close()  # twice is fine
     assert len(dispatcher._bus._subscribers) == subscribers
+
+
+def test_stopping_the_server_ends_the_metrics_subscription(
+    make_dispatcher: Callable[..., Any],
+) -> None:
+    """The dispatcher may outlive its server: the stopped app's counters must not go on
+    hearing every event (nor wait for the app's garbage collection)."""
+    dispatcher = make_dispatcher()
+    dispatcher.start()
+    subscribers = len(dispatcher._bus._subscribers)
+    app = create_app(dispatcher)
+    server = ApiServer(app, port=0)
+    server.start()
+    assert len(dispatcher._bus._subscribers) == subscribers + 1
+    server.stop()
+    assert len(dispatcher._bus._subscribers) == subscribers  # app is still referenced here
 
 
 def test_without_prometheus_client_the_app_works_and_metrics_says_why(

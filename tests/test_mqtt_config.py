@@ -12,6 +12,7 @@ import pytest
 from conftest import RESOURCE, op, wait_until
 
 from operation_dispatcher import ApprovalPolicy, OperationDispatcher
+from operation_dispatcher.approval_policy import Policy
 from operation_dispatcher.cli import main
 from operation_dispatcher.config import ConfigError, parse_config
 from operation_dispatcher.errors import ValidationError
@@ -82,7 +83,7 @@ def test_the_mqtt_policy_needs_a_broker_and_a_timeout_where_a_thread_waits() -> 
     config = parse_config({"approvals": {"start": "mqtt", "cancel": "mqtt",
                                          "operator_timeout_seconds": 60},
                            "mqtt": {"host": "b"}})
-    assert config.approvals.uses_mqtt and config.approvals.asks_operator
+    assert config.approvals.start is Policy.MQTT and config.approvals.cancel is Policy.MQTT
     assert errors_of({"approvals": {"start": "MQTT"}})  # only the exact word
 
 
@@ -234,4 +235,4 @@ def test_the_fleet_demo_cell_config_is_valid_once_filled_in(tmp_path: Path) -> N
     ))
     config = load_config(path)
     assert config.mqtt is not None and config.mqtt.port == 18830
-    assert config.approvals.uses_mqtt and config.bridges[0]["port"] == 15023
+    assert config.approvals.start is Policy.MQTT and config.bridges[0]["port"] == 15023

@@ -109,6 +109,62 @@ def test_the_fleet_view_ignores_junk_and_bounds_a_flood_of_names(make_broker) ->
         publisher.loop_stop()
 
 
+def test_the_fleet_view_refuses_what_the_mqtt_commands_refuse_and_shows_no_bad_field(
+    make_broker, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Non-finite and huge numbers, deep nesting and lone surrogates never reach the table
+    (the commands' strict JSON); a field out of range or unprintable is shown as unknown."""
+    broker = make_broker()
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    publisher.connect(broker.host, broker.port)
+    publisher.loop_start()
+    good = {"state": {"is_running": True, "is_paused": False}}
+    hostile = [
+        ("not_json", b'{"state": {"is_running": true, "is_paused": false}, "elapsed_seconds": NaN}'),
+        ("not_json", b'{"connectionState": "ONLINE", "timestamp": Infinity}'),
+        ("not_json", b'{"connectionState": "ONLINE", "n": ' + b"9" * 5000 + b"}"),
+        ("not_json", b'{"connectionState": "ONLINE", "t": "\xff"}'),
+        ("unusable_json", b'{"state": {"is_running": true, "is_paused": false}, '
+                          b'"elapsed_seconds": 1e999}'),
+        ("unusable_json", b'{"connectionState": "ONLINE", "x": "\\ud800"}'),
+        ("unusable_json", b'{"connectionState": "ONLINE", "x": ' + b"[" * 100 + b"]" * 100 + b"}"),
+        ("not_an_object", b'"ONLINE"'),
+        ("not_an_object", b"null"),
+    ]
+    try:
+        with FleetView(MqttSettings(host=broker.host, port=broker.port)) as view:
+            assert view.wait_subscribed(10)
+            for index, (_, payload) in enumerate(hostile):
+                kind = "state" if b'"state"' in payload else "connection"
+                publisher.publish(f"{PREFIX}/h{index}/{kind}", payload, qos=1).wait_for_publish(10)
+            wait_until(lambda: view.ignored == len(hostile), 10, "the hostile messages counted")
+            assert view.controllers() == []
+            expected = {reason: 0 for reason in view.ignored_by_reason}
+            for reason, _ in hostile:
+                expected[reason] += 1
+            assert view.ignored_by_reason == expected
+            wait_until(lambda: len(caplog.records) >= 3, 10, "the warnings")
+            warned = [r.getMessage() for r in caplog.records if "fleet view" in r.getMessage()]
+            assert len(warned) == 3  # once per reason, not once per message
+            assert all("further ones of this kind are only counted" in w for w in warned)
+
+            state = dict(good, elapsed_seconds=1e300, blocked={"\x1b[2J": 1, "ok": 2},
+                         state={"is_running": True, "is_paused": False, "current_operation": {
+                             "id": "\x1b[2Jowned", "state": "RUNNING",
+                             "progress": {"fraction": 1e300, "message": "x" * 10_000}}})
+            publisher.publish(f"{PREFIX}/cell/state", json.dumps(state), qos=1)
+            assert view.wait_for(lambda v: v.get("cell") is not None, 10)
+            shown = view.get("cell")
+            assert shown.elapsed_seconds is None  # not a 300-digit column
+            assert shown.blocked == {"ok": 2}
+            assert shown.current_operation == {"id": None, "state": "RUNNING", "job_id": None,
+                                               "progress": None, "message": "x" * 80}
+            assert "\x1b" not in render_table(view.controllers())
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "operation_dispatcher", *args],
                           capture_output=True, text=True, timeout=timeout)

@@ -68,7 +68,7 @@ def test_the_throttle_emits_one_report_per_interval_and_holds_the_rest() -> None
     clock.now += 0.1
     assert throttle.offer(a) == pytest.approx(1000.5)  # held until the interval ends
     assert throttle.offer(a) == pytest.approx(1000.5)  # still one held value, not two
-    assert throttle.held() == [a]
+    assert throttle._held == {a}
     clock.now = 1000.5
     assert throttle.take_held(a) is True  # emitted by the deadline
     assert throttle.take_held(a) is False  # once only
@@ -76,7 +76,7 @@ def test_the_throttle_emits_one_report_per_interval_and_holds_the_rest() -> None
     assert throttle.offer(a) == pytest.approx(1001.0)  # the interval counts from that emission
     clock.now = 1001.0
     assert throttle.offer(a) is None  # a report at the end of the interval goes out itself
-    assert throttle.held() == []
+    assert not throttle._held
     throttle.forget(a)
     throttle.forget(b)
     assert throttle.offer(a) is None  # forgotten: like new
@@ -90,7 +90,7 @@ def test_the_throttle_keeps_state_only_for_what_it_was_told() -> None:
         clock.now += 0.001
         throttle.offer(uuid4())
         throttle.forget(next(iter(throttle._last)))
-    assert len(throttle._last) == 0 and not throttle.held()
+    assert len(throttle._last) == 0 and not throttle._held
 
 
 # ------------------------------------------------------------------------------ Python API

@@ -75,11 +75,16 @@ def _status(op: CoreOperation) -> dict[str, Any]:
             "elapsed_seconds": elapsed_seconds(op)}
 
 
+def _not_found(operation_id: UUID) -> ApiError:
+    """The one 404 for an unknown operation: every route names the id in its details."""
+    return ApiError.from_exc(OperationNotFound(operation_id), message="operation not found",
+                             details={"operation_id": str(operation_id)})
+
+
 def _find(operation_id: UUID) -> CoreOperation:
     op = _dispatcher().get_operation(operation_id)
     if op is None:
-        raise ApiError.from_exc(OperationNotFound(operation_id), message="operation not found",
-                                details={"operation_id": str(operation_id)})
+        raise _not_found(operation_id)
     return op
 
 
@@ -160,8 +165,8 @@ def explain_operation(path: OperationPath) -> Response:
     dispatcher = _dispatcher()
     try:
         return json_response(dispatcher.explain(path.operation_id))
-    except OperationNotFound as exc:
-        raise ApiError.from_exc(exc, message="operation not found") from None
+    except OperationNotFound:
+        raise _not_found(path.operation_id) from None
 
 
 @operations_blueprint.post(
@@ -211,9 +216,7 @@ def update_operation(path: OperationPath, body: UpdateOperationItem) -> Response
             exc, "invalid_updates", details={"field": getattr(exc, "field", "dependencies")}
         ) from None
     if op is None:
-        _find(path.operation_id)  # raises the 404
-        raise ApiError.from_exc(OperationNotFound(path.operation_id),
-                                message="operation not found")
+        raise _not_found(path.operation_id)
     return json_response(_status(op))
 
 

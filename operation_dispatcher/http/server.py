@@ -176,10 +176,6 @@ class ApiServer:
         )
         self._thread.start()
 
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` (from another thread or a signal)."""
-        self._serve()
-
     def _serve(self) -> None:
         server = self._server
         next_reap = time.monotonic() + _REAP_EVERY
@@ -214,10 +210,17 @@ class ApiServer:
                 channel.handle_close()
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop accepting, end open event streams, finish the requests in progress, join."""
-        state = getattr(self.app, "extensions", {}).get(STATE_KEY)
+        """Stop accepting, end open event streams and the metrics' event subscription, finish
+        the requests in progress, join."""
+        from .metrics import METRICS_KEY  # loaded already: create_app installs the metrics
+
+        extensions = getattr(self.app, "extensions", {})
+        state = extensions.get(STATE_KEY)
         if state is not None:
             state.close()  # event streams would otherwise hold their threads until a heartbeat
+        metrics = extensions.get(METRICS_KEY)
+        if metrics is not None:
+            metrics.close()  # the dispatcher may live on: it must not feed a stopped server
         self._stopping.set()
         try:
             self._server.pull_trigger()

@@ -18,7 +18,6 @@ publishing and receiving. Its queue is bounded; a command beyond it is answered
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -124,10 +123,6 @@ class CommandResult:
         return cls(command, command_id, exc.status, None, error)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def decode(payload: bytes, what: str = "command") -> dict[str, Any]:
     """A JSON object from a message, or CommandError (413 when too large, 400 when not JSON)."""
     if len(payload) > MAX_COMMAND_BYTES:
@@ -135,8 +130,8 @@ def decode(payload: bytes, what: str = "command") -> dict[str, Any]:
                            f"{what} is larger than {MAX_COMMAND_BYTES} bytes",
                            {"max_bytes": MAX_COMMAND_BYTES})
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = _checks.parse_json(payload, what)
+    except ValidationError:
         raise CommandError(400, "invalid_json", f"{what} is not a JSON document") from None
     if not isinstance(data, dict):
         raise CommandError(400, f"invalid_{what}", f"{what} must be a JSON object")

@@ -2,17 +2,21 @@
 
 ``operation-dispatcher fleet --broker HOST:PORT`` prints it as a live table; ``--json`` prints
 one snapshot for scripts. Whatever arrives is untrusted (anyone on the broker may publish under
-the prefix): a message that is too large, not JSON or not of the expected shape is counted and
-ignored, and at most :data:`MAX_CONTROLLERS` controllers are tracked.
+the prefix): a message that is too large, not strict JSON (the MQTT commands' refusal: no NaN,
+no infinities, no huge integers, no deep nesting) or not of the expected shape is counted by
+reason, logged once per reason, and ignored; a field of the wrong type, out of range or not
+printable (a terminal escape would redraw the operator's screen) is shown as unknown; at most
+:data:`MAX_CONTROLLERS` controllers are tracked.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from .. import _checks
@@ -26,6 +30,11 @@ MAX_CONTROLLERS = 10_000
 #: A state or connection message larger than this is ignored.
 MAX_MESSAGE_BYTES = 1024 * 1024
 _CONNECTION_STATES = (t.ONLINE, t.OFFLINE, t.CONNECTIONBROKEN)
+#: Why a message was ignored (the keys of :attr:`FleetView.ignored_by_reason`: a fixed set).
+IGNORED_REASONS = ("topic", "too_large", "not_json", "unusable_json", "not_an_object",
+                   "too_many_controllers", "unknown_controller", "bad_connection", "bad_state")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -62,7 +71,22 @@ def _int(value: Any) -> int | None:
 
 
 def _text(value: Any, limit: int = 64) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
+    """Printable text cut to ``limit``, else None (a control character could redraw a terminal)."""
+    return value[:limit] if isinstance(value, str) and value[:limit].isprintable() else None
+
+
+def _fraction(value: Any) -> float | None:
+    try:
+        return _checks.progress_fraction(value)
+    except ValidationError:
+        return None
+
+
+def _seconds(value: Any) -> float | int | None:
+    try:
+        return _checks.seconds(value, "elapsed_seconds", optional=True, zero=True, got=False)
+    except ValidationError:
+        return None
 
 
 class FleetView:
@@ -78,6 +102,8 @@ class FleetView:
         self._subscribed = False
         #: messages ignored: malformed, too large, or beyond max_controllers
         self.ignored = 0
+        #: the same, by reason (:data:`IGNORED_REASONS`); each reason is logged once
+        self.ignored_by_reason = dict.fromkeys(IGNORED_REASONS, 0)
         #: messages applied (each one changes :attr:`version`)
         self.version = 0
 
@@ -156,51 +182,62 @@ class FleetView:
             self._cond.notify_all()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        first = False
         with self._cond:
-            if self._apply(message.topic, message.payload):
+            reason = self._apply(message.topic, message.payload)
+            if reason is None:
                 self.version += 1
             else:
                 self.ignored += 1
+                self.ignored_by_reason[reason] += 1
+                first = self.ignored_by_reason[reason] == 1
             self._cond.notify_all()
+        if first:  # once per reason: a flood of junk must not flood the log
+            log.warning("fleet view: ignored a message on %.200r (%s); further ones of this "
+                        "kind are only counted", message.topic, reason)
 
-    def _apply(self, topic: str, payload: bytes) -> bool:
-        """Take one message into the table (lock held); False when it is ignored."""
+    def _apply(self, topic: str, payload: bytes) -> str | None:
+        """Take one message into the table (lock held); why it is ignored, or None."""
         where = t.Topics.split(self._prefix, topic)
         if where is None:
-            return False
+            return "topic"
         resource_id, name = where
         try:
             _checks.topic_level(resource_id, "resource_id")
         except ValidationError:
-            return False
+            return "topic"
         if not payload:  # a retained message cleared: the controller is gone
-            return self._controllers.pop(resource_id, None) is not None
+            return None if self._controllers.pop(resource_id, None) else "unknown_controller"
         if len(payload) > MAX_MESSAGE_BYTES:
-            return False
+            return "too_large"
         try:
-            data = json.loads(payload)
-        except (ValueError, RecursionError):
-            return False
+            data = _checks.parse_json(payload, name)
+        except ValidationError:
+            return "not_json"
+        try:
+            _checks.check_json_data(data, name)
+        except ValidationError:
+            return "unusable_json"
         if not isinstance(data, dict):
-            return False
+            return "not_an_object"
         controller = self._controllers.get(resource_id)
         if controller is None:
             if len(self._controllers) >= self._max:
-                return False
+                return "too_many_controllers"
             controller = Controller(resource_id)
         if name == t.CONNECTION:
             state = data.get("connectionState")
             if state not in _CONNECTION_STATES:
-                return False
+                return "bad_connection"
             controller.connection = state
             controller.connection_at = _text(data.get("timestamp"))
         elif name == t.STATE:
             if not self._apply_state(controller, data):
-                return False
+                return "bad_state"
         else:
-            return False
+            return "topic"
         self._controllers[resource_id] = controller
-        return True
+        return None
 
     @staticmethod
     def _apply_state(controller: Controller, data: dict[str, Any]) -> bool:
@@ -221,16 +258,16 @@ class FleetView:
                 "id": _text(current.get("id")),
                 "state": _text(current.get("state")),
                 "job_id": _text(current.get("job_id")),
-                "progress": fraction if type(fraction) in (int, float) else None,
+                "progress": _fraction(fraction),
                 "message": _text(progress.get("message"), 80)
                 if isinstance(progress, dict) else None,
             }
-        elapsed = data.get("elapsed_seconds")
-        controller.elapsed_seconds = elapsed if type(elapsed) in (int, float) else None
+        controller.elapsed_seconds = _seconds(data.get("elapsed_seconds"))
         controller.pending_requests = _int(data.get("pending_request_count"))
         blocked = data.get("blocked")
         controller.blocked = {
-            str(k)[:40]: v for k, v in list(blocked.items())[:16] if _int(v) is not None
+            k[:40]: v for k, v in islice(blocked.items(), 16)
+            if _text(k, 40) is not None and _int(v) is not None
         } if isinstance(blocked, dict) else {}
         controller.last_seq = _int(data.get("last_seq"))
         controller.state_at = _text(data.get("timestamp"))
@@ -265,4 +302,4 @@ def render_table(controllers: list[Controller]) -> str:
     )
 
 
-__all__ = ["Controller", "FleetView", "MAX_CONTROLLERS", "render_table"]
+__all__ = ["Controller", "FleetView", "IGNORED_REASONS", "MAX_CONTROLLERS", "render_table"]
