@@ -17,6 +17,7 @@ archive of finished ones, so it can be used on its own (see ``examples/dispatch_
 
 from __future__ import annotations
 
+import builtins
 import heapq
 import itertools
 from collections import OrderedDict
@@ -213,13 +214,13 @@ class DispatchQueue:
         entries.sort()
         return start_order([entry[-1] for entry in entries])
 
-    def history(self, limit: int | None = None) -> list[Operation]:
+    def history(self, limit: int | None = None) -> builtins.list[Operation]:
         """Finished operations, most recent first, at most ``limit``."""
         items = list(reversed(self._archive.values()))
         return items if limit is None else items[: max(limit, 0)]
 
     # ------------------------------------------------------------------------------ adding
-    def _check_new(self, operations: list[Operation]) -> None:
+    def _check_new(self, operations: builtins.list[Operation]) -> None:
         batch: dict[UUID, Operation] = {}
         for op in operations:
             if not isinstance(op, Operation):
@@ -238,7 +239,7 @@ class DispatchQueue:
         return self._lookup is not None and bool(self._lookup(operation_id))
 
     def check_dependencies(
-        self, operations: list[Operation], batch: dict[UUID, Operation] | None = None
+        self, operations: builtins.list[Operation], batch: dict[UUID, Operation] | None = None
     ) -> None:
         """Reject unknown providers and cycles among ``operations`` and the queued ones.
 
@@ -402,7 +403,7 @@ class DispatchQueue:
         """Whether any operation is parked (callers skip building blocker keys when none is)."""
         return bool(self._by_blocker)
 
-    def unpark(self, blocker: str) -> list[UUID]:
+    def unpark(self, blocker: str) -> builtins.list[UUID]:
         """Put every operation parked under ``blocker`` back on the heap; return their ids.
 
         An operation parked under several blockers comes back as soon as any one clears: the
@@ -439,11 +440,11 @@ class DispatchQueue:
         parked = self._parked.get(operation_id)
         return parked[1] if parked is not None else frozenset()
 
-    def parked_under(self, blocker: str) -> list[UUID]:
+    def parked_under(self, blocker: str) -> builtins.list[UUID]:
         """Ids of the operations parked under ``blocker``."""
         return list(self._by_blocker.get(blocker, ()))
 
-    def blocker_names(self) -> list[str]:
+    def blocker_names(self) -> builtins.list[str]:
         """Every blocker name that holds at least one operation."""
         return list(self._by_blocker)
 
@@ -497,12 +498,12 @@ class DispatchQueue:
     def cancel(self, operation_id: UUID) -> Operation | None:
         """Move the pulled or a queued operation to the archive; None if neither."""
         if self._pulled is not None and self._pulled.id == operation_id:
-            op = self._pulled
+            op: Operation | None = self._pulled
             self._pulled = None
         else:
             op = self._forget(operation_id)
-            if op is None:
-                return None
+        if op is None:
+            return None
         self.archive(op)
         return op
 

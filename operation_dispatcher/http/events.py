@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from flask import Response, request
@@ -224,7 +224,7 @@ class EventStreams:
     def messages(
         self, client: _Client, unsent_bytes: Callable[[], int] | None = None,
         gone: Callable[[], bool] | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """The SSE text of one client, until it goes away, stops reading or the server closes."""
         try:
             yield f"retry: 3000\n: connected to {self._dispatcher.resource_id}\n\n"
@@ -234,13 +234,13 @@ class EventStreams:
                 message, lost = client.take(max(0.0, next_heartbeat - time.monotonic()))
                 if client.ended is not None or (gone is not None and gone()):
                     return
-                if message is None and not lost:
+                if lost:
+                    dropped = f"event: events_dropped\ndata: {json.dumps({'dropped': lost})}\n\n"
+                    message = dropped + (message or "")
+                elif message is None:
                     if time.monotonic() < next_heartbeat:
                         continue
                     message = ": heartbeat\n\n"
-                if lost:
-                    dropped = f"event: events_dropped\ndata: {json.dumps({'dropped': lost})}\n\n"
-                    message = dropped if message is None else dropped + message
                 if unsent_bytes is not None and not self._has_room(client, unsent_bytes()):
                     return
                 next_heartbeat = time.monotonic() + self.heartbeat_seconds

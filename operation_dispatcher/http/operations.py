@@ -29,6 +29,7 @@ from ..models import ExecutionState
 from ..models import Operation as CoreOperation
 from ..progress import elapsed_seconds
 from .errors import ApiError
+from .openapi_types import Responses
 from .schemas import (
     AddOperationItems,
     CancelOperationCommand,
@@ -58,8 +59,8 @@ _LISTED = (ExecutionState.QUEUED, *_ACTIVE)
 
 #: The ``/operations`` routes, shared by every app; each view reads its app's dispatcher.
 operations_blueprint: APIBlueprint = api_blueprint("operations", __name__, TAG)
-_NOT_FOUND: dict[int, Any] = {404: ErrorResponse}
-_REFUSABLE: dict[int, Any] = {200: OperationStatus, **_NOT_FOUND, 409: ErrorResponse}
+_NOT_FOUND: Responses = {404: ErrorResponse}
+_REFUSABLE: Responses = {200: OperationStatus, **_NOT_FOUND, 409: ErrorResponse}
 
 
 def _dispatcher() -> OperationDispatcher:

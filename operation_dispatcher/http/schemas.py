@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple, get_type_hints
 from uuid import UUID
 
 from pydantic import (
@@ -381,18 +381,20 @@ class _AddRules(RequestModel):
     checked_first: ClassVar[tuple[str, ...]] = ("", "resource_id", "payload")
 
 
-AddOperationItem = derived(
-    "AddOperationItem", CoreOperation, ADDABLE_FIELDS, base=_AddRules,
-    doc="One operation to queue; ``resource_id`` is the dispatcher's and must not be given.",
-    required=REQUIRED_ON_ADD, descriptions=DESCRIPTIONS,
-)
+if TYPE_CHECKING:  # derived() builds it at import: to mypy, its base class is its type
+    AddOperationItem = _AddRules
+else:
+    AddOperationItem = derived(
+        "AddOperationItem", CoreOperation, ADDABLE_FIELDS, base=_AddRules,
+        doc="One operation to queue; ``resource_id`` is the dispatcher's and must not be given.",
+        required=REQUIRED_ON_ADD, descriptions=DESCRIPTIONS,
+    )
 
 
-# AddOperationItem is built by derived() at import: to mypy a variable, not a type
-class AddOperationItems(Described, RootModel[list[AddOperationItem]]):  # type: ignore[valid-type]
+class AddOperationItems(Described, RootModel[list[AddOperationItem]]):
     """The body of ``POST /operations/add``: a non-empty list of operations."""
 
-    root: list[AddOperationItem] = Field(  # type: ignore[valid-type]
+    root: list[AddOperationItem] = Field(
         min_length=1, max_length=MAX_OPERATIONS_PER_ADD
     )
     error_code: ClassVar[str] = "invalid_operations"
@@ -454,10 +456,13 @@ class _UpdateRules(RequestModel):
         return super().describe(errors)
 
 
-UpdateOperationItem = derived(
-    "UpdateOperationItem", CoreOperation, UPDATABLE_FIELDS, base=_UpdateRules, partial=True,
-    doc="Fields to change on a queued (or paused) operation; leave out what stays.",
-)
+if TYPE_CHECKING:  # as AddOperationItem
+    UpdateOperationItem = _UpdateRules
+else:
+    UpdateOperationItem = derived(
+        "UpdateOperationItem", CoreOperation, UPDATABLE_FIELDS, base=_UpdateRules, partial=True,
+        doc="Fields to change on a queued (or paused) operation; leave out what stays.",
+    )
 
 
 class LifecycleCommand(OptionalBody):
