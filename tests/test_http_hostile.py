@@ -118,13 +118,16 @@ def timed(call: Callable[[], requests.Response]) -> tuple[requests.Response, flo
     return response, time.monotonic() - start
 
 
-def assert_health_and_add_answer_within_a_second(session: Any, url: str) -> None:
+def assert_health_and_add_answer_promptly(session: Any, url: str, within: float) -> None:
+    """Both answer in less than ``within`` s: well under the idle timeout the server was given,
+    so an API blocked until idle sockets are dropped fails it, and a loaded 2-core machine
+    (CI, or the whole suite on 4 workers) does not."""
     for name, call in (
         ("health", lambda: session.get(url + "/health", timeout=5)),
         ("add", lambda: session.post(url + "/operations/add", json=[{"payload": {}}], timeout=5)),
     ):
         response, took = timed(call)
-        assert response.status_code in (200, 201) and took < 1.0, (name, took)
+        assert response.status_code in (200, 201) and took < within, (name, took)
 
 
 def stream_clients(url: str) -> int:
@@ -156,16 +159,17 @@ class Updater:
 # ------------------------------------------------------------------------ D.11 idle sockets
 
 
+@pytest.mark.slow  # waits out a 4 s idle timeout
 def test_idle_sockets_neither_block_the_api_nor_stay(
     make_server: Callable[..., tuple[OperationDispatcher, ApiServer]],
 ) -> None:
-    _dispatcher, server = make_server(start=True, idle_timeout_seconds=1)
+    _dispatcher, server = make_server(start=True, idle_timeout_seconds=4)
     idle = [connect(server.url) for _ in range(IDLE_SOCKETS)]  # waitress's default limit: 100
     try:
         with requests.Session() as session:
-            assert_health_and_add_answer_within_a_second(session, server.url)
+            assert_health_and_add_answer_promptly(session, server.url, within=2.0)
         for sock in idle:  # dropped after the idle timeout, not two minutes later
-            assert closed_by_server(sock, timeout=5.0)
+            assert closed_by_server(sock, timeout=10.0)
     finally:
         for sock in idle:
             sock.close()
@@ -378,10 +382,10 @@ def test_500_idle_sockets_and_200_stream_clients_half_never_reading(
             sockets.append(sock)
             if n % 2 == 0:
                 readers.add(sock)  # the other half never reads (refused ones included)
-        assert_health_and_add_answer_within_a_second(session, server.url)
+        assert_health_and_add_answer_promptly(session, server.url, within=3.0)
         for n in range(26):  # ~47 MB of events, each ~1.8 MB as JSON (old and new payload)
             updater.update(900_000, n)
-        assert_health_and_add_answer_within_a_second(session, server.url)
+        assert_health_and_add_answer_promptly(session, server.url, within=3.0)
         growth = rss_mb(pid) - baseline
         assert growth < RSS_GROWTH_BOUND_MB, f"serve grew by {growth:.0f} MB"
         # the clients that never read lost their slots; only readers may keep one
