@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
+from .. import _checks
 from .errors import ApiError
 from .live import DEFAULT_INTERVAL, LiveFrames
 from .schemas import ErrorResponse, EventStreamQuery
@@ -133,12 +134,9 @@ class EventStreams:
         bridges: Mapping[str, Bridge] | None = None,
         live_interval: float = DEFAULT_INTERVAL,
     ) -> None:
-        if not 0 < heartbeat_seconds < float("inf"):
-            raise ValueError("heartbeat_seconds must be a finite number > 0")
-        if type(buffer_bytes) is not int or buffer_bytes < 1024:
-            raise ValueError("buffer_bytes must be an integer >= 1024")
-        if type(queue_size) is not int or queue_size < 1:
-            raise ValueError("queue_size must be an integer >= 1")
+        _checks.seconds(heartbeat_seconds, "heartbeat_seconds")  # ValidationError: a ValueError
+        _checks.integer(buffer_bytes, "buffer_bytes", minimum=1024)
+        _checks.integer(queue_size, "queue_size", minimum=1)
         self._dispatcher = dispatcher
         self.heartbeat_seconds = heartbeat_seconds
         self.queue_size = queue_size

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import _checks
+
 if TYPE_CHECKING:
     from ..approvals import PendingRequest
     from ..dispatcher import OperationDispatcher
@@ -67,10 +69,8 @@ class LiveFrames:
         interval: float = DEFAULT_INTERVAL,
         max_names: int = DEFAULT_MAX_NAMES,
     ) -> None:
-        if not 0 < interval < float("inf"):
-            raise ValueError("interval must be a finite number > 0")
-        if type(max_names) is not int or max_names < 1:
-            raise ValueError("max_names must be an integer >= 1")
+        _checks.seconds(interval, "interval")  # ValidationError is a ValueError
+        _checks.integer(max_names, "max_names", minimum=1)
         self._dispatcher = dispatcher
         self._send = send
         self._bridge_by_signal = {f"{name}.online": b for name, b in (bridges or {}).items()}
