@@ -516,7 +516,8 @@ def test_every_test_named_timing_bound_or_needing_a_module_exists() -> None:
 def test_the_probe_measures_serve_here_as_it_does_in_the_roots() -> None:
     """tools/pi_probe.py on this host: every figure pi-check compares, from a real ``serve``
     with the PLC simulator and a second one without a bridge (a 1 s idle window here)."""
-    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", "1"],
+    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", "1",
+                           "--samples", "1"],
                           cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -526,6 +527,14 @@ def test_the_probe_measures_serve_here_as_it_does_in_the_roots() -> None:
                 "ops_per_second", "http_ops_per_second"):
         assert 0 < figures[key] < 1e6, key
     assert 0 <= figures["idle_cpu_percent"] < 100
+    assert figures["import_samples"] == 1
+
+
+@pytest.mark.parametrize("samples", ["0", "-1", "10", "1.5", "nan", "three"])
+def test_the_probe_refuses_a_number_of_samples_out_of_range(samples: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--samples", samples],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "--samples" in done.stderr and done.stdout == ""
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "61", "five"])

@@ -530,7 +530,7 @@ def run_tests(root: Path, arch: Arch, groups: Mapping[str, list[str]],
     retried: dict[str, str] = {}
     if failed and len(failed) <= RETRY_AT_MOST and status == 1:
         run_logged(chroot_argv(root, pytest_argv(failed, JUNIT_RETRY, None), env=PYTEST_ENV),
-                   log, f"pytest, {arch.name}, the failed tests again")
+                   log.with_suffix(".retry.log"), f"pytest, {arch.name}, the failed tests again")
         retried = junit_outcomes(retry_xml) if retry_xml.exists() else {}
     final = {**outcomes, **{node: retried.get(node, outcomes[node]) for node in failed}}
     group_of = {name.split("::")[0]: group for group, names in groups.items() for name in names}
