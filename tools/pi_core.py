@@ -226,8 +226,16 @@ def is_lazy(node: ast.stmt) -> bool:
     return False
 
 
-def reached(test: ast.stmt, body: list[ast.stmt]) -> list[ast.stmt]:
-    """The top-level statements of a module ``test`` reaches (itself included)."""
+def uses(node: ast.stmt) -> frozenset[str]:
+    """The names a top-level statement uses: to follow to the module's other statements."""
+    return frozenset({n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                     | set(fixtures_named(node)))
+
+
+def reached(test: ast.stmt, body: list[ast.stmt],
+            used: dict[int, frozenset[str]]) -> list[ast.stmt]:
+    """The top-level statements of a module ``test`` reaches (itself included); ``used``: the
+    names each statement uses (:func:`uses`), by ``id``."""
     by_name: dict[str, list[ast.stmt]] = {}
     for node in body:
         if is_lazy(node) and node is not test:
@@ -237,10 +245,7 @@ def reached(test: ast.stmt, body: list[ast.stmt]) -> list[ast.stmt]:
     seen = {id(node) for node in found}
     queue = list(found)
     while queue:
-        node = queue.pop()
-        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        names.update(fixtures_named(node))
-        for name in names:
+        for name in used[id(queue.pop())]:
             for target in by_name.get(name, ()):
                 if id(target) not in seen:
                     seen.add(id(target))
@@ -249,33 +254,42 @@ def reached(test: ast.stmt, body: list[ast.stmt]) -> list[ast.stmt]:
     return found
 
 
-def judge(nodes: list[ast.stmt], from_subprocess: frozenset[str]) -> Reach:
-    """What keeps the code ``nodes`` out of the core (:class:`Reach`)."""
-    module = ast.Module(body=nodes, type_ignores=[])
+def judge(node: ast.stmt, from_subprocess: frozenset[str]) -> Reach:
+    """What in one top-level statement keeps a test that reaches it out of the core."""
+    module = ast.Module(body=[node], type_ignores=[])
     names = [*imported(module), *(n for code in code_strings(module) for n in imported(code))]
-    dynamic = [f"loads a module at run time ({name}, line {node.lineno})"
-               for node in ast.walk(module) if isinstance(node, ast.Call)
-               for name in [called(node)[1]] if name in DYNAMIC_IMPORTS]
+    dynamic = [f"loads a module at run time ({name}, line {call.lineno})"
+               for call in ast.walk(module) if isinstance(call, ast.Call)
+               for name in [called(call)[1]] if name in DYNAMIC_IMPORTS]
     return Reach(
-        imports=list(dict.fromkeys([*(why for why in map(module_verdict, names) if why),
-                                    *dynamic])),
-        fixtures=list(dict.fromkeys(f"uses the fixture {name}"
-                                    for name in fixtures_named(module)
-                                    if name in EDGE_FIXTURES)),
-        programs=list(dict.fromkeys(program_verdicts(module, from_subprocess))),
-        properties=list(dict.fromkeys(property_verdicts(module))),
+        imports=[*(why for why in map(module_verdict, names) if why), *dynamic],
+        fixtures=[f"uses the fixture {name}" for name in fixtures_named(module)
+                  if name in EDGE_FIXTURES],
+        programs=list(program_verdicts(module, from_subprocess)),
+        properties=list(property_verdicts(module)),
     )
 
 
+def merged(parts: Iterable[Reach]) -> Reach:
+    """One :class:`Reach` of several, each reason once, in order."""
+    parts = list(parts)
+    return Reach(*(list(dict.fromkeys(why for part in parts for why in getattr(part, kind)))
+                   for kind in ("imports", "fixtures", "programs", "properties")))
+
+
 def verdicts(source: str) -> dict[str, Reach]:
-    """{test name: what keeps it out of the core} for a test module's source."""
+    """{test name: what keeps it out of the core} for a test module's source. Each top-level
+    statement is judged once; a test gets what the statements it reaches hold."""
     tree = ast.parse(source)
     from_subprocess = frozenset(
         alias.asname or alias.name for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.module == "subprocess"
         for alias in node.names)
-    return {node.name: judge(reached(node, tree.body), from_subprocess)  # type: ignore[attr-defined]
-            for node in tree.body if is_test(node)}
+    used = {id(node): uses(node) for node in tree.body}
+    judged = {id(node): judge(node, from_subprocess) for node in tree.body}
+    return {node.name: merged(judged[id(n)] for n in reached(node, tree.body, used))
+            for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef
+                                                | ast.ClassDef) and is_test(node)}
 
 
 def select(tests: Path, files: Iterable[str], bridges: bool = False) -> list[str]:
