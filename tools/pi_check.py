@@ -6,20 +6,25 @@ For each architecture (arm64: Raspberry Pi OS 64-bit, Pi 3/4/5; armhf: 32-bit, P
    is 3.11, as on Raspberry Pi OS bookworm), built once under ``$PI_ROOTS`` (default
    ``/var/cache/operation-dispatcher-pi``) and reused while its stamp file matches the command
    that built it. The stamp is written last, so a root whose build was interrupted is rebuilt;
+   a failed debootstrap is tried once more from an empty folder;
 2. ``binfmt_misc`` mounted if missing and ``qemu-aarch64`` / ``qemu-arm`` enabled, so the root's
    ARM binaries run on this host through ``qemu-user-static``;
 3. the package (a wheel built here) with the extras that matter on a Pi, and the test tools,
    installed into the root from this host with ``pip install --target --platform ...
    --only-binary=:all:``: no pip and no network inside the root. The dependencies are kept
    while their list is unchanged; the package itself is installed afresh on every run;
-4. ``/proc`` and ``/dev/pts`` mounted in the root (unmounted afterwards, also on failure), then
-   inside it with ``chroot``: the core tests, the bridge tests against the simulators, and
+4. the root's python3 checked to run as that processor; ``/proc``, ``/dev/pts`` and ``/dev/shm``
+   mounted in the root (unmounted afterwards, also on failure), then inside it with ``chroot``
+   the tests of the selection (``--selection``, env ``PI_CHECK``: :data:`SELECTIONS`; ``ci``
+   picks the core tests and the bridge tests against the simulators by :mod:`tools.pi_core`'s
+   rules), both architectures at the same time; then, one after the other,
    :mod:`tools.pi_probe` (``serve`` with a simulated PLC, real HTTP requests, import time, RSS,
-   idle CPU, operations/s), whose figures are printed beside the same probe's on this host.
+   idle CPU, operations/s) on this host and in each root, the figures side by side.
 
 Every line on stdout is a JSON object; progress goes to stderr. Exit status 0 when everything
-passed. Needs root (debootstrap, chroot, mount) and ``debootstrap qemu-user-static
-binfmt-support``.
+passed; a check that cannot run here (no binfmt_misc, no emulation, a root that cannot be
+built) fails with the reason, never skips. Needs root (debootstrap, chroot, mount) and
+``debootstrap qemu-user-static binfmt-support``.
 """
 
 from __future__ import annotations
