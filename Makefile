@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast bench demo fleet-demo lint clean screenshots soak pi-check install-pi
+.PHONY: test test-fast bench demo fleet-demo lint clean screenshots soak pi-check pi-check-full \
+	install-pi
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,13 +64,20 @@ screenshots: $(VENV)/.dev-installed
 	OPERATION_DISPATCHER_SCREENSHOTS=$$dir $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshots && \
 	cp $$dir/*.png docs/screenshots/ && rm -rf $$dir
 
-# `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support): the package
-# installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user emulation,
-# with import time, RSS, idle CPU and operations/s beside this host's (tools/pi_check.py). The
-# roots are built once (minutes) under $(PI_ROOTS); later runs reuse them.
+# `make pi-check` (as root; needs debootstrap qemu-user-static binfmt-support; CI runs it): the
+# package installed and tested in Debian bookworm roots for arm64 and armhf under qemu-user
+# emulation, with import time, RSS, idle CPU and operations/s beside this host's
+# (tools/pi_check.py). The roots are built once (about 4 min) under $(PI_ROOTS); later runs reuse
+# them. PI_CHECK picks the tests: `ci` (the default, a few minutes: the core tests and the bridge
+# tests against the simulators, by tools/pi_core.py's rules) or `full` (every test the roots can
+# run: 10-15 min; `make pi-check-full`, before a release).
 PI_ROOTS ?= /var/cache/operation-dispatcher-pi
+PI_CHECK ?= ci
 pi-check: $(VENV)/.dev-installed
-	PI_ROOTS=$(PI_ROOTS) $(PY) -m tools.pi_check
+	PI_ROOTS=$(PI_ROOTS) PI_CHECK=$(PI_CHECK) $(PY) -m tools.pi_check
+
+pi-check-full: $(VENV)/.dev-installed
+	PI_ROOTS=$(PI_ROOTS) PI_CHECK=full $(PY) -m tools.pi_check
 
 # `sudo make install-pi` on Raspberry Pi OS bookworm: a venv under /opt/operation-dispatcher, a
 # system user, the unit, /var/lib/operation-dispatcher (tools/install_pi.py). DRY_RUN=1 prints

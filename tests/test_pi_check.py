@@ -29,7 +29,10 @@ def _load(name: str) -> ModuleType:
     return module
 
 
+if str(REPO_ROOT) not in sys.path:  # pi_check imports its sibling as tools.pi_core
+    sys.path.insert(0, str(REPO_ROOT))
 pi = _load("pi_check")
+core = _load("pi_core")
 ARM64, ARMHF = pi.ARCHES["arm64"], pi.ARCHES["armhf"]
 MIRROR = "http://deb.debian.org/debian"
 
@@ -42,18 +45,22 @@ def test_debootstrap_builds_a_minimal_bookworm_root_with_python3() -> None:
 
 
 class Builds:
-    """Stands for debootstrap: records each command and fills the directory (or fails)."""
+    """Stands for debootstrap: records each command and fills the directory; the first
+    ``failures`` builds fail half-way, leaving a log as debootstrap does."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, failures: int = 0) -> None:
         self.commands: list[list[str]] = []
-        self.fail = fail
+        self.failures = failures
 
     def __call__(self, argv: list[str]) -> None:
         self.commands.append(argv)
         target = Path(argv[-2])
-        (target / "usr/bin").mkdir(parents=True)
+        (target / "usr/bin").mkdir(parents=True)  # fails if the last attempt was not cleared
         (target / "usr/bin/python3").write_text("")
-        if self.fail:
+        if len(self.commands) <= self.failures:
+            (target / "debootstrap").mkdir()
+            (target / "debootstrap/debootstrap.log").write_text(
+                f"attempt {len(self.commands)}: Couldn't download package libc6\n")
             raise subprocess.CalledProcessError(1, argv)
 
 
@@ -74,9 +81,26 @@ def test_a_finished_root_is_reused_and_a_half_built_one_rebuilt(tmp_path: Path) 
     assert len(builds.commands) == 3
 
 
-def test_a_failed_build_leaves_no_stamp_so_the_next_run_builds_again(tmp_path: Path) -> None:
-    with pytest.raises(subprocess.CalledProcessError):
-        pi.ensure_root(ARMHF, tmp_path, MIRROR, rebuild=False, build=Builds(fail=True))
+def test_a_failed_build_is_tried_once_more_from_scratch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fresh CI machine's first download can fail: one more attempt, in a cleared folder."""
+    builds = Builds(failures=1)
+    root = pi.ensure_root(ARM64, tmp_path, MIRROR, rebuild=False, build=builds)
+    assert len(builds.commands) == 2 and pi.root_is_built(root, ARM64, MIRROR)
+    assert not (root / "debootstrap").exists()  # the second attempt started from nothing
+    assert "attempt 1 of 2" in capsys.readouterr().err
+
+
+def test_a_failed_build_leaves_no_stamp_so_the_next_run_builds_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    builds = Builds(failures=2)
+    with pytest.raises(pi.CheckError, match="debootstrap could not build the armhf root"):
+        pi.ensure_root(ARMHF, tmp_path, MIRROR, rebuild=False, build=builds)
+    assert len(builds.commands) == 2  # tried twice, then fails: never a skipped check
+    err = capsys.readouterr().err
+    assert "attempt 2: Couldn't download package libc6" in err  # debootstrap's log, shown
     root = tmp_path / "bookworm-armhf"
     assert (root / "usr/bin/python3").exists() and not pi.root_is_built(root, ARMHF, MIRROR)
     builds = Builds()
@@ -147,6 +171,157 @@ def test_the_test_selection_splits_core_and_bridges_and_leaves_out_what_the_root
     assert {"test_bridge_modbus.py", "test_bridge_serial.py", "test_serial_protocol.py"} <= set(
         bridges)
     assert {"test_journal.py", "test_dispatcher_operations.py", "test_http_api.py"} <= set(core)
+
+
+CORE_RULE_MODULE = '''
+import subprocess
+import sys
+import pytest
+from hypothesis import given, strategies as st
+from operation_dispatcher import OperationDispatcher
+from operation_dispatcher.journal import Journal
+
+CORE_CHILD = "import sys\\nfrom operation_dispatcher import OperationDispatcher\\n"
+HTTP_CHILD = "from operation_dispatcher.http import create_app\\n"
+
+def in_a_child(code):
+    return subprocess.run([sys.executable, "-c", code], check=True)
+
+def with_make():
+    subprocess.run(["make", "lint"], check=True)
+
+@pytest.fixture
+def served(make_client):
+    return make_client()
+
+@pytest.fixture
+def journal(tmp_path):
+    return Journal(tmp_path / "j.db")
+
+def test_core(journal, tmp_path):
+    OperationDispatcher("r", journal=tmp_path / "x.db")
+
+def test_core_child():
+    in_a_child(CORE_CHILD)
+
+def test_http_child():
+    in_a_child(HTTP_CHILD)
+
+def test_runs_make():
+    with_make()
+
+def test_own_fixture_serves(served):
+    pass
+
+def test_conftest_simulator(make_sim):
+    pass
+
+def test_imports_in_its_body():
+    from operation_dispatcher.mqtt import MqttLink
+
+def test_network():
+    import socket
+
+def test_loads_a_file():
+    import importlib.util
+    importlib.util.spec_from_file_location("x", "tools/x.py")
+
+def test_os_system():
+    import os
+    os.system("ls")
+
+@given(st.integers())
+def test_property(n):
+    pass
+
+class TestGroup:
+    def test_a(self):
+        pass
+
+    def test_b(self, make_api):
+        pass
+
+def helper_never_used():
+    subprocess.run(["mosquitto"])
+'''
+
+
+def test_a_core_test_reaches_only_the_core_library_in_its_own_process() -> None:
+    """tools/pi_core.py's rule on a made-up module: each test judged by what it reaches."""
+    verdicts = core.verdicts(CORE_RULE_MODULE)
+    assert [name for name, reach in verdicts.items() if reach.core] == [
+        "test_core", "test_core_child"]  # helper_never_used's mosquitto reaches no test
+    assert verdicts["test_http_child"].imports == [
+        "imports operation_dispatcher.http (a front end)"]  # the child's code is judged too
+    (make,) = verdicts["test_runs_make"].programs
+    assert make.startswith("starts a program (subprocess.run, line ")
+    assert verdicts["test_own_fixture_serves"].fixtures == ["uses the fixture make_client"]
+    assert verdicts["test_conftest_simulator"].fixtures == ["uses the fixture make_sim"]
+    assert verdicts["test_imports_in_its_body"].imports == [
+        "imports operation_dispatcher.mqtt (a front end)"]
+    assert verdicts["test_network"].imports == ["imports socket (network)"]
+    (loads,) = verdicts["test_loads_a_file"].imports
+    assert loads.startswith("loads a module at run time (spec_from_file_location, line ")
+    (system,) = verdicts["test_os_system"].programs
+    assert system.startswith("starts a program (os.system, line ")
+    assert verdicts["test_property"].properties == ["a property test (hypothesis: given)"]
+    assert verdicts["TestGroup"].fixtures == ["uses the fixture make_api"]  # the class as one
+    assert not verdicts["test_runs_make"].ci_bridge and not verdicts["test_property"].ci_bridge
+    assert verdicts["test_own_fixture_serves"].ci_bridge  # a bridge test may serve
+
+
+def test_what_every_test_of_a_module_runs_counts_for_each() -> None:
+    """Imports at the top, code run on import, autouse fixtures: they reach every test."""
+    top = "import pytest\nfrom firmware_bridges.modbus import ModbusBridge\ndef test_a():\n    pass\n"
+    assert core.verdicts(top)["test_a"].imports == ["imports firmware_bridges.modbus"]
+    on_import = ("import subprocess\nVERSION = subprocess.check_output(['git', 'describe'])\n"
+                 "def test_a():\n    pass\n")
+    assert core.verdicts(on_import)["test_a"].programs
+    autouse = ("import pytest\n@pytest.fixture(autouse=True)\ndef _api(make_api):\n"
+               "    yield\ndef test_a():\n    pass\n")
+    assert core.verdicts(autouse)["test_a"].fixtures == ["uses the fixture make_api"]
+    usefixtures = ("import pytest\n@pytest.mark.usefixtures('serve')\ndef test_a():\n"
+                   "    pass\ndef test_b(request):\n    request.getfixturevalue('make_broker')\n")
+    verdicts = core.verdicts(usefixtures)
+    assert verdicts["test_a"].fixtures == ["uses the fixture serve"]
+    assert verdicts["test_b"].fixtures == ["uses the fixture make_broker"]
+
+
+def test_the_ci_selection_is_the_core_and_the_bridges_against_the_simulators() -> None:
+    """On this suite: what the CI-sized pi-check runs, against the full selection."""
+    tests = REPO_ROOT / "tests"
+    lacking = {"test_http_schemathesis.py": ["schemathesis"]}
+    full = pi.select_tests("full", tests, lacking)
+    ci = pi.select_tests("ci", tests, lacking)
+    assert full == dict(zip(("core", "bridges"), pi.test_files(tests, lacking), strict=True))
+    for group in ("core", "bridges"):  # the CI selection is part of the full one
+        assert {target.split("::")[0] for target in ci[group]} <= set(full[group])
+        assert all("::" in target for target in ci[group])
+    files = {target.split("::")[0] for target in ci["core"]}
+    assert {"test_queue.py", "test_journal.py", "test_dispatcher_operations.py",
+            "test_models.py", "test_signals.py"} <= files
+    assert not files & {"test_http_api.py", "test_mcp.py", "test_mqtt_config.py", "test_cli.py",
+                        "test_dashboard_http.py", "test_queue_properties.py"}
+    assert "test_models.py::test_the_http_limits_are_the_cores" not in ci["core"]  # http
+    assert "test_forecast.py::test_forecast_invariants" not in ci["core"]  # a property test
+    bridges = {target.split("::")[0] for target in ci["bridges"]}
+    assert {"test_bridge_modbus.py", "test_bridge_serial.py", "test_bridge_contract.py",
+            "test_serial_protocol.py"} <= bridges
+    assert "test_bridge_serial.py::test_simulator_command_line" not in ci["bridges"]
+    assert "test_bridge_serial.py::test_a_device_inventing_signal_names_is_bounded_by_max_signals" \
+        in ci["bridges"]
+    with pytest.raises(ValueError, match="no selection 'most'"):
+        pi.select_tests("most", tests, lacking)
+
+
+@pytest.mark.parametrize(("arches", "cores", "workers"), [
+    (2, 2, None), (2, 1, None), (2, None, None), (1, 2, 2), (2, 4, 2), (2, 8, 4), (1, 1, None)])
+def test_the_cores_are_shared_out_between_the_architectures(
+    arches: int, cores: int | None, workers: int | None,
+) -> None:
+    """One pytest process per architecture unless each gets two cores or more (xdist's
+    workers each import every test module again, emulated)."""
+    assert pi.workers_per_arch(arches, cores) == workers
 
 
 def test_a_test_file_is_left_out_when_what_it_imports_fails_here(tmp_path: Path) -> None:
@@ -341,7 +516,8 @@ def test_every_test_named_timing_bound_or_needing_a_module_exists() -> None:
 def test_the_probe_measures_serve_here_as_it_does_in_the_roots() -> None:
     """tools/pi_probe.py on this host: every figure pi-check compares, from a real ``serve``
     with the PLC simulator and a second one without a bridge (a 1 s idle window here)."""
-    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", "1"],
+    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", "1",
+                           "--samples", "1"],
                           cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -351,6 +527,14 @@ def test_the_probe_measures_serve_here_as_it_does_in_the_roots() -> None:
                 "ops_per_second", "http_ops_per_second"):
         assert 0 < figures[key] < 1e6, key
     assert 0 <= figures["idle_cpu_percent"] < 100
+    assert figures["import_samples"] == 1
+
+
+@pytest.mark.parametrize("samples", ["0", "-1", "10", "1.5", "nan", "three"])
+def test_the_probe_refuses_a_number_of_samples_out_of_range(samples: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--samples", samples],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "--samples" in done.stderr and done.stdout == ""
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "61", "five"])
@@ -358,3 +542,19 @@ def test_the_probe_refuses_an_idle_window_out_of_range(seconds: str) -> None:
     done = subprocess.run([sys.executable, "-m", "tools.pi_probe", "--idle-seconds", seconds],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "--idle-seconds" in done.stderr and done.stdout == ""
+
+
+def test_ci_runs_pi_check_after_the_soak_and_installs_what_it_needs() -> None:
+    """.ci/run: the three Debian packages pi-check needs with the others (one apt-get update),
+    then `make pi-check` after the suite and the soak, in a script that stops at a failure."""
+    script = (REPO_ROOT / ".ci/run").read_text(encoding="utf-8")
+    lines = [line.strip() for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert "set -euo pipefail" in lines
+    needed = {line.split()[1] for line in lines if line.startswith("need ")}
+    assert {"debootstrap", "qemu-user-static", "binfmt-support"} <= needed
+    assert sum("apt-get update" in line for line in lines) == 1
+    order = [line for line in lines if line.startswith("make ")]
+    assert order == ["make test", "make soak DURATION=60", "make pi-check"]
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "PI_CHECK ?= ci\n" in makefile and "PI_CHECK=full" in makefile
+    assert pi.DEFAULT_SELECTION == "ci" and set(pi.SELECTIONS) == {"ci", "full"}

@@ -6,20 +6,25 @@ For each architecture (arm64: Raspberry Pi OS 64-bit, Pi 3/4/5; armhf: 32-bit, P
    is 3.11, as on Raspberry Pi OS bookworm), built once under ``$PI_ROOTS`` (default
    ``/var/cache/operation-dispatcher-pi``) and reused while its stamp file matches the command
    that built it. The stamp is written last, so a root whose build was interrupted is rebuilt;
+   a failed debootstrap is tried once more from an empty folder;
 2. ``binfmt_misc`` mounted if missing and ``qemu-aarch64`` / ``qemu-arm`` enabled, so the root's
    ARM binaries run on this host through ``qemu-user-static``;
 3. the package (a wheel built here) with the extras that matter on a Pi, and the test tools,
    installed into the root from this host with ``pip install --target --platform ...
    --only-binary=:all:``: no pip and no network inside the root. The dependencies are kept
    while their list is unchanged; the package itself is installed afresh on every run;
-4. ``/proc`` and ``/dev/pts`` mounted in the root (unmounted afterwards, also on failure), then
-   inside it with ``chroot``: the core tests, the bridge tests against the simulators, and
+4. the root's python3 checked to run as that processor; ``/proc``, ``/dev/pts`` and ``/dev/shm``
+   mounted in the root (unmounted afterwards, also on failure), then inside it with ``chroot``
+   the tests of the selection (``--selection``, env ``PI_CHECK``: :data:`SELECTIONS`; ``ci``
+   picks the core tests and the bridge tests against the simulators by :mod:`tools.pi_core`'s
+   rules), both architectures at the same time; then, one after the other,
    :mod:`tools.pi_probe` (``serve`` with a simulated PLC, real HTTP requests, import time, RSS,
-   idle CPU, operations/s), whose figures are printed beside the same probe's on this host.
+   idle CPU, operations/s) on this host and in each root, the figures side by side.
 
 Every line on stdout is a JSON object; progress goes to stderr. Exit status 0 when everything
-passed. Needs root (debootstrap, chroot, mount) and ``debootstrap qemu-user-static
-binfmt-support``.
+passed; a check that cannot run here (no binfmt_misc, no emulation, a root that cannot be
+built) fails with the reason, never skips. Needs root (debootstrap, chroot, mount) and
+``debootstrap qemu-user-static binfmt-support``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tools import pi_core
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
@@ -79,9 +86,17 @@ EXCLUDED_TESTS = {
 #: the bridge tests: bridges against the PLC and serial-device simulators
 BRIDGE_TESTS = ("test_bridge_*.py", "test_cli_bridges.py", "test_http_bridges.py",
                 "test_progress_bridges.py", "test_serial_protocol.py")
+#: what ``make pi-check`` runs in the roots (``--selection``, env ``PI_CHECK``): why each
+SELECTIONS = {
+    "ci": "the core tests (tools/pi_core.py's rule) and the bridge tests against the "
+          "simulators, then the probe: a few minutes once the roots are cached; .ci/run runs it",
+    "full": "every test the roots can run (the quick ones that start no serve): 9-13 min",
+}
+DEFAULT_SELECTION = "ci"
 TEST_TIMEOUT_SECONDS = 1200
-#: pytest-xdist workers in the root: the emulated tests are CPU-bound, so one per core helps
-PYTEST_WORKERS = max(2, min(4, os.cpu_count() or 1))
+#: timed imports of the probe after its warm-up, by selection: the median of 3 for the full
+#: check, one for CI's (each is a fresh emulated interpreter: seconds)
+PROBE_SAMPLES = {"ci": 1, "full": 3}
 
 
 @dataclass(frozen=True)
@@ -105,14 +120,25 @@ ARCHES = {
 
 
 def say(message: str) -> None:
-    """Progress for the person watching (stderr: stdout is JSON lines)."""
-    print(f"pi-check: {message}", file=sys.stderr, flush=True)
+    """Progress for the person watching (stderr: stdout is JSON lines); one write, so the
+    lines of the architectures' threads do not mix."""
+    sys.stderr.write(f"pi-check: {message}\n")
+    sys.stderr.flush()
 
 
 def report(**fields: Any) -> dict[str, Any]:
-    """One JSON line on stdout."""
-    print(json.dumps(fields), flush=True)
+    """One JSON line on stdout (one write: the threads' lines do not mix)."""
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
     return fields
+
+
+def workers_per_arch(arches: int, cores: int | None) -> int | None:
+    """pytest-xdist workers for each architecture's tests, all architectures at once: the
+    cores shared out (the emulated tests are CPU-bound); None (one process, no xdist, whose
+    workers would each import every test module again, emulated) when that is one or less."""
+    each = (cores or 1) // max(arches, 1)
+    return each if each >= 2 else None
 
 
 def run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -208,6 +234,20 @@ def test_files(tests: Path, lacking: Mapping[str, list[str]]) -> tuple[list[str]
     return [n for n in every if n not in bridges], [n for n in every if n in bridges]
 
 
+def select_tests(selection: str, tests: Path,
+                 lacking: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """{"core": [...], "bridges": [...]}: what the ``selection`` (:data:`SELECTIONS`) runs, as
+    test file names or ``test_x.py::test_y`` ids. ``full``: the files of :func:`test_files`;
+    ``ci``: of those, the core tests and the bridge tests by :mod:`tools.pi_core`'s rules."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"no selection {selection!r}: one of {sorted(SELECTIONS)}")
+    core, bridges = test_files(tests, lacking)
+    if selection == "ci":
+        return {"core": pi_core.select(tests, core),
+                "bridges": pi_core.select(tests, bridges, bridges=True)}
+    return {"core": core, "bridges": bridges}
+
+
 def lacking_in(root: Path, tests: Path) -> dict[str, list[str]]:
     """{test file: the modules it imports that fail in ``root``} (:mod:`tools.pi_imports`)."""
     files = [f"tests/{p.name}" for p in sorted(tests.glob("test_*.py"))
@@ -262,17 +302,32 @@ def mounts_under(directory: Path, mounts_text: str) -> list[str]:
 
 # ==================================================================== the host's side
 
+class CheckError(RuntimeError):
+    """pi-check cannot run here, and why (the message says what to do): it fails, never
+    skips."""
+
+
 def ensure_binfmt(arch: Arch, binfmt: Path = Path("/proc/sys/fs/binfmt_misc")) -> None:
     """Mount binfmt_misc when missing and enable ``arch``'s qemu entry; fail when it won't."""
     if not (binfmt / "status").exists():
-        run(["mount", "-t", "binfmt_misc", "binfmt_misc", binfmt])
+        done = run(["mount", "-t", "binfmt_misc", "binfmt_misc", binfmt], check=False,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if done.returncode != 0 or not (binfmt / "status").exists():
+            raise CheckError(
+                f"cannot mount binfmt_misc on {binfmt} ({done.stdout.strip() or 'no message'}):"
+                " the kernel runs the roots' ARM programs through it. In a container, run it "
+                "privileged or mount binfmt_misc on the host (`mount -t binfmt_misc binfmt_misc "
+                f"{binfmt}`, then `update-binfmts --enable {arch.qemu}`)")
     entry = binfmt / arch.qemu
     if not entry.exists() or "enabled" not in entry.read_text():
-        run(["update-binfmts", "--enable", arch.qemu])
+        run(["update-binfmts", "--enable", arch.qemu], check=False)
     if not entry.exists() or "enabled" not in entry.read_text():
-        raise RuntimeError(f"{entry} is not enabled: is qemu-user-static installed?")
+        raise CheckError(f"{entry} is not enabled: is qemu-user-static installed? "
+                         f"(apt-get install qemu-user-static binfmt-support; "
+                         f"update-binfmts --enable {arch.qemu})")
     if "F" not in entry.read_text().split("flags:")[1].split()[0]:
-        raise RuntimeError(f"{entry} lacks the F flag: qemu must be found outside the chroot")
+        raise CheckError(f"{entry} lacks the F flag: qemu must be found outside the chroot "
+                         "(qemu-user-static registers it with F; another package's entry?)")
 
 
 def unmount_all(directory: Path) -> None:
@@ -293,12 +348,25 @@ def ensure_root(arch: Arch, roots: Path, mirror: str, rebuild: bool,
     if not rebuild and root_is_built(directory, arch, mirror):
         report(pi_check="root", arch=arch.name, path=str(directory), built=False, seconds=0)
         return directory
-    if directory.exists():
-        unmount_all(directory)  # never delete through a mount point
-        shutil.rmtree(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    build(debootstrap_argv(arch, directory, mirror))
+    for attempt in (1, 2):
+        if directory.exists():
+            unmount_all(directory)  # never delete through a mount point
+            shutil.rmtree(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            build(debootstrap_argv(arch, directory, mirror))
+            break
+        except subprocess.CalledProcessError as exc:
+            # a fresh machine's first download can fail (a mirror's hiccup): once more, then
+            # fail with debootstrap's own log, which says which package or step it was
+            log = directory / "debootstrap/debootstrap.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            say(f"debootstrap of {arch.name} failed (attempt {attempt} of 2, exit status "
+                f"{exc.returncode}); the end of its log:\n{tail}")
+            if attempt == 2:
+                raise CheckError(f"debootstrap could not build the {arch.name} root in "
+                                 f"{directory} from {mirror}, twice: see its log above") from exc
     (directory / STAMP).write_text(stamp_text(arch, mirror), encoding="utf-8")
     report(pi_check="root", arch=arch.name, path=str(directory), built=True,
            seconds=round(time.monotonic() - started, 1))
@@ -428,45 +496,62 @@ JUNIT_RETRY = "/tmp/pi-check-retry.xml"
 #: fails the check, and the ones that passed only the second time are listed as such
 RETRY_AT_MOST = 12
 DESELECTED = "/tmp/pi-check-deselected.json"
+PYTEST_LOG = "/tmp/pi-check-pytest.log"
 #: the environment of :func:`pytest_argv`: the plug-in's folder, where it lists what it left out
 PYTEST_ENV = (f"PYTHONPATH=/{INSTALL_DIR}/src/tools", f"PI_CHECK_DESELECTED={DESELECTED}")
 
 
-def run_tests(root: Path, arch: Arch, groups: Mapping[str, list[str]]) -> bool:
-    """The test files of every group in one pytest run inside the root (the emulated
-    interpreter starts and imports once), the failed ones once more (:data:`RETRY_AT_MOST`);
-    one JSON line per group; whether all passed."""
+def run_logged(argv: Sequence[str], log: Path, title: str) -> int:
+    """``argv`` with its output in ``log``, shown whole afterwards (the architectures' tests
+    run at the same time: their outputs would mix); its exit status."""
+    with log.open("w", encoding="utf-8") as out:
+        try:
+            status = run(argv, stdout=out, stderr=subprocess.STDOUT, check=False,
+                         timeout=TEST_TIMEOUT_SECONDS).returncode
+        finally:
+            sys.stderr.write(f"----- {title} -----\n"
+                             + log.read_text(encoding="utf-8", errors="replace"))
+            sys.stderr.flush()
+    return status
+
+
+def run_tests(root: Path, arch: Arch, groups: Mapping[str, list[str]],
+              workers: int | None) -> bool:
+    """The tests of every group (file names, or ``file::test`` ids: :func:`select_tests`) in
+    one pytest run inside the root on ``workers`` (:func:`workers_per_arch`), the failed ones
+    once more (:data:`RETRY_AT_MOST`); one JSON line per group; whether all passed."""
     xml, retry_xml = root / JUNIT.lstrip("/"), root / JUNIT_RETRY.lstrip("/")
-    deselected = root / DESELECTED.lstrip("/")
+    deselected, log = root / DESELECTED.lstrip("/"), root / PYTEST_LOG.lstrip("/")
     for path in (xml, retry_xml, deselected):
         path.unlink(missing_ok=True)
     started = time.monotonic()
     files = [f"tests/{name}" for names in groups.values() for name in names]
-    status = run(chroot_argv(root, pytest_argv(files, JUNIT, PYTEST_WORKERS), env=PYTEST_ENV),
-                 check=False, timeout=TEST_TIMEOUT_SECONDS)
+    status = run_logged(chroot_argv(root, pytest_argv(files, JUNIT, workers), env=PYTEST_ENV),
+                        log, f"pytest, {arch.name}")
     outcomes = junit_outcomes(xml) if xml.exists() else {}
     left_out = json.loads(deselected.read_text()) if deselected.exists() else []
     failed = [node for node, outcome in outcomes.items()
               if outcome in ("failed", "errors") and "::" in node]
     retried: dict[str, str] = {}
-    if failed and len(failed) <= RETRY_AT_MOST and status.returncode == 1:
-        run(chroot_argv(root, pytest_argv(failed, JUNIT_RETRY, None), env=PYTEST_ENV),
-            check=False, timeout=TEST_TIMEOUT_SECONDS)
+    if failed and len(failed) <= RETRY_AT_MOST and status == 1:
+        run_logged(chroot_argv(root, pytest_argv(failed, JUNIT_RETRY, None), env=PYTEST_ENV),
+                   log.with_suffix(".retry.log"), f"pytest, {arch.name}, the failed tests again")
         retried = junit_outcomes(retry_xml) if retry_xml.exists() else {}
     final = {**outcomes, **{node: retried.get(node, outcomes[node]) for node in failed}}
-    group_of = {name: group for group, names in groups.items() for name in names}
+    group_of = {name.split("::")[0]: group for group, names in groups.items() for name in names}
     counts = tally(final, group_of)
     for group in (*groups, *(g for g in counts if g not in groups)):
-        report(pi_check="tests", arch=arch.name, group=group, files=len(groups.get(group, ())),
+        report(pi_check="tests", arch=arch.name, group=group,
+               files=len({name.split("::")[0] for name in groups.get(group, ())}),
                left_out=sum(group_of.get(node.split("::")[0].removeprefix("tests/")) == group
                             for node in left_out), **counts.get(group, {"passed": 0}))
     passed_on_retry = sorted(node for node in failed if final[node] == "passed")
     still_failing = sorted(node for node, outcome in final.items()
                            if outcome in ("failed", "errors"))
-    report(pi_check="pytest", arch=arch.name, exit_status=status.returncode,
+    report(pi_check="pytest", arch=arch.name, exit_status=status,
            seconds=round(time.monotonic() - started, 1), passed_on_retry=passed_on_retry,
            failing=still_failing)
-    return (status.returncode in (0, 1) and not still_failing and bool(final)
+    return (status in (0, 1) and not still_failing and bool(final)
             and all(counts.get(group, {}).get("passed") for group in groups))
 
 
@@ -495,9 +580,22 @@ def compare(arch: str, emulated: dict[str, Any], host: dict[str, Any]) -> None:
                ratio=ratio, where="qemu-user emulation", host=baseline)
 
 
+def check_emulation(arch: Arch, root: Path) -> None:
+    """The root's python3 runs here, emulated as ``arch``'s processor: else a clear error."""
+    done = run(chroot_argv(root, ["/usr/bin/python3", "-c",
+                                  "import platform; print(platform.machine())"], cwd="/"),
+               check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    if done.returncode != 0 or done.stdout.strip() != arch.machine:
+        raise CheckError(f"the {arch.name} root's python3 does not run as {arch.machine} "
+                         f"through {arch.qemu} (exit status {done.returncode}: "
+                         f"{done.stdout.strip()[-500:]!r}); binfmt_misc and qemu-user-static?")
+
+
 def prepare(arch: Arch, roots: Path, mirror: str, wheel: Path | None, rebuild: bool) -> Path:
-    """The root of ``arch``, built if need be, with ``wheel`` and its dependencies installed."""
+    """The root of ``arch``, built if need be and checked to run, with ``wheel`` and its
+    dependencies installed."""
     root = ensure_root(arch, roots, mirror, rebuild)
+    check_emulation(arch, root)
     if wheel is not None:
         install(root, arch, wheel)
     return root
@@ -514,21 +612,42 @@ def prepare_all(arches: Sequence[Arch], roots: Path, mirror: str, wheel: Path | 
         return [future.result() for future in futures]
 
 
-def check_arch(arch: Arch, root: Path) -> bool:
-    """The tests and the probe in the prepared root of ``arch``; whether it all passed."""
-    with mounted(root):
-        lacking = lacking_in(root, REPO / "tests")
-        core, bridges = test_files(REPO / "tests", lacking)
-        report(pi_check="selection", arch=arch.name, core=len(core), bridges=len(bridges),
-               left_out={**EXCLUDED_TESTS, **lacking})
-        ok = run_tests(root, arch, {"core": core, "bridges": bridges})
-        # the host's figures right before, so both see the same load on this machine
+def test_arch(arch: Arch, root: Path, selection: str, workers: int | None) -> bool:
+    """The tests of ``selection`` in the prepared, mounted root of ``arch``; whether they all
+    passed."""
+    lacking = lacking_in(root, REPO / "tests")
+    groups = select_tests(selection, REPO / "tests", lacking)
+    report(pi_check="selection", arch=arch.name, selection=selection,
+           **{group: len(targets) for group, targets in groups.items()},
+           left_out={**EXCLUDED_TESTS, **lacking})
+    return run_tests(root, arch, groups, workers)
+
+
+def check(arches: Sequence[Arch], roots: Sequence[Path], selection: str) -> bool:
+    """Every architecture's tests at the same time (their emulated interpreters share the
+    cores), then the probe on this host and in each root, one after the other so that each
+    has the machine to itself; whether it all passed."""
+    samples = ["--samples", str(PROBE_SAMPLES[selection])]
+    with contextlib.ExitStack() as stack:
+        for root in roots:
+            stack.enter_context(mounted(root))
+        pool = ThreadPoolExecutor(max_workers=len(arches), thread_name_prefix="pi-check-tests")
+        # on an exception (SIGTERM too) the mounts' exits kill what runs in the roots, which
+        # ends the pool's threads: do not wait for them before
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        workers = workers_per_arch(len(arches), os.cpu_count())
+        futures = [pool.submit(test_arch, arch, root, selection, workers)
+                   for arch, root in zip(arches, roots, strict=True)]
+        tested = [future.result() for future in futures]
         host = report(pi_check="probe", arch="host",
-                      **probe([sys.executable, "-m", "tools.pi_probe"], cwd=REPO))
-        emulated = probe(chroot_argv(root, ["/usr/bin/python3", "-P", "tools/pi_probe.py"]))
-    report(pi_check="probe", arch=arch.name, **emulated)
-    compare(arch.name, emulated, host)
-    return ok and emulated.get("ok") is True and host.get("ok") is True
+                      **probe([sys.executable, "-m", "tools.pi_probe", *samples], cwd=REPO))
+        probed = [host.get("ok") is True]
+        for arch, root in zip(arches, roots, strict=True):
+            emulated = report(pi_check="probe", arch=arch.name, **probe(
+                chroot_argv(root, ["/usr/bin/python3", "-P", "tools/pi_probe.py", *samples])))
+            compare(arch.name, emulated, host)
+            probed.append(emulated.get("ok") is True)
+    return all(tested) and all(probed)
 
 
 def stop_by_signal(signum: int, frame: object) -> None:
@@ -545,6 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"where the roots are kept (env PI_ROOTS; default {DEFAULT_ROOTS})")
     parser.add_argument("--mirror", default=os.environ.get("PI_MIRROR") or DEFAULT_MIRROR,
                         help=f"Debian mirror (env PI_MIRROR; default {DEFAULT_MIRROR})")
+    parser.add_argument("--selection", choices=sorted(SELECTIONS),
+                        default=os.environ.get("PI_CHECK") or DEFAULT_SELECTION,
+                        help="the tests run in the roots (env PI_CHECK; default "
+                             f"{DEFAULT_SELECTION}): " + "; ".join(
+                                 f"{name}: {why}" for name, why in SELECTIONS.items()))
     parser.add_argument("--rebuild", action="store_true", help="rebuild the roots")
     parser.add_argument("--build-only", action="store_true", help="only build the roots")
     args = parser.parse_args(argv)
@@ -561,16 +685,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop_by_signal)
     signal.signal(signal.SIGINT, stop_by_signal)
     started = time.monotonic()
-    if args.build_only:
-        prepare_all(arches, args.roots, args.mirror, None, args.rebuild)
-        return 0
-    ok = True
-    with tempfile.TemporaryDirectory(prefix="pi-check-wheel-") as out:
-        wheel = build_wheel(Path(out))
-        prepared = prepare_all(arches, args.roots, args.mirror, wheel, args.rebuild)
-    for arch, root in zip(arches, prepared, strict=True):
-        ok = check_arch(arch, root) and ok
-    report(pi_check="done", ok=ok, seconds=round(time.monotonic() - started, 1))
+    try:
+        if args.build_only:
+            prepare_all(arches, args.roots, args.mirror, None, args.rebuild)
+            return 0
+        with tempfile.TemporaryDirectory(prefix="pi-check-wheel-") as out:
+            wheel = build_wheel(Path(out))
+            prepared = prepare_all(arches, args.roots, args.mirror, wheel, args.rebuild)
+        ok = check(arches, prepared, args.selection)
+    except (CheckError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        say(f"FAILED: {exc}")
+        report(pi_check="done", ok=False, selection=args.selection, error=str(exc),
+               seconds=round(time.monotonic() - started, 1))
+        return 1
+    report(pi_check="done", ok=ok, selection=args.selection,
+           seconds=round(time.monotonic() - started, 1))
     return 0 if ok else 1
 
 

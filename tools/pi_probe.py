@@ -4,8 +4,8 @@ Run by :mod:`tools.pi_check` on the host and inside each emulated root, so the f
 side by side from the same run:
 
 * ``import_ms``: ``import operation_dispatcher`` (the core) in a fresh interpreter, median of 3
-  after one warm-up; ``import_serve_ms``: the same for what ``serve`` loads (CLI, REST API,
-  Modbus bridge);
+  (``--samples``) after one warm-up; ``import_serve_ms``: the same for what ``serve`` loads
+  (CLI, REST API, Modbus bridge);
 * ``serve`` as a user runs it, in its own process, against a simulated PLC on Modbus TCP (the
   bridge of ``examples/plc.toml``, polling every 0.1 s): ``startup_ms`` from the spawn to the
   first answer of ``GET /health``; once the bridge is online and has settled, ``idle_rss_mb``
@@ -42,6 +42,7 @@ from typing import Any
 OPERATIONS = 20
 HTTP_OPERATIONS = 50
 IDLE_SECONDS = 5.0
+SAMPLES = 3
 SETTLE_SECONDS = 1.0
 STARTUP_TIMEOUT = 120.0
 SERVE_MODULES = "operation_dispatcher.cli, operation_dispatcher.http, firmware_bridges.modbus"
@@ -72,14 +73,14 @@ error_code_register = 1
 """
 
 
-def import_ms(modules: str, cwd: Path) -> float:
+def import_ms(modules: str, cwd: Path, samples: int = SAMPLES) -> float:
     """Milliseconds to import ``modules`` in a fresh interpreter in ``cwd`` (start-up
-    excluded), median of 3 after a warm-up that writes the bytecode caches."""
+    excluded), median of ``samples`` after a warm-up that writes the bytecode caches."""
     probe = (f"import time\nt0 = time.perf_counter_ns()\nimport {modules}\n"
              "print((time.perf_counter_ns() - t0) / 1e6)\n")
     samples = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=cwd,
                                     text=True, check=True, timeout=300).stdout)
-               for _ in range(4)]
+               for _ in range(1 + samples)]
     return statistics.median(samples[1:])
 
 
@@ -231,16 +232,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.pi_probe", description=__doc__)
     parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS,
                         help=f"the idle CPU window (default {IDLE_SECONDS})")
+    parser.add_argument("--samples", type=int, default=SAMPLES,
+                        help=f"timed imports after the warm-up, their median (default {SAMPLES})")
     args = parser.parse_args(argv)
     if not 0 < args.idle_seconds <= 60:
         parser.error("--idle-seconds must be more than 0 and at most 60")
+    if not 1 <= args.samples <= 9:
+        parser.error("--samples must be from 1 to 9")
     figures: dict[str, Any] = {"machine": platform.machine(),
                                "python": platform.python_version()}
     try:
         # every child runs in a folder of its own, so what it imports is the installed package
         with tempfile.TemporaryDirectory(prefix="pi-probe-") as workdir:
-            figures["import_ms"] = round(import_ms("operation_dispatcher", Path(workdir)), 1)
-            figures["import_serve_ms"] = round(import_ms(SERVE_MODULES, Path(workdir)), 1)
+            figures["import_ms"] = round(
+                import_ms("operation_dispatcher", Path(workdir), args.samples), 1)
+            figures["import_serve_ms"] = round(
+                import_ms(SERVE_MODULES, Path(workdir), args.samples), 1)
+            figures["import_samples"] = args.samples
             figures.update(measure_serve(Path(workdir), args.idle_seconds))
             figures.update(measure_http_ops(Path(workdir)))
             figures["ok"] = figures["ok"] and figures["http_serve_exit_status"] == 0
