@@ -87,10 +87,10 @@ install-pi:
 	$(PYTHON) -m tools.install_pi $(if $(DRY_RUN),--dry-run) $(if $(DESTDIR),--destdir $(DESTDIR)) \
 	  $(if $(EXTRAS),--extras $(EXTRAS))
 
-# mypy checks both packages: both ship py.typed, so a user's mypy reads their hints
+# mypy checks both packages (both ship py.typed, so a user's mypy reads their hints) and tools
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools
-	$(PY) -m mypy firmware_bridges operation_dispatcher
+	$(PY) -m mypy firmware_bridges operation_dispatcher tools
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache

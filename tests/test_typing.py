@@ -155,7 +155,7 @@ def test_make_lint_runs_ruff_then_mypy_on_both_packages(tmp_path: Path) -> None:
     python = f"{tmp_path / 'venv'}/bin/python"
     assert done.stdout.strip().splitlines()[-2:] == [
         f"{python} -m ruff check operation_dispatcher firmware_bridges tests benchmarks examples tools",
-        f"{python} -m mypy firmware_bridges operation_dispatcher",
+        f"{python} -m mypy firmware_bridges operation_dispatcher tools",
     ]
     setup = configparser.ConfigParser()
     setup.read(REPO_ROOT / "setup.cfg")

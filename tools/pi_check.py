@@ -141,7 +141,7 @@ def workers_per_arch(arches: int, cores: int | None) -> int | None:
     return each if each >= 2 else None
 
 
-def run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(argv: Sequence[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """``argv`` with its output shown; CalledProcessError when it fails."""
     say("$ " + " ".join(str(a) for a in argv))
     kwargs.setdefault("stdout", sys.stderr)

@@ -174,8 +174,8 @@ def parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
 def fixtures_named(tree: ast.AST) -> Iterator[str]:
     """The fixtures ``tree`` asks for: its functions' parameters, ``getfixturevalue("x")`` and
     ``usefixtures("x")``."""
-    for node in functions(tree):
-        yield from parameters(node)
+    for function in functions(tree):
+        yield from parameters(function)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and called(node)[1] in ("getfixturevalue", "usefixtures"):
             yield from (arg.value for arg in node.args

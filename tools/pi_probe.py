@@ -78,10 +78,10 @@ def import_ms(modules: str, cwd: Path, samples: int = SAMPLES) -> float:
     excluded), median of ``samples`` after a warm-up that writes the bytecode caches."""
     probe = (f"import time\nt0 = time.perf_counter_ns()\nimport {modules}\n"
              "print((time.perf_counter_ns() - t0) / 1e6)\n")
-    samples = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=cwd,
-                                    text=True, check=True, timeout=300).stdout)
-               for _ in range(1 + samples)]
-    return statistics.median(samples[1:])
+    times = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True, cwd=cwd,
+                                  text=True, check=True, timeout=300).stdout)
+             for _ in range(1 + samples)]
+    return statistics.median(times[1:])
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
