@@ -117,7 +117,7 @@ class DispatchEngine:
             if status is DependencyStatus.WAIT:
                 blockers.append(Blocker.dependency(dep.depends_on_operation_id))
         gate = self._executor_gate
-        if gate is not None and not self._signals.holds(gate, True):
+        if gate is not None and not self._signals.holds(gate, True, expiring=True):
             blocker = Blocker.condition(gate)
             if blocker not in blockers:
                 blockers.append(blocker)  # nothing is sent to an executor that is offline
@@ -230,7 +230,7 @@ class DispatchEngine:
         return started
 
     def attach_executor(self, name: str, gate: str) -> None:
-        """From now on every start needs signal ``gate`` to be a fresh True."""
+        """From now on every start needs signal ``gate`` to be a fresh True with a max age."""
         self.executor, self._executor_gate = name, gate
 
     def detach_executor(self, name: str) -> bool:

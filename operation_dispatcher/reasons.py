@@ -87,6 +87,7 @@ def collect(
             if executor is not None and name == executor_signal:
                 fact = {"kind": "executor_offline", "executor": executor}
                 fact.update(_signal_facts(signals, name, True, now, wall))
+                fact["holds"] = signals.holds(name, True, expiring=True)
             else:
                 required = op.release_conditions.get(name, True)
                 fact = {"kind": "release_condition"}
@@ -342,6 +343,10 @@ def _executor_text(d: Facts) -> str:
     if d["holds"]:
         return f"executor {executor} is online now ({name} = true): the dispatcher looks again"
     value = d["value"]
+    if value is True and d["max_age_seconds"] is None:
+        return (f"executor {executor} is not trusted online: {name} = true was written without "
+                f"a max age, so its silence could never make it offline; {hold} until it is "
+                "written with max_age_seconds")
     if d["expired"] or d["stale"]:
         return (f"executor {executor} is offline: {name} was last confirmed "
                 f"{span(d['age_seconds'])} ago and is stale; {hold} until it answers again")

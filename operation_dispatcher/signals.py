@@ -144,12 +144,18 @@ class SignalBoard:
         signal = self.get(name)
         return default if signal is None else signal.value
 
-    def holds(self, name: str, required: Any) -> bool:
-        """True if the signal exists, is fresh and equals ``required`` (``True`` is not ``1``)."""
+    def holds(self, name: str, required: Any, *, expiring: bool = False) -> bool:
+        """True if the signal exists, is fresh and equals ``required`` (``True`` is not ``1``).
+
+        ``expiring``: only a signal written with a max age counts. An executor's online signal
+        is read so (design.md 2a: silence is not health): one without a max age could never
+        go stale, so a device hung with its line open would stay online for ever.
+        """
         with self._lock:
             signal = self._signals.get(name)
         return (
             signal is not None
+            and not (expiring and signal.max_age_seconds is None)
             and not signal.is_stale()
             and same_value(signal.value, required)
         )

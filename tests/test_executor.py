@@ -35,8 +35,16 @@ def test_an_offline_executor_gates_every_start_and_explain_says_so(make_dispatch
     assert dispatcher.get_operation(op.id).state is ExecutionState.QUEUED
     dispatcher.signals.set("plc.online", "true")  # only a real True
     assert dispatcher.get_operation(op.id).state is ExecutionState.QUEUED
-
+    # a True that could never go stale is not health (design 2a): no max age, no start
     dispatcher.signals.set("plc.online", True)
+    assert dispatcher.get_operation(op.id).state is ExecutionState.QUEUED
+    (detail,) = dispatcher.explain(op.id, details=True)["details"]
+    assert (detail["kind"], detail["holds"], detail["max_age_seconds"]) == (
+        "executor_offline", False, None)
+    assert "not trusted online" in detail["text"] and "max_age_seconds" in detail["text"]
+    assert dispatcher.signals.holds("plc.online", True)  # a release condition would hold
+
+    dispatcher.signals.set("plc.online", True, max_age_seconds=60)
     started = recorder.wait_for(EventType.OPERATION_STARTED, operation_id=op.id)[0]
     assert started.meta_data["executor"] == "plc"  # journaled: who runs it
     assert dispatcher.explain(op.id)["blocked_by"] == []
@@ -46,7 +54,7 @@ def test_an_executor_going_offline_holds_the_next_start(make_dispatcher, make_re
     dispatcher = make_dispatcher()
     dispatcher.attach_executor("plc", online_signal="plc.ready")
     recorder = make_recorder(dispatcher)
-    dispatcher.signals.set("plc.ready", True)
+    dispatcher.signals.set("plc.ready", True, max_age_seconds=60)
     dispatcher.start()
     first = dispatcher.add_operation(_op())
     recorder.wait_for(EventType.OPERATION_STARTED, operation_id=first.id)
@@ -54,7 +62,7 @@ def test_an_executor_going_offline_holds_the_next_start(make_dispatcher, make_re
     dispatcher.signals.set("plc.ready", False)
     dispatcher.complete_operation(first.id, executor="plc")  # as the PLC bridge does
     assert dispatcher.explain(second.id)["blocked_by"] == ["release_condition:plc.ready"]
-    dispatcher.signals.set("plc.ready", True)
+    dispatcher.signals.set("plc.ready", True, max_age_seconds=60)
     recorder.wait_for(EventType.OPERATION_STARTED, operation_id=second.id)
 
 
@@ -132,7 +140,7 @@ def _run_one_on_executor(path: Path, recovery: str, *, pause: bool = False) -> O
     """A process that started an operation on executor "plc" and ended while it ran."""
     dispatcher = OperationDispatcher(RESOURCE, journal=path, recovery=recovery)
     dispatcher.attach_executor("plc")
-    dispatcher.signals.set("plc.online", True)
+    dispatcher.signals.set("plc.online", True, max_age_seconds=60)
     op = dispatcher.add_operation(_op(payload={"program": 7}))
     assert dispatcher.step_dispatch().id == op.id
     if pause:

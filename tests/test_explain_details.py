@@ -590,7 +590,7 @@ def test_the_openapi_document_lists_every_detail_kind_and_describes_real_answers
 
     recorder = EventRecorder(dispatcher)
     denied = dispatcher.add_operation(op())  # the executor is offline: nothing is asked yet
-    dispatcher.signals.set("plc.online", True)
+    dispatcher.signals.set("plc.online", True, max_age_seconds=60)
     recorder.wait_for(EventType.OPERATION_DISPATCHER_PAUSED)  # denied once: paused itself
     dispatcher.signals.set("plc.online", False)
     dispatcher.signals.set("plc.mode", 3)

@@ -95,7 +95,7 @@ def test_a_manual_job_is_completed_and_failed_over_rest_on_serve(serve) -> None:
 def test_python_finish_by_hand_respects_the_executor_unless_forced(make_dispatcher, make_recorder) -> None:
     dispatcher = make_dispatcher()
     dispatcher.attach_executor("plc")
-    dispatcher.signals.set("plc.online", True)
+    dispatcher.signals.set("plc.online", True, max_age_seconds=60)
     recorder = make_recorder(dispatcher)
     dispatcher.start()
     job = dispatcher.add_operation(_op())
@@ -137,7 +137,7 @@ def test_the_executor_of_a_recovered_job_still_guards_it(tmp_path: Path, make_re
     path = tmp_path / "journal.db"
     first = OperationDispatcher(RESOURCE, journal=path, recovery="pause")
     first.attach_executor("plc")
-    first.signals.set("plc.online", True)
+    first.signals.set("plc.online", True, max_age_seconds=60)
     first.start()
     job = first.add_operation(_op())
     assert first.get_operation(job.id).state is ExecutionState.RUNNING
