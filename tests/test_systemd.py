@@ -145,7 +145,10 @@ def test_the_unit_holds_glibc_to_two_malloc_arenas(tmp_path: Path) -> None:
     without it each gets its own (fragmentation in many arenas was the soak's RSS creep)."""
     settings = dict(value.split("=", 1) for value in unit_lines()["Environment"])
     assert settings == {"MALLOC_ARENA_MAX": "2"}
-    plain = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    plain = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("MALLOC_", "GLIBC_TUNABLES"))
+    }
     assert malloc_arenas(tmp_path, plain) > 2  # the count sees per-thread arenas
     assert malloc_arenas(tmp_path, {**plain, **settings}) == 2
 
