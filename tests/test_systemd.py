@@ -9,6 +9,7 @@ commit never returns while the loop thread writes (a hung SD card): the pings st
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -101,6 +102,55 @@ def test_the_unit_runs_serve_as_a_notify_service_with_a_watchdog() -> None:
     # the journal is in the StateDirectory: the only place ProtectSystem=strict lets it write
     journal = exec_start[exec_start.index("--journal") + 1]
     assert Path(journal).parent == Path("/var/lib/operation-dispatcher")
+
+
+#: a child that counts glibc's malloc arenas (malloc_info's <heap> elements) once eight threads
+#: have each allocated and are all alive: a thread keeps its arena while it lives
+_COUNT_ARENAS = """
+import ctypes, sys, threading
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+allocated, done = threading.Barrier(9), threading.Event()
+def work():
+    kept = [bytearray(4096) for _ in range(64)]  # over 512 B: malloc, not pymalloc
+    allocated.wait()
+    done.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+allocated.wait()
+out = libc.fopen(sys.argv[1].encode(), b"w")
+libc.malloc_info(0, out)
+libc.fclose(out)
+done.set()
+for thread in threads:
+    thread.join()
+"""
+
+
+def malloc_arenas(tmp_path: Path, env: dict[str, str]) -> int:
+    """How many arenas glibc made for eight allocating threads under ``env``."""
+    report = tmp_path / "malloc_info.xml"
+    subprocess.run(
+        [sys.executable, "-c", _COUNT_ARENAS, str(report)], env=env, check=True, timeout=60,
+    )
+    return report.read_text().count("<heap nr=")
+
+
+def test_the_unit_holds_glibc_to_two_malloc_arenas(tmp_path: Path) -> None:
+    """Environment=MALLOC_ARENA_MAX=2 reaches glibc: eight threads share two arenas, where
+    without it each gets its own (fragmentation in many arenas was the soak's RSS creep)."""
+    settings = dict(value.split("=", 1) for value in unit_lines()["Environment"])
+    assert settings == {"MALLOC_ARENA_MAX": "2"}
+    plain = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("MALLOC_", "GLIBC_TUNABLES"))
+    }
+    assert malloc_arenas(tmp_path, plain) > 2  # the count sees per-thread arenas
+    assert malloc_arenas(tmp_path, {**plain, **settings}) == 2
 
 
 # ------------------------------------------------------------------------------ the protocol
