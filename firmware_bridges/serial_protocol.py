@@ -30,8 +30,9 @@ giving the XOR of all UTF-8 bytes before the ``*``. ``SIG ready=true*3D`` is a v
 checksums on, a line without one or with a wrong one is rejected.
 
 Lines longer than a cap (256 bytes by default, terminator excluded) are dropped whole by
-:class:`LineFramer`; such lines, bytes that are not UTF-8 and unknown messages are reported as
-:class:`MalformedLine`, which the bridge counts and logs and never treats as fatal.
+:class:`LineFramer`; such lines, bytes that are not UTF-8, unknown messages and a ``SIG`` value
+that is JSON no reader here takes (an integer over 4,300 digits, nesting past the stack) are
+reported as :class:`MalformedLine`, which the bridge counts and logs and never treats as fatal.
 
 >>> parse_device_line("SIG temperature=21.5")
 DeviceMessage(kind='SIG', name='temperature', value=21.5, operation_id=None, reason=None, message=None)
@@ -50,6 +51,8 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from operation_dispatcher._checks import RefusedJSON, load_json
 
 DEFAULT_TERMINATOR = "\n"
 DEFAULT_MAX_LINE = 256
@@ -122,14 +125,18 @@ def strip_checksum(line: str) -> str:
 # ------------------------------------------------------------------------------ values
 
 
-def _reject_constant(text: str) -> Any:
-    raise ValueError(text)  # NaN, Infinity: not JSON, and never equal to themselves
-
-
 def parse_value(text: str) -> Any:
-    """The JSON value of ``text`` if it is JSON, else ``text`` itself."""
+    """The JSON value of ``text`` if it is JSON, else ``text`` itself.
+
+    JSON under the rules every reader of the package shares (``_checks.load_json``): ``NaN``
+    and ``Infinity`` are not JSON (kept as text, never a NaN that equals nothing); an integer
+    over 4,300 digits or nesting past the stack raises :class:`RefusedJSON` (a ValueError): a
+    number or a list the device meant, that no reader can take, is refused, not turned to text.
+    """
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return load_json(text)
+    except RefusedJSON:
+        raise
     except ValueError:
         return text
 
@@ -137,7 +144,11 @@ def parse_value(text: str) -> Any:
 def format_value(value: Any) -> str:
     """``value`` as it appears after ``SIG name=`` (strings bare unless they would read as JSON)."""
     if isinstance(value, str):
-        return value if parse_value(value) == value else json.dumps(value)
+        try:
+            bare = parse_value(value) == value
+        except RefusedJSON:  # digits or brackets the device would read as refused JSON
+            bare = False
+        return value if bare else json.dumps(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"cannot send {value!r}: the protocol only carries finite numbers")
     return json.dumps(value, separators=(",", ":"))
@@ -179,7 +190,10 @@ def parse_device_line(line: str | bytes, *, use_checksum: bool = False) -> Devic
         if not eq:
             raise MalformedLine(line, "SIG needs '<name>=<value>'")
         name = _token(line, name.strip(), "signal name")
-        return DeviceMessage("SIG", name=name, value=parse_value(value.strip()))
+        try:
+            return DeviceMessage("SIG", name=name, value=parse_value(value.strip()))
+        except RefusedJSON as exc:
+            raise MalformedLine(line, f"SIG value refused: {exc}") from None
     if kind == "DONE":
         return DeviceMessage("DONE", operation_id=_token(line, rest, "operation id"))
     if kind == "ERR":

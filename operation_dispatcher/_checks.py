@@ -259,23 +259,52 @@ def not_too_far(value: datetime, name: str) -> datetime:
 # ------------------------------------------------------------------------------ JSON data
 
 
+class RefusedJSON(ValueError):
+    """JSON text no reader here takes although it is JSON: an integer over
+    :data:`MAX_INT_DIGITS` digits, or nesting deeper than the stack allows."""
+
+
 def _no_constant(word: str) -> Any:
     raise ValueError(f"{word} is not JSON")
 
 
-def parse_json(payload: bytes | str, name: str) -> Any:
-    """The value of strict JSON text, else ValidationError ``is not a JSON document``.
+def _int_or_refuse(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise RefusedJSON(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
 
-    Strict: UTF-8, no ``NaN``/``Infinity`` (Python's reader takes them, other readers do not),
-    no integer over Python's digit limit, no nesting that exhausts the stack. What parses may
-    still be unusable (``1e999`` reads as inf): :func:`check_json_data` refuses that.
+
+def _int_or_limit(text: str) -> int:
+    return int(text) if len(text) - text.startswith("-") <= MAX_INT_DIGITS else INT_LIMIT
+
+
+def load_json(text: str, *, mark_long_ints: bool = False) -> Any:
+    """``json.loads`` under the rules every reader here shares (HTTP, MQTT, serial ``SIG``).
+
+    Raises ValueError, its text the reason, for text that is not JSON, ``NaN``, ``Infinity``
+    and ``-Infinity`` included (Python's reader takes them, other readers do not), and
+    :class:`RefusedJSON` for an integer over :data:`MAX_INT_DIGITS` digits (counted here: the
+    interpreter's own limit is process-wide, and ``PYTHONINTMAXSTRDIGITS=0`` lifts it) or
+    nesting that exhausts the stack. With ``mark_long_ints`` such an integer reads as
+    :data:`INT_LIMIT` instead, which :func:`check_json_data` refuses naming where it is.
+    What parses may still be unusable (``1e999`` reads as inf): check_json_data says so.
     """
     import json  # here: this module stays stdlib-light for the core's import time
 
+    parse_int = _int_or_limit if mark_long_ints else _int_or_refuse
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=parse_int)
+    except RecursionError:
+        raise RefusedJSON(f"nested deeper than {MAX_NESTING} levels") from None
+
+
+def parse_json(payload: bytes | str, name: str) -> Any:
+    """The value of strict JSON text (:func:`load_json`), else ValidationError ``is not a JSON
+    document``; the text must be UTF-8."""
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
-        return json.loads(text, parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return load_json(text)
+    except (UnicodeDecodeError, ValueError):
         raise ValidationError(name, "is not a JSON document") from None
 
 
@@ -465,12 +494,14 @@ __all__ = [
     "MAX_PROGRESS_MESSAGE",
     "MAX_RELEASE_AHEAD",
     "MAX_SECONDS",
+    "RefusedJSON",
     "boolean",
     "check_json_data",
     "check_text",
     "dispatcher_arguments",
     "integer",
     "json_object",
+    "load_json",
     "meta_data",
     "not_too_far",
     "one_of",

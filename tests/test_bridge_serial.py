@@ -264,6 +264,22 @@ def test_pty_garbage_overlong_and_unknown_lines_are_counted(pty_pair: Pty, make_
     assert rec.wait_for(FAILED, operation_id=work.id)[0].meta_data["reason"] == "overheated"
 
 
+def test_pty_refused_json_values_are_counted_and_the_line_stays_up(
+    pty_pair: Pty, make_bridge,
+) -> None:
+    """A SIG integer over 4,300 digits is refused as HTTP and MQTT refuse it (it used to become
+    a text signal), and deep nesting is a malformed line (it used to raise RecursionError out of
+    the read loop: an 'unexpected error' that took the bridge offline)."""
+    d, bridge = make_bridge(pty_pair.path, max_line=20_000, hello=pty_pair.write)
+    pty_pair.write(b"SIG n=" + b"9" * 5000 + b"\n")
+    pty_pair.write(b"SIG deep=" + b"[" * 5000 + b"]" * 5000 + b"\n")
+    pty_pair.write(b"SIG alive=2\n")
+    wait_signal(d, "dev1.alive", 2)
+    assert bridge.counters["malformed"] == 2
+    assert d.signals.get("dev1.n") is None and d.signals.get("dev1.deep") is None
+    assert bridge.counters.get("errors", 0) == 0 and bridge.counters.get("reconnects", 0) == 0
+    assert d.signals.get("dev1.online").value is True
+
 def test_pty_checksum_mode_rejects_bad_checksums(pty_pair: Pty, make_bridge) -> None:
     d, bridge = make_bridge(pty_pair.path, checksum=True, terminator="\r\n", hello=pty_pair.write)
     rec = EventRecorder(d)

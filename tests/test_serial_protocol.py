@@ -36,6 +36,33 @@ def test_sig_values_are_json_when_they_parse(line: str, value: object) -> None:
     assert msg.value == value and type(msg.value) is type(value)
 
 
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("9" * 4301, "an integer of more than 4300 digits"),
+        ("-" + "9" * 4301, "an integer of more than 4300 digits"),
+        ("[" * 5000 + "]" * 5000, "nested deeper than 64 levels"),
+        ("[" * 5000, "nested deeper than 64 levels"),  # the stack runs out before the end
+    ],
+)
+def test_sig_json_no_reader_takes_is_a_malformed_line_not_text(value: str, reason: str) -> None:
+    """The shared strict reader's refusals (as HTTP and MQTT refuse them): a number the device
+    meant never becomes text, and deep nesting never escapes as a RecursionError."""
+    with pytest.raises(MalformedLine) as info:
+        proto.parse_device_line(f"SIG n={value}")
+    assert info.value.reason == f"SIG value refused: {reason}"
+
+
+def test_sig_integers_up_to_the_limit_are_numbers() -> None:
+    assert proto.parse_device_line("SIG n=-" + "9" * 4300).value == -(10**4300 - 1)
+
+
+def test_text_that_would_read_as_refused_json_is_sent_quoted() -> None:
+    digits = "9" * 4301
+    assert proto.format_value(digits) == f'"{digits}"'
+    assert proto.parse_device_line(f"SIG n={proto.format_value(digits)}").value == digits
+
 def test_device_messages() -> None:
     assert proto.parse_device_line("SIG ready=true\n") == DeviceMessage("SIG", "ready", True)
     assert proto.parse_device_line(b"DONE op-1\r\n") == DeviceMessage("DONE", operation_id="op-1")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,9 +29,9 @@ from flask_openapi3 import Info, OpenAPI
 from werkzeug.routing import Rule
 
 from .. import __version__
-from .._checks import MAX_NESTING
+from .._checks import MAX_NESTING, load_json
 from ..errors import ValidationError
-from ..models import MAX_INT_DIGITS, check_json_data
+from ..models import check_json_data
 from .approvals import approvals_blueprint
 from .auth import Credentials, authorize
 from .bridges import bridges_blueprint
@@ -213,13 +212,9 @@ class _StrictJSONProvider(DefaultJSONProvider):
                 raise ValueError(
                     f"it is not UTF-8 (byte 0x{s[exc.start]:02x} at position {exc.start})"
                 ) from None
-        try:
-            value = json.loads(
-                s, parse_constant=_refuse_constant, parse_int=_parse_int,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        except RecursionError:
-            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+        if kwargs:
+            raise TypeError(f"the strict JSON reader takes no options, got {sorted(kwargs)}")
+        value = load_json(s, mark_long_ints=True)  # long ints: check_json_data names the field
         _check_depth(value)
         try:
             check_json_data(value, "body")
@@ -234,19 +229,6 @@ class UnusableValue(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         self.field = field.removeprefix("body").removeprefix(".") or "body"
         super().__init__(f"{self.field} {reason}")
-
-
-def _parse_int(text: str) -> int:
-    """Integers too long to be converted back to text become a value the check refuses."""
-    digits = len(text) - text.startswith("-")
-    return int(text) if digits <= MAX_INT_DIGITS else _TOO_LONG
-
-
-_TOO_LONG = 10**MAX_INT_DIGITS  # one more digit than allowed: check_json_data refuses it
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _check_depth(value: object) -> None:
