@@ -135,6 +135,7 @@ def test_a_bad_include_is_refused_with_400(
     body = assert_error(api.get("/events/stream", params={"include": include}), 400,
                         "invalid_request", field="include")
     assert reason in body["message"]
+    assert body["message"].count("got ") == 1  # the value shown once, not twice
     assert api.get("/health").json()["event_stream_clients"] == 0
 
 

@@ -251,8 +251,10 @@ class EventStreamQuery(RequestModel):
     include_requests: bool = Field(
         False, description="also stream the *_REQUESTED events (the approval handshake)"
     )
-    #: read as a string, kept as the set of its words
-    include: Annotated[str, AfterValidator(core(_checks.word_set, choices=LIVE_KINDS))] = Field(
+    #: read as a string, kept as the set of its words (a 400 shows the value once: got=False)
+    include: Annotated[
+        str, AfterValidator(core(_checks.word_set, choices=LIVE_KINDS, got=False))
+    ] = Field(
         "", max_length=200, validate_default=True,
         json_schema_extra={"example": "requests,signals,bridges"},
         description=(
