@@ -197,14 +197,12 @@ def serve(args: argparse.Namespace) -> int:
         return _refuse(*exc.errors)
     for flag, port in (("--port", args.port), ("--mcp-port", args.mcp_port)):
         if port is not None and not 0 <= port <= 65535:
-            print(f"{PROG}: {flag} must be from 0 to 65535", file=sys.stderr)
-            return 2
+            return _refuse(f"{flag} must be from 0 to 65535")
     if config.mcp.port is not None:
         try:
             from .mcp import McpHttpServer, create_mcp_server
         except ImportError as exc:
-            print(f"{PROG}: [mcp] port (--mcp-port) needs the mcp extra: {exc}", file=sys.stderr)
-            return 2
+            return _refuse(f"[mcp] port (--mcp-port) needs the mcp extra: {exc}")
     demo = DemoMachine() if args.demo else None
     kwargs = config.dispatcher_kwargs()
     if demo is not None:
@@ -217,20 +215,15 @@ def serve(args: argparse.Namespace) -> int:
     except (DispatcherError, ValueError) as exc:
         if isinstance(kwargs["journal"], Journal):
             kwargs["journal"].close()
-        print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"cannot create the dispatcher: {exc}")
     try:
         bridges = _build_bridges(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
-        print(f"{PROG}: cannot build the bridges: {exc}", file=sys.stderr)
-        _close(dispatcher)
-        return 2
+        return _abandon(dispatcher, f"cannot build the bridges: {exc}")
     try:
         link = _build_mqtt_link(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
-        print(f"{PROG}: cannot use the MQTT broker: {exc}", file=sys.stderr)
-        _close(dispatcher)
-        return 2
+        return _abandon(dispatcher, f"cannot use the MQTT broker: {exc}")
     http = config.http
     try:
         app = create_app(
@@ -240,9 +233,7 @@ def serve(args: argparse.Namespace) -> int:
             bridges=bridges, signal_max_age_seconds=http.signal_max_age_seconds,
         )
     except ValueError as exc:  # e.g. --token repeats a named token of [http.tokens]
-        print(f"{PROG}: cannot serve: {exc}", file=sys.stderr)
-        _close(dispatcher)
-        return 2
+        return _abandon(dispatcher, f"cannot serve: {exc}")
     raise_open_file_limit(http.connection_limit + 64)  # each socket is a file descriptor
     try:
         server = ApiServer(
@@ -601,8 +592,7 @@ def mcp_command(args: argparse.Namespace) -> int:
     try:
         dispatcher = OperationDispatcher(**config.dispatcher_kwargs())
     except (DispatcherError, ValueError) as exc:
-        print(f"{PROG}: cannot create the dispatcher: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"cannot create the dispatcher: {exc}")
     try:
         bridges = _build_bridges(dispatcher, config)
     except (DispatcherError, ImportError) as exc:
@@ -660,12 +650,20 @@ def check_config_command(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _refuse(*problems: object) -> int:
     """Print each problem on stderr after the program's name; exit status 2 (nothing ran)."""
     for problem in problems:
         print(f"{PROG}: {problem}", file=sys.stderr)
     return 2
+
+
+def _abandon(dispatcher: OperationDispatcher, problem: str) -> int:
+    """``serve`` cannot go on after creating the dispatcher: say why, close it (and the journal
+    ``serve`` opened), exit status 2."""
+    status = _refuse(problem)
+    _close(dispatcher)
+    return status
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
