@@ -57,6 +57,12 @@ def frame(name: str, data: Any) -> str | None:
     return f"event: {name}\ndata: {text}\n\n"
 
 
+def _join(thread: threading.Thread | None) -> None:
+    """Wait (bounded) for a relay thread told to end, unless it is the caller."""
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(5)
+
+
 class LiveFrames:
     """Request, signal and bridge frames for the stream clients that asked for them."""
 
@@ -116,23 +122,28 @@ class LiveFrames:
             if self._users == 0:
                 return
             self._users -= 1
-            if self._users == 0:
-                self._stop()
+            if self._users > 0:
+                return
+            thread = self._stop()
+        _join(thread)
 
     def close(self) -> None:
         """The server stops: no frames from now on, the thread ends."""
         with self._life:
             self._closed = True
             self._users = 0
-            self._stop()
+            thread = self._stop()
+        _join(thread)
 
     @property
     def running(self) -> bool:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def _stop(self) -> None:
-        """Unsubscribe, forget what waits and end the thread (``_life`` held)."""
+    def _stop(self) -> threading.Thread | None:
+        """Unsubscribe, forget what waits and tell the thread to end (``_life`` held); the
+        thread, for the caller to join once ``_life`` is released (it may be in a bridge's
+        ``status()``: a new client's ``join()`` must not wait behind that)."""
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
@@ -143,8 +154,7 @@ class LiveFrames:
             self._deadlines.clear()
             self._overflow = False
             self._cond.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
+        return thread
 
     # ------------------------------------------------------------------ what happens
 
