@@ -194,6 +194,22 @@ def test_hostile_arguments_are_refused_with_the_rest_codes() -> None:
         assert [str(o.id) for o in dispatcher.get_schedule()] == [queued]
 
 
+def test_an_unknown_operation_is_a_404_with_its_id_for_every_command() -> None:
+    unknown = "00000000-0000-4000-8000-000000000000"
+    with OperationDispatcher(RESOURCE, start_paused=True) as dispatcher:
+        handler = CommandHandler(dispatcher)
+        for command, args in (
+            ("update", {"updates": {"priority": 1}}), ("cancel", {}), ("pause", {}),
+            ("resume", {}), ("complete", {}), ("fail", {}), ("progress", {"fraction": 0.5}),
+        ):
+            result = handler.handle(parse(json.dumps(
+                {"command": command, "args": {"operation_id": unknown, **args}}).encode()))
+            assert (result.status, result.error) == (404, {
+                "code": "operation_not_found", "message": "operation not found",
+                "details": {"operation_id": unknown},
+            }), command
+
+
 def test_hostile_responses_are_refused_and_decide_nothing() -> None:
     policy = ApprovalPolicy(start="mqtt")
     heard = threading.Event()

@@ -183,6 +183,12 @@ def parse(payload: bytes) -> Command:
     return Command(name, command_id, args)
 
 
+def _not_found(operation_id: UUID) -> CommandError:
+    """The answer for an unknown operation (the REST API's 404 operation_not_found)."""
+    return CommandError.from_exc(OperationNotFound(operation_id), message="operation not found",
+                                 details={"operation_id": str(operation_id)})
+
+
 def _status(op: Operation) -> dict[str, Any]:
     """An operation as the REST API's OperationStatus."""
     return {"operation": op.to_dict(), "is_current_operation": op.state in _ACTIVE,
@@ -237,8 +243,7 @@ class CommandHandler:
     def _find(self, operation_id: UUID) -> Operation:
         op = self._dispatcher.get_operation(operation_id)
         if op is None:
-            raise CommandError.from_exc(OperationNotFound(operation_id), message="operation not found",
-                                  details={"operation_id": str(operation_id)})
+            raise _not_found(operation_id)
         return op
 
     @staticmethod
@@ -323,9 +328,8 @@ class CommandHandler:
         except (ValidationError, DependencyError) as exc:
             raise CommandError.from_exc(exc, "invalid_updates",
                                   details={"field": getattr(exc, "field", "dependencies")}) from None
-        if op is None:
-            self._find(operation_id)
-            raise CommandError.from_exc(OperationNotFound(operation_id), message="operation not found")
+        if op is None:  # update_operation's None: the operation is unknown
+            raise _not_found(operation_id)
         return 200, _status(op)
 
     def _cancel(self, args: dict[str, Any]) -> tuple[int, Any]:
@@ -398,9 +402,8 @@ class CommandHandler:
             op = self._dispatcher.report_progress(
                 operation_id, args.get("fraction"), args.get("message")
             )
-        except OperationNotFound as exc:
-            raise CommandError.from_exc(exc, message="operation not found",
-                                  details={"operation_id": str(operation_id)}) from None
+        except OperationNotFound:
+            raise _not_found(operation_id) from None
         except OperationNotCurrent as exc:
             current = self._dispatcher.get_operation(operation_id)
             state = None if current is None else current.state.value

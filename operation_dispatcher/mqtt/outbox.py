@@ -46,9 +46,5 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def oldest(self) -> int | None:
-        return next(iter(self._items), None)
-
 
 __all__ = ["Outbox"]
