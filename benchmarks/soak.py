@@ -372,11 +372,12 @@ max_age_seconds = 3.0
 
 
 def _serve(config: Path, folder: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "operation_dispatcher", "serve", "--config", str(config),
-         "--log-level", "WARNING"],
-        cwd=folder, stdout=subprocess.PIPE, stderr=open(folder / "serve.log", "w"), text=True,
-    )
+    with open(folder / "serve.log", "w") as log:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "operation_dispatcher", "serve", "--config", str(config),
+             "--log-level", "WARNING"],
+            cwd=folder, stdout=subprocess.PIPE, stderr=log, text=True,
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "serving" not in line:

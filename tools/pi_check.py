@@ -446,7 +446,6 @@ def mounted(root: Path) -> Iterator[None]:
     """/proc and a private /dev/pts (serial tests use pseudo-terminals) in the root, for the
     duration of the block; unmounted also when the block fails."""
     unmount_all(root)
-    done: list[Path] = []
     try:
         for kind, point, options in (
             ("proc", root / "proc", "nosuid,nodev,noexec"),
@@ -455,7 +454,6 @@ def mounted(root: Path) -> Iterator[None]:
         ):
             point.mkdir(parents=True, exist_ok=True)
             run(["mount", "-t", kind, "-o", options, kind, point])
-            done.append(point)
         ptmx = root / "dev/ptmx"
         if not ptmx.is_symlink():  # the root's ptmx must be the private instance's
             ptmx.unlink(missing_ok=True)
@@ -465,9 +463,7 @@ def mounted(root: Path) -> Iterator[None]:
         left = kill_left_behind(root)
         if left:
             say(f"killed {len(left)} process(es) left running in {root}: {left}")
-        for point in reversed(done):
-            subprocess.run(["umount", point], check=False)
-        unmount_all(root)
+        unmount_all(root)  # what was mounted here, deepest first, read from /proc/self/mounts
 
 
 def chroot_argv(root: Path, argv: Sequence[str], cwd: str = f"/{INSTALL_DIR}/src",
