@@ -232,10 +232,9 @@ class DispatcherTools:
         """Change fields of a queued (or paused) operation; a running or finished one is refused."""
         require(ctx, "dispatcher_update_operation")
         with tool_errors():
-            op = self._dispatcher.update_operation(operation_id, aware(updates, _DATETIME_FIELDS))
-            if op is None:
-                self._find(operation_id)  # raises: unknown
-        assert op is not None
+            # None only for an unknown id: _find then raises the tool's "not found"
+            op = (self._dispatcher.update_operation(operation_id, aware(updates, _DATETIME_FIELDS))
+                  or self._find(operation_id))
         return self._status(op, self._current_id())
 
     def dispatcher_cancel_operation(
