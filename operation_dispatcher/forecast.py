@@ -304,10 +304,8 @@ class _Simulation:
                 queue.missing[position] += 1
                 queue.dependents.setdefault(provider, []).append((position, kind))
                 continue
-            plan = self.plans.get(provider)  # the current operation, or one left out above
-            moment = None if plan is None else (
-                plan.start if kind is DependencyType.START_TO_START else plan.end
-            )
+            # the current operation, or one left out above
+            moment = _provider_moment(self.plans.get(provider), kind)
             if moment is None:  # never, as far as the forecast knows
                 self.plans[op.id] = _Plan(blocked_by=Blocker.dependency(provider))
                 return
@@ -360,9 +358,9 @@ class _Simulation:
     def _start(self, queue: _Queue, position: int, start: datetime) -> None:
         op = queue.pending[position]
         end = _plus(start, op.planned_duration)
-        self.plans[op.id] = _Plan(start=start, end=end)
+        plan = self.plans[op.id] = _Plan(start=start, end=end)
         for dependent, kind in queue.dependents.get(op.id, ()):
-            moment = start if kind is DependencyType.START_TO_START else end
+            moment = _provider_moment(plan, kind)
             if moment is None:
                 continue  # the resource stalls on this one: labelled at the end
             queue.dep_at[dependent] = _latest(moment, queue.dep_at[dependent])
@@ -379,11 +377,7 @@ class _Simulation:
         if op.conditions:
             return op.conditions[0]
         for provider, kind in op.waits_for:
-            plan = self.plans.get(provider)
-            moment = None if plan is None else (
-                plan.start if kind is DependencyType.START_TO_START else plan.end
-            )
-            if moment is None:
+            if _provider_moment(self.plans.get(provider), kind) is None:
                 return Blocker.dependency(provider)
         if self.stall is not None:
             return self.stall
@@ -408,6 +402,14 @@ def _dispatcher_blocker(snapshot: ForecastSnapshot) -> str | None:
     if snapshot.paused:
         return str(Blocker.DISPATCHER_PAUSED)
     return None
+
+
+def _provider_moment(plan: _Plan | None, kind: DependencyType) -> datetime | None:
+    """When a provider lets its dependent go: its start (START_TO_START) or its end; None
+    when that is unknown (or the provider is not placed)."""
+    if plan is None:
+        return None
+    return plan.start if kind is DependencyType.START_TO_START else plan.end
 
 
 def _plus(start: datetime, seconds: float | None) -> datetime | None:

@@ -51,22 +51,27 @@ def limit_problem(max_bytes: object, slow_write_seconds: object) -> str | None:
     return None
 
 
-def live_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes of the file's pages in use (page count minus free pages, times the page size)."""
+def _pages(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """The file's page count, free pages and page size."""
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return int((pages - free) * conn.execute("PRAGMA page_size").fetchone()[0])
+    return int(pages), int(free), int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def live_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the file's pages in use (page count minus free pages, times the page size)."""
+    pages, free, size = _pages(conn)
+    return (pages - free) * size
 
 
 def file_sizes(conn: sqlite3.Connection, path: str) -> dict[str, int]:
     """Bytes of the file's live pages, of the whole file, and of the write-ahead log."""
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages, free, size = _pages(conn)
     try:
         wal = os.path.getsize(path + "-wal")
     except OSError:
         wal = 0
-    return {"live_bytes": live_bytes(conn), "file_bytes": pages * page, "wal_bytes": wal}
+    return {"live_bytes": (pages - free) * size, "file_bytes": pages * size, "wal_bytes": wal}
 
 
 def prune_finished(

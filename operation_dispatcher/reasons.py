@@ -533,5 +533,7 @@ def blocked_counts(dispatcher: Any, limit: int) -> tuple[dict[str, int], int]:
             counts[kind] = counts.get(kind, 0) + 1
     return counts, len(schedule)
 
+
 __all__ = [
-    "blocked_counts","KINDS", "collect", "describe", "json_type", "show", "similar_signal", "span"]
+    "KINDS", "blocked_counts", "collect", "describe", "json_type", "show", "similar_signal", "span",
+]
