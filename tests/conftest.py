@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 from hypothesis import configuration as hypothesis_configuration
 
-from operation_dispatcher import DispatchEvent, EventType, Operation, OperationDispatcher
+from operation_dispatcher import (
+    PENDING,
+    DispatchEvent,
+    EventType,
+    Operation,
+    OperationDispatcher,
+)
 
 RESOURCE = "robot-1"
 THREAD_GRACE_SECONDS = 2.0
@@ -121,6 +127,27 @@ class EventRecorder:
                         f"got {len(found)}; events so far: {seen}"
                     )
                 self._cond.wait(remaining)
+
+
+class PendingCallback:
+    """An ``on_request_callback`` that leaves every request PENDING (an operator, or an agent,
+    answers it) and remembers the events it was given."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.seen: list[Any] = []
+
+    def __call__(self, event: Any) -> Any:
+        with self.cond:
+            self.seen.append(event)
+            self.cond.notify_all()
+        return PENDING
+
+    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        """The first ``count`` requests, once they have been asked."""
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.seen) >= count, timeout), self.seen
+            return self.seen[:count]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:

@@ -17,6 +17,24 @@ import requests
 STARTUP_SECONDS = 30
 
 
+def read_until(proc: subprocess.Popen[str], done: Callable[[str], bool], timeout: float) -> str:
+    """Read ``proc``'s stdout (raw reads: no buffer hides a line) until ``done(text)`` holds, it
+    ends or ``timeout`` passes; all the text read."""
+    assert proc.stdout is not None
+    text = ""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while not done(text) and (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                break
+            chunk = os.read(proc.stdout.fileno(), 65536).decode()
+            if not chunk:
+                break
+            text += chunk
+    return text
+
+
 class Served:
     """``python -m operation_dispatcher serve --port 0 ...`` running in ``cwd``."""
 

@@ -10,10 +10,9 @@ from unittest.mock import MagicMock, Mock
 
 import pytest
 from conftest import RESOURCE as R
-from conftest import EventRecorder, op
+from conftest import EventRecorder, PendingCallback, op
 
 from operation_dispatcher import (
-    PENDING,
     DispatchEvent,
     EventType,
     ExecutionState,
@@ -40,25 +39,6 @@ def first_denial(make_dispatcher, callback, **kwargs: Any) -> tuple[Any, Operati
     d.start()
     added = d.add_operation(op())
     return d, added, rec.wait_for(DENIED, operation_id=added.id)[0]
-
-
-class PendingCallback:
-    """Answers every request with PENDING and remembers the events it was given."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.seen: list[Any] = []
-
-    def __call__(self, event):
-        with self.cond:
-            self.seen.append(event)
-            self.cond.notify_all()
-        return PENDING
-
-    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.seen) >= count, timeout), self.seen
-            return list(self.seen)
 
 
 # ------------------------------------------------------------------------ callback results

@@ -252,20 +252,11 @@ def test_expiring_a_fresh_signal_tells_the_listeners_once() -> None:
 # ------------------------------------------------------------------------ bridges
 
 
-@pytest.fixture
-def device() -> Iterator[SerialDeviceSimulator]:
-    simulator = SerialDeviceSimulator(run_seconds=None, signals={"ready": True},
-                                      repeat_seconds=0.05)
-    simulator.listen_tcp("127.0.0.1")
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
 def test_a_bridge_going_online_and_offline_is_on_the_stream(
     make_api: Callable[..., Any], make_dispatcher: Callable[..., OperationDispatcher],
-    device: SerialDeviceSimulator,
+    make_sim: Callable[..., SerialDeviceSimulator],
 ) -> None:
+    device = make_sim(run_seconds=None, signals={"ready": True}, repeat_seconds=0.05)
     dispatcher = make_dispatcher()
     bridge = SerialLineBridge(dispatcher, "mcu", device.url, reconnect_initial=0.02,
                               reconnect_max=0.1)

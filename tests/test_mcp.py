@@ -7,15 +7,14 @@ handshake and JSON-RPC framing over memory streams, as a real transport would.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import EventRecorder, op
+from conftest import EventRecorder, PendingCallback, op
 from mcp_support import Session, run
 
-from operation_dispatcher import PENDING, EventType, ExecutionState, OperationDispatcher
+from operation_dispatcher import EventType, ExecutionState, OperationDispatcher
 from operation_dispatcher.bridges import build_bridges
 from operation_dispatcher.mcp import TOOL_SCOPES, create_mcp_server
 
@@ -34,26 +33,6 @@ TEMPLATES = {
 }
 PROMPTS = {"dispatcher_introduction_prompt", "dispatcher_triage_prompt"}
 UNKNOWN = "3f2b8a51-7c0e-4d9a-9b1e-5a6c7d8e9f01"  # fixed: xdist workers must collect the same ids
-
-
-class PendingCallback:
-    """Leaves every request PENDING (an operator, or an agent, answers it)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.seen: list[Any] = []
-
-    def __call__(self, event: Any) -> Any:
-        with self.cond:
-            self.seen.append(event)
-            self.cond.notify_all()
-        return PENDING
-
-    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        """The first ``count`` requests, once they have been asked."""
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.seen) >= count, timeout), self.seen
-            return self.seen[:count]
 
 
 def same_explanation(got: dict[str, Any], expected: dict[str, Any]) -> bool:

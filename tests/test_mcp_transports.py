@@ -17,7 +17,7 @@ import anyio
 import httpx2
 import pytest
 import requests
-from conftest import EventRecorder, op, wait_until
+from conftest import EventRecorder, PendingCallback, op, wait_until
 from mcp.client.streamable_http import streamable_http_client
 from mcp_support import Session, run
 
@@ -143,17 +143,12 @@ def test_an_operator_token_approves_over_http_and_its_name_is_recorded(
     make_dispatcher: Callable[..., OperationDispatcher],
     make_mcp_http: Callable[..., McpHttpServer],
 ) -> None:
-    asked = threading.Event()
-
-    def callback(event: Any) -> Any:
-        asked.set()
-        return PENDING
-
+    callback = PendingCallback()
     dispatcher = make_dispatcher(on_request_callback=callback, request_event_timeout_seconds=60.0)
     recorder = EventRecorder(dispatcher)
     dispatcher.start()
     added = dispatcher.add_operation(op())
-    assert asked.wait(5)
+    callback.wait_for()
     server = make_mcp_http(dispatcher, credentials=Credentials.build(None, TOKENS))
 
     async def body(s: Session) -> None:

@@ -4,7 +4,6 @@ names are ignored within bounds; ``operation-dispatcher fleet`` as a table and a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -198,9 +197,12 @@ def test_the_fleet_command_prints_json_and_refuses_bad_options(fleet, tmp_path: 
 
 @pytest.mark.slow
 def test_the_live_fleet_table_redraws_and_stops_on_sigint(fleet) -> None:
-    import selectors
     import signal
-    import time
+
+    from served import read_until
+
+    def online(text: str) -> set[str]:
+        return {line.split()[0] for line in text.splitlines() if line.split()[1:2] == ["ONLINE"]}
 
     broker = fleet["broker"]
     proc = subprocess.Popen(
@@ -208,21 +210,8 @@ def test_the_live_fleet_table_redraws_and_stops_on_sigint(fleet) -> None:
          f"{broker.host}:{broker.port}", "--interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert proc.stdout is not None
-    seen: set[str] = set()
-    text = ""
-    deadline = time.monotonic() + 20
-    with selectors.DefaultSelector() as selector:  # raw reads: no buffer hides a line
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while seen != {"cell-a", "cell-b", "cell-c"} and time.monotonic() < deadline:
-            if not selector.select(deadline - time.monotonic()):
-                break
-            chunk = os.read(proc.stdout.fileno(), 65536).decode()
-            if not chunk:
-                break
-            text += chunk
-            seen = {line.split()[0] for line in text.splitlines()
-                    if line.split()[1:2] == ["ONLINE"]}
+    seen = online(read_until(proc, lambda text: online(text) == {"cell-a", "cell-b", "cell-c"},
+                             20))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert seen == {"cell-a", "cell-b", "cell-c"}

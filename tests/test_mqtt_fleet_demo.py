@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from served import read_until
 
 RUN = Path(__file__).resolve().parent.parent / "examples" / "fleet" / "run.py"
+
+
+def online(text: str) -> set[str]:
+    """The cells the demo's fleet table shows online and running."""
+    return set(re.findall(r"^(cell-\d)\s+ONLINE\s+running", text, re.M))
 
 
 def alive(pid: int) -> bool:
@@ -29,22 +33,9 @@ def alive(pid: int) -> bool:
 def test_the_fleet_demo_shows_three_cells_and_ctrl_c_stops_everything() -> None:
     proc = subprocess.Popen([sys.executable, str(RUN)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    text = ""
-    online: set[str] = set()
-    deadline = time.monotonic() + 25
     try:
-        with selectors.DefaultSelector() as selector:  # raw reads: no buffer hides a line
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            while len(online) < 3 and time.monotonic() < deadline:
-                if not selector.select(deadline - time.monotonic()):
-                    break
-                chunk = os.read(proc.stdout.fileno(), 65536).decode()
-                if not chunk:
-                    break
-                text += chunk
-                online = set(re.findall(r"^(cell-\d)\s+ONLINE\s+running", text, re.M))
-        assert online == {"cell-1", "cell-2", "cell-3"}, text[-3000:]
+        text = read_until(proc, lambda text: len(online(text)) >= 3, 25)
+        assert online(text) == {"cell-1", "cell-2", "cell-3"}, text[-3000:]
         broker_pid = int(re.search(r"\(pid (\d+)\)", text).group(1))
         assert alive(broker_pid)
     finally:
